@@ -1,0 +1,407 @@
+//! Payloads of the Socket.IO face (CONTRACT §1), both directions.
+//!
+//! Inbound payloads are parsed with [`Fields`](crate::fields::Fields) so every bad field gets
+//! its own error; outbound payloads are plain serde structs in camelCase.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{ErrorBody, WireError};
+use crate::fields::Fields;
+
+/// Fields every client→server payload may carry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Common {
+    pub chat_id: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+impl Common {
+    fn read(f: &Fields<'_>) -> Result<Self, WireError> {
+        Ok(Self {
+            chat_id: f.opt_id("chatId")?,
+            trace_id: f.opt_str("traceId")?,
+        })
+    }
+}
+
+/// `chat:join`
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinRequest {
+    pub common: Common,
+    pub user_id: Option<String>,
+    pub last_seq: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+impl JoinRequest {
+    pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        Ok(Self {
+            common: Common::read(&f)?,
+            user_id: f.opt_id("userId")?,
+            last_seq: f.opt_u64("lastSeq")?,
+            epoch: f.opt_str("epoch")?,
+        })
+    }
+}
+
+/// `chat:leave`, `meta:events:request` and other payloads with only the common fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainRequest {
+    pub common: Common,
+}
+
+impl PlainRequest {
+    pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        Ok(Self {
+            common: Common::read(&f)?,
+        })
+    }
+}
+
+/// `user:message`
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserMessageRequest {
+    pub common: Common,
+    pub message_id: String,
+    pub user_id: Option<String>,
+    pub text: String,
+    pub parts: Option<Value>,
+    pub request_id: Option<String>,
+}
+
+impl UserMessageRequest {
+    pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        Ok(Self {
+            common: Common::read(&f)?,
+            message_id: f.req_id("messageId")?,
+            user_id: f.opt_id("userId")?,
+            text: f.req_text("text")?,
+            parts: f.opt_array("parts")?,
+            request_id: f.opt_str("requestId")?,
+        })
+    }
+}
+
+/// `typing:start` / `typing:stop`
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypingRequest {
+    pub common: Common,
+    pub user_id: Option<String>,
+}
+
+impl TypingRequest {
+    pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        Ok(Self {
+            common: Common::read(&f)?,
+            user_id: f.opt_id("userId")?,
+        })
+    }
+}
+
+/// `ai:abort`
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbortRequest {
+    pub common: Common,
+    pub request_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl AbortRequest {
+    pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        Ok(Self {
+            common: Common::read(&f)?,
+            request_id: f.opt_str("requestId")?,
+            reason: f.opt_str("reason")?,
+        })
+    }
+}
+
+/// `message:read` (client → server)
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkReadRequest {
+    pub common: Common,
+    pub user_id: Option<String>,
+    pub message_ids: Vec<String>,
+    /// Epoch milliseconds, parsed from the ISO 8601 `readAt`.
+    pub read_at: i64,
+}
+
+impl MarkReadRequest {
+    /// `max_ids` bounds `messageIds`.
+    pub fn parse(event: &str, v: &Value, max_ids: usize) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        let read_at_raw = f.req_str("readAt")?;
+        let read_at = crate::time::parse_iso8601(&read_at_raw).ok_or_else(|| {
+            WireError::new(
+                crate::ErrorCode::InvalidField,
+                format!("{event}: `readAt` must be an ISO 8601 timestamp, got {read_at_raw:?}"),
+            )
+        })?;
+        Ok(Self {
+            common: Common::read(&f)?,
+            user_id: f.opt_id("userId")?,
+            message_ids: f.req_id_list("messageIds", max_ids)?,
+            read_at,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- server → client
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessageEvent {
+    pub chat_id: String,
+    pub message_id: String,
+    pub user_id: String,
+    pub role: &'static str,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Value>,
+    pub created_at: String,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AiMessageEvent {
+    pub chat_id: String,
+    pub message_id: String,
+    pub role: &'static str,
+    pub text: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<String>>,
+    pub request_id: String,
+    pub finish_reason: String,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// Either message shape, for the join ack's `messages`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum HistoryMessage {
+    User(ChatMessageEvent),
+    Assistant(AiMessageEvent),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AiErrorEvent {
+    pub chat_id: String,
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    pub request_id: String,
+    pub retryable: bool,
+    /// Present when the error ended a turn (it is then in the chat's log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageReadEvent {
+    pub chat_id: String,
+    pub user_id: String,
+    pub message_ids: Vec<String>,
+    pub read_at: String,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceUpdateEvent {
+    pub chat_id: String,
+    pub online_user_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingUpdateEvent {
+    pub chat_id: String,
+    pub user_id: String,
+    pub typing: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AiProcessingEvent {
+    pub chat_id: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AiTokenEvent<'a> {
+    pub chat_id: &'a str,
+    pub request_id: &'a str,
+    pub message_id: &'a str,
+    pub token: &'a str,
+    pub index: u64,
+    /// Set when this event covers the run `index..=through` (a coalesced catch-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub through: Option<u64>,
+}
+
+/// The `error` event: a protocol-level error not tied to one ack.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerErrorEvent {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+}
+
+// ---------------------------------------------------------------- acks
+
+/// `{ok: false, error: {code, message}}`
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ErrorAck {
+    pub ok: bool,
+    pub error: ErrorBody,
+}
+
+impl From<&WireError> for ErrorAck {
+    fn from(e: &WireError) -> Self {
+        Self {
+            ok: false,
+            error: e.body(),
+        }
+    }
+}
+
+/// `{ok: true}` for events that return nothing else.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OkAck {
+    pub ok: bool,
+}
+
+impl OkAck {
+    pub const OK: OkAck = OkAck { ok: true };
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinAck {
+    pub ok: bool,
+    pub chat_id: String,
+    pub seq: u64,
+    pub epoch: String,
+    pub recovered: bool,
+    pub online_user_ids: Vec<String>,
+    pub messages: Vec<HistoryMessage>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserMessageAck {
+    pub ok: bool,
+    pub message_id: String,
+    pub seq: u64,
+    pub chat_id: String,
+    /// True when this `messageId` was already stored: nothing new happened.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortAck {
+    pub ok: bool,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkReadAck {
+    pub ok: bool,
+    pub seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+    use serde_json::json;
+
+    #[test]
+    fn user_message_parse() {
+        let m = UserMessageRequest::parse(
+            "user:message",
+            &json!({"chatId": 7, "messageId": "m1", "userId": "u", "text": "hi", "extra": 1}),
+        )
+        .unwrap();
+        assert_eq!(m.common.chat_id.as_deref(), Some("7"));
+        assert_eq!(m.text, "hi");
+        let e = UserMessageRequest::parse("user:message", &json!({"messageId": "m1"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::MissingField);
+        assert!(e.message.contains("text"));
+        let e = UserMessageRequest::parse("user:message", &json!({"messageId": "m", "text": 5}))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+    }
+
+    #[test]
+    fn read_at_must_be_iso() {
+        let e = MarkReadRequest::parse(
+            "message:read",
+            &json!({"messageIds": ["a"], "readAt": "yesterday"}),
+            10,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+    }
+
+    #[test]
+    fn token_event_shape() {
+        let t = AiTokenEvent {
+            chat_id: "c",
+            request_id: "r",
+            message_id: "m",
+            token: "hi",
+            index: 3,
+            through: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&t).unwrap(),
+            json!({"chatId":"c","requestId":"r","messageId":"m","token":"hi","index":3})
+        );
+    }
+}
