@@ -1,0 +1,77 @@
+//! The Bus seam: fan-out of a chat's events to every member, on every node.
+//!
+//! # What an implementation must guarantee
+//! - **At-most-once, in publish order per publisher.** A message published for a chat
+//!   reaches each current subscriber at most once. Subscribers must not assume they see
+//!   every message: durable events carry `seq`, and the [`Feed`](crate::feed::Feed) fills
+//!   any gap from the store; tokens carry `index` and are refilled from the turn buffer.
+//! - **Turn buffer.** The bus keeps the tokens of each chat's running turn (like
+//!   Centrifuge's stream history): [`LiveEvent::TurnStarted`] starts an empty buffer,
+//!   [`LiveEvent::Token`] appends to it, and a durable event that
+//!   [ends the turn](crate::event::EventBody::ends_turn) drops it. Publishing and buffering
+//!   are atomic per chat, and [`Bus::subscribe`] returns the buffer as it was when the
+//!   subscription started, so a new member misses no token and gets none twice (before
+//!   dedupe by index).
+//! - **Local delivery.** A subscription yields from a bounded local channel shared by the
+//!   node's members of that chat. A subscriber that falls more than the channel's capacity
+//!   behind is told how many messages it lost (`Lagged`) and resyncs; publishers never wait
+//!   for subscribers.
+//! - **No single-process assumption.** A Redis implementation keeps one upstream
+//!   subscription per chat per node and feeds the same local channel.
+//!
+//! [`LiveEvent::TurnStarted`]: crate::event::LiveEvent::TurnStarted
+//! [`LiveEvent::Token`]: crate::event::LiveEvent::Token
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::chat::ChatKey;
+use crate::event::{BusMessage, TurnRef};
+
+#[derive(Debug, thiserror::Error)]
+#[error("bus error: {0}")]
+pub struct BusError(pub String);
+
+/// The tokens of a running turn so far; token `i` is `tokens[i]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnSnapshot {
+    pub turn: Arc<TurnRef>,
+    pub tokens: Vec<Arc<str>>,
+}
+
+/// A live subscription to one chat. Dropping it unsubscribes.
+pub struct Subscription {
+    pub rx: broadcast::Receiver<Arc<BusMessage>>,
+    /// The running turn's buffer at the moment of subscribing.
+    pub running_turn: Option<TurnSnapshot>,
+    /// Runs when the subscription is dropped, after the receiver is gone.
+    pub on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Replace the receiver first so the bus sees the subscriber gone.
+        let (_tx, rx) = broadcast::channel(1);
+        drop(std::mem::replace(&mut self.rx, rx));
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes to every subscriber of the chat, on every node.
+    async fn publish(&self, chat: &ChatKey, message: BusMessage) -> Result<(), BusError>;
+
+    /// Subscribes to the chat, returning the running turn's buffer atomically with it.
+    async fn subscribe(&self, chat: &ChatKey) -> Result<Subscription, BusError>;
+
+    /// The running turn's buffer now, without subscribing (used to refill after a lag).
+    async fn running_turn(&self, chat: &ChatKey) -> Result<Option<TurnSnapshot>, BusError>;
+
+    /// Checks the backend is reachable (for `/readyz`).
+    async fn ping(&self) -> Result<(), BusError>;
+}

@@ -1,0 +1,196 @@
+//! Events: the durable ones that make a chat's log, and the ephemeral ones that only stream.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::chat::ConnectionId;
+
+/// Token usage as the upstream reported it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// What happened, in a durable event. Stored as JSON (`kind` + camelCase fields), so new
+/// fields must be optional and old rows must stay readable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    ChatCreated {
+        #[serde(rename = "createdBy")]
+        created_by: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    UserMessage {
+        message_id: String,
+        user_id: String,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parts: Option<Value>,
+        /// The requestId of the turn this message started, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    AssistantMessage {
+        message_id: String,
+        request_id: String,
+        text: String,
+        finish_reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
+    /// A turn that ended in an error. Any partial text is kept here.
+    #[serde(rename_all = "camelCase")]
+    TurnFailed {
+        message_id: String,
+        request_id: String,
+        code: String,
+        message: String,
+        retryable: bool,
+        #[serde(default)]
+        partial_text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    ReadReceipt {
+        user_id: String,
+        message_ids: Vec<String>,
+        read_at: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    ChatEnded { ended_by: Option<String> },
+}
+
+impl EventBody {
+    /// The stored `kind` column: stable names, used by stores for indexing.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ChatCreated { .. } => "chat_created",
+            Self::UserMessage { .. } => "user_message",
+            Self::AssistantMessage { .. } => "assistant_message",
+            Self::TurnFailed { .. } => "turn_failed",
+            Self::ReadReceipt { .. } => "read_receipt",
+            Self::ChatEnded { .. } => "chat_ended",
+        }
+    }
+
+    /// Whether this event is a message (shown in history and used as LLM context).
+    pub fn is_message(&self) -> bool {
+        matches!(
+            self,
+            Self::UserMessage { .. } | Self::AssistantMessage { .. }
+        )
+    }
+
+    /// The client-given idempotency key, for events that have one.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Self::UserMessage { message_id, .. } => Some(message_id),
+            _ => None,
+        }
+    }
+
+    /// The assistant message id of the turn this event ends, if it ends one.
+    pub fn ends_turn(&self) -> Option<&str> {
+        match self {
+            Self::AssistantMessage { message_id, .. } | Self::TurnFailed { message_id, .. } => {
+                Some(message_id)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A durable event as the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub created_at: i64,
+    pub body: EventBody,
+}
+
+/// The turn a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnRef {
+    /// The assistant message id (the same on every face and in the final message).
+    pub message_id: Arc<str>,
+    pub request_id: Arc<str>,
+    pub trace_id: Option<Arc<str>>,
+}
+
+/// `ai:processing` statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingStatus {
+    Queued,
+    Working,
+    Retrying,
+}
+
+impl ProcessingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Working => "working",
+            Self::Retrying => "retrying",
+        }
+    }
+}
+
+/// Ephemeral events: delivered live, never stored, no `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveEvent {
+    /// A turn started streaming: resets the bus's token buffer for the chat.
+    TurnStarted {
+        turn: Arc<TurnRef>,
+    },
+    Token {
+        turn: Arc<TurnRef>,
+        index: u64,
+        text: Arc<str>,
+    },
+    Processing {
+        request_id: Arc<str>,
+        status: ProcessingStatus,
+        eta_ms: Option<u64>,
+        reason: Option<String>,
+        trace_id: Option<Arc<str>>,
+    },
+    Typing {
+        user_id: Arc<str>,
+        typing: bool,
+        trace_id: Option<Arc<str>>,
+    },
+    Presence {
+        online_user_ids: Vec<String>,
+    },
+}
+
+/// What travels on the bus for one chat.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusMessage {
+    /// A durable event, already committed to the store.
+    Durable {
+        event: Arc<StoredEvent>,
+        /// The connection whose request caused it, so it is not echoed back there.
+        origin: Option<ConnectionId>,
+    },
+    Live {
+        event: LiveEvent,
+        origin: Option<ConnectionId>,
+    },
+}

@@ -1,0 +1,289 @@
+//! A member's view of a chat: the live events in order, with no gap and no duplicate.
+//!
+//! Every face reads its members' events through a [`Feed`]. The feed
+//! - drops durable events at or below the last `seq` delivered, and fills a gap (a `seq`
+//!   that skips ahead) from the store before going on;
+//! - delivers each token index of a turn once, in order; a skipped index is refilled from
+//!   the bus's turn buffer;
+//! - recovers from falling behind (the bus channel lagged because the member's connection
+//!   was slow): it reloads the missed durable events from the store and sends the running
+//!   turn's missed tokens as **one** coalesced item (`index..=through`), so a slow member
+//!   costs bounded memory and never slows the turn for others;
+//! - skips events caused by the member's own connection where the contract says so (its own
+//!   `chat:message`, its own typing).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::bus::{Bus, Subscription, TurnSnapshot};
+use crate::chat::{ChatKey, ConnectionId};
+use crate::event::{BusMessage, EventBody, LiveEvent, StoredEvent, TurnRef};
+use crate::store::Store;
+
+/// One thing to deliver to a member.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedItem {
+    Durable(Arc<StoredEvent>),
+    /// Token text for indexes `index..=through` of `turn` (`through == index` for one token).
+    Tokens {
+        turn: Arc<TurnRef>,
+        index: u64,
+        through: u64,
+        text: Arc<str>,
+    },
+    /// Any other live event (processing, typing, presence, turn started).
+    Live(LiveEvent),
+}
+
+/// Why a feed ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEnd {
+    /// The bus closed the chat's channel.
+    Closed,
+    /// The member fell further behind than the replay limit; it should rejoin.
+    TooFarBehind,
+    /// The store or bus failed while filling a gap.
+    Unavailable(String),
+}
+
+struct TurnCursor {
+    turn: Arc<TurnRef>,
+    next_index: u64,
+}
+
+pub struct Feed {
+    chat: ChatKey,
+    conn: ConnectionId,
+    subscription: Subscription,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    replay_limit: usize,
+    last_seq: u64,
+    cursor: Option<TurnCursor>,
+    /// The most recently ended turn: its late tokens are dropped.
+    ended_turn: Option<Arc<str>>,
+    ready: VecDeque<FeedItem>,
+}
+
+impl Feed {
+    pub(crate) fn new(
+        chat: ChatKey,
+        conn: ConnectionId,
+        head_seq: u64,
+        mut subscription: Subscription,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        replay_limit: usize,
+    ) -> Self {
+        let snapshot = subscription.running_turn.take();
+        let mut feed = Self {
+            chat,
+            conn,
+            subscription,
+            store,
+            bus,
+            replay_limit,
+            last_seq: head_seq,
+            cursor: None,
+            ended_turn: None,
+            ready: VecDeque::new(),
+        };
+        // A new member sees the running turn's tokens so far, one event per index.
+        if let Some(snapshot) = snapshot {
+            for (i, text) in snapshot.tokens.iter().enumerate() {
+                feed.ready.push_back(FeedItem::Tokens {
+                    turn: snapshot.turn.clone(),
+                    index: i as u64,
+                    through: i as u64,
+                    text: text.clone(),
+                });
+            }
+            feed.cursor = Some(TurnCursor {
+                next_index: snapshot.tokens.len() as u64,
+                turn: snapshot.turn,
+            });
+        }
+        feed
+    }
+
+    pub fn chat(&self) -> &ChatKey {
+        &self.chat
+    }
+
+    /// The highest `seq` handed out so far.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The next item for this member. Cancel-safe: dropping the future loses nothing
+    /// that was not already returned.
+    pub async fn next(&mut self) -> Result<FeedItem, FeedEnd> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Ok(item);
+            }
+            match self.subscription.rx.recv().await {
+                Ok(message) => self.accept(&message).await?,
+                Err(RecvError::Lagged(_)) => self.resync().await?,
+                Err(RecvError::Closed) => return Err(FeedEnd::Closed),
+            }
+        }
+    }
+
+    async fn accept(&mut self, message: &BusMessage) -> Result<(), FeedEnd> {
+        match message {
+            BusMessage::Durable { event, origin } => {
+                if event.seq <= self.last_seq {
+                    return Ok(());
+                }
+                if event.seq > self.last_seq + 1 {
+                    // Published out of order (another node) or lost: the store has them all.
+                    return self.fill_durable().await;
+                }
+                let own = origin.as_ref() == Some(&self.conn);
+                self.push_durable(event.clone(), own);
+            }
+            BusMessage::Live { event, origin } => match event {
+                LiveEvent::Token { turn, index, text } => {
+                    self.accept_token(turn, *index, text).await?
+                }
+                LiveEvent::TurnStarted { turn } => {
+                    self.cursor = Some(TurnCursor {
+                        turn: turn.clone(),
+                        next_index: 0,
+                    });
+                    self.ready.push_back(FeedItem::Live(event.clone()));
+                }
+                LiveEvent::Typing { .. } if origin.as_ref() == Some(&self.conn) => {}
+                _ => self.ready.push_back(FeedItem::Live(event.clone())),
+            },
+        }
+        Ok(())
+    }
+
+    fn push_durable(&mut self, event: Arc<StoredEvent>, own: bool) {
+        self.last_seq = event.seq;
+        if let Some(ended) = event.body.ends_turn() {
+            if self
+                .cursor
+                .as_ref()
+                .is_some_and(|c| &*c.turn.message_id == ended)
+            {
+                self.cursor = None;
+            }
+            self.ended_turn = Some(ended.into());
+        }
+        // A member's own message and receipt are acked to it; it gets no echo (CONTRACT §6.9).
+        let echo = own
+            && matches!(
+                event.body,
+                EventBody::UserMessage { .. } | EventBody::ReadReceipt { .. }
+            );
+        if !echo {
+            self.ready.push_back(FeedItem::Durable(event));
+        }
+    }
+
+    async fn fill_durable(&mut self) -> Result<(), FeedEnd> {
+        let events = self
+            .store
+            .events_after(&self.chat, self.last_seq, self.replay_limit + 1)
+            .await
+            .map_err(|e| FeedEnd::Unavailable(e.to_string()))?;
+        if events.len() > self.replay_limit {
+            return Err(FeedEnd::TooFarBehind);
+        }
+        // The origin of refilled events is unknown, so a member may see its own message
+        // echoed here; clients dedupe by messageId.
+        for event in events {
+            self.push_durable(Arc::new(event), false);
+        }
+        Ok(())
+    }
+
+    async fn accept_token(
+        &mut self,
+        turn: &Arc<TurnRef>,
+        index: u64,
+        text: &Arc<str>,
+    ) -> Result<(), FeedEnd> {
+        if self.ended_turn.as_deref() == Some(&*turn.message_id) {
+            return Ok(());
+        }
+        let next = match &self.cursor {
+            Some(c) if c.turn.message_id == turn.message_id => c.next_index,
+            _ => 0,
+        };
+        if index < next {
+            return Ok(());
+        }
+        if index > next {
+            // Missed some: refill from the turn buffer, coalesced.
+            let snapshot = self
+                .bus
+                .running_turn(&self.chat)
+                .await
+                .map_err(|e| FeedEnd::Unavailable(e.to_string()))?;
+            self.cursor = Some(TurnCursor {
+                turn: turn.clone(),
+                next_index: next,
+            });
+            self.catch_up_tokens(snapshot);
+            return Ok(());
+        }
+        self.cursor = Some(TurnCursor {
+            turn: turn.clone(),
+            next_index: index + 1,
+        });
+        self.ready.push_back(FeedItem::Tokens {
+            turn: turn.clone(),
+            index,
+            through: index,
+            text: text.clone(),
+        });
+        Ok(())
+    }
+
+    /// Queues the snapshot's tokens past the cursor as one coalesced item.
+    fn catch_up_tokens(&mut self, snapshot: Option<TurnSnapshot>) {
+        let Some(snapshot) = snapshot else { return };
+        if self.ended_turn.as_deref() == Some(&*snapshot.turn.message_id) {
+            return;
+        }
+        let from = match &self.cursor {
+            Some(c) if c.turn.message_id == snapshot.turn.message_id => c.next_index,
+            _ => 0,
+        };
+        let to = snapshot.tokens.len() as u64;
+        if from < to {
+            let text: String = snapshot.tokens[from as usize..]
+                .iter()
+                .map(|t| &**t)
+                .collect();
+            self.ready.push_back(FeedItem::Tokens {
+                turn: snapshot.turn.clone(),
+                index: from,
+                through: to - 1,
+                text: text.into(),
+            });
+        }
+        self.cursor = Some(TurnCursor {
+            turn: snapshot.turn,
+            next_index: to.max(from),
+        });
+    }
+
+    /// After a lag: reload durable events from the store, then the turn's missed tokens.
+    async fn resync(&mut self) -> Result<(), FeedEnd> {
+        self.fill_durable().await?;
+        let snapshot = self
+            .bus
+            .running_turn(&self.chat)
+            .await
+            .map_err(|e| FeedEnd::Unavailable(e.to_string()))?;
+        self.catch_up_tokens(snapshot);
+        Ok(())
+    }
+}

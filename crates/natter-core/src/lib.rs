@@ -1,0 +1,28 @@
+//! Natter's chat core: chats, the per-chat event log (`seq`, `epoch`), turns (LLM
+//! generations), presence and delivery to members.
+//!
+//! The core reaches the outside only through the seams defined here:
+//! [`Store`](store::Store) (durable log), [`Bus`](bus::Bus) (fan-out between nodes and faces),
+//! [`Presence`](presence::Presence) and [`Provider`](provider::Provider) (the LLM). Faces
+//! (Socket.IO, HTTP, …) call [`ChatCore`] and read a member's [`Feed`](feed::Feed); they never
+//! talk to a store or a provider themselves.
+
+pub mod bus;
+pub mod bus_memory;
+pub mod chat;
+pub mod config;
+mod core;
+pub mod error;
+pub mod event;
+pub mod feed;
+pub mod presence;
+pub mod presence_memory;
+pub mod provider;
+pub mod store;
+pub mod telemetry;
+mod turn;
+
+pub use crate::core::{ChatCore, JoinOutcome, JoinRequest, PostOutcome, UserMessageInput};
+pub use chat::{ChatInfo, ChatKey, ConnectionId, Identity};
+pub use config::CoreConfig;
+pub use error::CoreError;

@@ -1,0 +1,139 @@
+//! The Provider seam: an LLM that streams a reply as events.
+//!
+//! # What an implementation must guarantee
+//! - `stream` returns `Err` for failures before the reply starts (HTTP status, connect
+//!   error), with [`ProviderError::retryable`] and [`ProviderError::retry_after`] set from
+//!   what the upstream said. The core decides whether to retry.
+//! - The stream yields [`ProviderEvent`]s in upstream order and ends with exactly one
+//!   [`ProviderEvent::Finish`], or with an `Err` item (e.g. [`ProviderErrorKind::Cut`] when
+//!   the connection ended without a finish).
+//! - Dropping the stream cancels the request and closes the upstream connection.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+use natter_protocol::ErrorCode;
+
+use crate::event::Usage;
+
+/// A chat message as context for the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub messages: Vec<PromptMessage>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+}
+
+/// What a provider streams.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderEvent {
+    TextDelta(String),
+    Usage(Usage),
+    /// The upstream's finish reason, as free text (`stop`, `length`, …).
+    Finish(String),
+    // Tool-call deltas join here when tools land: `ToolCallDelta { index, id, name, arguments }`.
+}
+
+/// How a provider call failed. Each kind maps to one stable `ai:error` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderErrorKind {
+    /// 5xx, connection refused or reset before any output.
+    Unavailable,
+    /// 429.
+    RateLimited,
+    /// 401/403.
+    Auth,
+    /// The prompt is too long for the model.
+    ContextTooLong,
+    /// Another 4xx.
+    BadRequest,
+    /// An error object inside the stream.
+    StreamError,
+    /// The stream ended without finishing.
+    Cut,
+    /// The response was not what the protocol says (unparseable, wrong content type).
+    Protocol,
+}
+
+impl ProviderErrorKind {
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::Unavailable | Self::Protocol => ErrorCode::UpstreamUnavailable,
+            Self::RateLimited => ErrorCode::UpstreamRateLimited,
+            Self::Auth => ErrorCode::UpstreamAuth,
+            Self::ContextTooLong => ErrorCode::ContextTooLong,
+            Self::BadRequest => ErrorCode::UpstreamBadRequest,
+            Self::StreamError => ErrorCode::UpstreamError,
+            Self::Cut => ErrorCode::UpstreamCut,
+        }
+    }
+
+    /// Whether sending the same request again may succeed.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable | Self::RateLimited | Self::StreamError | Self::Cut | Self::Protocol
+        )
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    pub kind: ProviderErrorKind,
+    pub message: String,
+    /// How long the upstream asked us to wait (`retry-after`).
+    pub retry_after: Option<Duration>,
+}
+
+impl ProviderError {
+    pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.kind.retryable()
+    }
+}
+
+pub type ProviderStream = Pin<Box<dyn Stream<Item = Result<ProviderEvent, ProviderError>> + Send>>;
+
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// A short name for logs and metrics (`openai`, `demo`).
+    fn name(&self) -> &str;
+
+    /// Starts a generation.
+    async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError>;
+}

@@ -1,0 +1,86 @@
+//! The Store seam: the durable, per-chat event log.
+//!
+//! # What an implementation must guarantee
+//! - **Sequencing.** `append` gives the event the chat's next `seq` (head + 1), atomically
+//!   with storing it: no gaps, no two events with one `seq`, even with several server
+//!   processes appending to the same chat at once. (SQLite serializes writers; Postgres
+//!   locks the chat row for the transaction.)
+//! - **Durability before return.** When `append` returns `Ok`, the event survives a crash of
+//!   this process. The core tells nobody about an event before that.
+//! - **Idempotency.** An event with an idempotency key (a user message's `messageId`) that
+//!   the chat already holds is not stored again: `append` returns the stored event as
+//!   [`Appended::Duplicate`].
+//! - **Visibility order.** Once `append` for `seq = n` has returned, every event `<= n` is
+//!   readable by `events_after` on every connection (no holes for readers).
+//! - **Epoch.** A chat's epoch is set once at creation; it changes only if the chat's log is
+//!   lost (a new database gives new epochs), so clients never "recover" from another log.
+//! - **Isolation.** Every call is scoped by [`ChatKey`] (org + chat id); nothing crosses orgs.
+
+use async_trait::async_trait;
+
+use crate::chat::{ChatInfo, ChatKey};
+use crate::event::{EventBody, StoredEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("chat {0} does not exist")]
+    NoSuchChat(String),
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    New(StoredEvent),
+    /// The idempotency key was already stored; this is the original event.
+    Duplicate(StoredEvent),
+}
+
+impl Appended {
+    pub fn event(&self) -> &StoredEvent {
+        match self {
+            Self::New(e) | Self::Duplicate(e) => e,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Returns the chat, creating it (with a fresh epoch and a `chat_created` event at
+    /// `seq` 1) when `create` is set and it does not exist. `None` if absent and not created.
+    async fn open_chat(
+        &self,
+        chat: &ChatKey,
+        create: bool,
+        created_by: Option<&str>,
+    ) -> Result<Option<ChatInfo>, StoreError>;
+
+    /// Appends one event to an existing chat. See the module docs for the guarantees.
+    async fn append(
+        &self,
+        chat: &ChatKey,
+        body: EventBody,
+        created_at: i64,
+    ) -> Result<Appended, StoreError>;
+
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    async fn events_after(
+        &self,
+        chat: &ChatKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The latest message events (user and assistant) with `seq <= up_to`, oldest first,
+    /// at most `limit`.
+    async fn recent_messages(
+        &self,
+        chat: &ChatKey,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Checks the backend is reachable (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,33 @@
+//! Metric names, in one place so dashboards and docs agree with the code.
+
+pub const CONNECTIONS: &str = "natter_connections";
+pub const CHATS_JOINED: &str = "natter_chat_joins_total";
+pub const MESSAGES: &str = "natter_messages_total";
+pub const TURNS: &str = "natter_turns_total";
+pub const TURNS_RUNNING: &str = "natter_turns_running";
+pub const TOKENS: &str = "natter_tokens_total";
+pub const ERRORS: &str = "natter_errors_total";
+pub const TURN_DURATION: &str = "natter_turn_duration_seconds";
+pub const TURN_FIRST_TOKEN: &str = "natter_turn_first_token_seconds";
+pub const UPSTREAM_RETRIES: &str = "natter_upstream_retries_total";
+pub const SLOW_CONSUMERS: &str = "natter_slow_consumer_disconnects_total";
+
+/// Registers descriptions so `/metrics` explains itself.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CONNECTIONS, "Open client connections, by face");
+    describe_counter!(CHATS_JOINED, "Chat joins");
+    describe_counter!(MESSAGES, "User messages stored (duplicates excluded)");
+    describe_counter!(TURNS, "Finished AI turns, by outcome");
+    describe_gauge!(TURNS_RUNNING, "AI turns streaming now");
+    describe_counter!(TOKENS, "Token events produced by turns");
+    describe_counter!(ERRORS, "Errors returned to clients, by code");
+    describe_histogram!(TURN_DURATION, Unit::Seconds, "Turn duration, start to end");
+    describe_histogram!(
+        TURN_FIRST_TOKEN,
+        Unit::Seconds,
+        "Time from turn start to first token"
+    );
+    describe_counter!(UPSTREAM_RETRIES, "Upstream retries before the first token");
+    describe_counter!(SLOW_CONSUMERS, "Connections dropped for falling behind");
+}

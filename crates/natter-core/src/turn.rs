@@ -1,0 +1,653 @@
+//! Turns: one LLM generation answering a user message.
+//!
+//! One turn runs at a time per chat; later ones queue in arrival order. A semaphore bounds
+//! the turns running at once across chats. A turn is a small state machine:
+//! queued → working → (retrying → working)* → streaming → one durable end event
+//! (`AssistantMessage`, or `TurnFailed` keeping any partial text).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use natter_protocol::ErrorCode;
+use natter_protocol::time::now_millis;
+use tokio::sync::Semaphore;
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::chat::ChatKey;
+use crate::core::{Inner, new_id};
+use crate::event::{EventBody, LiveEvent, ProcessingStatus, TurnRef, Usage};
+use crate::provider::{
+    CompletionRequest, PromptMessage, ProviderError, ProviderErrorKind, ProviderEvent, Role,
+};
+use crate::telemetry;
+
+#[derive(Debug, Clone)]
+pub(crate) struct TurnRequest {
+    pub chat: ChatKey,
+    /// The `seq` of the user message that asked for this turn: context ends there.
+    pub trigger_seq: u64,
+    pub request_id: Arc<str>,
+    pub trace_id: Option<Arc<str>>,
+}
+
+/// Why a turn was stopped from outside.
+#[derive(Debug, Clone)]
+enum StopReason {
+    Aborted(Option<String>),
+    Shutdown,
+}
+
+struct RunningTurn {
+    request_id: Arc<str>,
+    started: Instant,
+    cancel: CancellationToken,
+    stop: Arc<Mutex<Option<StopReason>>>,
+}
+
+#[derive(Default)]
+struct ChatTurns {
+    running: Option<RunningTurn>,
+    pending: VecDeque<TurnRequest>,
+    /// A driver task is working through this chat's queue.
+    driving: bool,
+}
+
+pub(crate) struct TurnScheduler {
+    chats: Mutex<HashMap<ChatKey, ChatTurns>>,
+    permits: Arc<Semaphore>,
+    /// Moving average of turn durations, for `etaMs`. 0 until a turn has finished.
+    avg_turn_ms: AtomicU64,
+    tasks: TaskTracker,
+    shutting_down: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain bookkeeping maps: a panic elsewhere leaves them usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a generation ended.
+enum Ending {
+    Finished(String),
+    Stopped(StopReason),
+    TimedOut,
+    Failed(ProviderError),
+}
+
+struct Generation {
+    text: String,
+    usage: Option<Usage>,
+    tokens: u64,
+    ending: Ending,
+}
+
+impl TurnScheduler {
+    pub fn new(max_concurrent: usize) -> Self {
+        Self {
+            chats: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            avg_turn_ms: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
+            shutting_down: CancellationToken::new(),
+        }
+    }
+
+    fn eta_ms(&self, turns: &ChatTurns) -> Option<u64> {
+        let avg = self.avg_turn_ms.load(Ordering::Relaxed);
+        if avg == 0 {
+            return None;
+        }
+        let running_left = turns
+            .running
+            .as_ref()
+            .map(|r| avg.saturating_sub(r.started.elapsed().as_millis() as u64))
+            .unwrap_or(0);
+        Some(running_left + avg * turns.pending.len() as u64)
+    }
+
+    fn record_duration(&self, d: Duration) {
+        let ms = d.as_millis() as u64;
+        let old = self.avg_turn_ms.load(Ordering::Relaxed);
+        let new = if old == 0 { ms } else { (old * 4 + ms) / 5 };
+        self.avg_turn_ms.store(new.max(1), Ordering::Relaxed);
+    }
+
+    pub async fn enqueue(&self, inner: &Arc<Inner>, req: TurnRequest) {
+        if self.shutting_down.is_cancelled() {
+            fail_unstarted(
+                inner,
+                &req,
+                ErrorCode::Shutdown,
+                "the server is shutting down",
+            )
+            .await;
+            return;
+        }
+        let (eta_ms, start_driver) = {
+            let mut chats = lock(&self.chats);
+            let turns = chats.entry(req.chat.clone()).or_default();
+            let eta = self.eta_ms(turns);
+            turns.pending.push_back(req.clone());
+            let start = !turns.driving;
+            turns.driving = true;
+            (eta, start)
+        };
+        inner
+            .publish_live(
+                &req.chat,
+                LiveEvent::Processing {
+                    request_id: req.request_id.clone(),
+                    status: ProcessingStatus::Queued,
+                    eta_ms,
+                    reason: None,
+                    trace_id: req.trace_id.clone(),
+                },
+                None,
+            )
+            .await;
+        if start_driver {
+            let inner = inner.clone();
+            let chat = req.chat.clone();
+            self.tasks.spawn(async move { drive(inner, chat).await });
+        }
+    }
+
+    pub async fn abort(
+        &self,
+        inner: &Arc<Inner>,
+        chat: &ChatKey,
+        request_id: Option<&str>,
+        reason: Option<String>,
+    ) -> Option<String> {
+        let dequeued = {
+            let mut chats = lock(&self.chats);
+            let turns = chats.get_mut(chat)?;
+            if let Some(running) = turns
+                .running
+                .as_ref()
+                .filter(|r| request_id.is_none_or(|id| *r.request_id == *id))
+            {
+                *lock(&running.stop) = Some(StopReason::Aborted(reason));
+                running.cancel.cancel();
+                return Some(running.request_id.to_string());
+            }
+            let id = request_id?;
+            let pos = turns.pending.iter().position(|p| &*p.request_id == id)?;
+            turns.pending.remove(pos)?
+        };
+        // A queued turn never started: it still ends, as an empty aborted message.
+        let turn = TurnRef {
+            message_id: new_id().into(),
+            request_id: dequeued.request_id.clone(),
+            trace_id: dequeued.trace_id.clone(),
+        };
+        finish(
+            inner,
+            chat,
+            &turn,
+            Generation {
+                text: String::new(),
+                usage: None,
+                tokens: 0,
+                ending: Ending::Stopped(StopReason::Aborted(reason)),
+            },
+        )
+        .await;
+        Some(dequeued.request_id.to_string())
+    }
+
+    pub async fn shutdown(&self, inner: &Arc<Inner>, grace: Duration) {
+        self.shutting_down.cancel();
+        let pending: Vec<TurnRequest> = {
+            let mut chats = lock(&self.chats);
+            let mut pending = Vec::new();
+            for turns in chats.values_mut() {
+                if let Some(running) = &turns.running {
+                    *lock(&running.stop) = Some(StopReason::Shutdown);
+                    running.cancel.cancel();
+                }
+                pending.extend(turns.pending.drain(..));
+            }
+            pending
+        };
+        for req in &pending {
+            fail_unstarted(
+                inner,
+                req,
+                ErrorCode::Shutdown,
+                "the server is shutting down",
+            )
+            .await;
+        }
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("turns still running after the shutdown grace period");
+        }
+    }
+}
+
+/// Works through one chat's queue, one turn at a time.
+async fn drive(inner: Arc<Inner>, chat: ChatKey) {
+    let sched = &inner.turns;
+    loop {
+        let (req, cancel, stop) = {
+            let mut chats = lock(&sched.chats);
+            let Some(turns) = chats.get_mut(&chat) else {
+                return;
+            };
+            turns.running = None;
+            let Some(req) = turns.pending.pop_front() else {
+                turns.driving = false;
+                chats.remove(&chat);
+                return;
+            };
+            let cancel = CancellationToken::new();
+            let stop = Arc::new(Mutex::new(None));
+            turns.running = Some(RunningTurn {
+                request_id: req.request_id.clone(),
+                started: Instant::now(),
+                cancel: cancel.clone(),
+                stop: stop.clone(),
+            });
+            (req, cancel, stop)
+        };
+        let span = info_span!(
+            "turn",
+            chatId = %chat.chat_id,
+            org = %chat.org,
+            requestId = %req.request_id,
+            traceId = req.trace_id.as_deref().unwrap_or(""),
+        );
+        run(&inner, &req, &cancel, &stop).instrument(span).await;
+    }
+}
+
+fn stop_reason(stop: &Mutex<Option<StopReason>>) -> StopReason {
+    lock(stop).clone().unwrap_or(StopReason::Aborted(None))
+}
+
+async fn run(
+    inner: &Arc<Inner>,
+    req: &TurnRequest,
+    cancel: &CancellationToken,
+    stop: &Mutex<Option<StopReason>>,
+) {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + inner.config.turn_timeout;
+    let turn = TurnRef {
+        message_id: new_id().into(),
+        request_id: req.request_id.clone(),
+        trace_id: req.trace_id.clone(),
+    };
+    // Wait for a slot under the global limit; the turn stays abortable meanwhile.
+    let permit = tokio::select! {
+        p = inner.turns.permits.clone().acquire_owned() => p.ok(),
+        _ = cancel.cancelled() => None,
+    };
+    let generation = match permit {
+        None => Generation {
+            text: String::new(),
+            usage: None,
+            tokens: 0,
+            ending: Ending::Stopped(stop_reason(stop)),
+        },
+        Some(_permit) => {
+            metrics::gauge!(telemetry::TURNS_RUNNING).increment(1.0);
+            let g = generate(inner, req, &turn, cancel, stop, deadline).await;
+            metrics::gauge!(telemetry::TURNS_RUNNING).decrement(1.0);
+            g
+        }
+    };
+    let elapsed = started.elapsed();
+    inner.turns.record_duration(elapsed);
+    metrics::histogram!(telemetry::TURN_DURATION).record(elapsed.as_secs_f64());
+    finish(inner, &req.chat, &turn, generation).await;
+}
+
+fn retry_delay(inner: &Inner, attempt: u32, err: &ProviderError) -> Duration {
+    let policy = &inner.config.retry;
+    if let Some(after) = err.retry_after {
+        return after.min(policy.window);
+    }
+    let exp = policy.base_delay.saturating_mul(1u32 << attempt.min(10));
+    // Up to 25 % jitter so a crowd of turns does not retry in lockstep.
+    let jitter =
+        (u64::from(uuid::Uuid::new_v4().as_u128() as u16) * exp.as_millis() as u64) / (4 * 65_536);
+    (exp + Duration::from_millis(jitter)).min(policy.max_delay)
+}
+
+async fn build_context(
+    inner: &Inner,
+    req: &TurnRequest,
+) -> Result<Vec<PromptMessage>, ProviderError> {
+    let cfg = &inner.config;
+    let events = inner
+        .store
+        .recent_messages(&req.chat, req.trigger_seq, cfg.context_max_messages)
+        .await
+        .map_err(|e| {
+            ProviderError::new(
+                ProviderErrorKind::Unavailable,
+                format!("reading context: {e}"),
+            )
+        })?;
+    let mut messages = Vec::new();
+    let mut bytes = 0usize;
+    for event in events.iter().rev() {
+        let (role, text) = match &event.body {
+            EventBody::UserMessage { text, .. } => (Role::User, text),
+            EventBody::AssistantMessage { text, .. } if !text.is_empty() => (Role::Assistant, text),
+            _ => continue,
+        };
+        // The newest message always goes in, even alone over the limit.
+        if bytes + text.len() > cfg.context_max_bytes && !messages.is_empty() {
+            break;
+        }
+        bytes += text.len();
+        messages.push(PromptMessage {
+            role,
+            content: text.clone(),
+        });
+    }
+    messages.reverse();
+    if let Some(system) = cfg.system_prompt.as_ref().filter(|s| !s.is_empty()) {
+        messages.insert(
+            0,
+            PromptMessage {
+                role: Role::System,
+                content: system.clone(),
+            },
+        );
+    }
+    Ok(messages)
+}
+
+async fn generate(
+    inner: &Arc<Inner>,
+    req: &TurnRequest,
+    turn: &TurnRef,
+    cancel: &CancellationToken,
+    stop: &Mutex<Option<StopReason>>,
+    deadline: tokio::time::Instant,
+) -> Generation {
+    let started = Instant::now();
+    let turn = Arc::new(turn.clone());
+    let mut g = Generation {
+        text: String::new(),
+        usage: None,
+        tokens: 0,
+        ending: Ending::Finished("stop".into()),
+    };
+    let processing = |status, reason| LiveEvent::Processing {
+        request_id: req.request_id.clone(),
+        status,
+        eta_ms: None,
+        reason,
+        trace_id: req.trace_id.clone(),
+    };
+    inner
+        .publish_live(&req.chat, processing(ProcessingStatus::Working, None), None)
+        .await;
+    inner
+        .publish_live(
+            &req.chat,
+            LiveEvent::TurnStarted { turn: turn.clone() },
+            None,
+        )
+        .await;
+
+    let messages = match build_context(inner, req).await {
+        Ok(m) => m,
+        Err(e) => {
+            g.ending = Ending::Failed(e);
+            return g;
+        }
+    };
+    let request = CompletionRequest {
+        model: inner.config.model.clone(),
+        messages,
+        max_tokens: None,
+        temperature: None,
+    };
+    let mut attempt = 0u32;
+    let mut finish_reason: Option<String> = None;
+
+    'attempts: loop {
+        // Decides whether a failure before the first token is retried, and waits if so.
+        macro_rules! retry_or_fail {
+            ($err:expr) => {{
+                let err: ProviderError = $err;
+                let delay = retry_delay(inner, attempt, &err);
+                let in_window = started.elapsed() + delay <= inner.config.retry.window;
+                if g.tokens == 0 && err.retryable() && attempt < inner.config.retry.max_retries && in_window {
+                    attempt += 1;
+                    metrics::counter!(telemetry::UPSTREAM_RETRIES).increment(1);
+                    info!(attempt, error = %err, delay_ms = delay.as_millis() as u64, "retrying upstream");
+                    inner
+                        .publish_live(
+                            &req.chat,
+                            processing(ProcessingStatus::Retrying, Some(format!("{}: {}", err.kind.code(), err.message))),
+                            None,
+                        )
+                        .await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
+                        _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
+                    }
+                    inner
+                        .publish_live(&req.chat, processing(ProcessingStatus::Working, None), None)
+                        .await;
+                    continue 'attempts;
+                }
+                g.ending = Ending::Failed(err);
+                return g;
+            }};
+        }
+
+        let opened = tokio::select! {
+            r = inner.provider.stream(request.clone()) => r,
+            _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
+            _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
+        };
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(e) => retry_or_fail!(e),
+        };
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
+                _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
+                item = stream.next() => item,
+            };
+            match item {
+                Some(Ok(ProviderEvent::TextDelta(delta))) => {
+                    if delta.is_empty() {
+                        continue;
+                    }
+                    if g.tokens == 0 {
+                        metrics::histogram!(telemetry::TURN_FIRST_TOKEN)
+                            .record(started.elapsed().as_secs_f64());
+                    }
+                    g.text.push_str(&delta);
+                    inner
+                        .publish_live(
+                            &req.chat,
+                            LiveEvent::Token {
+                                turn: turn.clone(),
+                                index: g.tokens,
+                                text: delta.into(),
+                            },
+                            None,
+                        )
+                        .await;
+                    g.tokens += 1;
+                }
+                Some(Ok(ProviderEvent::Usage(u))) => g.usage = Some(u),
+                Some(Ok(ProviderEvent::Finish(reason))) => finish_reason = Some(reason),
+                Some(Err(e)) => {
+                    if finish_reason.is_some() {
+                        // The reply was complete; a broken tail costs nothing.
+                        break;
+                    }
+                    retry_or_fail!(e)
+                }
+                None => break,
+            }
+        }
+        g.ending = match finish_reason.take() {
+            Some(reason) => Ending::Finished(reason),
+            None if g.tokens == 0 => retry_or_fail!(ProviderError::new(
+                ProviderErrorKind::Cut,
+                "the upstream stream ended before any output"
+            )),
+            None => Ending::Failed(ProviderError::new(
+                ProviderErrorKind::Cut,
+                "the upstream stream ended before the reply finished",
+            )),
+        };
+        return g;
+    }
+}
+
+/// Stores the turn's end event and tells the chat. A store failure is retried a few times;
+/// the turn's tokens were live-only, so losing the end would lose the reply.
+async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generation) {
+    metrics::counter!(telemetry::TOKENS).increment(g.tokens);
+    let (body, outcome) = match g.ending {
+        Ending::Finished(reason) => (
+            EventBody::AssistantMessage {
+                message_id: turn.message_id.to_string(),
+                request_id: turn.request_id.to_string(),
+                text: g.text,
+                finish_reason: reason,
+                usage: g.usage,
+                model: Some(inner.config.model.clone()),
+                trace_id: turn.trace_id.as_deref().map(str::to_owned),
+            },
+            "finished",
+        ),
+        Ending::Stopped(StopReason::Aborted(reason)) => {
+            info!(reason = reason.as_deref().unwrap_or(""), "turn aborted");
+            (
+                EventBody::AssistantMessage {
+                    message_id: turn.message_id.to_string(),
+                    request_id: turn.request_id.to_string(),
+                    text: g.text,
+                    finish_reason: "aborted".into(),
+                    usage: g.usage,
+                    model: Some(inner.config.model.clone()),
+                    trace_id: turn.trace_id.as_deref().map(str::to_owned),
+                },
+                "aborted",
+            )
+        }
+        Ending::Stopped(StopReason::Shutdown) => (
+            failed_body(
+                turn,
+                ErrorCode::Shutdown,
+                "the server is shutting down".into(),
+                true,
+                g.text,
+            ),
+            "shutdown",
+        ),
+        Ending::TimedOut => (
+            failed_body(
+                turn,
+                ErrorCode::Timeout,
+                format!(
+                    "the turn ran past its {} s limit",
+                    inner.config.turn_timeout.as_secs_f64()
+                ),
+                true,
+                g.text,
+            ),
+            "timeout",
+        ),
+        Ending::Failed(err) => (
+            failed_body(
+                turn,
+                err.kind.code(),
+                err.message.clone(),
+                err.retryable(),
+                g.text,
+            ),
+            "failed",
+        ),
+    };
+    if let EventBody::TurnFailed { code, .. } = &body {
+        metrics::counter!(telemetry::ERRORS, "code" => code.clone()).increment(1);
+    }
+    metrics::counter!(telemetry::TURNS, "outcome" => outcome).increment(1);
+    info!(outcome, tokens = g.tokens, "turn ended");
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..5 {
+        match inner.store.append(chat, body.clone(), now_millis()).await {
+            Ok(appended) => {
+                inner
+                    .publish_durable(chat, appended.event().clone(), None)
+                    .await;
+                return;
+            }
+            Err(e) => {
+                warn!(attempt, error = %e, "storing the end of a turn failed");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
+fn failed_body(
+    turn: &TurnRef,
+    code: ErrorCode,
+    message: String,
+    retryable: bool,
+    partial_text: String,
+) -> EventBody {
+    EventBody::TurnFailed {
+        message_id: turn.message_id.to_string(),
+        request_id: turn.request_id.to_string(),
+        code: code.as_str().to_owned(),
+        message,
+        retryable,
+        partial_text,
+        trace_id: turn.trace_id.as_deref().map(str::to_owned),
+    }
+}
+
+/// Ends a turn that never started (shutdown while queued).
+async fn fail_unstarted(inner: &Arc<Inner>, req: &TurnRequest, code: ErrorCode, message: &str) {
+    let turn = TurnRef {
+        message_id: new_id().into(),
+        request_id: req.request_id.clone(),
+        trace_id: req.trace_id.clone(),
+    };
+    let ending = match code {
+        ErrorCode::Shutdown => Ending::Stopped(StopReason::Shutdown),
+        _ => Ending::Failed(ProviderError::new(ProviderErrorKind::Unavailable, message)),
+    };
+    finish(
+        inner,
+        &req.chat,
+        &turn,
+        Generation {
+            text: String::new(),
+            usage: None,
+            tokens: 0,
+            ending,
+        },
+    )
+    .await;
+}
