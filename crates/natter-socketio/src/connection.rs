@@ -1,0 +1,92 @@
+//! Per-socket state: identity and the chats the socket is in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use natter_core::{ChatKey, ConnectionId};
+use natter_protocol::{ErrorCode, WireError};
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::ConnIdentity;
+
+/// A socket's membership in one chat: its delivery task stops when `stop` is cancelled.
+pub struct Membership {
+    pub chat: ChatKey,
+    /// The user this socket is in the chat as (for presence).
+    pub user_id: Arc<str>,
+    pub stop: CancellationToken,
+}
+
+pub struct Conn {
+    pub id: ConnectionId,
+    pub identity: ConnIdentity,
+    chats: Mutex<HashMap<Arc<str>, Membership>>,
+    /// Socket.IO runs handlers concurrently; a client's events are applied in the order sent.
+    pub serial: tokio::sync::Mutex<()>,
+}
+
+impl Conn {
+    pub fn new(id: ConnectionId, identity: ConnIdentity) -> Self {
+        Self {
+            id,
+            identity,
+            chats: Mutex::new(HashMap::new()),
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn chats(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Membership>> {
+        self.chats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The chat an event is about: the named one (which must be joined), or the only one.
+    pub fn resolve_chat(&self, chat_id: Option<&str>) -> Result<ChatKey, WireError> {
+        let chats = self.chats();
+        match chat_id {
+            Some(id) => chats.get(id).map(|m| m.chat.clone()).ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::NotJoined,
+                    format!("this connection has not joined chat `{id}`; send chat:join first"),
+                )
+            }),
+            None => {
+                let mut it = chats.values();
+                match (it.next(), it.next()) {
+                    (Some(m), None) => Ok(m.chat.clone()),
+                    (None, _) => Err(WireError::new(
+                        ErrorCode::ChatRequired,
+                        "`chatId` is required: this connection has joined no chat",
+                    )),
+                    _ => Err(WireError::new(
+                        ErrorCode::ChatRequired,
+                        "`chatId` is required: this connection is in several chats",
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Records a membership, returning the one it replaces (a rejoin).
+    pub fn insert(&self, membership: Membership) -> Option<Membership> {
+        self.chats()
+            .insert(membership.chat.chat_id.clone(), membership)
+    }
+
+    pub fn remove(&self, chat_id: &str) -> Option<Membership> {
+        self.chats().remove(chat_id)
+    }
+
+    /// Removes the membership only if it is still the one with this `stop` token.
+    pub fn remove_if_current(&self, chat_id: &str, stop: &CancellationToken) -> bool {
+        let mut chats = self.chats();
+        let current = chats.get(chat_id).is_some_and(|m| m.stop.eq(stop));
+        if current {
+            chats.remove(chat_id);
+        }
+        current
+    }
+
+    pub fn drain(&self) -> Vec<Membership> {
+        self.chats().drain().map(|(_, m)| m).collect()
+    }
+}

@@ -1,0 +1,134 @@
+//! Writing a member's feed to its socket, and what happens when the socket can't keep up.
+//!
+//! socketioxide gives each socket a bounded packet buffer and refuses a packet when it is
+//! full. We never drop an event there: the member's task waits (with backoff) for room, up
+//! to `slow_consumer_timeout`. While it waits, the chat's bus channel keeps going without it;
+//! once the member is more than the channel's capacity behind, its [`Feed`] resyncs and sends
+//! the running turn's missed tokens as one coalesced `ai:token` (`index..=through`). A member
+//! whose socket stays full past the timeout, or that falls further behind than the replay
+//! limit, gets `error {code: "slow_consumer"}` and is disconnected; it recovers by rejoining
+//! with `lastSeq`. Memory per member is bounded and the turn never waits for anyone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use natter_core::feed::{Feed, FeedEnd};
+use natter_core::telemetry;
+use natter_protocol::socketio::ServerErrorEvent;
+use natter_protocol::{ErrorCode, EventKey};
+use serde::Serialize;
+use socketioxide::SendError;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Socket;
+use tokio_util::sync::CancellationToken;
+
+use crate::Face;
+use crate::connection::Conn;
+use crate::wire;
+
+/// Why an emit did not happen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EmitFailed {
+    /// The socket is gone.
+    Closed,
+    /// The socket's buffer stayed full past the patience.
+    Full,
+}
+
+/// Emits, waiting for room in the socket's buffer for at most `patience`.
+pub async fn emit<T: Serialize + ?Sized>(
+    socket: &Socket,
+    event: &str,
+    payload: &T,
+    patience: Duration,
+) -> Result<(), EmitFailed> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match socket.emit(event, payload) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
+                if started.elapsed() >= patience {
+                    return Err(EmitFailed::Full);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(SendError::Socket(socketioxide::SocketError::Closed)) => {
+                return Err(EmitFailed::Closed);
+            }
+            Err(e) => {
+                // A serialization error: a bug on our side, never caused by input.
+                tracing::error!(error = %e, event, "emit failed");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Tells the client why, then disconnects it. It recovers by rejoining with `lastSeq`.
+pub async fn drop_slow_consumer(face: &Face, socket: &SocketRef, chat_id: &str) {
+    metrics::counter!(telemetry::SLOW_CONSUMERS).increment(1);
+    tracing::info!(socket = %socket.id, chat = chat_id, "disconnecting a slow consumer");
+    let body = ServerErrorEvent {
+        code: ErrorCode::SlowConsumer.as_str().into(),
+        message: format!(
+            "this connection fell too far behind chat `{chat_id}`; reconnect and rejoin with lastSeq to catch up"
+        ),
+        event: None,
+    };
+    let name = face.config.event_names.name(EventKey::ServerError);
+    let _ = emit(socket, name, &body, Duration::from_secs(1)).await;
+    // disconnect() needs one free slot for its packet; if the client reads nothing at all,
+    // Engine.IO's heartbeat closes the connection instead.
+    for _ in 0..50 {
+        match socket.clone().disconnect() {
+            Err(socketioxide::SocketError::InternalChannelFull) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Sends a member's feed to its socket until the member leaves or the socket closes.
+pub async fn run_member(
+    face: Arc<Face>,
+    socket: SocketRef,
+    conn: Arc<Conn>,
+    mut feed: Feed,
+    stop: CancellationToken,
+) {
+    let chat_id = feed.chat().chat_id.clone();
+    let patience = face.core.config().slow_consumer_timeout;
+    let names = &face.config.event_names;
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            item = feed.next() => item,
+        };
+        let outcome = match item {
+            Ok(item) => match wire::feed_item(&chat_id, &item) {
+                Some((key, payload)) => emit(&socket, names.name(key), &*payload, patience).await,
+                None => Ok(()),
+            },
+            Err(FeedEnd::Closed) => return,
+            Err(FeedEnd::TooFarBehind) => Err(EmitFailed::Full),
+            Err(FeedEnd::Unavailable(e)) => {
+                tracing::warn!(error = %e, chat = %chat_id, "feed failed; the member must rejoin");
+                Err(EmitFailed::Full)
+            }
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(EmitFailed::Closed) => return,
+            Err(EmitFailed::Full) => {
+                if conn.remove_if_current(&chat_id, &stop) {
+                    drop_slow_consumer(&face, &socket, &chat_id).await;
+                }
+                return;
+            }
+        }
+    }
+}

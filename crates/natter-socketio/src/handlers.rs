@@ -1,0 +1,409 @@
+//! Socket.IO event handlers: parse, resolve chat and identity, call the core, ack.
+//!
+//! Every refused event gets the `error` event `{code, message, event}`, and also
+//! `{ok: false, error}` in its ack when the client asked for one (seed clients often emit
+//! without acks, and the `error` event is how they learn about a failure).
+
+use std::sync::Arc;
+
+use natter_core::{ChatKey, CoreError, JoinRequest as CoreJoin, UserMessageInput};
+use natter_protocol::events::CLIENT_TO_SERVER;
+use natter_protocol::socketio::{
+    AbortAck, AbortRequest, ErrorAck, JoinAck, JoinRequest, MarkReadAck, MarkReadRequest, OkAck,
+    PlainRequest, ServerErrorEvent, TypingRequest, UserMessageAck, UserMessageRequest,
+};
+use natter_protocol::{ErrorCode, EventKey, WireError};
+use serde::Serialize;
+use serde_json::Value;
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{Conn, Membership};
+use crate::delivery::{self, EmitFailed};
+use crate::identity::{ConnIdentity, Handshake};
+use crate::{Face, wire};
+
+/// Where the answer to one client event goes.
+struct Reply {
+    socket: SocketRef,
+    ack: Option<AckSender>,
+    event: String,
+    face: Arc<Face>,
+}
+
+impl Reply {
+    fn ok<T: Serialize + ?Sized>(self, body: &T) {
+        if let Some(ack) = self.ack {
+            let _ = ack.send(body);
+        }
+    }
+
+    fn err(self, e: &WireError) {
+        metrics::counter!(natter_core::telemetry::ERRORS, "code" => e.code.as_str()).increment(1);
+        tracing::debug!(event = %self.event, code = %e.code, message = %e.message, "refused client event");
+        if let Some(ack) = self.ack {
+            let _ = ack.send(&ErrorAck::from(e));
+        }
+        let body = ServerErrorEvent {
+            code: e.code.as_str().to_owned(),
+            message: e.message.clone(),
+            event: Some(self.event),
+        };
+        let _ = self.socket.emit(
+            self.face.config.event_names.name(EventKey::ServerError),
+            &body,
+        );
+    }
+
+    fn result<T: Serialize>(self, r: Result<T, WireError>) {
+        match r {
+            Ok(body) => self.ok(&body),
+            Err(e) => self.err(&e),
+        }
+    }
+}
+
+fn core_err(e: CoreError) -> WireError {
+    if let CoreError::Unavailable(detail) = &e {
+        tracing::warn!(error = %detail, "backend failure while serving a client event");
+    }
+    e.to_wire()
+}
+
+fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
+    socket.extensions.get::<Arc<Conn>>()
+}
+
+pub async fn on_connect(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) {
+    let handshake = Handshake::new(socket.req_parts().uri.query(), auth);
+    let id = socket.id.to_string();
+    let conn = Arc::new(Conn::new(
+        id.clone().into(),
+        ConnIdentity::from_handshake(&handshake, &id),
+    ));
+    socket.extensions.insert(conn.clone());
+    metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio").increment(1.0);
+
+    for key in CLIENT_TO_SERVER {
+        let key = *key;
+        let face = face.clone();
+        let name = face.config.event_names.name(key).to_owned();
+        socket.on(
+            name,
+            move |socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+                let face = face.clone();
+                async move { dispatch(face, socket, key, data.ok(), Some(ack)).await }
+            },
+        );
+    }
+    {
+        let face = face.clone();
+        socket.on_fallback(
+            move |socket: SocketRef, Event(event): Event, ack: AckSender| {
+                let face = face.clone();
+                async move {
+                    let e =
+                        WireError::new(ErrorCode::UnknownEvent, format!("unknown event `{event}`"));
+                    Reply {
+                        socket,
+                        ack: Some(ack),
+                        event,
+                        face,
+                    }
+                    .err(&e);
+                }
+            },
+        );
+    }
+    {
+        let face = face.clone();
+        socket.on_disconnect(move |socket: SocketRef| {
+            let face = face.clone();
+            async move {
+                metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio")
+                    .decrement(1.0);
+                let Some(conn) = conn_of(&socket) else { return };
+                for m in conn.drain() {
+                    m.stop.cancel();
+                    leave_presence(&face, &conn, &m).await;
+                }
+            }
+        });
+    }
+
+    // A chat named in the handshake is joined at once (clients with `joinEvent: null`).
+    let chat_id = face
+        .config
+        .chat_key_fields
+        .iter()
+        .find_map(|f| handshake.field(f));
+    if let Some(chat_id) = chat_id {
+        let req = JoinRequest {
+            common: natter_protocol::socketio::Common {
+                chat_id: Some(chat_id),
+                trace_id: None,
+            },
+            user_id: None,
+            last_seq: handshake.field("lastSeq").and_then(|s| s.parse().ok()),
+            epoch: handshake.field("epoch"),
+        };
+        let _serial = conn.serial.lock().await;
+        let reply = Reply {
+            socket: socket.clone(),
+            ack: None,
+            event: "handshake".into(),
+            face: face.clone(),
+        };
+        join(face, socket, conn.clone(), req, reply).await;
+    }
+}
+
+async fn leave_presence(face: &Face, conn: &Conn, m: &Membership) {
+    let who = natter_core::Identity {
+        org: conn.identity.org().clone(),
+        user_id: m.user_id.clone(),
+    };
+    face.core.leave(&who, &conn.id, &m.chat).await;
+}
+
+async fn dispatch(
+    face: Arc<Face>,
+    socket: SocketRef,
+    key: EventKey,
+    data: Option<Value>,
+    ack: Option<AckSender>,
+) {
+    let event = face.config.event_names.name(key).to_owned();
+    let reply = Reply {
+        socket: socket.clone(),
+        ack,
+        event: event.clone(),
+        face: face.clone(),
+    };
+    let Some(conn) = conn_of(&socket) else {
+        return reply.err(&WireError::new(
+            ErrorCode::Internal,
+            "connection state missing",
+        ));
+    };
+    // A missing or undecodable payload reads as null, which every parser below refuses.
+    let data = data.unwrap_or(Value::Null);
+    let _serial = conn.serial.lock().await;
+    match key {
+        EventKey::Join => match JoinRequest::parse(&event, &data) {
+            Ok(req) => join(face, socket, conn.clone(), req, reply).await,
+            Err(e) => reply.err(&e),
+        },
+        EventKey::Leave => {
+            let r = leave(&face, &conn, &event, &data).await;
+            reply.result(r);
+        }
+        EventKey::UserMessage => {
+            let r = user_message(&face, &conn, &event, &data).await;
+            reply.result(r);
+        }
+        EventKey::TypingStart | EventKey::TypingStop => {
+            let r = typing(&face, &conn, &event, &data, key == EventKey::TypingStart).await;
+            reply.result(r);
+        }
+        EventKey::Abort => {
+            let r = abort(&face, &conn, &event, &data).await;
+            reply.result(r);
+        }
+        EventKey::MarkRead => {
+            let r = mark_read(&face, &conn, &event, &data).await;
+            reply.result(r);
+        }
+        EventKey::DiscoveryRequest => {
+            let body = face.config.event_names.discovery();
+            let name = face.config.event_names.name(EventKey::DiscoveryResponse);
+            let _ = socket.emit(name, &body);
+            reply.ok(&body);
+        }
+        EventKey::ToolResultIn => {
+            let r = tool_result(&event, &data);
+            reply.result(r);
+        }
+        // Server→client keys are never registered as handlers.
+        _ => reply.err(&WireError::new(
+            ErrorCode::UnknownEvent,
+            format!("unknown event `{event}`"),
+        )),
+    }
+}
+
+async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequest, reply: Reply) {
+    let prepared = (|| {
+        let chat_id = req.common.chat_id.clone().ok_or_else(|| {
+            WireError::new(
+                ErrorCode::MissingField,
+                format!("{}: `chatId` is required", reply.event),
+            )
+        })?;
+        let who = conn.identity.resolve(req.user_id.as_deref())?;
+        Ok::<_, WireError>((ChatKey::new(who.org.clone(), chat_id), who))
+    })();
+    let (chat, who) = match prepared {
+        Ok(p) => p,
+        Err(e) => return reply.err(&e),
+    };
+    // A rejoin on the same socket replaces the old membership (e.g. to replay from lastSeq).
+    if let Some(old) = conn.remove(&chat.chat_id) {
+        old.stop.cancel();
+    }
+    let request = CoreJoin {
+        last_seq: req.last_seq,
+        epoch: req.epoch.clone(),
+    };
+    let outcome = match face.core.join(&who, &conn.id, &chat, request).await {
+        Ok(o) => o,
+        Err(e) => return reply.err(&core_err(e)),
+    };
+    let patience = face.core.config().slow_consumer_timeout;
+    let names = &face.config.event_names;
+    for event in &outcome.replay {
+        if let Some((key, payload)) = wire::durable(&chat.chat_id, event) {
+            match delivery::emit(&socket, names.name(key), &*payload, patience).await {
+                Ok(()) => {}
+                Err(EmitFailed::Closed) => return,
+                Err(EmitFailed::Full) => {
+                    return delivery::drop_slow_consumer(&face, &socket, &chat.chat_id).await;
+                }
+            }
+        }
+    }
+    let messages = outcome
+        .messages
+        .iter()
+        .filter_map(|e| wire::history_message(&chat.chat_id, e))
+        .collect();
+    reply.ok(&JoinAck {
+        ok: true,
+        chat_id: chat.chat_id.to_string(),
+        seq: outcome.info.head_seq,
+        epoch: outcome.info.epoch.clone(),
+        recovered: outcome.recovered,
+        online_user_ids: outcome.online_user_ids.clone(),
+        messages,
+    });
+    let stop = CancellationToken::new();
+    conn.insert(Membership {
+        chat,
+        user_id: who.user_id.clone(),
+        stop: stop.clone(),
+    });
+    tokio::spawn(delivery::run_member(
+        face.clone(),
+        socket,
+        conn,
+        outcome.feed,
+        stop,
+    ));
+}
+
+async fn leave(face: &Face, conn: &Conn, event: &str, data: &Value) -> Result<OkAck, WireError> {
+    let req = PlainRequest::parse(event, data)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    if let Some(m) = conn.remove(&chat.chat_id) {
+        m.stop.cancel();
+        leave_presence(face, conn, &m).await;
+    }
+    Ok(OkAck::OK)
+}
+
+async fn user_message(
+    face: &Face,
+    conn: &Conn,
+    event: &str,
+    data: &Value,
+) -> Result<UserMessageAck, WireError> {
+    let req = UserMessageRequest::parse(event, data)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    let who = conn.identity.resolve(req.user_id.as_deref())?;
+    let input = UserMessageInput {
+        message_id: req.message_id.clone(),
+        text: req.text,
+        parts: req.parts,
+        request_id: req.request_id,
+        trace_id: req.common.trace_id,
+    };
+    let out = face
+        .core
+        .post_user_message(&who, Some(&conn.id), &chat, input)
+        .await
+        .map_err(core_err)?;
+    Ok(UserMessageAck {
+        ok: true,
+        message_id: req.message_id,
+        seq: out.seq,
+        chat_id: chat.chat_id.to_string(),
+        duplicate: out.duplicate,
+    })
+}
+
+async fn typing(
+    face: &Face,
+    conn: &Conn,
+    event: &str,
+    data: &Value,
+    on: bool,
+) -> Result<OkAck, WireError> {
+    let req = TypingRequest::parse(event, data)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    let who = conn.identity.resolve(req.user_id.as_deref())?;
+    face.core
+        .typing(&who, &conn.id, &chat, on, req.common.trace_id)
+        .await;
+    Ok(OkAck::OK)
+}
+
+async fn abort(face: &Face, conn: &Conn, event: &str, data: &Value) -> Result<AbortAck, WireError> {
+    let req = AbortRequest::parse(event, data)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    let request_id = face
+        .core
+        .abort(&chat, req.request_id.as_deref(), req.reason)
+        .await
+        .map_err(core_err)?;
+    Ok(AbortAck {
+        ok: true,
+        request_id,
+    })
+}
+
+async fn mark_read(
+    face: &Face,
+    conn: &Conn,
+    event: &str,
+    data: &Value,
+) -> Result<MarkReadAck, WireError> {
+    let req = MarkReadRequest::parse(event, data, face.core.config().max_read_ids)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    let who = conn.identity.resolve(req.user_id.as_deref())?;
+    let stored = face
+        .core
+        .mark_read(
+            &who,
+            &conn.id,
+            &chat,
+            req.message_ids,
+            req.read_at,
+            req.common.trace_id,
+        )
+        .await
+        .map_err(core_err)?;
+    Ok(MarkReadAck {
+        ok: true,
+        seq: stored.seq,
+    })
+}
+
+/// No turn waits for client-run tools yet, so every result names an unknown call.
+fn tool_result(event: &str, data: &Value) -> Result<OkAck, WireError> {
+    let f = natter_protocol::fields::Fields::new(event, data)?;
+    let call = f.req_str("toolCallId")?;
+    Err(WireError::new(
+        ErrorCode::NotFound,
+        format!("no tool call `{call}` is waiting for a result"),
+    ))
+}

@@ -1,0 +1,150 @@
+//! Who a connection is. The one place identity is decided for the Socket.IO face.
+//!
+//! Dev mode (the only mode until JWT lands): the org comes from the handshake
+//! (`auth.orgId` or query `orgId`, default `default`) and the user from `auth.userId` or
+//! query `userId`. A connection that names no user takes the `userId` of its first payload
+//! that carries one; from then on, as with a named connection, a payload naming another user
+//! is refused with `forbidden`, so clients behave the same once tokens are required.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use natter_core::Identity;
+use natter_protocol::{ErrorCode, WireError};
+use serde_json::Value;
+
+pub const DEFAULT_ORG: &str = "default";
+
+/// The handshake fields a client sent: the query string and the `auth` object.
+#[derive(Debug, Clone, Default)]
+pub struct Handshake {
+    pub query: HashMap<String, String>,
+    pub auth: serde_json::Map<String, Value>,
+}
+
+impl Handshake {
+    pub fn new(query: Option<&str>, auth: Option<Value>) -> Self {
+        let query = query
+            .map(|q| {
+                q.split('&')
+                    .filter_map(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        Some((decode(k)?, decode(v)?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let auth = match auth {
+            Some(Value::Object(map)) => map,
+            _ => Default::default(),
+        };
+        Self { query, auth }
+    }
+
+    /// A field from `auth` (preferred) or the query; numbers are turned into strings.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let from_auth = match self.auth.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        from_auth.or_else(|| self.query.get(name).filter(|s| !s.is_empty()).cloned())
+    }
+}
+
+fn decode(s: &str) -> Option<String> {
+    let s = s.replace('+', " ");
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A connection's identity, fixed once known.
+pub struct ConnIdentity {
+    org: Arc<str>,
+    user: Mutex<Option<Arc<str>>>,
+    anonymous: Arc<str>,
+}
+
+impl ConnIdentity {
+    pub fn from_handshake(h: &Handshake, socket_id: &str) -> Self {
+        let org = h.field("orgId").unwrap_or_else(|| DEFAULT_ORG.to_owned());
+        Self {
+            org: org.into(),
+            user: Mutex::new(h.field("userId").map(Into::into)),
+            anonymous: format!("anon-{socket_id}").into(),
+        }
+    }
+
+    pub fn org(&self) -> &Arc<str> {
+        &self.org
+    }
+
+    /// The identity for a payload whose `userId` hint is `hint`.
+    pub fn resolve(&self, hint: Option<&str>) -> Result<Identity, WireError> {
+        let mut user = self.user.lock().unwrap_or_else(|p| p.into_inner());
+        let user_id = match (user.as_ref(), hint) {
+            (Some(known), Some(hint)) if &**known != hint => {
+                return Err(WireError::new(
+                    ErrorCode::Forbidden,
+                    format!("this connection is user `{known}`; it cannot act as `{hint}`"),
+                ));
+            }
+            (Some(known), _) => known.clone(),
+            (None, Some(hint)) => {
+                let named: Arc<str> = hint.into();
+                *user = Some(named.clone());
+                named
+            }
+            (None, None) => self.anonymous.clone(),
+        };
+        Ok(Identity {
+            org: self.org.clone(),
+            user_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn handshake_fields() {
+        let h = Handshake::new(
+            Some("userId=ann%20b&chatId=7&EIO=4"),
+            Some(json!({"orgId": "acme", "chatId": 9})),
+        );
+        assert_eq!(h.field("userId").as_deref(), Some("ann b"));
+        assert_eq!(h.field("chatId").as_deref(), Some("9"));
+        assert_eq!(h.field("orgId").as_deref(), Some("acme"));
+        assert_eq!(h.field("nope"), None);
+    }
+
+    #[test]
+    fn named_connections_cannot_spoof() {
+        let id = ConnIdentity::from_handshake(&Handshake::new(Some("userId=ann"), None), "s1");
+        assert_eq!(&*id.resolve(None).unwrap().user_id, "ann");
+        assert_eq!(
+            id.resolve(Some("bob")).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+
+        let anon = ConnIdentity::from_handshake(&Handshake::default(), "s2");
+        assert_eq!(&*anon.resolve(Some("carol")).unwrap().user_id, "carol");
+        assert!(anon.resolve(Some("dave")).is_err());
+        assert_eq!(&*anon.org(), "default");
+    }
+}

@@ -1,0 +1,54 @@
+//! The Socket.IO face (CONTRACT §1) on socketioxide: maps Socket.IO events to
+//! [`ChatCore`](natter_core::ChatCore) calls and a member's [`Feed`](natter_core::feed::Feed)
+//! back to events. It holds no chat state of its own beyond which chats a socket has joined.
+
+mod connection;
+mod delivery;
+mod handlers;
+pub mod identity;
+mod wire;
+
+use std::sync::Arc;
+
+use natter_core::ChatCore;
+use natter_protocol::EventNames;
+use socketioxide::SocketIo;
+
+/// Settings of the Socket.IO face.
+#[derive(Debug, Clone)]
+pub struct SocketIoConfig {
+    /// The wire name of each event (remappable).
+    pub event_names: EventNames,
+    /// Handshake fields (query or auth) that name a chat to join at once, e.g. `consultationId`.
+    /// `chatId` is always one.
+    pub chat_key_fields: Vec<String>,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        Self {
+            event_names: EventNames::default(),
+            chat_key_fields: vec!["chatId".into()],
+        }
+    }
+}
+
+pub(crate) struct Face {
+    pub core: ChatCore,
+    pub config: SocketIoConfig,
+}
+
+/// Registers the face on the root namespace of `io`.
+pub fn attach(io: &SocketIo, core: ChatCore, config: SocketIoConfig) {
+    let face = Arc::new(Face { core, config });
+    io.ns(
+        "/",
+        move |socket: socketioxide::extract::SocketRef,
+              socketioxide::extract::TryData(auth): socketioxide::extract::TryData<
+            serde_json::Value,
+        >| {
+            let face = face.clone();
+            async move { handlers::on_connect(face, socket, auth.ok()).await }
+        },
+    );
+}

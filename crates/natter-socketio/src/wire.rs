@@ -1,0 +1,199 @@
+//! Core events → Socket.IO payloads (CONTRACT §1). Pure functions, no I/O.
+
+use natter_core::event::{EventBody, LiveEvent, StoredEvent};
+use natter_core::feed::FeedItem;
+use natter_protocol::EventKey;
+use natter_protocol::socketio::{
+    AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, ChatMessageEvent,
+    HistoryMessage, MessageReadEvent, PresenceUpdateEvent, TypingUpdateEvent, Usage,
+};
+use natter_protocol::time::iso8601;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// An event ready to emit: its key and its payload, serialized once.
+pub type Outgoing = (EventKey, Box<RawValue>);
+
+fn raw<T: Serialize>(key: EventKey, payload: &T) -> Option<Outgoing> {
+    // Our payload types always serialize; a failure would be a bug, so the event is skipped
+    // and logged rather than taking the connection down.
+    match serde_json::value::to_raw_value(payload) {
+        Ok(v) => Some((key, v)),
+        Err(e) => {
+            tracing::error!(error = %e, ?key, "serializing an outgoing event failed");
+            None
+        }
+    }
+}
+
+fn usage(u: &natter_core::event::Usage) -> Usage {
+    Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+/// The `chat:message` / `ai:message` shape of a message event (for history and live).
+pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMessage> {
+    match &event.body {
+        EventBody::UserMessage {
+            message_id,
+            user_id,
+            text,
+            parts,
+            request_id,
+            trace_id,
+        } => Some(HistoryMessage::User(ChatMessageEvent {
+            chat_id: chat_id.to_owned(),
+            message_id: message_id.clone(),
+            user_id: user_id.clone(),
+            role: "user",
+            text: text.clone(),
+            parts: parts.clone(),
+            created_at: iso8601(event.created_at),
+            seq: event.seq,
+            request_id: request_id.clone(),
+            trace_id: trace_id.clone(),
+        })),
+        EventBody::AssistantMessage {
+            message_id,
+            request_id,
+            text,
+            finish_reason,
+            usage: u,
+            trace_id,
+            ..
+        } => Some(HistoryMessage::Assistant(AiMessageEvent {
+            chat_id: chat_id.to_owned(),
+            message_id: message_id.clone(),
+            role: "assistant",
+            text: text.clone(),
+            created_at: iso8601(event.created_at),
+            usage: u.as_ref().map(usage),
+            options: None,
+            request_id: request_id.clone(),
+            finish_reason: finish_reason.clone(),
+            seq: event.seq,
+            trace_id: trace_id.clone(),
+        })),
+        _ => None,
+    }
+}
+
+/// A durable event as the Socket.IO event it is, if it has one.
+pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
+    match &event.body {
+        EventBody::UserMessage { .. } | EventBody::AssistantMessage { .. } => {
+            match history_message(chat_id, event)? {
+                HistoryMessage::User(m) => raw(EventKey::ChatMessage, &m),
+                HistoryMessage::Assistant(m) => raw(EventKey::AiMessage, &m),
+            }
+        }
+        EventBody::TurnFailed {
+            message_id,
+            request_id,
+            code,
+            message,
+            retryable,
+            partial_text,
+            trace_id,
+        } => raw(
+            EventKey::AiError,
+            &AiErrorEvent {
+                chat_id: chat_id.to_owned(),
+                code: code.clone(),
+                message: message.clone(),
+                details: Some(
+                    serde_json::json!({"messageId": message_id, "partialText": partial_text}),
+                ),
+                request_id: request_id.clone(),
+                retryable: *retryable,
+                seq: Some(event.seq),
+                trace_id: trace_id.clone(),
+            },
+        ),
+        EventBody::ReadReceipt {
+            user_id,
+            message_ids,
+            read_at,
+            trace_id,
+        } => raw(
+            EventKey::ReadReceipt,
+            &MessageReadEvent {
+                chat_id: chat_id.to_owned(),
+                user_id: user_id.clone(),
+                message_ids: message_ids.clone(),
+                read_at: iso8601(*read_at),
+                seq: event.seq,
+                trace_id: trace_id.clone(),
+            },
+        ),
+        // No Socket.IO event in the contract; the seq still counts for `lastSeq`.
+        EventBody::ChatCreated { .. } | EventBody::ChatEnded { .. } => None,
+    }
+}
+
+/// A feed item as the Socket.IO event it is, if it has one.
+pub fn feed_item(chat_id: &str, item: &FeedItem) -> Option<Outgoing> {
+    match item {
+        FeedItem::Durable(event) => durable(chat_id, event),
+        FeedItem::Tokens {
+            turn,
+            index,
+            through,
+            text,
+        } => raw(
+            EventKey::AiToken,
+            &AiTokenEvent {
+                chat_id,
+                request_id: &turn.request_id,
+                message_id: &turn.message_id,
+                token: text,
+                index: *index,
+                through: (through > index).then_some(*through),
+            },
+        ),
+        FeedItem::Live(live) => match live {
+            LiveEvent::Processing {
+                request_id,
+                status,
+                eta_ms,
+                reason,
+                trace_id,
+            } => raw(
+                EventKey::AiProcessing,
+                &AiProcessingEvent {
+                    chat_id: chat_id.to_owned(),
+                    status: status.as_str(),
+                    eta_ms: *eta_ms,
+                    reason: reason.clone(),
+                    request_id: request_id.to_string(),
+                    trace_id: trace_id.as_deref().map(str::to_owned),
+                },
+            ),
+            LiveEvent::Typing {
+                user_id,
+                typing,
+                trace_id,
+            } => raw(
+                EventKey::TypingUpdate,
+                &TypingUpdateEvent {
+                    chat_id: chat_id.to_owned(),
+                    user_id: user_id.to_string(),
+                    typing: *typing,
+                    trace_id: trace_id.as_deref().map(str::to_owned),
+                },
+            ),
+            LiveEvent::Presence { online_user_ids } => raw(
+                EventKey::PresenceUpdate,
+                &PresenceUpdateEvent {
+                    chat_id: chat_id.to_owned(),
+                    online_user_ids: online_user_ids.clone(),
+                },
+            ),
+            // Tokens arrive as FeedItem::Tokens; a turn's start has no Socket.IO event.
+            LiveEvent::TurnStarted { .. } | LiveEvent::Token { .. } => None,
+        },
+    }
+}
