@@ -1,0 +1,317 @@
+//! Configuration: one set of settings, read from flags, `NATTER_*` environment variables and
+//! an optional TOML file, in that order of precedence, then defaults.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use natter_core::CoreConfig;
+use natter_core::config::AiMode;
+use natter_protocol::EventNames;
+use natter_socketio::SocketIoConfig;
+use natter_store_sqlite::Durability;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+pub const DEFAULT_DATABASE: &str = "sqlite://./natter-data/natter.db";
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Every setting, each optional so sources can be layered. The flag, the environment
+/// variable and the TOML key share one name (`--max-text-bytes`, `NATTER_MAX_TEXT_BYTES`,
+/// `max_text_bytes`).
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on [default: 127.0.0.1:4000].
+    #[arg(long, env = "NATTER_LISTEN")]
+    pub listen: Option<String>,
+    /// Database URL [default: sqlite://./natter-data/natter.db].
+    #[arg(long, env = "NATTER_DATABASE")]
+    pub database: Option<String>,
+    /// LLM provider: `openai` (any OpenAI-compatible endpoint) or `demo` (canned, offline).
+    /// Default: `openai` when an API key is set, else `demo`.
+    #[arg(long, env = "NATTER_PROVIDER")]
+    pub provider: Option<String>,
+    /// Model name sent to the provider [default: gpt-4o-mini].
+    #[arg(long, env = "NATTER_MODEL")]
+    pub model: Option<String>,
+    /// Base URL of the OpenAI-compatible API [default: https://api.openai.com/v1].
+    /// The key comes from OPENAI_API_KEY or NATTER_API_KEY.
+    #[arg(long, env = "NATTER_OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+    /// System prompt put before every chat's context.
+    #[arg(long, env = "NATTER_SYSTEM_PROMPT")]
+    pub system_prompt: Option<String>,
+    /// Turns running at once across all chats [default: 64].
+    #[arg(long, env = "NATTER_MAX_CONCURRENT_TURNS")]
+    pub max_concurrent_turns: Option<usize>,
+    /// Overall limit for one turn, in seconds [default: 120].
+    #[arg(long, env = "NATTER_TURN_TIMEOUT_SECS")]
+    pub turn_timeout_secs: Option<f64>,
+    /// Upstream retries before the first token [default: 3].
+    #[arg(long, env = "NATTER_RETRY_MAX")]
+    pub retry_max: Option<u32>,
+    /// No retry starts later than this many seconds into a turn [default: 20].
+    #[arg(long, env = "NATTER_RETRY_WINDOW_SECS")]
+    pub retry_window_secs: Option<f64>,
+    /// First retry delay in milliseconds, doubled each time [default: 250].
+    #[arg(long, env = "NATTER_RETRY_BASE_DELAY_MS")]
+    pub retry_base_delay_ms: Option<u64>,
+    /// Longest message text in bytes [default: 262144].
+    #[arg(long, env = "NATTER_MAX_TEXT_BYTES")]
+    pub max_text_bytes: Option<usize>,
+    /// Largest Engine.IO packet in bytes [default: 4194304].
+    #[arg(long, env = "NATTER_MAX_PAYLOAD_BYTES")]
+    pub max_payload_bytes: Option<u64>,
+    /// Messages of context sent to the model [default: 40].
+    #[arg(long, env = "NATTER_CONTEXT_MAX_MESSAGES")]
+    pub context_max_messages: Option<usize>,
+    /// Bytes of context text sent to the model [default: 32768].
+    #[arg(long, env = "NATTER_CONTEXT_MAX_BYTES")]
+    pub context_max_bytes: Option<usize>,
+    /// Messages in the join ack [default: 50].
+    #[arg(long, env = "NATTER_JOIN_HISTORY")]
+    pub join_history: Option<usize>,
+    /// `every_message` (default) or `off`.
+    #[arg(long, env = "NATTER_AI_MODE")]
+    pub ai_mode: Option<String>,
+    /// Packets buffered per socket before the server waits for it [default: 256].
+    #[arg(long, env = "NATTER_SOCKET_BUFFER")]
+    pub socket_buffer: Option<usize>,
+    /// Events a member may fall behind before it catches up coalesced [default: 1024].
+    #[arg(long, env = "NATTER_BUS_CAPACITY")]
+    pub bus_capacity: Option<usize>,
+    /// Seconds a socket may refuse writes before it is dropped as a slow consumer [default: 10].
+    #[arg(long, env = "NATTER_SLOW_CONSUMER_TIMEOUT_SECS")]
+    pub slow_consumer_timeout_secs: Option<f64>,
+    /// Seconds running turns get to store their end on shutdown [default: 5].
+    #[arg(long, env = "NATTER_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<f64>,
+    /// SQLite commit durability: `full` (default, survives power loss) or `normal`.
+    #[arg(long, env = "NATTER_SQLITE_DURABILITY")]
+    pub sqlite_durability: Option<String>,
+    /// Handshake fields that name a chat to join at once, besides `chatId` (comma-separated).
+    #[arg(long, env = "NATTER_CHAT_KEY_FIELDS", value_delimiter = ',')]
+    pub chat_key_fields: Option<Vec<String>>,
+    /// Rename a Socket.IO event: `--event-name userMessage=msg:send` (repeatable).
+    #[arg(
+        long = "event-name",
+        env = "NATTER_EVENT_NAMES",
+        value_delimiter = ',',
+        value_name = "KEY=NAME"
+    )]
+    #[serde(skip)]
+    pub event_name: Option<Vec<String>>,
+    /// In the TOML file: `[event_names]` table of `EventKey = "wire name"`.
+    #[arg(skip)]
+    pub event_names: Option<BTreeMap<String, String>>,
+}
+
+macro_rules! layer {
+    ($self:ident, $other:ident, $($field:ident),*) => {
+        Settings { $($field: $self.$field.or($other.$field)),* }
+    };
+}
+
+impl Settings {
+    /// `self` wins over `other` field by field.
+    pub fn or(self, other: Settings) -> Settings {
+        layer!(
+            self,
+            other,
+            listen,
+            database,
+            provider,
+            model,
+            openai_base_url,
+            system_prompt,
+            max_concurrent_turns,
+            turn_timeout_secs,
+            retry_max,
+            retry_window_secs,
+            retry_base_delay_ms,
+            max_text_bytes,
+            max_payload_bytes,
+            context_max_messages,
+            context_max_bytes,
+            join_history,
+            ai_mode,
+            socket_buffer,
+            bus_capacity,
+            slow_consumer_timeout_secs,
+            shutdown_grace_secs,
+            sqlite_durability,
+            chat_key_fields,
+            event_name,
+            event_names
+        )
+    }
+
+    pub fn from_toml_file(path: &Path) -> anyhow::Result<Settings> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Demo,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub database: String,
+    pub sqlite_durability: Durability,
+    pub provider: ProviderKind,
+    pub openai_base_url: String,
+    pub api_key: Option<String>,
+    pub core: CoreConfig,
+    pub socketio: SocketIoConfig,
+    pub max_payload_bytes: u64,
+    pub socket_buffer: usize,
+    pub bus_capacity: usize,
+    pub shutdown_grace: Duration,
+}
+
+fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds, got {v}"))
+}
+
+impl ServerConfig {
+    /// Resolves settings into a configuration. `api_key` comes from the environment.
+    pub fn resolve(s: Settings, api_key: Option<String>) -> anyhow::Result<ServerConfig> {
+        let provider = match s.provider.as_deref() {
+            Some("openai") => ProviderKind::OpenAi,
+            Some("demo") => ProviderKind::Demo,
+            Some(other) => bail!("unknown provider `{other}` (expected `openai` or `demo`)"),
+            None if api_key.is_some() => ProviderKind::OpenAi,
+            None => ProviderKind::Demo,
+        };
+        let mut core = CoreConfig::default();
+        core.model = s.model.unwrap_or_else(|| match provider {
+            ProviderKind::Demo => "demo".into(),
+            ProviderKind::OpenAi => core.model.clone(),
+        });
+        core.system_prompt = s.system_prompt;
+        core.ai_mode = match s.ai_mode.as_deref() {
+            None | Some("every_message") => AiMode::EveryMessage,
+            Some("off") => AiMode::Off,
+            Some(other) => bail!("unknown ai_mode `{other}` (expected `every_message` or `off`)"),
+        };
+        if let Some(v) = s.max_concurrent_turns {
+            core.max_concurrent_turns = v.max(1);
+        }
+        if let Some(v) = s.turn_timeout_secs {
+            core.turn_timeout = secs("turn_timeout_secs", v)?;
+        }
+        if let Some(v) = s.retry_max {
+            core.retry.max_retries = v;
+        }
+        if let Some(v) = s.retry_window_secs {
+            core.retry.window = secs("retry_window_secs", v)?;
+        }
+        if let Some(v) = s.retry_base_delay_ms {
+            core.retry.base_delay = Duration::from_millis(v);
+        }
+        if let Some(v) = s.max_text_bytes {
+            core.max_text_bytes = v;
+        }
+        if let Some(v) = s.context_max_messages {
+            core.context_max_messages = v.max(1);
+        }
+        if let Some(v) = s.context_max_bytes {
+            core.context_max_bytes = v;
+        }
+        if let Some(v) = s.join_history {
+            core.join_history = v;
+        }
+        if let Some(v) = s.slow_consumer_timeout_secs {
+            core.slow_consumer_timeout = secs("slow_consumer_timeout_secs", v)?;
+        }
+        let mut names = s.event_names.unwrap_or_default();
+        for pair in s.event_name.unwrap_or_default() {
+            let (k, v) = pair
+                .split_once('=')
+                .with_context(|| format!("--event-name takes KEY=NAME, got `{pair}`"))?;
+            names.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        let event_names = EventNames::with_overrides(&names).context("event names")?;
+        let mut chat_key_fields = vec!["chatId".to_owned()];
+        for f in s.chat_key_fields.unwrap_or_default() {
+            let f = f.trim().to_owned();
+            if !f.is_empty() && !chat_key_fields.contains(&f) {
+                chat_key_fields.push(f);
+            }
+        }
+        let sqlite_durability = match s.sqlite_durability.as_deref() {
+            None | Some("full") => Durability::Full,
+            Some("normal") => Durability::Normal,
+            Some(other) => {
+                bail!("unknown sqlite_durability `{other}` (expected `full` or `normal`)")
+            }
+        };
+        let database = s.database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+        if !database.starts_with("sqlite:") {
+            bail!(
+                "unsupported database URL `{database}`: this build stores in SQLite (sqlite://path)"
+            );
+        }
+        Ok(ServerConfig {
+            listen: s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            database,
+            sqlite_durability,
+            provider,
+            openai_base_url: s
+                .openai_base_url
+                .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_owned()),
+            api_key,
+            core,
+            socketio: SocketIoConfig {
+                event_names,
+                chat_key_fields,
+            },
+            max_payload_bytes: s.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
+            socket_buffer: s.socket_buffer.unwrap_or(256).max(8),
+            bus_capacity: s.bus_capacity.unwrap_or(1024),
+            shutdown_grace: secs("shutdown_grace_secs", s.shutdown_grace_secs.unwrap_or(5.0))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layering_and_defaults() {
+        let cli = Settings {
+            listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let file: Settings = toml::from_str(
+            "listen = \"0.0.0.0:9\"\nmodel = \"m\"\n[event_names]\nuserMessage = \"msg:send\"\n",
+        )
+        .unwrap();
+        let cfg = ServerConfig::resolve(cli.or(file), None).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:1");
+        assert_eq!(cfg.core.model, "m");
+        assert_eq!(cfg.provider, ProviderKind::Demo);
+        assert_eq!(cfg.database, DEFAULT_DATABASE);
+        assert_eq!(
+            cfg.socketio.event_names.inbound("msg:send"),
+            Some(natter_protocol::EventKey::UserMessage)
+        );
+        assert!(toml::from_str::<Settings>("nonsense = 1").is_err());
+        let bad = Settings {
+            provider: Some("gpt".into()),
+            ..Default::default()
+        };
+        assert!(ServerConfig::resolve(bad, None).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Composition: builds the core from configuration, puts the faces on one axum router,
+//! adds the operations endpoints, and serves until shutdown.
+
+pub mod config;
+mod ops;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use natter_core::ChatCore;
+use natter_core::bus_memory::MemoryBus;
+use natter_core::presence_memory::MemoryPresence;
+use natter_core::provider::Provider;
+use natter_providers::demo::DemoProvider;
+use natter_providers::openai::OpenAiProvider;
+use natter_store_sqlite::SqliteStore;
+use socketioxide::SocketIo;
+
+pub use config::{ProviderKind, ServerConfig};
+
+/// A built server, not yet listening.
+pub struct Server {
+    pub config: ServerConfig,
+    pub core: ChatCore,
+    io: SocketIo,
+    router: Router,
+}
+
+fn provider(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
+    Ok(match config.provider {
+        ProviderKind::Demo => Arc::new(DemoProvider::default()),
+        ProviderKind::OpenAi => Arc::new(
+            OpenAiProvider::new(
+                &config.openai_base_url,
+                config.api_key.clone(),
+                Duration::from_secs(10),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+    })
+}
+
+impl Server {
+    pub async fn build(config: ServerConfig) -> anyhow::Result<Self> {
+        let store = SqliteStore::open(&config.database, config.sqlite_durability)
+            .await
+            .with_context(|| format!("opening the database {}", config.database))?;
+        let bus = Arc::new(MemoryBus::new(config.bus_capacity));
+        let core = ChatCore::new(
+            config.core.clone(),
+            Arc::new(store),
+            bus.clone(),
+            Arc::new(MemoryPresence::default()),
+            provider(&config)?,
+        );
+        let (layer, io) = SocketIo::builder()
+            .max_payload(config.max_payload_bytes)
+            .max_buffer_size(config.socket_buffer)
+            .build_layer();
+        natter_socketio::attach(&io, core.clone(), config.socketio.clone());
+        let ops = ops::Ops::new(core.clone(), bus)?;
+        let router = ops.router().layer(layer);
+        Ok(Self {
+            config,
+            core,
+            io,
+            router,
+        })
+    }
+
+    /// Serves on `config.listen` until `shutdown` resolves, then ends running turns with
+    /// `ai:error` code `shutdown` (keeping partial text) and closes every connection.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(&self.config.listen)
+            .await
+            .with_context(|| format!("binding {}", self.config.listen))?;
+        let addr: SocketAddr = listener.local_addr()?;
+        tracing::info!(%addr, provider = self.core.provider_name(), database = %self.config.database, "natter listening");
+        // Tests and scripts read this line to find the port when listening on :0.
+        println!("natter listening on http://{addr}");
+        let core = self.core.clone();
+        let io = self.io.clone();
+        let grace = self.config.shutdown_grace;
+        let stop = async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending running turns");
+            core.shutdown(grace).await;
+            // Let the final events reach the sockets before closing them.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            io.close().await;
+        };
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(stop)
+            .await
+            .context("serving")?;
+        Ok(())
+    }
+}

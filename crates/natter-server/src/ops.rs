@@ -1,0 +1,81 @@
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use natter_core::ChatCore;
+use natter_core::bus_memory::MemoryBus;
+use natter_core::telemetry;
+
+#[derive(Clone)]
+pub struct Ops {
+    core: ChatCore,
+    bus: Arc<MemoryBus>,
+    metrics: PrometheusHandle,
+}
+
+/// One recorder per process; a second server in the same process shares it.
+fn recorder() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let seconds = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+        .install_recorder()?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+impl Ops {
+    pub fn new(core: ChatCore, bus: Arc<MemoryBus>) -> anyhow::Result<Self> {
+        Ok(Self {
+            core,
+            bus,
+            metrics: recorder()?,
+        })
+    }
+
+    pub fn router(self) -> axum::Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .with_state(self)
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    match ops.core.ready().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                serde_json::json!({"status": "unavailable", "error": {"code": "unavailable", "message": e.to_string()}}),
+            ),
+        ),
+    }
+}
+
+async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
+    metrics::gauge!("natter_chats_active").set(ops.bus.open_channels() as f64);
+    let _ = telemetry::CONNECTIONS;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        ops.metrics.render(),
+    )
+}

@@ -1,0 +1,118 @@
+//! `natter`: the Natter server binary.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use natter_server::config::Settings;
+use natter_server::{Server, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "natter", version, about = "Natter: a real-time AI chat server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A TOML file with settings (flags and NATTER_* variables override it).
+    #[arg(long, env = "NATTER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "NATTER_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+fn init_logs(format: &str) {
+    let filter = EnvFilter::try_from_env("NATTER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => Settings::from_toml_file(path)?,
+        None => Settings::default(),
+    };
+    let api_key = std::env::var("NATTER_API_KEY")
+        .or_else(|_| std::env::var("OPENAI_API_KEY"))
+        .ok()
+        .filter(|k| !k.is_empty());
+    let config = ServerConfig::resolve(args.settings.or(file), api_key)?;
+    if config.provider == natter_server::ProviderKind::Demo {
+        tracing::warn!(
+            "using the DEMO provider: replies are canned, not from a model. Set OPENAI_API_KEY or --provider openai --openai-base-url URL for real replies"
+        );
+    }
+    let server = Server::build(config).await?;
+    server.serve(shutdown_signal()).await
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // reqwest is built without a default TLS provider; ring is the one we ship.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("natter: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_logs(&args.log_format);
+            runtime.block_on(serve(args))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natter: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
