@@ -1,0 +1,164 @@
+// Test harness: starts the real `natter` binary and the fake OpenAI upstream, and wraps
+// stock npm clients. Binaries come from $NATTER_BIN_DIR (default: target/debug).
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { io } from "socket.io-client";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "../../..");
+export const binDir = process.env.NATTER_BIN_DIR ?? path.join(repo, "target", "debug");
+
+/** Spawns a binary and resolves once it prints `listening on http://…`. */
+function startListening(bin, args, env = {}) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(path.join(binDir, bin), args, {
+      env: { ...process.env, NATTER_LOG: process.env.NATTER_LOG ?? "warn", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`${bin} did not start in 20 s:\n${stderr}`)), 20000);
+    proc.stderr.on("data", (d) => {
+      stderr += d;
+      if (process.env.NATTER_TEST_VERBOSE) process.stderr.write(d);
+    });
+    proc.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/[^\s]+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ proc, url: m[1], stderr: () => stderr });
+      }
+    });
+    proc.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${bin} exited early (${code ?? signal}):\n${stderr}`));
+    });
+  });
+}
+
+export async function startFakeUpstream() {
+  const s = await startListening("natter-fake-upstream", ["--listen", "127.0.0.1:0"]);
+  return {
+    ...s,
+    async stats() {
+      return (await fetch(`${s.url}/stats`)).json();
+    },
+    async reset() {
+      await fetch(`${s.url}/stats/reset`, { method: "POST" });
+    },
+    stop() {
+      s.proc.kill("SIGKILL");
+    },
+  };
+}
+
+/** A fresh data directory, removed by `cleanup`. */
+export function tempDir() {
+  const dir = mkdtempSync(path.join(tmpdir(), "natter-test-"));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Starts `natter serve` against the fake upstream. `args` are extra flags.
+ * Retries are fast by default so retry tests stay short.
+ */
+export async function startNatter({ upstream, dataDir, args = [], env = {}, listen = "127.0.0.1:0", durability = "normal" }) {
+  const full = [
+    "serve",
+    "--listen", listen,
+    "--database", `sqlite://${dataDir}/natter.db`,
+    "--sqlite-durability", durability,
+    ...(upstream ? ["--provider", "openai", "--openai-base-url", `${upstream.url}/v1`, "--model", "fake-model"] : []),
+    "--retry-base-delay-ms", "50",
+    ...args,
+  ];
+  const s = await startListening("natter", full, { OPENAI_API_KEY: "test-key", ...env });
+  let exited = null;
+  s.proc.on("exit", (code, signal) => (exited = { code, signal }));
+  return {
+    ...s,
+    port: Number(new URL(s.url).port),
+    exited: () => exited,
+    /** Sends `signal` and waits for the process to exit. */
+    stop(signal = "SIGTERM") {
+      return new Promise((resolve) => {
+        if (exited) return resolve(exited);
+        s.proc.once("exit", (code, sig) => resolve({ code, signal: sig }));
+        s.proc.kill(signal);
+      });
+    },
+  };
+}
+
+/** Connects a stock socket.io-client and records every event it receives, in order. */
+export function connect(url, opts = {}) {
+  const socket = io(url, { forceNew: true, reconnection: false, ...opts });
+  const events = [];
+  socket.onAny((event, payload) => events.push({ event, payload }));
+  const client = {
+    socket,
+    events,
+    /** Events named `name`, payloads only. */
+    of(name) {
+      return events.filter((e) => e.event === name).map((e) => e.payload);
+    },
+    /** Waits until `pred(events)` is truthy; returns its value. */
+    async until(pred, timeoutMs = 10000, what = "condition") {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const v = pred(events);
+        if (v) return v;
+        if (Date.now() > deadline) {
+          throw new Error(`timed out waiting for ${what}; got events: ${JSON.stringify(events.map((e) => e.event))}`);
+        }
+        await sleep(10);
+      }
+    },
+    /** Waits for the first event named `name` whose payload satisfies `pred`. */
+    async waitFor(name, pred = () => true, timeoutMs = 10000) {
+      return client.until(
+        (evs) => evs.find((e) => e.event === name && pred(e.payload))?.payload,
+        timeoutMs,
+        `event ${name}`,
+      );
+    },
+    emit(event, payload) {
+      return socket.timeout(10000).emitWithAck(event, payload);
+    },
+    close() {
+      socket.close();
+    },
+  };
+  return new Promise((resolve, reject) => {
+    socket.once("connect", () => resolve(client));
+    socket.once("connect_error", reject);
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+let counter = 0;
+/** A unique id for this test run. */
+export function uid(prefix = "id") {
+  counter += 1;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${counter}`;
+}
+
+/** Joins a turn's tokens by index (deduped), honouring coalesced `through` events. */
+export function joinTokens(tokens, messageId) {
+  let next = 0;
+  let text = "";
+  for (const t of tokens) {
+    if (messageId && t.messageId !== messageId) continue;
+    const last = t.through ?? t.index;
+    if (last < next) continue;
+    if (t.index !== next) throw new Error(`token gap: expected index ${next}, got ${t.index}`);
+    text += t.token;
+    next = last + 1;
+  }
+  return text;
+}
