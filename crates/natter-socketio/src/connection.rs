@@ -7,7 +7,7 @@ use natter_core::{ChatKey, ConnectionId};
 use natter_protocol::{ErrorCode, WireError};
 use tokio_util::sync::CancellationToken;
 
-use crate::identity::ConnIdentity;
+use crate::identity::{ConnIdentity, Handshake};
 
 /// A socket's membership in one chat: its delivery task stops when `stop` is cancelled.
 pub struct Membership {
@@ -20,16 +20,19 @@ pub struct Membership {
 pub struct Conn {
     pub id: ConnectionId,
     pub identity: ConnIdentity,
+    /// What the client sent when connecting (query and auth).
+    pub handshake: Handshake,
     chats: Mutex<HashMap<Arc<str>, Membership>>,
     /// Socket.IO runs handlers concurrently; a client's events are applied in the order sent.
     pub serial: tokio::sync::Mutex<()>,
 }
 
 impl Conn {
-    pub fn new(id: ConnectionId, identity: ConnIdentity) -> Self {
+    pub fn new(id: ConnectionId, identity: ConnIdentity, handshake: Handshake) -> Self {
         Self {
             id,
             identity,
+            handshake,
             chats: Mutex::new(HashMap::new()),
             serial: tokio::sync::Mutex::new(()),
         }

@@ -74,14 +74,17 @@ fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
     socket.extensions.get::<Arc<Conn>>()
 }
 
-pub async fn on_connect(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) {
+/// Runs as a connect middleware, before the client is told it is connected, so every
+/// handler is in place before its first event can arrive.
+pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) {
     let handshake = Handshake::new(socket.req_parts().uri.query(), auth);
     let id = socket.id.to_string();
     let conn = Arc::new(Conn::new(
         id.clone().into(),
         ConnIdentity::from_handshake(&handshake, &id),
+        handshake,
     ));
-    socket.extensions.insert(conn.clone());
+    socket.extensions.insert(conn);
     metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio").increment(1.0);
 
     for key in CLIENT_TO_SERVER {
@@ -115,47 +118,50 @@ pub async fn on_connect(face: Arc<Face>, socket: SocketRef, auth: Option<Value>)
             },
         );
     }
-    {
+    socket.on_disconnect(move |socket: SocketRef| {
         let face = face.clone();
-        socket.on_disconnect(move |socket: SocketRef| {
-            let face = face.clone();
-            async move {
-                metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio")
-                    .decrement(1.0);
-                let Some(conn) = conn_of(&socket) else { return };
-                for m in conn.drain() {
-                    m.stop.cancel();
-                    leave_presence(&face, &conn, &m).await;
-                }
+        async move {
+            metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio")
+                .decrement(1.0);
+            let Some(conn) = conn_of(&socket) else { return };
+            for m in conn.drain() {
+                m.stop.cancel();
+                leave_presence(&face, &conn, &m).await;
             }
-        });
-    }
+        }
+    });
+}
 
-    // A chat named in the handshake is joined at once (clients with `joinEvent: null`).
-    let chat_id = face
+/// After the client is connected: joins the chat its handshake names, if any (clients with
+/// `joinEvent: null`).
+pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
+    let Some(conn) = conn_of(&socket) else { return };
+    let handshake = &conn.handshake;
+    let Some(chat_id) = face
         .config
         .chat_key_fields
         .iter()
-        .find_map(|f| handshake.field(f));
-    if let Some(chat_id) = chat_id {
-        let req = JoinRequest {
-            common: natter_protocol::socketio::Common {
-                chat_id: Some(chat_id),
-                trace_id: None,
-            },
-            user_id: None,
-            last_seq: handshake.field("lastSeq").and_then(|s| s.parse().ok()),
-            epoch: handshake.field("epoch"),
-        };
-        let _serial = conn.serial.lock().await;
-        let reply = Reply {
-            socket: socket.clone(),
-            ack: None,
-            event: "handshake".into(),
-            face: face.clone(),
-        };
-        join(face, socket, conn.clone(), req, reply).await;
-    }
+        .find_map(|f| handshake.field(f))
+    else {
+        return;
+    };
+    let req = JoinRequest {
+        common: natter_protocol::socketio::Common {
+            chat_id: Some(chat_id),
+            trace_id: None,
+        },
+        user_id: None,
+        last_seq: handshake.field("lastSeq").and_then(|s| s.parse().ok()),
+        epoch: handshake.field("epoch"),
+    };
+    let _serial = conn.serial.lock().await;
+    let reply = Reply {
+        socket: socket.clone(),
+        ack: None,
+        event: "handshake".into(),
+        face: face.clone(),
+    };
+    join(face, socket, conn.clone(), req, reply).await;
 }
 
 async fn leave_presence(face: &Face, conn: &Conn, m: &Membership) {

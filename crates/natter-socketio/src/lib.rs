@@ -40,15 +40,23 @@ pub(crate) struct Face {
 
 /// Registers the face on the root namespace of `io`.
 pub fn attach(io: &SocketIo, core: ChatCore, config: SocketIoConfig) {
+    use socketioxide::extract::{SocketRef, TryData};
+    use socketioxide::handler::ConnectHandler;
+
     let face = Arc::new(Face { core, config });
-    io.ns(
-        "/",
-        move |socket: socketioxide::extract::SocketRef,
-              socketioxide::extract::TryData(auth): socketioxide::extract::TryData<
-            serde_json::Value,
-        >| {
+    let prepare = {
+        let face = face.clone();
+        move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
             let face = face.clone();
-            async move { handlers::on_connect(face, socket, auth.ok()).await }
-        },
-    );
+            async move {
+                handlers::prepare(face, socket, auth.ok());
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }
+    };
+    let connected = move |socket: SocketRef| {
+        let face = face.clone();
+        async move { handlers::on_connect(face, socket).await }
+    };
+    io.ns("/", connected.with(prepare));
 }
