@@ -58,6 +58,8 @@ impl Server {
         );
         let (layer, io) = SocketIo::builder()
             .max_payload(config.max_payload_bytes)
+            // max_payload only bounds polling; WebSocket messages have their own limit.
+            .ws_max_message_size(usize::try_from(config.max_payload_bytes).unwrap_or(usize::MAX))
             .max_buffer_size(config.socket_buffer)
             .build_layer();
         natter_socketio::attach(&io, core.clone(), config.socketio.clone());
