@@ -59,6 +59,9 @@ pub struct CoreConfig {
     pub auto_create_chats: bool,
     /// How long a member's connection may refuse writes before it is dropped as a slow consumer.
     pub slow_consumer_timeout: Duration,
+    /// Upstream deltas already received are merged into one token event up to this many
+    /// bytes. 0 sends one event per upstream delta.
+    pub merge_delta_bytes: usize,
 }
 
 impl Default for CoreConfig {
@@ -78,6 +81,7 @@ impl Default for CoreConfig {
             replay_limit: 10_000,
             auto_create_chats: true,
             slow_consumer_timeout: Duration::from_secs(10),
+            merge_delta_bytes: 4096,
         }
     }
 }

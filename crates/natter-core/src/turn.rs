@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use natter_protocol::ErrorCode;
 use natter_protocol::time::now_millis;
 use tokio::sync::Semaphore;
@@ -463,17 +463,35 @@ async fn generate(
             Ok(s) => s,
             Err(e) => retry_or_fail!(e),
         };
+        // An item read ahead while merging deltas, handled on the next round.
+        let mut lookahead = None;
         loop {
-            let item = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
-                _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
-                item = stream.next() => item,
+            let item = match lookahead.take() {
+                Some(item) => item,
+                None => tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
+                    _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
+                    item = stream.next() => item,
+                },
             };
             match item {
-                Some(Ok(ProviderEvent::TextDelta(delta))) => {
+                Some(Ok(ProviderEvent::TextDelta(mut delta))) => {
                     if delta.is_empty() {
                         continue;
+                    }
+                    // Deltas that already arrived go out as one token event (the same for every
+                    // member, CONTRACT §6.4). Nothing waits for more, so latency is unchanged;
+                    // bursts cost one event instead of many.
+                    while delta.len() < inner.config.merge_delta_bytes {
+                        match stream.next().now_or_never() {
+                            Some(Some(Ok(ProviderEvent::TextDelta(more)))) => delta.push_str(&more),
+                            Some(other) => {
+                                lookahead = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
                     }
                     if g.tokens == 0 {
                         metrics::histogram!(telemetry::TURN_FIRST_TOKEN)

@@ -85,6 +85,10 @@ pub struct Settings {
     /// Seconds a socket may refuse writes before it is dropped as a slow consumer [default: 10].
     #[arg(long, env = "NATTER_SLOW_CONSUMER_TIMEOUT_SECS")]
     pub slow_consumer_timeout_secs: Option<f64>,
+    /// Merge upstream deltas that have already arrived into one token event, up to this many
+    /// bytes; 0 sends one event per delta [default: 4096].
+    #[arg(long, env = "NATTER_MERGE_DELTA_BYTES")]
+    pub merge_delta_bytes: Option<usize>,
     /// Seconds running turns get to store their end on shutdown [default: 5].
     #[arg(long, env = "NATTER_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<f64>,
@@ -140,6 +144,7 @@ impl Settings {
             socket_buffer,
             bus_capacity,
             slow_consumer_timeout_secs,
+            merge_delta_bytes,
             shutdown_grace_secs,
             sqlite_durability,
             chat_key_fields,
@@ -233,6 +238,9 @@ impl ServerConfig {
         }
         if let Some(v) = s.slow_consumer_timeout_secs {
             core.slow_consumer_timeout = secs("slow_consumer_timeout_secs", v)?;
+        }
+        if let Some(v) = s.merge_delta_bytes {
+            core.merge_delta_bytes = v;
         }
         let mut names = s.event_names.unwrap_or_default();
         for pair in s.event_name.unwrap_or_default() {

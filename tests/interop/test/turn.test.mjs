@@ -39,8 +39,9 @@ test("a streamed turn reaches every member; joined tokens equal ai:message.text"
   for (const c of [ann, bob]) {
     const msg = await c.waitFor("ai:message", (m) => m.requestId === requestId);
     const tokens = c.of("ai:token").filter((t) => t.requestId === requestId);
-    assert.equal(tokens.length, 30);
-    assert.deepEqual(tokens.map((t) => t.index), [...Array(30).keys()]);
+    // Deltas that arrive together may be merged into one event; indexes stay 0, 1, 2 … per turn.
+    assert.ok(tokens.length >= 1 && tokens.length <= 30);
+    assert.deepEqual(tokens.map((t) => t.index), [...Array(tokens.length).keys()]);
     assert.equal(joinTokens(tokens), msg.text);
     assert.equal(msg.text, Array.from({ length: 30 }, (_, i) => `t${i} `).join(""));
     assert.ok(tokens.every((t) => t.messageId === msg.messageId), "one assistant message id per turn");
