@@ -51,13 +51,12 @@ fn sweep(channels: &Weak<Channels>, chat: &ChatKey) {
     let Some(channels) = channels.upgrade() else {
         return;
     };
-    if let Ok(mut map) = channels.lock() {
-        if map
+    if let Ok(mut map) = channels.lock()
+        && map
             .get(chat)
             .is_some_and(|c| c.tx.receiver_count() == 0 && c.turn.is_none())
-        {
-            map.remove(chat);
-        }
+    {
+        map.remove(chat);
     }
 }
 
@@ -105,14 +104,13 @@ impl Bus for MemoryBus {
                 }
             }
             BusMessage::Durable { event, .. } => {
-                if let Some(ended) = event.body.ends_turn() {
-                    if channel
+                if let Some(ended) = event.body.ends_turn()
+                    && channel
                         .turn
                         .as_ref()
                         .is_some_and(|s| &*s.turn.message_id == ended)
-                    {
-                        channel.turn = None;
-                    }
+                {
+                    channel.turn = None;
                 }
             }
             _ => {}

@@ -163,15 +163,15 @@ fn parse_chunk(data: &str) -> Result<Chunk, ProviderError> {
             .iter()
             .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
         {
-            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
-                if !text.is_empty() {
-                    events.push(ProviderEvent::TextDelta(text.to_owned()));
-                }
+            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str)
+                && !text.is_empty()
+            {
+                events.push(ProviderEvent::TextDelta(text.to_owned()));
             }
-            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                if !reason.is_empty() {
-                    events.push(ProviderEvent::Finish(reason.to_owned()));
-                }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str)
+                && !reason.is_empty()
+            {
+                events.push(ProviderEvent::Finish(reason.to_owned()));
             }
         }
     }

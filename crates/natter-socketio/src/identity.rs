@@ -145,6 +145,6 @@ mod tests {
         let anon = ConnIdentity::from_handshake(&Handshake::default(), "s2");
         assert_eq!(&*anon.resolve(Some("carol")).unwrap().user_id, "carol");
         assert!(anon.resolve(Some("dave")).is_err());
-        assert_eq!(&*anon.org(), "default");
+        assert_eq!(&**anon.org(), "default");
     }
 }
