@@ -1,0 +1,104 @@
+//! Readings of another process from /proc (Linux): CPU time and resident memory.
+
+use anyhow::{Context, Result, anyhow};
+
+/// Clock ticks per second for /proc/<pid>/stat times.
+pub fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 on error.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// User + system CPU seconds the process (all its threads) has used so far.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / clk_tck())
+}
+
+/// CPU seconds of this process (the bench itself).
+pub fn self_cpu_seconds() -> Result<f64> {
+    cpu_seconds(std::process::id())
+}
+
+fn parse_cpu_ticks(stat: &str) -> Result<u64> {
+    // The command name (field 2) is parenthesised and may contain spaces; fields after the last
+    // ')' start with field 3 (state). utime is field 14, stime field 15.
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| anyhow!("malformed /proc stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let get = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .ok_or_else(|| anyhow!("/proc stat too short"))?
+            .parse()
+            .context("parsing /proc stat field")
+    };
+    Ok(get(11)? + get(12)?)
+}
+
+/// Resident set size in bytes (VmRSS).
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_vmrss(&status)
+}
+
+fn parse_vmrss(status: &str) -> Result<u64> {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow!("no VmRSS line"))?;
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow!("malformed VmRSS line"))?
+        .parse()
+        .context("parsing VmRSS")?;
+    Ok(kb * 1024)
+}
+
+/// Raises the soft open-file limit to the hard limit; returns the limit now in force.
+pub fn raise_fd_limit() -> Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit");
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit with cur <= max.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setrlimit");
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat() {
+        let s = "1234 (node (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 11 0";
+        assert_eq!(parse_cpu_ticks(s).unwrap(), 325);
+    }
+
+    #[test]
+    fn parses_status() {
+        let s = "Name:\tnode\nVmPeak:\t  999 kB\nVmRSS:\t   51200 kB\nThreads:\t11\n";
+        assert_eq!(parse_vmrss(s).unwrap(), 51200 * 1024);
+    }
+
+    #[test]
+    fn reads_self() {
+        assert!(self_cpu_seconds().unwrap() >= 0.0);
+        assert!(rss_bytes(std::process::id()).unwrap() > 0);
+    }
+}
