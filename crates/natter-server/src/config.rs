@@ -79,7 +79,8 @@ pub struct Settings {
     /// Packets buffered per socket before the server waits for it [default: 256].
     #[arg(long, env = "NATTER_SOCKET_BUFFER")]
     pub socket_buffer: Option<usize>,
-    /// Events a member may fall behind before it catches up coalesced [default: 1024].
+    /// Events a member may fall behind before it catches up coalesced [default: 256].
+    /// Preallocated per chat with members on this node (about 40 bytes an event).
     #[arg(long, env = "NATTER_BUS_CAPACITY")]
     pub bus_capacity: Option<usize>,
     /// Seconds a socket may refuse writes before it is dropped as a slow consumer [default: 10].
@@ -286,7 +287,7 @@ impl ServerConfig {
             },
             max_payload_bytes: s.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
             socket_buffer: s.socket_buffer.unwrap_or(256).max(8),
-            bus_capacity: s.bus_capacity.unwrap_or(1024),
+            bus_capacity: s.bus_capacity.unwrap_or(256),
             shutdown_grace: secs("shutdown_grace_secs", s.shutdown_grace_secs.unwrap_or(5.0))?,
         })
     }
