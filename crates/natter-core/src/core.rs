@@ -18,8 +18,7 @@ use crate::store::{Appended, Store};
 use crate::telemetry;
 use crate::turn::{TurnRequest, TurnScheduler};
 
-/// The longest id (message, request, chat, user) accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+use natter_protocol::fields::MAX_ID_BYTES;
 
 pub(crate) struct Inner {
     pub config: CoreConfig,
@@ -168,7 +167,7 @@ impl ChatCore {
         let inner = &self.inner;
         // Subscribe before reading the head: every event after the head then arrives live,
         // and anything live at or below the head is dropped by the feed as a duplicate.
-        let subscription = inner.bus.subscribe(chat).await?;
+        let mut subscription = inner.bus.subscribe(chat).await?;
         let info = inner
             .store
             .open_chat(chat, inner.config.auto_create_chats, Some(&who.user_id))
@@ -179,6 +178,19 @@ impl ChatCore {
                     format!("chat `{}` does not exist", chat.chat_id),
                 )
             })?;
+
+        // A turn buffered at subscribe time may have ended before the head was read: its end
+        // is then in the replay or the history, and its tokens must not follow the ack. If it
+        // ends after this check, its end arrives live after the tokens, as it should.
+        let still_running = inner.bus.running_turn(chat).await?;
+        let same_turn = |a: &crate::bus::TurnSnapshot| {
+            still_running
+                .as_ref()
+                .is_some_and(|b| b.turn.message_id == a.turn.message_id)
+        };
+        if !subscription.running_turn.as_ref().is_some_and(same_turn) {
+            subscription.running_turn = None;
+        }
 
         let mut recovered = false;
         let mut replay = Vec::new();

@@ -136,6 +136,11 @@ impl Feed {
         match message {
             BusMessage::Durable { event, origin } => {
                 if event.seq <= self.last_seq {
+                    // Already delivered (or in the join's history); late tokens of a turn it
+                    // ended must still be dropped.
+                    if let Some(ended) = event.body.ends_turn() {
+                        self.ended_turn = Some(ended.into());
+                    }
                     return Ok(());
                 }
                 if event.seq > self.last_seq + 1 {

@@ -129,15 +129,12 @@ impl TurnScheduler {
             .await;
             return;
         }
-        let (eta_ms, start_driver) = {
-            let mut chats = lock(&self.chats);
-            let turns = chats.entry(req.chat.clone()).or_default();
-            let eta = self.eta_ms(turns);
-            turns.pending.push_back(req.clone());
-            let start = !turns.driving;
-            turns.driving = true;
-            (eta, start)
+        let eta_ms = {
+            let chats = lock(&self.chats);
+            chats.get(&req.chat).and_then(|t| self.eta_ms(t))
         };
+        // `queued` goes out before the turn is visible to the chat's driver, so it always
+        // precedes `working`.
         inner
             .publish_live(
                 &req.chat,
@@ -151,6 +148,12 @@ impl TurnScheduler {
                 None,
             )
             .await;
+        let start_driver = {
+            let mut chats = lock(&self.chats);
+            let turns = chats.entry(req.chat.clone()).or_default();
+            turns.pending.push_back(req.clone());
+            !std::mem::replace(&mut turns.driving, true)
+        };
         if start_driver {
             let inner = inner.clone();
             let chat = req.chat.clone();
