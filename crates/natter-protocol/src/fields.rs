@@ -8,6 +8,23 @@ use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, WireError};
 
+/// The longest id or short string (message, request, user, trace id) accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Refuses a string longer than [`MAX_ID_BYTES`].
+pub fn check_id_len(event: &str, field: &str, value: &str) -> Result<(), WireError> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(WireError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "{event}: `{field}` is {} bytes, the limit is {MAX_ID_BYTES}",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A JSON object being validated.
 pub struct Fields<'a> {
     event: &'a str,
@@ -27,6 +44,11 @@ impl<'a> Fields<'a> {
                 ),
             )),
         }
+    }
+
+    /// The event name used in error messages.
+    pub fn event(&self) -> &str {
+        self.event
     }
 
     fn missing(&self, field: &str) -> WireError {

@@ -18,10 +18,16 @@ pub struct Common {
 
 impl Common {
     fn read(f: &Fields<'_>) -> Result<Self, WireError> {
-        Ok(Self {
+        let common = Self {
             chat_id: f.opt_id("chatId")?,
             trace_id: f.opt_str("traceId")?,
-        })
+        };
+        for (field, value) in [("chatId", &common.chat_id), ("traceId", &common.trace_id)] {
+            if let Some(v) = value {
+                crate::fields::check_id_len(f.event(), field, v)?;
+            }
+        }
+        Ok(common)
     }
 }
 
@@ -143,10 +149,17 @@ impl MarkReadRequest {
                 format!("{event}: `readAt` must be an ISO 8601 timestamp, got {read_at_raw:?}"),
             )
         })?;
+        let message_ids = f.req_id_list("messageIds", max_ids)?;
+        if message_ids.is_empty() {
+            return Err(WireError::new(
+                crate::ErrorCode::InvalidField,
+                format!("{event}: `messageIds` must name at least one message"),
+            ));
+        }
         Ok(Self {
             common: Common::read(&f)?,
             user_id: f.opt_id("userId")?,
-            message_ids: f.req_id_list("messageIds", max_ids)?,
+            message_ids,
             read_at,
         })
     }
@@ -339,6 +352,14 @@ pub struct UserMessageAck {
     pub chat_id: String,
     /// True when this `messageId` was already stored: nothing new happened.
     pub duplicate: bool,
+}
+
+/// The ack of `meta:events:request`: `{ok: true, version, events}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiscoveryAck {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub body: crate::events::DiscoveryResponse,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -24,7 +24,10 @@ pub struct Conn {
     pub handshake: Handshake,
     chats: Mutex<HashMap<Arc<str>, Membership>>,
     /// Socket.IO runs handlers concurrently; a client's events are applied in the order sent.
-    pub serial: tokio::sync::Mutex<()>,
+    pub serial: Arc<tokio::sync::Mutex<()>>,
+    /// Held from the connect middleware until the handshake's chat is joined, so events the
+    /// client sends right after connecting wait for that join.
+    pub handshake_join: Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
 }
 
 impl Conn {
@@ -34,7 +37,8 @@ impl Conn {
             identity,
             handshake,
             chats: Mutex::new(HashMap::new()),
-            serial: tokio::sync::Mutex::new(()),
+            serial: Arc::new(tokio::sync::Mutex::new(())),
+            handshake_join: Mutex::new(None),
         }
     }
 

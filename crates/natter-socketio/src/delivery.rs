@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use natter_core::feed::{Feed, FeedEnd};
 use natter_core::telemetry;
+use natter_core::{ChatKey, Identity};
 use natter_protocol::socketio::ServerErrorEvent;
 use natter_protocol::{ErrorCode, EventKey};
 use serde::Serialize;
@@ -66,19 +67,57 @@ pub async fn emit<T: Serialize + ?Sized>(
     }
 }
 
-/// Tells the client why, then disconnects it. It recovers by rejoining with `lastSeq`.
-pub async fn drop_slow_consumer(face: &Face, socket: &SocketRef, chat_id: &str) {
-    metrics::counter!(telemetry::SLOW_CONSUMERS).increment(1);
-    tracing::info!(socket = %socket.id, chat = chat_id, "disconnecting a slow consumer");
-    let body = ServerErrorEvent {
-        code: ErrorCode::SlowConsumer.as_str().into(),
-        message: format!(
-            "this connection fell too far behind chat `{chat_id}`; reconnect and rejoin with lastSeq to catch up"
+/// Why a member is being dropped from a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its socket stayed full, or it fell further behind than the replay limit.
+    SlowConsumer,
+    /// The store or bus failed while filling its gap.
+    Unavailable,
+}
+
+/// Tells the client why, takes it out of the chat's presence, and disconnects it. It
+/// recovers by reconnecting and rejoining with `lastSeq`.
+pub async fn drop_member(
+    face: &Face,
+    socket: &SocketRef,
+    conn: &Conn,
+    chat: &ChatKey,
+    user_id: &Arc<str>,
+    reason: DropReason,
+) {
+    let (code, message) = match reason {
+        DropReason::SlowConsumer => {
+            metrics::counter!(telemetry::SLOW_CONSUMERS).increment(1);
+            (
+                ErrorCode::SlowConsumer,
+                format!(
+                    "this connection fell too far behind chat `{}`; reconnect and rejoin with lastSeq to catch up",
+                    chat.chat_id
+                ),
+            )
+        }
+        DropReason::Unavailable => (
+            ErrorCode::Unavailable,
+            format!(
+                "the server could not fill this connection's gap in chat `{}`; reconnect and rejoin with lastSeq",
+                chat.chat_id
+            ),
         ),
+    };
+    tracing::info!(socket = %socket.id, chat = %chat, %code, "dropping a member");
+    let body = ServerErrorEvent {
+        code: code.as_str().into(),
+        message,
         event: None,
     };
     let name = face.config.event_names.name(EventKey::ServerError);
     let _ = emit(socket, name, &body, Duration::from_secs(1)).await;
+    let who = Identity {
+        org: conn.identity.org().clone(),
+        user_id: user_id.clone(),
+    };
+    face.core.leave(&who, &conn.id, chat).await;
     // disconnect() needs one free slot for its packet; if the client reads nothing at all,
     // Engine.IO's heartbeat closes the connection instead.
     for _ in 0..50 {
@@ -96,10 +135,12 @@ pub async fn run_member(
     face: Arc<Face>,
     socket: SocketRef,
     conn: Arc<Conn>,
+    user_id: Arc<str>,
     mut feed: Feed,
     stop: CancellationToken,
 ) {
-    let chat_id = feed.chat().chat_id.clone();
+    let chat = feed.chat().clone();
+    let chat_id = chat.chat_id.clone();
     let patience = face.core.config().slow_consumer_timeout;
     let names = &face.config.event_names;
     loop {
@@ -110,22 +151,28 @@ pub async fn run_member(
         };
         let outcome = match item {
             Ok(item) => match wire::feed_item(&chat_id, &item) {
-                Some((key, payload)) => emit(&socket, names.name(key), &*payload, patience).await,
+                Some((key, payload)) => emit(&socket, names.name(key), &*payload, patience)
+                    .await
+                    .map_err(|e| match e {
+                        EmitFailed::Closed => None,
+                        EmitFailed::Full => Some(DropReason::SlowConsumer),
+                    }),
                 None => Ok(()),
             },
-            Err(FeedEnd::Closed) => return,
-            Err(FeedEnd::TooFarBehind) => Err(EmitFailed::Full),
+            Err(FeedEnd::Closed) => Err(None),
+            Err(FeedEnd::TooFarBehind) => Err(Some(DropReason::SlowConsumer)),
             Err(FeedEnd::Unavailable(e)) => {
                 tracing::warn!(error = %e, chat = %chat_id, "feed failed; the member must rejoin");
-                Err(EmitFailed::Full)
+                Err(Some(DropReason::Unavailable))
             }
         };
         match outcome {
             Ok(()) => {}
-            Err(EmitFailed::Closed) => return,
-            Err(EmitFailed::Full) => {
+            // The socket is gone: its disconnect handler leaves the chat.
+            Err(None) => return,
+            Err(Some(reason)) => {
                 if conn.remove_if_current(&chat_id, &stop) {
-                    drop_slow_consumer(&face, &socket, &chat_id).await;
+                    drop_member(&face, &socket, &conn, &chat, &user_id, reason).await;
                 }
                 return;
             }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use natter_core::{ChatKey, CoreError, JoinRequest as CoreJoin, UserMessageInput};
 use natter_protocol::events::CLIENT_TO_SERVER;
 use natter_protocol::socketio::{
-    AbortAck, AbortRequest, ErrorAck, JoinAck, JoinRequest, MarkReadAck, MarkReadRequest, OkAck,
-    PlainRequest, ServerErrorEvent, TypingRequest, UserMessageAck, UserMessageRequest,
+    AbortAck, AbortRequest, DiscoveryAck, ErrorAck, JoinAck, JoinRequest, MarkReadAck,
+    MarkReadRequest, OkAck, PlainRequest, ServerErrorEvent, TypingRequest, UserMessageAck,
+    UserMessageRequest,
 };
 use natter_protocol::{ErrorCode, EventKey, WireError};
 use serde::Serialize;
@@ -19,7 +20,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Conn, Membership};
-use crate::delivery::{self, EmitFailed};
+use crate::delivery::{self, DropReason, EmitFailed};
 use crate::identity::{ConnIdentity, Handshake};
 use crate::{Face, wire};
 
@@ -76,14 +77,30 @@ fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
 
 /// Runs as a connect middleware, before the client is told it is connected, so every
 /// handler is in place before its first event can arrive.
-pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) {
+pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Result<(), WireError> {
     let handshake = Handshake::new(socket.req_parts().uri.query(), auth);
+    ConnIdentity::check(&handshake)?;
     let id = socket.id.to_string();
     let conn = Arc::new(Conn::new(
         id.clone().into(),
         ConnIdentity::from_handshake(&handshake, &id),
         handshake,
     ));
+    if face
+        .config
+        .chat_key_fields
+        .iter()
+        .any(|f| conn.handshake.field(f).is_some())
+    {
+        // Nothing else holds the new lock yet, so this cannot fail; if it somehow did, the
+        // join below would simply take the lock in turn.
+        if let Ok(guard) = conn.serial.clone().try_lock_owned() {
+            *conn
+                .handshake_join
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(guard);
+        }
+    }
     socket.extensions.insert(conn);
     metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio").increment(1.0);
 
@@ -130,12 +147,18 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) {
             }
         }
     });
+    Ok(())
 }
 
 /// After the client is connected: joins the chat its handshake names, if any (clients with
 /// `joinEvent: null`).
 pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
     let Some(conn) = conn_of(&socket) else { return };
+    let held = conn
+        .handshake_join
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     let handshake = &conn.handshake;
     let Some(chat_id) = face
         .config
@@ -154,7 +177,10 @@ pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
         last_seq: handshake.field("lastSeq").and_then(|s| s.parse().ok()),
         epoch: handshake.field("epoch"),
     };
-    let _serial = conn.serial.lock().await;
+    let _serial = match held {
+        Some(guard) => guard,
+        None => conn.serial.clone().lock_owned().await,
+    };
     let reply = Reply {
         socket: socket.clone(),
         ack: None,
@@ -224,7 +250,7 @@ async fn dispatch(
             let body = face.config.event_names.discovery();
             let name = face.config.event_names.name(EventKey::DiscoveryResponse);
             let _ = socket.emit(name, &body);
-            reply.ok(&body);
+            reply.ok(&DiscoveryAck { ok: true, body });
         }
         EventKey::ToolResultIn => {
             let r = tool_result(&event, &data);
@@ -254,14 +280,22 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
         Err(e) => return reply.err(&e),
     };
     // A rejoin on the same socket replaces the old membership (e.g. to replay from lastSeq).
-    if let Some(old) = conn.remove(&chat.chat_id) {
+    let old = conn.remove(&chat.chat_id);
+    if let Some(old) = &old {
         old.stop.cancel();
     }
     let request = CoreJoin {
         last_seq: req.last_seq,
         epoch: req.epoch.clone(),
     };
-    let outcome = match face.core.join(&who, &conn.id, &chat, request).await {
+    let joined = face.core.join(&who, &conn.id, &chat, request).await;
+    // The old membership's presence goes unless the new one (same user) replaced it.
+    if let Some(old) = &old
+        && (joined.is_err() || old.user_id != who.user_id)
+    {
+        leave_presence(&face, &conn, old).await;
+    }
+    let outcome = match joined {
         Ok(o) => o,
         Err(e) => return reply.err(&core_err(e)),
     };
@@ -271,9 +305,19 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
         if let Some((key, payload)) = wire::durable(&chat.chat_id, event) {
             match delivery::emit(&socket, names.name(key), &*payload, patience).await {
                 Ok(()) => {}
-                Err(EmitFailed::Closed) => return,
+                Err(EmitFailed::Closed) => {
+                    return face.core.leave(&who, &conn.id, &chat).await;
+                }
                 Err(EmitFailed::Full) => {
-                    return delivery::drop_slow_consumer(&face, &socket, &chat.chat_id).await;
+                    return delivery::drop_member(
+                        &face,
+                        &socket,
+                        &conn,
+                        &chat,
+                        &who.user_id,
+                        DropReason::SlowConsumer,
+                    )
+                    .await;
                 }
             }
         }
@@ -302,6 +346,7 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
         face.clone(),
         socket,
         conn,
+        who.user_id.clone(),
         outcome.feed,
         stop,
     ));

@@ -91,8 +91,21 @@ impl ConnIdentity {
         &self.org
     }
 
+    /// Refuses a handshake whose ids are over the length limit (a `connect_error`).
+    pub fn check(h: &Handshake) -> Result<(), WireError> {
+        for field in ["userId", "orgId"] {
+            if let Some(v) = h.field(field) {
+                natter_protocol::fields::check_id_len("handshake", field, &v)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The identity for a payload whose `userId` hint is `hint`.
     pub fn resolve(&self, hint: Option<&str>) -> Result<Identity, WireError> {
+        if let Some(hint) = hint {
+            natter_protocol::fields::check_id_len("payload", "userId", hint)?;
+        }
         let mut user = self.user.lock().unwrap_or_else(|p| p.into_inner());
         let user_id = match (user.as_ref(), hint) {
             (Some(known), Some(hint)) if &**known != hint => {

@@ -48,10 +48,8 @@ pub fn attach(io: &SocketIo, core: ChatCore, config: SocketIoConfig) {
         let face = face.clone();
         move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
             let face = face.clone();
-            async move {
-                handlers::prepare(face, socket, auth.ok());
-                Ok::<(), std::convert::Infallible>(())
-            }
+            // A refused handshake reaches the client as `connect_error` with this message.
+            async move { handlers::prepare(face, socket, auth.ok()).map_err(|e| e.message) }
         }
     };
     let connected = move |socket: SocketRef| {
