@@ -86,7 +86,11 @@ impl Server {
         let router = ops
             .router()
             .layer(layer)
-            .layer(axum::middleware::map_request(detach_from_read_buffer));
+            .layer(axum::middleware::map_request(detach_from_read_buffer))
+            // Browsers on other origins (a dev server, a widget) may connect, polling included.
+            // Identity is not taken from cookies, so allowing any origin grants nothing extra;
+            // an origin allow-list comes with auth.
+            .layer(tower_http::cors::CorsLayer::permissive());
         Ok(Self {
             config,
             core,
