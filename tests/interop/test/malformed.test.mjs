@@ -124,6 +124,8 @@ const CASES = [
   { name: "message:read, messageIds with an object", event: "message:read", payload: read({ messageIds: [{ id: "m-1" }] }), expectCode: "invalid_field" },
   { name: "message:read, messageIds missing", event: "message:read", payload: { chatId: A, readAt: ISO }, expectCode: "missing_field" },
   { name: "message:read, readAt not ISO 8601", event: "message:read", payload: read({ readAt: "yesterday" }), expectCode: "invalid_field" },
+  { name: "message:read, empty messageIds", event: "message:read", payload: read({ messageIds: [] }), expectCode: "invalid_field" },
+  { name: "user:message, 300-byte traceId", event: "user:message", payload: msg({ traceId: "t".repeat(300) }), expectCode: "too_large" },
   { name: "message:read, readAt epoch millis", event: "message:read", payload: read({ readAt: 1767323045000 }), expectCode: "invalid_field" },
   { name: "message:read, readAt missing", event: "message:read", payload: { chatId: A, messageIds: ["m-1"] }, expectCode: "missing_field" },
 
@@ -137,6 +139,7 @@ const CASES = [
 
   // ---- identity spoofing (connection is `ann`)
   { name: "user:message as bob", event: "user:message", payload: msg({ userId: "bob" }), expectCode: "forbidden" },
+  { name: "user:message, 300-byte userId", event: "user:message", payload: msg({ userId: "u".repeat(300) }), expectCode: "too_large" },
   { name: "chat:join as bob", event: "chat:join", payload: { chatId: A, userId: "bob" }, expectCode: "forbidden" },
   { name: "typing:start as bob", event: "typing:start", payload: { chatId: A, userId: "bob" }, expectCode: "forbidden" },
   { name: "message:read as bob", event: "message:read", payload: read({ userId: "bob" }), expectCode: "forbidden" },

@@ -204,7 +204,7 @@ test("discovery: every EventKey with the contract's default names", () =>
     assert.equal(Object.keys(DEFAULT_NAMES).length, 21);
     const c = await open(natter.url, { query: { userId: "disco" } });
     const ack = await c.emit("meta:events:request", {});
-    assert.deepEqual(ack, { version: 1, events: DEFAULT_NAMES });
+    assert.deepEqual(ack, { ok: true, version: 1, events: DEFAULT_NAMES });
     const ev = await c.waitFor("meta:events:response");
     assert.deepEqual(ev, { version: 1, events: DEFAULT_NAMES });
   }));
@@ -216,7 +216,7 @@ test("remapped event names: advertised, used on the wire, and the old name is un
     const other = await open(remapped.url, { query: { userId: "rm2" } });
 
     const ack = await c.emit("meta:events:request", {});
-    assert.deepEqual(ack, { version: 1, events: expected });
+    assert.deepEqual(ack, { ok: true, version: 1, events: expected });
     assert.deepEqual(await c.waitFor("meta:events:response"), { version: 1, events: expected });
 
     const chat = uid("remap");
