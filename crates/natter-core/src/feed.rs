@@ -108,6 +108,20 @@ impl Feed {
         feed
     }
 
+    /// Builds a feed directly (tests of feed behaviour without a whole core).
+    #[doc(hidden)]
+    pub fn new_for_test(
+        chat: ChatKey,
+        conn: ConnectionId,
+        head_seq: u64,
+        subscription: Subscription,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        replay_limit: usize,
+    ) -> Self {
+        Self::new(chat, conn, head_seq, subscription, store, bus, replay_limit)
+    }
+
     pub fn chat(&self) -> &ChatKey {
         &self.chat
     }
