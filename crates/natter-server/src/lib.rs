@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::serve::ListenerExt;
 use natter_core::ChatCore;
 use natter_core::bus_memory::MemoryBus;
 use natter_core::presence_memory::MemoryPresence;
@@ -123,6 +124,13 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
             io.close().await;
         };
+        // Tokens are small writes that must leave at once: without TCP_NODELAY, Nagle's
+        // algorithm holds one behind an unacknowledged write for up to a delayed-ACK (40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, self.router)
             .with_graceful_shutdown(stop)
             .await
