@@ -68,7 +68,9 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub(crate) fn new(
+    /// A feed for `conn` from `head_seq` on. [`ChatCore::join`](crate::ChatCore::join) builds
+    /// it; it is public so the feed's behaviour can be tested on its own.
+    pub fn new(
         chat: ChatKey,
         conn: ConnectionId,
         head_seq: u64,
@@ -106,20 +108,6 @@ impl Feed {
             });
         }
         feed
-    }
-
-    /// Builds a feed directly (tests of feed behaviour without a whole core).
-    #[doc(hidden)]
-    pub fn new_for_test(
-        chat: ChatKey,
-        conn: ConnectionId,
-        head_seq: u64,
-        subscription: Subscription,
-        store: Arc<dyn Store>,
-        bus: Arc<dyn Bus>,
-        replay_limit: usize,
-    ) -> Self {
-        Self::new(chat, conn, head_seq, subscription, store, bus, replay_limit)
     }
 
     pub fn chat(&self) -> &ChatKey {

@@ -141,7 +141,7 @@ async fn setup(capacity: usize) -> (Arc<LogStore>, Arc<MemoryBus>, ChatKey, Feed
         .unwrap()
         .unwrap()
         .head_seq;
-    let feed = Feed::new_for_test(
+    let feed = Feed::new(
         chat.clone(),
         "me".into(),
         head,
