@@ -31,6 +31,22 @@ pub struct ConnectStats {
     pub elapsed: Duration,
 }
 
+impl ConnectStats {
+    /// The one-line report after connecting: `<mode>: N joined in …`.
+    pub fn report(&self, mode: &str, joined: usize) {
+        eprintln!(
+            "{mode}: {joined} joined in {:.1}s ({} connect errors, {} join errors){}",
+            self.elapsed.as_secs_f64(),
+            self.connect_errors,
+            self.join_errors,
+            self.first_error
+                .as_deref()
+                .map(|e| format!("; first: {e}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
 pub fn run_id(cli: &Cli) -> String {
     cli.run_id.clone().unwrap_or_else(|| {
         // Seconds and a bit of the sub-second clock: unique per run, short enough to read.

@@ -300,17 +300,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     );
     let (members, cstats) = common::connect_and_join(cli, &run, &prefix, specs, deadline).await?;
     let n = members.len();
-    eprintln!(
-        "fanout: {n} joined in {:.1}s ({} connect errors, {} join errors){}",
-        cstats.elapsed.as_secs_f64(),
-        cstats.connect_errors,
-        cstats.join_errors,
-        cstats
-            .first_error
-            .as_deref()
-            .map(|e| format!("; first: {e}"))
-            .unwrap_or_default()
-    );
+    cstats.report("fanout", n);
 
     let (cmd_tx, cmd_rx) = watch::channel(Cmd::Wait);
     let (rep_tx, mut rep_rx) = mpsc::unbounded_channel();

@@ -30,17 +30,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     let (mut members, cstats) =
         common::connect_and_join(cli, &run, &prefix, specs, deadline).await?;
     let connected = members.len();
-    eprintln!(
-        "idle: {connected} joined in {:.1}s ({} connect errors, {} join errors){}",
-        cstats.elapsed.as_secs_f64(),
-        cstats.connect_errors,
-        cstats.join_errors,
-        cstats
-            .first_error
-            .as_deref()
-            .map(|e| format!("; first: {e}"))
-            .unwrap_or_default()
-    );
+    cstats.report("idle", connected);
     // Nobody reads the events of idle sockets; the connection tasks keep answering pings.
     let clients: Vec<_> = members.drain(..).map(|m| m.client).collect();
 
