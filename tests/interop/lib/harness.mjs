@@ -94,6 +94,22 @@ export async function startNatter({ upstream, dataDir, args = [], env = {}, list
   };
 }
 
+/** A fake upstream and `natter serve` on a fresh data directory; `stop()` tears all down. */
+export async function startStack(opts = {}) {
+  const tmp = tempDir();
+  const upstream = await startFakeUpstream();
+  const natter = await startNatter({ upstream, dataDir: tmp.dir, ...opts });
+  return {
+    upstream,
+    natter,
+    async stop() {
+      await natter.stop();
+      upstream.stop();
+      tmp.cleanup();
+    },
+  };
+}
+
 /** Connects a stock socket.io-client and records every event it receives, in order. */
 export function connect(url, opts = {}) {
   const socket = io(url, { forceNew: true, reconnection: false, ...opts });

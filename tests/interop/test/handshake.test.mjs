@@ -2,19 +2,11 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
-import { connect, startFakeUpstream, startNatter, tempDir, uid } from "../lib/harness.mjs";
+import { connect, startStack, uid } from "../lib/harness.mjs";
 
-let upstream, natter, tmp;
-before(async () => {
-  tmp = tempDir();
-  upstream = await startFakeUpstream();
-  natter = await startNatter({ upstream, dataDir: tmp.dir });
-});
-after(async () => {
-  await natter?.stop();
-  upstream?.stop();
-  tmp?.cleanup();
-});
+let stack, natter, upstream;
+before(async () => ({ natter, upstream } = stack = await startStack()));
+after(() => stack?.stop());
 
 test("an event sent the moment the socket connects lands in the handshake's chat", async () => {
   for (let i = 0; i < 20; i++) {

@@ -1,19 +1,11 @@
 // Two members, presence, typing and read receipts over stock socket.io-client.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { connect, startFakeUpstream, startNatter, tempDir, uid } from "../lib/harness.mjs";
+import { connect, startStack, uid } from "../lib/harness.mjs";
 
-let upstream, natter, tmp;
-before(async () => {
-  tmp = tempDir();
-  upstream = await startFakeUpstream();
-  natter = await startNatter({ upstream, dataDir: tmp.dir });
-});
-after(async () => {
-  await natter?.stop();
-  upstream?.stop();
-  tmp?.cleanup();
-});
+let stack, natter, upstream;
+before(async () => ({ natter, upstream } = stack = await startStack()));
+after(() => stack?.stop());
 
 test("two members see each other online, and presence follows leave and disconnect", async () => {
   const chatId = uid("chat");

@@ -1,19 +1,11 @@
 // Reconnect and recovery: exact replay after lastSeq, recovered:false, joining mid-turn.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { connect, joinTokens, startFakeUpstream, startNatter, tempDir, uid } from "../lib/harness.mjs";
+import { connect, joinTokens, startStack, uid } from "../lib/harness.mjs";
 
-let upstream, natter, tmp;
-before(async () => {
-  tmp = tempDir();
-  upstream = await startFakeUpstream();
-  natter = await startNatter({ upstream, dataDir: tmp.dir });
-});
-after(async () => {
-  await natter?.stop();
-  upstream?.stop();
-  tmp?.cleanup();
-});
+let stack, natter, upstream;
+before(async () => ({ natter, upstream } = stack = await startStack()));
+after(() => stack?.stop());
 
 /** Joins and returns the ack plus the events that arrived before it. */
 async function joinRecording(client, payload) {

@@ -1,19 +1,11 @@
 // AI turns end to end: streaming, idempotency, queueing, abort, retries, failures, timeout.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { connect, joinTokens, sleep, startFakeUpstream, startNatter, tempDir, uid } from "../lib/harness.mjs";
+import { connect, joinTokens, sleep, startStack, uid } from "../lib/harness.mjs";
 
-let upstream, natter, tmp;
-before(async () => {
-  tmp = tempDir();
-  upstream = await startFakeUpstream();
-  natter = await startNatter({ upstream, dataDir: tmp.dir, args: ["--turn-timeout-secs", "3"] });
-});
-after(async () => {
-  await natter?.stop();
-  upstream?.stop();
-  tmp?.cleanup();
-});
+let stack, natter, upstream;
+before(async () => ({ natter, upstream } = stack = await startStack({ args: ["--turn-timeout-secs", "3"] })));
+after(() => stack?.stop());
 
 /** Two members in a fresh chat. */
 async function pair() {
