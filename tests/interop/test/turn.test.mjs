@@ -88,6 +88,9 @@ test("messages sent during a turn queue one at a time", async () => {
   const seq = bob.events.map((e) => `${e.event}:${e.payload?.requestId}:${e.payload?.status ?? ""}`);
   assert.ok(seq.indexOf(`ai:processing:${r2}:working`) > seq.indexOf(`ai:message:${r1}:`));
   assert.ok(seq.indexOf(`ai:processing:${r2}:queued`) < seq.indexOf(`ai:message:${r1}:`));
+  // Earlier turns on this server give an average, so a queued turn gets an estimate.
+  const queued = bob.of("ai:processing").find((p) => p.requestId === r2 && p.status === "queued");
+  assert.equal(typeof queued.etaMs, "number");
   close();
 });
 
