@@ -44,25 +44,6 @@ fn provider(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
     })
 }
 
-/// Copies the request's URI and header values out of hyper's read buffer.
-///
-/// hyper parses them zero-copy, as slices of its per-connection read buffer (16 KiB), and
-/// socketioxide keeps the request parts for the socket's whole life, so every idle socket
-/// pinned that buffer. Copying the few bytes actually used lets it go.
-async fn detach_from_read_buffer(mut req: axum::extract::Request) -> axum::extract::Request {
-    if let Ok(uri) = req.uri().to_string().parse() {
-        *req.uri_mut() = uri;
-    }
-    for value in req.headers_mut().values_mut() {
-        if let Ok(owned) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
-            let sensitive = value.is_sensitive();
-            *value = owned;
-            value.set_sensitive(sensitive);
-        }
-    }
-    req
-}
-
 impl Server {
     pub async fn build(config: ServerConfig) -> anyhow::Result<Self> {
         let store = SqliteStore::open(&config.database, config.sqlite_durability)
@@ -87,7 +68,6 @@ impl Server {
         let router = ops
             .router()
             .layer(layer)
-            .layer(axum::middleware::map_request(detach_from_read_buffer))
             // Browsers on other origins (a dev server, a widget) may connect, polling included.
             // Identity is not taken from cookies, so allowing any origin grants nothing extra;
             // an origin allow-list comes with auth.
