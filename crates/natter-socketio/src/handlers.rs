@@ -299,6 +299,7 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
         Ok(o) => o,
         Err(e) => return reply.err(&core_err(e)),
     };
+    conn.identity.adopt(&who);
     let patience = face.core.config().slow_consumer_timeout;
     let names = &face.config.event_names;
     for event in &outcome.replay {
@@ -383,6 +384,7 @@ async fn user_message(
         .post_user_message(&who, Some(&conn.id), &chat, input)
         .await
         .map_err(core_err)?;
+    conn.identity.adopt(&who);
     Ok(UserMessageAck {
         ok: true,
         message_id: req.message_id,
@@ -405,6 +407,7 @@ async fn typing(
     face.core
         .typing(&who, &conn.id, &chat, on, req.common.trace_id)
         .await;
+    conn.identity.adopt(&who);
     Ok(OkAck::OK)
 }
 
@@ -443,6 +446,7 @@ async fn mark_read(
         )
         .await
         .map_err(core_err)?;
+    conn.identity.adopt(&who);
     Ok(MarkReadAck {
         ok: true,
         seq: stored.seq,

@@ -101,12 +101,14 @@ impl ConnIdentity {
         Ok(())
     }
 
-    /// The identity for a payload whose `userId` hint is `hint`.
+    /// The identity for a payload whose `userId` hint is `hint`. Changes nothing: an unnamed
+    /// connection takes the hinted name only once the event is applied ([`Self::adopt`]), so a
+    /// refused event leaves no trace.
     pub fn resolve(&self, hint: Option<&str>) -> Result<Identity, WireError> {
         if let Some(hint) = hint {
             natter_protocol::fields::check_id_len("payload", "userId", hint)?;
         }
-        let mut user = self.user.lock().unwrap_or_else(|p| p.into_inner());
+        let user = self.user.lock().unwrap_or_else(|p| p.into_inner());
         let user_id = match (user.as_ref(), hint) {
             (Some(known), Some(hint)) if &**known != hint => {
                 return Err(WireError::new(
@@ -115,17 +117,23 @@ impl ConnIdentity {
                 ));
             }
             (Some(known), _) => known.clone(),
-            (None, Some(hint)) => {
-                let named: Arc<str> = hint.into();
-                *user = Some(named.clone());
-                named
-            }
+            (None, Some(hint)) => hint.into(),
             (None, None) => self.anonymous.clone(),
         };
         Ok(Identity {
             org: self.org.clone(),
             user_id,
         })
+    }
+}
+
+impl ConnIdentity {
+    /// Fixes an unnamed connection's user to the one an applied event named.
+    pub fn adopt(&self, who: &Identity) {
+        let mut user = self.user.lock().unwrap_or_else(|p| p.into_inner());
+        if user.is_none() && who.user_id != self.anonymous {
+            *user = Some(who.user_id.clone());
+        }
     }
 }
 
@@ -156,8 +164,13 @@ mod tests {
         );
 
         let anon = ConnIdentity::from_handshake(&Handshake::default(), "s2");
-        assert_eq!(&*anon.resolve(Some("carol")).unwrap().user_id, "carol");
+        let carol = anon.resolve(Some("carol")).unwrap();
+        assert_eq!(&*carol.user_id, "carol");
+        // Not applied yet: another name is still possible.
+        assert!(anon.resolve(Some("dave")).is_ok());
+        anon.adopt(&carol);
         assert!(anon.resolve(Some("dave")).is_err());
+        assert_eq!(&*anon.resolve(None).unwrap().user_id, "carol");
         assert_eq!(&**anon.org(), "default");
     }
 }

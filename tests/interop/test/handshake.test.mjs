@@ -44,3 +44,17 @@ test("browsers on other origins may connect (CORS preflight and polling)", async
   assert.equal(open.headers.get("access-control-allow-origin"), "*");
   assert.match(await open.text(), /^0\{"sid"/);
 });
+
+test("an unnamed connection takes the userId of its first applied event, not of a refused one", async () => {
+  const chatId = uid("chat");
+  const c = await connect(natter.url); // no userId in the handshake
+  // Refused (a negative lastSeq): must not fix the connection's user to "carol".
+  const refused = await c.emit("chat:join", { chatId, userId: "carol", lastSeq: -1 });
+  assert.equal(refused.ok, false);
+  const join = await c.emit("chat:join", { chatId, userId: "dave" });
+  assert.equal(join.ok, true);
+  assert.deepEqual(join.onlineUserIds, ["dave"]);
+  const spoof = await c.emit("user:message", { chatId, messageId: uid("m"), userId: "carol", text: "hi" });
+  assert.equal(spoof.error.code, "forbidden");
+  c.close();
+});
