@@ -18,7 +18,7 @@ use crate::store::{Appended, Store};
 use crate::telemetry;
 use crate::turn::{TurnRequest, TurnScheduler};
 
-use natter_protocol::fields::MAX_ID_BYTES;
+use natter_protocol::fields::check_id_len;
 
 pub(crate) struct Inner {
     pub config: CoreConfig,
@@ -110,17 +110,9 @@ pub struct PostOutcome {
     pub created_at: i64,
 }
 
+/// Ids reach the core from every face, so the core checks their length itself.
 fn check_id(what: &str, id: &str) -> Result<(), CoreError> {
-    if id.len() > MAX_ID_BYTES {
-        return Err(CoreError::rejected(
-            ErrorCode::TooLarge,
-            format!(
-                "`{what}` is {} bytes, the limit is {MAX_ID_BYTES}",
-                id.len()
-            ),
-        ));
-    }
-    Ok(())
+    check_id_len("request", what, id).map_err(CoreError::Rejected)
 }
 
 impl ChatCore {

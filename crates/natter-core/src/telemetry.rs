@@ -2,6 +2,7 @@
 
 pub const CONNECTIONS: &str = "natter_connections";
 pub const CHATS_JOINED: &str = "natter_chat_joins_total";
+pub const CHATS_ACTIVE: &str = "natter_chats_active";
 pub const MESSAGES: &str = "natter_messages_total";
 pub const TURNS: &str = "natter_turns_total";
 pub const TURNS_RUNNING: &str = "natter_turns_running";
@@ -17,6 +18,10 @@ pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CONNECTIONS, "Open client connections, by face");
     describe_counter!(CHATS_JOINED, "Chat joins");
+    describe_gauge!(
+        CHATS_ACTIVE,
+        "Chats with members or a running turn on this node"
+    );
     describe_counter!(MESSAGES, "User messages stored (duplicates excluded)");
     describe_counter!(TURNS, "Finished AI turns, by outcome");
     describe_gauge!(TURNS_RUNNING, "AI turns streaming now");

@@ -69,8 +69,7 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
-    metrics::gauge!("natter_chats_active").set(ops.bus.open_channels() as f64);
-    let _ = telemetry::CONNECTIONS;
+    metrics::gauge!(telemetry::CHATS_ACTIVE).set(ops.bus.open_channels() as f64);
     (
         [(
             axum::http::header::CONTENT_TYPE,
