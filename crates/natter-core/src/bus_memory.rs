@@ -103,6 +103,16 @@ impl Bus for MemoryBus {
                     }
                 }
             }
+            BusMessage::Live {
+                event: LiveEvent::TurnEndUnstored { turn, .. },
+                ..
+            } if channel
+                .turn
+                .as_ref()
+                .is_some_and(|s| s.turn.message_id == turn.message_id) =>
+            {
+                channel.turn = None;
+            }
             BusMessage::Durable { event, .. } => {
                 if let Some(ended) = event.body.ends_turn()
                     && channel

@@ -178,6 +178,14 @@ pub enum LiveEvent {
     Presence {
         online_user_ids: Vec<String>,
     },
+    /// A turn ended but its end could not be stored (the store kept failing). Members still
+    /// learn that it ended, without a `seq`; the bus drops the turn's buffer.
+    TurnEndUnstored {
+        turn: Arc<TurnRef>,
+        code: String,
+        message: String,
+        partial_text: String,
+    },
 }
 
 /// What travels on the bus for one chat.

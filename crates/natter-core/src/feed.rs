@@ -163,6 +163,17 @@ impl Feed {
                     });
                     self.ready.push_back(FeedItem::Live(event.clone()));
                 }
+                LiveEvent::TurnEndUnstored { turn, .. } => {
+                    if self
+                        .cursor
+                        .as_ref()
+                        .is_some_and(|c| c.turn.message_id == turn.message_id)
+                    {
+                        self.cursor = None;
+                    }
+                    self.ended_turn = Some(turn.message_id.clone());
+                    self.ready.push_back(FeedItem::Live(event.clone()));
+                }
                 LiveEvent::Typing { .. } if origin.as_ref() == Some(&self.conn) => {}
                 _ => self.ready.push_back(FeedItem::Live(event.clone())),
             },

@@ -628,6 +628,28 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
             }
         }
     }
+    // Members must still see the turn end (one ai:message or ai:error per turn), and the bus
+    // must drop its token buffer; what is lost is only the durable record.
+    let partial_text = match body {
+        EventBody::AssistantMessage { text, .. }
+        | EventBody::TurnFailed {
+            partial_text: text, ..
+        } => text,
+        _ => String::new(),
+    };
+    inner
+        .publish_live(
+            chat,
+            LiveEvent::TurnEndUnstored {
+                turn: Arc::new(turn.clone()),
+                code: ErrorCode::Unavailable.as_str().to_owned(),
+                message: "the reply ended but could not be stored; it is not in the chat's history"
+                    .into(),
+                partial_text,
+            },
+            None,
+        )
+        .await;
 }
 
 fn failed_body(

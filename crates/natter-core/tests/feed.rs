@@ -1,100 +1,17 @@
 //! The member feed against the in-process bus: gap fill, lag recovery with coalesced tokens,
 //! and no stale tokens after a turn ends.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use natter_core::bus::Bus;
 use natter_core::bus_memory::MemoryBus;
-use natter_core::chat::{ChatInfo, ChatKey};
-use natter_core::event::{BusMessage, EventBody, LiveEvent, StoredEvent, TurnRef};
+use natter_core::chat::ChatKey;
+use natter_core::event::{BusMessage, EventBody, LiveEvent, TurnRef};
 use natter_core::feed::{Feed, FeedItem};
-use natter_core::store::{Appended, Store, StoreError};
+use natter_core::store::Store;
 
-/// A minimal in-memory log, enough for feeds to refill from.
-#[derive(Default)]
-struct LogStore {
-    events: Mutex<HashMap<ChatKey, Vec<StoredEvent>>>,
-}
-
-#[async_trait]
-impl Store for LogStore {
-    async fn open_chat(
-        &self,
-        chat: &ChatKey,
-        create: bool,
-        _: Option<&str>,
-    ) -> Result<Option<ChatInfo>, StoreError> {
-        let mut map = self.events.lock().unwrap();
-        if !map.contains_key(chat) && !create {
-            return Ok(None);
-        }
-        let log = map.entry(chat.clone()).or_default();
-        if log.is_empty() {
-            // As the Store contract says: creation is the log's first event.
-            log.push(StoredEvent {
-                seq: 1,
-                created_at: 0,
-                body: EventBody::ChatCreated { created_by: None },
-            });
-        }
-        Ok(Some(ChatInfo {
-            epoch: "e".into(),
-            head_seq: log.len() as u64,
-            created_at: 0,
-        }))
-    }
-
-    async fn append(
-        &self,
-        chat: &ChatKey,
-        body: EventBody,
-        created_at: i64,
-    ) -> Result<Appended, StoreError> {
-        let mut map = self.events.lock().unwrap();
-        let log = map.entry(chat.clone()).or_default();
-        let event = StoredEvent {
-            seq: log.len() as u64 + 1,
-            created_at,
-            body,
-        };
-        log.push(event.clone());
-        Ok(Appended::New(event))
-    }
-
-    async fn events_after(
-        &self,
-        chat: &ChatKey,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let map = self.events.lock().unwrap();
-        Ok(map
-            .get(chat)
-            .map(|l| {
-                l.iter()
-                    .filter(|e| e.seq > after)
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    async fn recent_messages(
-        &self,
-        _: &ChatKey,
-        _: u64,
-        _: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+mod common;
+use common::LogStore;
 
 /// The feed's next item; a feed that should have one but blocks fails the test instead of hanging.
 async fn next_item(feed: &mut Feed) -> FeedItem {

@@ -193,6 +193,26 @@ pub fn feed_item(chat_id: &str, item: &FeedItem) -> Option<Outgoing> {
                 },
             ),
             // Tokens arrive as FeedItem::Tokens; a turn's start has no Socket.IO event.
+            LiveEvent::TurnEndUnstored {
+                turn,
+                code,
+                message,
+                partial_text,
+            } => raw(
+                EventKey::AiError,
+                &AiErrorEvent {
+                    chat_id: chat_id.to_owned(),
+                    code: code.clone(),
+                    message: message.clone(),
+                    details: Some(
+                        serde_json::json!({"messageId": &*turn.message_id, "partialText": partial_text}),
+                    ),
+                    request_id: turn.request_id.to_string(),
+                    retryable: true,
+                    seq: None,
+                    trace_id: turn.trace_id.as_deref().map(str::to_owned),
+                },
+            ),
             LiveEvent::TurnStarted { .. } | LiveEvent::Token { .. } => None,
         },
     }
