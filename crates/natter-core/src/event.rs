@@ -182,9 +182,8 @@ pub enum LiveEvent {
     /// learn that it ended, without a `seq`; the bus drops the turn's buffer.
     TurnEndUnstored {
         turn: Arc<TurnRef>,
-        code: String,
-        message: String,
-        partial_text: String,
+        /// The `TurnFailed` body the store refused (code `unavailable`, partial text kept).
+        end: Box<EventBody>,
     },
 }
 

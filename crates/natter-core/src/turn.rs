@@ -637,15 +637,19 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
         } => text,
         _ => String::new(),
     };
+    let end = failed_body(
+        turn,
+        ErrorCode::Unavailable,
+        "the reply ended but could not be stored; it is not in the chat's history".into(),
+        true,
+        partial_text,
+    );
     inner
         .publish_live(
             chat,
             LiveEvent::TurnEndUnstored {
                 turn: Arc::new(turn.clone()),
-                code: ErrorCode::Unavailable.as_str().to_owned(),
-                message: "the reply ended but could not be stored; it is not in the chat's history"
-                    .into(),
-                partial_text,
+                end: Box::new(end),
             },
             None,
         )

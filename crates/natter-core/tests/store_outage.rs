@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use natter_core::bus::Bus;
 use natter_core::bus_memory::MemoryBus;
-use natter_core::event::LiveEvent;
+use natter_core::event::{EventBody, LiveEvent};
 use natter_core::feed::FeedItem;
 use natter_core::presence_memory::MemoryPresence;
 use natter_core::provider::{
@@ -82,12 +82,12 @@ async fn the_turn_ends_live_when_its_end_cannot_be_stored() {
             .expect("the feed ended");
         match item {
             FeedItem::Tokens { text, .. } => tokens.push_str(&text),
-            FeedItem::Live(LiveEvent::TurnEndUnstored {
-                turn,
-                code,
-                partial_text,
-                ..
-            }) => break (turn, code, partial_text),
+            FeedItem::Live(LiveEvent::TurnEndUnstored { turn, end }) => match *end {
+                EventBody::TurnFailed {
+                    code, partial_text, ..
+                } => break (turn, code, partial_text),
+                other => panic!("the unstored end is not a failed turn: {other:?}"),
+            },
             FeedItem::Durable(e) => {
                 assert!(e.body.ends_turn().is_none(), "nothing was stored: {e:?}")
             }

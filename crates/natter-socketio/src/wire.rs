@@ -81,6 +81,37 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
     }
 }
 
+/// `ai:error` for a failed turn; `seq` is `None` when its end could not be stored.
+fn turn_failed(chat_id: &str, body: &EventBody, seq: Option<u64>) -> Option<Outgoing> {
+    let EventBody::TurnFailed {
+        message_id,
+        request_id,
+        code,
+        message,
+        retryable,
+        partial_text,
+        trace_id,
+    } = body
+    else {
+        return None;
+    };
+    raw(
+        EventKey::AiError,
+        &AiErrorEvent {
+            chat_id: chat_id.to_owned(),
+            code: code.clone(),
+            message: message.clone(),
+            details: Some(
+                serde_json::json!({"messageId": message_id, "partialText": partial_text}),
+            ),
+            request_id: request_id.clone(),
+            retryable: *retryable,
+            seq,
+            trace_id: trace_id.clone(),
+        },
+    )
+}
+
 /// A durable event as the Socket.IO event it is, if it has one.
 pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
     match &event.body {
@@ -90,29 +121,7 @@ pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
                 HistoryMessage::Assistant(m) => raw(EventKey::AiMessage, &m),
             }
         }
-        EventBody::TurnFailed {
-            message_id,
-            request_id,
-            code,
-            message,
-            retryable,
-            partial_text,
-            trace_id,
-        } => raw(
-            EventKey::AiError,
-            &AiErrorEvent {
-                chat_id: chat_id.to_owned(),
-                code: code.clone(),
-                message: message.clone(),
-                details: Some(
-                    serde_json::json!({"messageId": message_id, "partialText": partial_text}),
-                ),
-                request_id: request_id.clone(),
-                retryable: *retryable,
-                seq: Some(event.seq),
-                trace_id: trace_id.clone(),
-            },
-        ),
+        EventBody::TurnFailed { .. } => turn_failed(chat_id, &event.body, Some(event.seq)),
         EventBody::ReadReceipt {
             user_id,
             message_ids,
@@ -193,26 +202,8 @@ pub fn feed_item(chat_id: &str, item: &FeedItem) -> Option<Outgoing> {
                 },
             ),
             // Tokens arrive as FeedItem::Tokens; a turn's start has no Socket.IO event.
-            LiveEvent::TurnEndUnstored {
-                turn,
-                code,
-                message,
-                partial_text,
-            } => raw(
-                EventKey::AiError,
-                &AiErrorEvent {
-                    chat_id: chat_id.to_owned(),
-                    code: code.clone(),
-                    message: message.clone(),
-                    details: Some(
-                        serde_json::json!({"messageId": &*turn.message_id, "partialText": partial_text}),
-                    ),
-                    request_id: turn.request_id.to_string(),
-                    retryable: true,
-                    seq: None,
-                    trace_id: turn.trace_id.as_deref().map(str::to_owned),
-                },
-            ),
+            // The turn ended but its end is not in the log: the same ai:error, without seq.
+            LiveEvent::TurnEndUnstored { end, .. } => turn_failed(chat_id, end, None),
             LiveEvent::TurnStarted { .. } | LiveEvent::Token { .. } => None,
         },
     }
