@@ -27,7 +27,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::chat::ChatKey;
+use crate::chat::{ChatKey, ConnectionId, Identity};
 use crate::event::{BusMessage, TurnRef};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,45 @@ impl Drop for Subscription {
     }
 }
 
+/// Why a user's connections should follow a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowReason {
+    /// The user created it (another tab shows `new_chat_created`).
+    Created,
+    /// The user opened it (another tab shows `load_chat_response`).
+    Loaded,
+    /// The user posted to it, so the reply must reach every tab.
+    Posted,
+}
+
+/// A message for every connection of one user, on every node: how one tab learns what
+/// another did. Chat events themselves still travel on the chat's channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserEvent {
+    pub chat_id: Arc<str>,
+    pub reason: FollowReason,
+    /// Follow from here: a connection not yet in the chat replays every event after it.
+    pub after_seq: u64,
+    /// The connection that acted, if any (it already has what it asked for).
+    pub origin: Option<ConnectionId>,
+}
+
+/// A live subscription to one user's channel. Dropping it unsubscribes.
+pub struct UserSubscription {
+    pub rx: broadcast::Receiver<Arc<UserEvent>>,
+    pub on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Drop for UserSubscription {
+    fn drop(&mut self) {
+        let (_tx, rx) = broadcast::channel(1);
+        drop(std::mem::replace(&mut self.rx, rx));
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes to every subscriber of the chat, on every node.
@@ -71,6 +110,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The running turn's buffer now, without subscribing (used to refill after a lag).
     async fn running_turn(&self, chat: &ChatKey) -> Result<Option<TurnSnapshot>, BusError>;
+
+    /// Publishes to every connection of `user` that subscribed, on every node.
+    async fn publish_user(&self, user: &Identity, event: UserEvent) -> Result<(), BusError>;
+
+    async fn subscribe_user(&self, user: &Identity) -> Result<UserSubscription, BusError>;
 
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), BusError>;

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, Weak};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::bus::{Bus, BusError, Subscription, TurnSnapshot};
-use crate::chat::ChatKey;
+use crate::bus::{Bus, BusError, Subscription, TurnSnapshot, UserEvent, UserSubscription};
+use crate::chat::{ChatKey, Identity};
 use crate::event::{BusMessage, LiveEvent};
 
 struct Channel {
@@ -17,17 +17,24 @@ struct Channel {
 
 type Channels = Mutex<HashMap<ChatKey, Channel>>;
 
+type UserChannels = Mutex<HashMap<Identity, broadcast::Sender<Arc<UserEvent>>>>;
+
 /// Delivers within one process. The default when Natter runs as a single node.
 pub struct MemoryBus {
     channels: Arc<Channels>,
+    users: Arc<UserChannels>,
     capacity: usize,
 }
+
+/// A user's channel carries only a few events per user action.
+const USER_CHANNEL_CAPACITY: usize = 64;
 
 impl MemoryBus {
     /// `capacity` bounds how far (in messages) one subscriber may fall behind before it lags.
     pub fn new(capacity: usize) -> Self {
         Self {
             channels: Arc::new(Mutex::new(HashMap::new())),
+            users: Arc::new(Mutex::new(HashMap::new())),
             capacity: capacity.max(16),
         }
     }
@@ -153,6 +160,42 @@ impl Bus for MemoryBus {
 
     async fn running_turn(&self, chat: &ChatKey) -> Result<Option<TurnSnapshot>, BusError> {
         Ok(lock(&self.channels)?.get(chat).and_then(|c| c.turn.clone()))
+    }
+
+    async fn publish_user(&self, user: &Identity, event: UserEvent) -> Result<(), BusError> {
+        let users = self
+            .users
+            .lock()
+            .map_err(|_| BusError("memory bus lock poisoned".into()))?;
+        if let Some(tx) = users.get(user) {
+            // A send error only means nobody is subscribed right now.
+            let _ = tx.send(Arc::new(event));
+        }
+        Ok(())
+    }
+
+    async fn subscribe_user(&self, user: &Identity) -> Result<UserSubscription, BusError> {
+        let mut users = self
+            .users
+            .lock()
+            .map_err(|_| BusError("memory bus lock poisoned".into()))?;
+        let rx = users
+            .entry(user.clone())
+            .or_insert_with(|| broadcast::channel(USER_CHANNEL_CAPACITY).0)
+            .subscribe();
+        let weak = Arc::downgrade(&self.users);
+        let key = user.clone();
+        Ok(UserSubscription {
+            rx,
+            on_drop: Some(Box::new(move || {
+                if let Some(users) = weak.upgrade()
+                    && let Ok(mut map) = users.lock()
+                    && map.get(&key).is_some_and(|tx| tx.receiver_count() == 0)
+                {
+                    map.remove(&key);
+                }
+            })),
+        })
     }
 
     async fn ping(&self) -> Result<(), BusError> {

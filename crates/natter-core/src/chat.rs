@@ -47,3 +47,112 @@ pub struct ChatInfo {
     pub head_seq: u64,
     pub created_at: i64,
 }
+
+/// What a new chat starts with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewChat {
+    pub created_by: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A chat's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChatStatus {
+    #[default]
+    Active,
+    /// Ended by a member (`/end`). Messages are still accepted; the status records the end.
+    Closed,
+}
+
+impl ChatStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "closed" => Self::Closed,
+            _ => Self::Active,
+        }
+    }
+}
+
+/// A chat as lists and history show it: the store keeps these fields up to date as events
+/// are appended (title, pin, status, last activity).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatSummary {
+    pub key: ChatKey,
+    /// Set by a rename, else taken from the first user message; `None` until either.
+    pub title: Option<String>,
+    pub pinned: bool,
+    pub status: ChatStatus,
+    pub created_by: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub created_at: i64,
+    /// Time of the latest event.
+    pub updated_at: i64,
+    pub head_seq: u64,
+    pub epoch: String,
+}
+
+/// Which chats a list holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatScope {
+    /// Every chat of the org.
+    Org,
+    /// The chats this user created or posted in.
+    Member(Arc<str>),
+}
+
+/// One page of a chat list, newest activity first (pinned chats first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatPage {
+    pub chats: Vec<ChatSummary>,
+    /// All chats in scope, not only this page.
+    pub total: u64,
+}
+
+/// Longest title taken from a first message, in characters.
+pub const AUTO_TITLE_CHARS: usize = 60;
+
+/// The title a chat takes from its first user message: the first line, whitespace folded,
+/// cut at a word boundary to at most [`AUTO_TITLE_CHARS`] characters (with `…` when cut).
+pub fn title_from_text(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let folded: Vec<&str> = line.split_whitespace().collect();
+    let folded = folded.join(" ");
+    if folded.chars().count() <= AUTO_TITLE_CHARS {
+        return folded;
+    }
+    let cut: String = folded.chars().take(AUTO_TITLE_CHARS - 1).collect();
+    let cut = match cut.rfind(' ') {
+        Some(i) if i > AUTO_TITLE_CHARS / 2 => &cut[..i],
+        _ => cut.as_str(),
+    };
+    format!("{}…", cut.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_from_first_messages() {
+        assert_eq!(title_from_text("  hello   there \nsecond"), "hello there");
+        assert_eq!(title_from_text("\n\n  x"), "x");
+        assert_eq!(title_from_text(""), "");
+        let long = "word ".repeat(30);
+        let t = title_from_text(&long);
+        assert!(
+            t.ends_with('…') && t.chars().count() <= AUTO_TITLE_CHARS,
+            "{t}"
+        );
+        assert!(!t.contains("wo…"), "cut at a word boundary: {t}");
+        // No space to cut at: cut by characters, never inside a UTF-8 sequence.
+        let cjk = "漢".repeat(100);
+        assert_eq!(title_from_text(&cjk).chars().count(), AUTO_TITLE_CHARS);
+    }
+}

@@ -6,15 +6,17 @@ use natter_protocol::ErrorCode;
 use natter_protocol::time::now_millis;
 use tracing::warn;
 
-use crate::bus::Bus;
-use crate::chat::{ChatInfo, ChatKey, ConnectionId, Identity};
+use crate::bus::{Bus, FollowReason, Subscription, TurnSnapshot, UserEvent, UserSubscription};
+use crate::chat::{
+    ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, ConnectionId, Identity, NewChat,
+};
 use crate::config::{AiMode, CoreConfig};
 use crate::error::CoreError;
 use crate::event::{BusMessage, EventBody, LiveEvent, StoredEvent};
 use crate::feed::Feed;
 use crate::presence::Presence;
 use crate::provider::Provider;
-use crate::store::{Appended, Store};
+use crate::store::{Appended, Store, StoreError};
 use crate::telemetry;
 use crate::turn::{TurnRequest, TurnScheduler};
 
@@ -157,32 +159,11 @@ impl ChatCore {
     ) -> Result<JoinOutcome, CoreError> {
         check_id("chatId", &chat.chat_id)?;
         let inner = &self.inner;
-        // Subscribe before reading the head: every event after the head then arrives live,
-        // and anything live at or below the head is dropped by the feed as a duplicate.
-        let mut subscription = inner.bus.subscribe(chat).await?;
-        let info = inner
-            .store
-            .open_chat(chat, inner.config.auto_create_chats, Some(&who.user_id))
-            .await?
-            .ok_or_else(|| {
-                CoreError::rejected(
-                    ErrorCode::NotFound,
-                    format!("chat `{}` does not exist", chat.chat_id),
-                )
-            })?;
-
-        // A turn buffered at subscribe time may have ended before the head was read: its end
-        // is then in the replay or the history, and its tokens must not follow the ack. If it
-        // ends after this check, its end arrives live after the tokens, as it should.
-        let still_running = inner.bus.running_turn(chat).await?;
-        let same_turn = |a: &crate::bus::TurnSnapshot| {
-            still_running
-                .as_ref()
-                .is_some_and(|b| b.turn.message_id == a.turn.message_id)
-        };
-        if !subscription.running_turn.as_ref().is_some_and(same_turn) {
-            subscription.running_turn = None;
-        }
+        let create = inner.config.auto_create_chats.then(|| NewChat {
+            created_by: Some(who.user_id.to_string()),
+            metadata: None,
+        });
+        let (info, subscription) = self.subscribe_at_head(chat, create.as_ref()).await?;
 
         let mut recovered = false;
         let mut replay = Vec::new();
@@ -217,15 +198,7 @@ impl ChatCore {
             )
             .await;
         metrics::counter!(telemetry::CHATS_JOINED).increment(1);
-        let feed = Feed::new(
-            chat.clone(),
-            conn.clone(),
-            info.head_seq,
-            subscription,
-            inner.store.clone(),
-            inner.bus.clone(),
-            inner.config.replay_limit,
-        );
+        let feed = self.feed(chat, conn, info.head_seq, subscription);
         Ok(JoinOutcome {
             info,
             recovered,
@@ -234,6 +207,337 @@ impl ChatCore {
             online_user_ids,
             feed,
         })
+    }
+
+    /// Subscribes to the chat and reads its head, so that every event after the head arrives
+    /// live and the running turn's buffer (if any) belongs to a turn not yet ended at the head.
+    async fn subscribe_at_head(
+        &self,
+        chat: &ChatKey,
+        create: Option<&NewChat>,
+    ) -> Result<(ChatInfo, Subscription), CoreError> {
+        let inner = &self.inner;
+        // Subscribe before reading the head: every event after the head then arrives live,
+        // and anything live at or below the head is dropped by the feed as a duplicate.
+        let mut subscription = inner.bus.subscribe(chat).await?;
+        let info = inner
+            .store
+            .open_chat(chat, create)
+            .await?
+            .ok_or_else(|| not_found(chat))?;
+
+        // A turn buffered at subscribe time may have ended before the head was read: its end
+        // is then in the replay or the history, and its tokens must not follow. If it ends
+        // after this check, its end arrives live after the tokens, as it should.
+        let still_running = inner.bus.running_turn(chat).await?;
+        let same_turn = |a: &TurnSnapshot| {
+            still_running
+                .as_ref()
+                .is_some_and(|b| b.turn.message_id == a.turn.message_id)
+        };
+        if !subscription.running_turn.as_ref().is_some_and(same_turn) {
+            subscription.running_turn = None;
+        }
+        Ok((info, subscription))
+    }
+
+    fn feed(&self, chat: &ChatKey, conn: &ConnectionId, head: u64, sub: Subscription) -> Feed {
+        Feed::new(
+            chat.clone(),
+            conn.clone(),
+            head,
+            sub,
+            self.inner.store.clone(),
+            self.inner.bus.clone(),
+            self.inner.config.replay_limit,
+        )
+    }
+
+    /// Watches a chat without joining its presence (an HTTP stream following one turn, a
+    /// resumed stream). The feed starts at the head, with the running turn's tokens so far:
+    /// [`Feed::current_turn`] names that turn.
+    pub async fn follow(
+        &self,
+        conn: &ConnectionId,
+        chat: &ChatKey,
+    ) -> Result<(ChatInfo, Feed), CoreError> {
+        check_id("chatId", &chat.chat_id)?;
+        let (info, subscription) = self.subscribe_at_head(chat, None).await?;
+        let feed = self.feed(chat, conn, info.head_seq, subscription);
+        Ok((info, feed))
+    }
+
+    /// Opens a chat, creating it for `who` when it does not exist and `create` is set.
+    pub async fn open_chat(
+        &self,
+        who: &Identity,
+        chat: &ChatKey,
+        create: bool,
+        metadata: Option<serde_json::Value>,
+    ) -> Result<ChatInfo, CoreError> {
+        check_id("chatId", &chat.chat_id)?;
+        let new = create.then(|| NewChat {
+            created_by: Some(who.user_id.to_string()),
+            metadata,
+        });
+        Ok(self
+            .inner
+            .store
+            .open_chat(chat, new.as_ref())
+            .await?
+            .ok_or_else(|| not_found(chat))?)
+    }
+
+    /// Creates a chat with a fresh id for `who`, and tells the user's other connections.
+    pub async fn create_chat(
+        &self,
+        who: &Identity,
+        origin: Option<&ConnectionId>,
+        metadata: Option<serde_json::Value>,
+    ) -> Result<ChatSummary, CoreError> {
+        let chat = ChatKey::new(who.org.clone(), new_id());
+        self.open_chat(who, &chat, true, metadata).await?;
+        self.tell_user(who, &chat, FollowReason::Created, 0, origin)
+            .await;
+        self.chat_summary(&chat).await
+    }
+
+    /// Tells every connection of `who` to follow `chat` from `after_seq` (another tab
+    /// created, opened or posted to it).
+    pub async fn tell_user(
+        &self,
+        who: &Identity,
+        chat: &ChatKey,
+        reason: FollowReason,
+        after_seq: u64,
+        origin: Option<&ConnectionId>,
+    ) {
+        let event = UserEvent {
+            chat_id: chat.chat_id.clone(),
+            reason,
+            after_seq,
+            origin: origin.cloned(),
+        };
+        if let Err(e) = self.inner.bus.publish_user(who, event).await {
+            warn!(chat = %chat, error = %e, "bus publish to a user failed");
+        }
+    }
+
+    /// The user's channel: what their other connections did (see [`Self::tell_user`]).
+    pub async fn subscribe_user(&self, who: &Identity) -> Result<UserSubscription, CoreError> {
+        Ok(self.inner.bus.subscribe_user(who).await?)
+    }
+
+    pub async fn chat_summary(&self, chat: &ChatKey) -> Result<ChatSummary, CoreError> {
+        check_id("chatId", &chat.chat_id)?;
+        self.inner
+            .store
+            .chat_summary(chat)
+            .await?
+            .ok_or_else(|| not_found(chat))
+    }
+
+    pub async fn list_chats(
+        &self,
+        org: &str,
+        scope: &ChatScope,
+        limit: usize,
+        offset: usize,
+    ) -> Result<ChatPage, CoreError> {
+        Ok(self
+            .inner
+            .store
+            .list_chats(org, scope, limit, offset)
+            .await?)
+    }
+
+    /// Messages after `after_seq`, oldest first (history paged by `seq`).
+    pub async fn messages_after(
+        &self,
+        chat: &ChatKey,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, CoreError> {
+        check_id("chatId", &chat.chat_id)?;
+        if self.inner.store.chat_summary(chat).await?.is_none() {
+            return Err(not_found(chat));
+        }
+        Ok(self
+            .inner
+            .store
+            .messages_after(chat, after_seq, limit)
+            .await?)
+    }
+
+    /// The latest messages up to the head, oldest first.
+    pub async fn recent_messages(
+        &self,
+        chat: &ChatKey,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, CoreError> {
+        Ok(self
+            .inner
+            .store
+            .recent_messages(chat, u64::MAX >> 1, limit)
+            .await?)
+    }
+
+    /// The running turn's tokens so far, if a turn is streaming.
+    pub async fn running_turn(&self, chat: &ChatKey) -> Result<Option<TurnSnapshot>, CoreError> {
+        Ok(self.inner.bus.running_turn(chat).await?)
+    }
+
+    /// The event that ended the turn `request_id`, looking after `from_seq`.
+    pub async fn turn_end(
+        &self,
+        chat: &ChatKey,
+        request_id: &str,
+        from_seq: u64,
+    ) -> Result<Option<StoredEvent>, CoreError> {
+        let events = self
+            .inner
+            .store
+            .events_after(chat, from_seq, self.inner.config.replay_limit)
+            .await?;
+        Ok(events.into_iter().find(|e| match &e.body {
+            EventBody::AssistantMessage { request_id: r, .. }
+            | EventBody::TurnFailed { request_id: r, .. } => r == request_id,
+            _ => false,
+        }))
+    }
+
+    /// Appends a chat-level event and tells the chat.
+    async fn append_and_publish(
+        &self,
+        chat: &ChatKey,
+        body: EventBody,
+        origin: Option<&ConnectionId>,
+    ) -> Result<StoredEvent, CoreError> {
+        let event = self
+            .inner
+            .store
+            .append(chat, body, now_millis())
+            .await
+            .map_err(|e| store_error(chat, e))?
+            .event()
+            .clone();
+        self.inner
+            .publish_durable(chat, event.clone(), origin.cloned())
+            .await;
+        Ok(event)
+    }
+
+    /// Renames and/or (un)pins a chat. The change is an event in the chat's log.
+    pub async fn update_chat(
+        &self,
+        who: &Identity,
+        chat: &ChatKey,
+        title: Option<String>,
+        pinned: Option<bool>,
+    ) -> Result<ChatSummary, CoreError> {
+        self.chat_summary(chat).await?;
+        if let Some(t) = &title
+            && t.chars().count() > MAX_TITLE_CHARS
+        {
+            return Err(CoreError::rejected(
+                ErrorCode::TooLarge,
+                format!("a title has at most {MAX_TITLE_CHARS} characters"),
+            ));
+        }
+        if title.is_some() || pinned.is_some() {
+            let body = EventBody::ChatUpdated {
+                title,
+                pinned,
+                updated_by: Some(who.user_id.to_string()),
+            };
+            self.append_and_publish(chat, body, None).await?;
+        }
+        self.chat_summary(chat).await
+    }
+
+    /// Ends a chat (its status becomes closed); members are told.
+    pub async fn end_chat(
+        &self,
+        who: &Identity,
+        chat: &ChatKey,
+        reason: Option<String>,
+    ) -> Result<StoredEvent, CoreError> {
+        self.chat_summary(chat).await?;
+        let body = EventBody::ChatEnded {
+            ended_by: Some(who.user_id.to_string()),
+            reason,
+        };
+        self.append_and_publish(chat, body, None).await
+    }
+
+    /// Deletes a chat and its whole log. Its turns stop, and its members are told and
+    /// dropped.
+    pub async fn delete_chat(&self, who: &Identity, chat: &ChatKey) -> Result<(), CoreError> {
+        check_id("chatId", &chat.chat_id)?;
+        if !self.inner.store.delete_chat(chat).await? {
+            return Err(not_found(chat));
+        }
+        self.inner.turns.forget_chat(chat);
+        self.inner
+            .publish_live(
+                chat,
+                LiveEvent::ChatDeleted {
+                    deleted_by: Some(who.user_id.clone()),
+                },
+                None,
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Replaces the assistant message `message_id` with a new reply to the same context. The
+    /// old message stays in the log, marked superseded. Returns the new turn's request id.
+    pub async fn regenerate(
+        &self,
+        who: &Identity,
+        chat: &ChatKey,
+        message_id: &str,
+        request_id: Option<String>,
+        trace_id: Option<String>,
+    ) -> Result<String, CoreError> {
+        check_id("messageId", message_id)?;
+        let inner = &self.inner;
+        let old = inner
+            .store
+            .find_message(chat, message_id)
+            .await?
+            .filter(|e| e.body.ends_turn().is_some())
+            .ok_or_else(|| {
+                CoreError::rejected(
+                    ErrorCode::NotFound,
+                    format!(
+                        "chat `{}` has no assistant message `{message_id}`",
+                        chat.chat_id
+                    ),
+                )
+            })?;
+        let request_id = request_id.unwrap_or_else(new_id);
+        check_id("requestId", &request_id)?;
+        let body = EventBody::MessageSuperseded {
+            message_id: message_id.to_owned(),
+            request_id: request_id.clone(),
+            superseded_by: Some(who.user_id.to_string()),
+        };
+        self.append_and_publish(chat, body, None).await?;
+        inner
+            .turns
+            .enqueue(
+                &self.inner,
+                TurnRequest {
+                    chat: chat.clone(),
+                    // The context is what the old reply answered; it is now superseded.
+                    trigger_seq: old.seq,
+                    request_id: request_id.clone().into(),
+                    trace_id: trace_id.map(Into::into),
+                },
+            )
+            .await;
+        Ok(request_id)
     }
 
     /// Takes `conn` out of the chat's presence. The face drops the member's feed.
@@ -286,13 +590,7 @@ impl ChatCore {
             .store
             .append(chat, body, now_millis())
             .await
-            .map_err(|e| match e {
-                crate::store::StoreError::NoSuchChat(_) => CoreError::rejected(
-                    ErrorCode::NotFound,
-                    format!("chat `{}` does not exist", chat.chat_id),
-                ),
-                other => other.into(),
-            })?;
+            .map_err(|e| store_error(chat, e))?;
         let event = match appended {
             Appended::Duplicate(event) => {
                 let request_id = match &event.body {
@@ -430,6 +728,23 @@ impl ChatCore {
     /// text, and waits (up to `grace`) for them to be stored.
     pub async fn shutdown(&self, grace: std::time::Duration) {
         self.inner.turns.shutdown(&self.inner, grace).await;
+    }
+}
+
+/// Longest chat title accepted, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+fn not_found(chat: &ChatKey) -> CoreError {
+    CoreError::rejected(
+        ErrorCode::NotFound,
+        format!("chat `{}` does not exist", chat.chat_id),
+    )
+}
+
+fn store_error(chat: &ChatKey, e: StoreError) -> CoreError {
+    match e {
+        StoreError::NoSuchChat(_) => not_found(chat),
+        other => other.into(),
     }
 }
 

@@ -24,6 +24,9 @@ pub enum EventBody {
     ChatCreated {
         #[serde(rename = "createdBy")]
         created_by: Option<String>,
+        /// Free-form data the creator attached (seed 002's `metadata`, e.g. an agent binding).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<Value>,
     },
     #[serde(rename_all = "camelCase")]
     UserMessage {
@@ -73,7 +76,30 @@ pub enum EventBody {
         trace_id: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
-    ChatEnded { ended_by: Option<String> },
+    ChatEnded {
+        ended_by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The chat was renamed and/or (un)pinned. Absent fields are unchanged.
+    #[serde(rename_all = "camelCase")]
+    ChatUpdated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pinned: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        updated_by: Option<String>,
+    },
+    /// An assistant message was regenerated: it stays in the log but no longer counts as
+    /// history or context. The replacement is the turn `request_id` starts.
+    #[serde(rename_all = "camelCase")]
+    MessageSuperseded {
+        message_id: String,
+        request_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        superseded_by: Option<String>,
+    },
 }
 
 impl EventBody {
@@ -86,6 +112,8 @@ impl EventBody {
             Self::TurnFailed { .. } => "turn_failed",
             Self::ReadReceipt { .. } => "read_receipt",
             Self::ChatEnded { .. } => "chat_ended",
+            Self::ChatUpdated { .. } => "chat_updated",
+            Self::MessageSuperseded { .. } => "message_superseded",
         }
     }
 
@@ -102,6 +130,14 @@ impl EventBody {
         match self {
             Self::UserMessage { message_id, .. } => Some(message_id),
             _ => None,
+        }
+    }
+
+    /// The id of the message this event creates (user, assistant, or failed turn).
+    pub fn message_id(&self) -> Option<&str> {
+        match self {
+            Self::UserMessage { message_id, .. } => Some(message_id),
+            _ => self.ends_turn(),
         }
     }
 
@@ -184,6 +220,10 @@ pub enum LiveEvent {
         turn: Arc<TurnRef>,
         /// The `TurnFailed` body the store refused (code `unavailable`, partial text kept).
         end: Box<EventBody>,
+    },
+    /// The chat was deleted: its log is gone, and members are told and dropped.
+    ChatDeleted {
+        deleted_by: Option<Arc<str>>,
     },
 }
 

@@ -114,6 +114,11 @@ impl Feed {
         &self.chat
     }
 
+    /// The turn whose tokens this feed is delivering, if one is streaming.
+    pub fn current_turn(&self) -> Option<&Arc<TurnRef>> {
+        self.cursor.as_ref().map(|c| &c.turn)
+    }
+
     /// The highest `seq` handed out so far.
     pub fn last_seq(&self) -> u64 {
         self.last_seq

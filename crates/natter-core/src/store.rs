@@ -15,10 +15,20 @@
 //! - **Epoch.** A chat's epoch is set once at creation; it changes only if the chat's log is
 //!   lost (a new database gives new epochs), so clients never "recover" from another log.
 //! - **Isolation.** Every call is scoped by [`ChatKey`] (org + chat id); nothing crosses orgs.
+//! - **Summary kept with the log.** In the same transaction as the append, the store updates
+//!   what [`chat_summary`](Store::chat_summary) reports: the latest activity time; the title
+//!   on `ChatUpdated`, or from the first `UserMessage` ([`title_from_text`]) while the chat
+//!   has none; `pinned`; the status on `ChatEnded`; the user as a member on `UserMessage`.
+//! - **Superseded messages.** Appending `MessageSuperseded` marks that message so that
+//!   `recent_messages` and `messages_after` skip it; the events themselves stay in the log.
+//! - **Real delete.** [`delete_chat`](Store::delete_chat) removes the chat and all its
+//!   events; the same chat id may later be created again, with a new epoch.
+//!
+//! [`title_from_text`]: crate::chat::title_from_text
 
 use async_trait::async_trait;
 
-use crate::chat::{ChatInfo, ChatKey};
+use crate::chat::{ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, NewChat};
 use crate::event::{EventBody, StoredEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +62,7 @@ pub trait Store: Send + Sync + 'static {
     async fn open_chat(
         &self,
         chat: &ChatKey,
-        create: bool,
-        created_by: Option<&str>,
+        create: Option<&NewChat>,
     ) -> Result<Option<ChatInfo>, StoreError>;
 
     /// Appends one event to an existing chat. See the module docs for the guarantees.
@@ -80,6 +89,36 @@ pub trait Store: Send + Sync + 'static {
         up_to: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Message events (user and assistant, not superseded) with `seq > after`, oldest first,
+    /// at most `limit`: history paged by `seq`.
+    async fn messages_after(
+        &self,
+        chat: &ChatKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The event that created message `message_id` (user, assistant or failed turn).
+    async fn find_message(
+        &self,
+        chat: &ChatKey,
+        message_id: &str,
+    ) -> Result<Option<StoredEvent>, StoreError>;
+
+    async fn chat_summary(&self, chat: &ChatKey) -> Result<Option<ChatSummary>, StoreError>;
+
+    /// Chats of `org` in `scope`: pinned first, then latest activity first.
+    async fn list_chats(
+        &self,
+        org: &str,
+        scope: &ChatScope,
+        limit: usize,
+        offset: usize,
+    ) -> Result<ChatPage, StoreError>;
+
+    /// Deletes the chat and its whole log. `false` if it did not exist.
+    async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError>;
 
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -205,6 +205,19 @@ impl TurnScheduler {
         Some(dequeued.request_id.to_string())
     }
 
+    /// The chat was deleted: its queued turns are dropped and the running one is stopped.
+    /// Nothing is stored for them (there is no log left to store into).
+    pub fn forget_chat(&self, chat: &ChatKey) {
+        let mut chats = lock(&self.chats);
+        if let Some(turns) = chats.get_mut(chat) {
+            turns.pending.clear();
+            if let Some(running) = &turns.running {
+                *lock(&running.stop) = Some(StopReason::Aborted(Some("chat deleted".into())));
+                running.cancel.cancel();
+            }
+        }
+    }
+
     pub async fn shutdown(&self, inner: &Arc<Inner>, grace: Duration) {
         self.shutting_down.cancel();
         let pending: Vec<TurnRequest> = {
@@ -619,6 +632,10 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
                 inner
                     .publish_durable(chat, appended.event().clone(), None)
                     .await;
+                return;
+            }
+            Err(crate::store::StoreError::NoSuchChat(_)) => {
+                info!("the chat was deleted during the turn; its end is not stored");
                 return;
             }
             Err(e) => {

@@ -53,7 +53,7 @@ async fn setup(capacity: usize) -> (Arc<LogStore>, Arc<MemoryBus>, ChatKey, Feed
     let chat = ChatKey::new("o", "c");
     let sub = bus.subscribe(&chat).await.unwrap();
     let head = store
-        .open_chat(&chat, true, None)
+        .open_chat(&chat, Some(&Default::default()))
         .await
         .unwrap()
         .unwrap()

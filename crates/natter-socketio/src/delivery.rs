@@ -12,7 +12,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use natter_core::feed::{Feed, FeedEnd};
+use natter_core::event::LiveEvent;
+use natter_core::feed::{Feed, FeedEnd, FeedItem};
 use natter_core::telemetry;
 use natter_core::{ChatKey, Identity};
 use natter_protocol::socketio::ServerErrorEvent;
@@ -150,6 +151,24 @@ pub async fn run_member(
             item = feed.next() => item,
         };
         let outcome = match item {
+            Ok(FeedItem::Live(LiveEvent::ChatDeleted { .. })) => {
+                if conn.remove_if_current(&chat_id, &stop) {
+                    let body = ServerErrorEvent {
+                        code: ErrorCode::NotFound.as_str().into(),
+                        message: format!(
+                            "chat `{chat_id}` was deleted; this connection is no longer in it"
+                        ),
+                        event: None,
+                    };
+                    let _ = emit(&socket, names.name(EventKey::ServerError), &body, patience).await;
+                    let who = Identity {
+                        org: conn.identity.org().clone(),
+                        user_id: user_id.clone(),
+                    };
+                    face.core.leave(&who, &conn.id, &chat).await;
+                }
+                return;
+            }
             Ok(item) => match wire::feed_item(&chat_id, &item) {
                 Some((key, payload)) => emit(&socket, names.name(key), &*payload, patience)
                     .await

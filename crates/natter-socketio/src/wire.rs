@@ -139,7 +139,10 @@ pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
             },
         ),
         // No Socket.IO event in the contract; the seq still counts for `lastSeq`.
-        EventBody::ChatCreated { .. } | EventBody::ChatEnded { .. } => None,
+        EventBody::ChatCreated { .. }
+        | EventBody::ChatEnded { .. }
+        | EventBody::ChatUpdated { .. }
+        | EventBody::MessageSuperseded { .. } => None,
     }
 }
 
@@ -204,7 +207,10 @@ pub fn feed_item(chat_id: &str, item: &FeedItem) -> Option<Outgoing> {
             // Tokens arrive as FeedItem::Tokens; a turn's start has no Socket.IO event.
             // The turn ended but its end is not in the log: the same ai:error, without seq.
             LiveEvent::TurnEndUnstored { end, .. } => turn_failed(chat_id, end, None),
-            LiveEvent::TurnStarted { .. } | LiveEvent::Token { .. } => None,
+            // Deletion ends the membership; the member task tells the client itself.
+            LiveEvent::TurnStarted { .. }
+            | LiveEvent::Token { .. }
+            | LiveEvent::ChatDeleted { .. } => None,
         },
     }
 }

@@ -10,13 +10,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use natter_core::chat::{ChatInfo, ChatKey};
+use natter_core::chat::{
+    ChatInfo, ChatKey, ChatPage, ChatScope, ChatStatus, ChatSummary, NewChat, title_from_text,
+};
 use natter_core::event::{EventBody, StoredEvent};
 use natter_core::store::{Appended, Store, StoreError};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+// Dynamic SQL here only splices our own constant column lists and table names; every
+// value is bound.
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
 /// Durability of commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,12 +133,13 @@ async fn insert_event(
     .bind(seq as i64)
     .bind(body.kind())
     .bind(body.is_message())
-    .bind(body.idempotency_key())
+    .bind(body.message_id())
     .bind(json)
     .bind(created_at)
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    apply_to_summary(conn, chat, body, created_at).await?;
     if let EventBody::ReadReceipt {
         user_id,
         message_ids,
@@ -160,22 +165,99 @@ async fn insert_event(
     Ok(())
 }
 
+/// Keeps the `chats` row (what lists show) and the member list in step with the log.
+async fn apply_to_summary(
+    conn: &mut SqliteConnection,
+    chat: &ChatKey,
+    body: &EventBody,
+    created_at: i64,
+) -> Result<(), StoreError> {
+    let run = |sql: &'static str| sqlx::query(sql).bind(&*chat.org).bind(&*chat.chat_id);
+    run("UPDATE chats SET updated_at = MAX(updated_at, ?3) WHERE org = ?1 AND chat_id = ?2")
+        .bind(created_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    match body {
+        EventBody::UserMessage { user_id, text, .. } => {
+            run("UPDATE chats SET title = ?3 WHERE org = ?1 AND chat_id = ?2 AND title IS NULL")
+                .bind(title_from_text(text))
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            run("INSERT OR IGNORE INTO chat_members (org, chat_id, user_id) VALUES (?1, ?2, ?3)")
+                .bind(user_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+        }
+        EventBody::ChatUpdated { title, pinned, .. } => {
+            run(
+                "UPDATE chats SET title = COALESCE(?3, title), pinned = COALESCE(?4, pinned)
+                 WHERE org = ?1 AND chat_id = ?2",
+            )
+            .bind(title)
+            .bind(pinned)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        }
+        EventBody::ChatEnded { .. } => {
+            run("UPDATE chats SET status = ?3 WHERE org = ?1 AND chat_id = ?2")
+                .bind(ChatStatus::Closed.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+        }
+        EventBody::MessageSuperseded { message_id, .. } => {
+            run("UPDATE events SET superseded = 1
+                 WHERE org = ?1 AND chat_id = ?2 AND message_id = ?3
+                   AND kind IN ('assistant_message', 'turn_failed')")
+            .bind(message_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+const SUMMARY_COLUMNS: &str = "chat_id, epoch, head_seq, created_at, title, pinned, status, \
+                               created_by, metadata, updated_at";
+
+fn row_to_summary(org: &str, r: &sqlx::sqlite::SqliteRow) -> Result<ChatSummary, StoreError> {
+    let chat_id: String = r.try_get("chat_id").map_err(backend)?;
+    let metadata: Option<String> = r.try_get("metadata").map_err(backend)?;
+    Ok(ChatSummary {
+        key: ChatKey::new(org, chat_id),
+        title: r.try_get("title").map_err(backend)?,
+        pinned: r.try_get::<i64, _>("pinned").map_err(backend)? != 0,
+        status: ChatStatus::parse(&r.try_get::<String, _>("status").map_err(backend)?),
+        created_by: r.try_get("created_by").map_err(backend)?,
+        metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
+        created_at: r.try_get("created_at").map_err(backend)?,
+        updated_at: r.try_get("updated_at").map_err(backend)?,
+        head_seq: r.try_get::<i64, _>("head_seq").map_err(backend)? as u64,
+        epoch: r.try_get("epoch").map_err(backend)?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn open_chat(
         &self,
         chat: &ChatKey,
-        create: bool,
-        created_by: Option<&str>,
+        create: Option<&NewChat>,
     ) -> Result<Option<ChatInfo>, StoreError> {
         let mut conn = self.readers.acquire().await.map_err(backend)?;
         if let Some(info) = Self::find_chat(&mut conn, chat).await? {
             return Ok(Some(info));
         }
         drop(conn);
-        if !create {
+        let Some(new) = create else {
             return Ok(None);
-        }
+        };
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -191,18 +273,33 @@ impl Store for SqliteStore {
             head_seq: 1,
             created_at: now,
         };
+        let metadata = new.metadata.as_ref().map(|m| m.to_string());
         sqlx::query(
-            "INSERT INTO chats (org, chat_id, epoch, head_seq, created_at) VALUES (?, ?, ?, 1, ?)",
+            "INSERT INTO chats (org, chat_id, epoch, head_seq, created_at, updated_at, created_by, metadata)
+             VALUES (?, ?, ?, 1, ?, ?, ?, ?)",
         )
         .bind(&*chat.org)
         .bind(&*chat.chat_id)
         .bind(&info.epoch)
         .bind(now)
+        .bind(now)
+        .bind(&new.created_by)
+        .bind(metadata)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        if let Some(user) = &new.created_by {
+            sqlx::query("INSERT INTO chat_members (org, chat_id, user_id) VALUES (?, ?, ?)")
+                .bind(&*chat.org)
+                .bind(&*chat.chat_id)
+                .bind(user)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         let body = EventBody::ChatCreated {
-            created_by: created_by.map(str::to_owned),
+            created_by: new.created_by.clone(),
+            metadata: new.metadata.clone(),
         };
         insert_event(&mut tx, chat, 1, &body, now).await?;
         tx.commit().await.map_err(backend)?;
@@ -285,7 +382,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, created_at, body FROM events
-             WHERE org = ? AND chat_id = ? AND is_message = 1 AND seq <= ? ORDER BY seq DESC LIMIT ?",
+             WHERE org = ? AND chat_id = ? AND is_message = 1 AND superseded = 0 AND seq <= ?
+             ORDER BY seq DESC LIMIT ?",
         )
         .bind(&*chat.org)
         .bind(&*chat.chat_id)
@@ -300,6 +398,128 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         events.reverse();
         Ok(events)
+    }
+
+    async fn messages_after(
+        &self,
+        chat: &ChatKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, created_at, body FROM events
+             WHERE org = ? AND chat_id = ? AND is_message = 1 AND superseded = 0 AND seq > ?
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(row_to_event).collect()
+    }
+
+    async fn find_message(
+        &self,
+        chat: &ChatKey,
+        message_id: &str,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, created_at, body FROM events
+             WHERE org = ? AND chat_id = ? AND message_id = ?
+               AND kind IN ('user_message', 'assistant_message', 'turn_failed')
+             ORDER BY seq LIMIT 1",
+        )
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .bind(message_id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(row_to_event).transpose()
+    }
+
+    async fn chat_summary(&self, chat: &ChatKey) -> Result<Option<ChatSummary>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM chats WHERE org = ? AND chat_id = ?"
+        )))
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?;
+        row.map(|r| row_to_summary(&chat.org, &r)).transpose()
+    }
+
+    async fn list_chats(
+        &self,
+        org: &str,
+        scope: &ChatScope,
+        limit: usize,
+        offset: usize,
+    ) -> Result<ChatPage, StoreError> {
+        let member = match scope {
+            ChatScope::Org => None,
+            ChatScope::Member(user) => Some(&**user),
+        };
+        let filter = " AND (?2 IS NULL OR chat_id IN \
+                      (SELECT chat_id FROM chat_members WHERE org = ?1 AND user_id = ?2))";
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM chats WHERE org = ?1{filter}"
+        )))
+        .bind(org)
+        .bind(member)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM chats WHERE org = ?1{filter}
+             ORDER BY pinned DESC, updated_at DESC, chat_id LIMIT ?3 OFFSET ?4"
+        )))
+        .bind(org)
+        .bind(member)
+        .bind(limit as i64)
+        .bind(offset as i64)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        Ok(ChatPage {
+            chats: rows
+                .iter()
+                .map(|r| row_to_summary(org, r))
+                .collect::<Result<_, _>>()?,
+            total: total as u64,
+        })
+    }
+
+    async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        for table in ["events", "read_receipts", "chat_members"] {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE org = ? AND chat_id = ?"
+            )))
+            .bind(&*chat.org)
+            .bind(&*chat.chat_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        let deleted = sqlx::query("DELETE FROM chats WHERE org = ? AND chat_id = ?")
+            .bind(&*chat.org)
+            .bind(&*chat.chat_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(deleted > 0)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -337,10 +557,10 @@ mod tests {
         let s = store(&dir).await;
         let a = ChatKey::new("org-a", "c1");
         let b = ChatKey::new("org-b", "c1");
-        assert!(s.open_chat(&a, false, None).await.unwrap().is_none());
-        let info = s.open_chat(&a, true, Some("u")).await.unwrap().unwrap();
+        assert!(s.open_chat(&a, None).await.unwrap().is_none());
+        let info = s.open_chat(&a, Some(&creator("u"))).await.unwrap().unwrap();
         assert_eq!(info.head_seq, 1);
-        s.open_chat(&b, true, None).await.unwrap();
+        s.open_chat(&b, Some(&NewChat::default())).await.unwrap();
 
         let first = s.append(&a, user_message("m1", "hi"), 1).await.unwrap();
         assert!(matches!(first, Appended::New(ref e) if e.seq == 2));
@@ -362,9 +582,138 @@ mod tests {
         // Reopening keeps epoch and head.
         drop(s);
         let s = store(&dir).await;
-        let again = s.open_chat(&a, true, None).await.unwrap().unwrap();
+        let again = s.open_chat(&a, None).await.unwrap().unwrap();
         assert_eq!(again.epoch, info.epoch);
         assert_eq!(again.head_seq, 2);
+    }
+
+    fn creator(user: &str) -> NewChat {
+        NewChat {
+            created_by: Some(user.into()),
+            metadata: Some(serde_json::json!({"agentName": "helper"})),
+        }
+    }
+
+    #[tokio::test]
+    async fn summaries_follow_the_log_and_delete_is_real() {
+        let dir = tempdir();
+        let s = store(&dir).await;
+        let a = ChatKey::new("org", "a");
+        let b = ChatKey::new("org", "b");
+        s.open_chat(&a, Some(&creator("ann"))).await.unwrap();
+        s.open_chat(&b, Some(&creator("bob"))).await.unwrap();
+        s.open_chat(&ChatKey::new("other", "c"), Some(&creator("ann")))
+            .await
+            .unwrap();
+        s.append(
+            &a,
+            user_message("m1", "What is the refund policy?\nmore"),
+            10,
+        )
+        .await
+        .unwrap();
+        s.append(&a, user_message("m2", "second"), 11)
+            .await
+            .unwrap();
+
+        let sum = s.chat_summary(&a).await.unwrap().unwrap();
+        assert_eq!(sum.title.as_deref(), Some("What is the refund policy?"));
+        assert_eq!(sum.created_by.as_deref(), Some("ann"));
+        assert_eq!(
+            sum.metadata,
+            Some(serde_json::json!({"agentName": "helper"}))
+        );
+        assert_eq!(sum.head_seq, 3);
+        let later = sum.created_at + 1000;
+        s.append(&a, user_message("m2b", "later"), later)
+            .await
+            .unwrap();
+        assert_eq!(s.chat_summary(&a).await.unwrap().unwrap().updated_at, later);
+
+        let rename = EventBody::ChatUpdated {
+            title: Some("Refunds".into()),
+            pinned: None,
+            updated_by: None,
+        };
+        s.append(&b, rename, 12).await.unwrap();
+        let pin = EventBody::ChatUpdated {
+            title: None,
+            pinned: Some(true),
+            updated_by: None,
+        };
+        s.append(&b, pin, 13).await.unwrap();
+        let sum_b = s.chat_summary(&b).await.unwrap().unwrap();
+        assert_eq!(
+            (sum_b.title.as_deref(), sum_b.pinned),
+            (Some("Refunds"), true)
+        );
+        // A later first message does not override a title that was set.
+        s.append(&b, user_message("m3", "hello"), 14).await.unwrap();
+        assert_eq!(
+            s.chat_summary(&b).await.unwrap().unwrap().title.as_deref(),
+            Some("Refunds")
+        );
+
+        // Pinned first; the member scope holds the chats a user created or posted in.
+        let page = s.list_chats("org", &ChatScope::Org, 10, 0).await.unwrap();
+        assert_eq!(page.total, 2);
+        assert_eq!(page.chats[0].key, b);
+        let second = s.list_chats("org", &ChatScope::Org, 1, 1).await.unwrap();
+        assert_eq!((second.total, second.chats[0].key.clone()), (2, a.clone()));
+        let anns = s
+            .list_chats("org", &ChatScope::Member("ann".into()), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(anns.total, 1);
+        // m3 was posted by "u" (user_message's author), so "u" is a member of both.
+        let us = s
+            .list_chats("org", &ChatScope::Member("u".into()), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(us.total, 2);
+
+        // Superseding hides an assistant message from history but keeps it in the log.
+        let reply = EventBody::AssistantMessage {
+            message_id: "r1".into(),
+            request_id: "q1".into(),
+            text: "old".into(),
+            finish_reason: "stop".into(),
+            usage: None,
+            model: None,
+            trace_id: None,
+        };
+        s.append(&a, reply, 15).await.unwrap();
+        assert_eq!(s.messages_after(&a, 0, 10).await.unwrap().len(), 4);
+        assert!(s.find_message(&a, "r1").await.unwrap().is_some());
+        let sup = EventBody::MessageSuperseded {
+            message_id: "r1".into(),
+            request_id: "q2".into(),
+            superseded_by: None,
+        };
+        s.append(&a, sup, 16).await.unwrap();
+        assert_eq!(s.messages_after(&a, 0, 10).await.unwrap().len(), 3);
+        assert_eq!(s.recent_messages(&a, 99, 10).await.unwrap().len(), 3);
+        assert_eq!(s.events_after(&a, 0, 99).await.unwrap().len(), 6);
+
+        assert!(s.delete_chat(&a).await.unwrap());
+        assert!(!s.delete_chat(&a).await.unwrap());
+        assert!(s.chat_summary(&a).await.unwrap().is_none());
+        assert!(s.events_after(&a, 0, 99).await.unwrap().is_empty());
+        assert_eq!(
+            s.list_chats("org", &ChatScope::Org, 10, 0)
+                .await
+                .unwrap()
+                .total,
+            1
+        );
+        // The other org's chat is untouched.
+        assert_eq!(
+            s.list_chats("other", &ChatScope::Org, 10, 0)
+                .await
+                .unwrap()
+                .total,
+            1
+        );
     }
 
     fn tempdir() -> std::path::PathBuf {

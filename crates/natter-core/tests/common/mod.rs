@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use natter_core::chat::{ChatInfo, ChatKey};
+use natter_core::chat::{ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, NewChat};
 use natter_core::event::{EventBody, StoredEvent};
 use natter_core::store::{Appended, Store, StoreError};
 
@@ -23,11 +23,10 @@ impl Store for LogStore {
     async fn open_chat(
         &self,
         chat: &ChatKey,
-        create: bool,
-        _: Option<&str>,
+        create: Option<&NewChat>,
     ) -> Result<Option<ChatInfo>, StoreError> {
         let mut map = self.events.lock().unwrap();
-        if !map.contains_key(chat) && !create {
+        if !map.contains_key(chat) && create.is_none() {
             return Ok(None);
         }
         let log = map.entry(chat.clone()).or_default();
@@ -36,7 +35,10 @@ impl Store for LogStore {
             log.push(StoredEvent {
                 seq: 1,
                 created_at: 0,
-                body: EventBody::ChatCreated { created_by: None },
+                body: EventBody::ChatCreated {
+                    created_by: None,
+                    metadata: None,
+                },
             });
         }
         Ok(Some(ChatInfo {
@@ -92,6 +94,49 @@ impl Store for LogStore {
         _: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(Vec::new())
+    }
+
+    async fn messages_after(
+        &self,
+        _: &ChatKey,
+        _: u64,
+        _: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn find_message(
+        &self,
+        chat: &ChatKey,
+        message_id: &str,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        let map = self.events.lock().unwrap();
+        Ok(map.get(chat).and_then(|l| {
+            l.iter()
+                .find(|e| e.body.message_id() == Some(message_id))
+                .cloned()
+        }))
+    }
+
+    async fn chat_summary(&self, _: &ChatKey) -> Result<Option<ChatSummary>, StoreError> {
+        Ok(None)
+    }
+
+    async fn list_chats(
+        &self,
+        _: &str,
+        _: &ChatScope,
+        _: usize,
+        _: usize,
+    ) -> Result<ChatPage, StoreError> {
+        Ok(ChatPage {
+            chats: Vec::new(),
+            total: 0,
+        })
+    }
+
+    async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError> {
+        Ok(self.events.lock().unwrap().remove(chat).is_some())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
