@@ -280,12 +280,11 @@ impl ChatCore {
             created_by: Some(who.user_id.to_string()),
             metadata,
         });
-        Ok(self
-            .inner
+        self.inner
             .store
             .open_chat(chat, new.as_ref())
             .await?
-            .ok_or_else(|| not_found(chat))?)
+            .ok_or_else(|| not_found(chat))
     }
 
     /// Creates a chat with a fresh id for `who`, and tells the user's other connections.
