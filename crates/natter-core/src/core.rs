@@ -489,48 +489,60 @@ impl ChatCore {
         Ok(())
     }
 
-    /// Replaces the assistant message `message_id` with a new reply to the same context. The
-    /// old message stays in the log, marked superseded. Returns the new turn's request id.
+    /// Answers again: replaces the assistant message `message_id` (default: the chat's latest
+    /// message) with a new reply to the same context. The old message stays in the log,
+    /// marked superseded. When the latest message is a user message (its turn failed or is
+    /// missing), it is simply answered again. Returns the new turn's request id.
     pub async fn regenerate(
         &self,
         who: &Identity,
         chat: &ChatKey,
-        message_id: &str,
+        message_id: Option<&str>,
         request_id: Option<String>,
         trace_id: Option<String>,
     ) -> Result<String, CoreError> {
-        check_id("messageId", message_id)?;
         let inner = &self.inner;
-        let old = inner
-            .store
-            .find_message(chat, message_id)
-            .await?
-            .filter(|e| e.body.ends_turn().is_some())
-            .ok_or_else(|| {
-                CoreError::rejected(
-                    ErrorCode::NotFound,
-                    format!(
-                        "chat `{}` has no assistant message `{message_id}`",
-                        chat.chat_id
-                    ),
-                )
-            })?;
         let request_id = request_id.unwrap_or_else(new_id);
         check_id("requestId", &request_id)?;
-        let body = EventBody::MessageSuperseded {
-            message_id: message_id.to_owned(),
-            request_id: request_id.clone(),
-            superseded_by: Some(who.user_id.to_string()),
+        let target = match message_id {
+            Some(id) => {
+                check_id("messageId", id)?;
+                inner
+                    .store
+                    .find_message(chat, id)
+                    .await?
+                    .filter(|e| e.body.ends_turn().is_some())
+                    .ok_or_else(|| {
+                        CoreError::rejected(
+                            ErrorCode::NotFound,
+                            format!("chat `{}` has no assistant message `{id}`", chat.chat_id),
+                        )
+                    })?
+            }
+            None => self.recent_messages(chat, 1).await?.pop().ok_or_else(|| {
+                CoreError::rejected(
+                    ErrorCode::NotFound,
+                    format!("chat `{}` has no message to answer again", chat.chat_id),
+                )
+            })?,
         };
-        self.append_and_publish(chat, body, None).await?;
+        if let Some(old_id) = target.body.ends_turn() {
+            let body = EventBody::MessageSuperseded {
+                message_id: old_id.to_owned(),
+                request_id: request_id.clone(),
+                superseded_by: Some(who.user_id.to_string()),
+            };
+            self.append_and_publish(chat, body, None).await?;
+        }
         inner
             .turns
             .enqueue(
                 &self.inner,
                 TurnRequest {
                     chat: chat.clone(),
-                    // The context is what the old reply answered; it is now superseded.
-                    trigger_seq: old.seq,
+                    // The context is what the old reply answered (it is superseded now, so it
+                    // is not part of it).
+                    trigger_seq: target.seq,
                     request_id: request_id.clone().into(),
                     trace_id: trace_id.map(Into::into),
                 },

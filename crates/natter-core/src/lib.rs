@@ -22,7 +22,7 @@ pub mod store;
 pub mod telemetry;
 mod turn;
 
-pub use crate::core::{ChatCore, JoinOutcome, JoinRequest, PostOutcome, UserMessageInput};
+pub use crate::core::{ChatCore, JoinOutcome, JoinRequest, PostOutcome, UserMessageInput, new_id};
 pub use chat::{ChatInfo, ChatKey, ConnectionId, Identity};
 pub use config::CoreConfig;
 pub use error::CoreError;

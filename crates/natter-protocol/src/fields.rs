@@ -157,6 +157,15 @@ impl<'a> Fields<'a> {
             .collect()
     }
 
+    /// An optional object kept as raw JSON (e.g. `metadata`, `data`).
+    pub fn opt_object(&self, field: &str) -> Result<Option<Value>, WireError> {
+        match self.present(field) {
+            None => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+            Some(v) => Err(self.invalid(field, "an object", v)),
+        }
+    }
+
     /// An optional array kept as raw JSON (e.g. message `parts`).
     pub fn opt_array(&self, field: &str) -> Result<Option<Value>, WireError> {
         match self.present(field) {

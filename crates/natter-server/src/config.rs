@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use natter_core::CoreConfig;
 use natter_core::config::AiMode;
+use natter_http::HttpConfig;
 use natter_protocol::EventNames;
 use natter_socketio::SocketIoConfig;
 use natter_store_sqlite::Durability;
@@ -99,6 +100,18 @@ pub struct Settings {
     /// Handshake fields that name a chat to join at once, besides `chatId` (comma-separated).
     #[arg(long, env = "NATTER_CHAT_KEY_FIELDS", value_delimiter = ',')]
     pub chat_key_fields: Option<Vec<String>>,
+    /// Seconds between `: heartbeat` comments on seed 002's SSE stream [default: 30].
+    #[arg(long, env = "NATTER_SSE_HEARTBEAT_SECS")]
+    pub sse_heartbeat_secs: Option<f64>,
+    /// Base path of the AI SDK routes [default: /api/chat].
+    #[arg(long, env = "NATTER_AISDK_BASE")]
+    pub aisdk_base: Option<String>,
+    /// Base path of seed 002's realtime API [default: /api/v1/chat].
+    #[arg(long, env = "NATTER_REALTIME_BASE")]
+    pub realtime_base: Option<String>,
+    /// Base path of history REST [default: /api/v1/chats].
+    #[arg(long, env = "NATTER_HISTORY_BASE")]
+    pub history_base: Option<String>,
     /// Rename a Socket.IO event: `--event-name userMessage=msg:send` (repeatable).
     #[arg(
         long = "event-name",
@@ -149,6 +162,10 @@ impl Settings {
             shutdown_grace_secs,
             sqlite_durability,
             chat_key_fields,
+            sse_heartbeat_secs,
+            aisdk_base,
+            realtime_base,
+            history_base,
             event_name,
             event_names
         )
@@ -178,6 +195,7 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     pub core: CoreConfig,
     pub socketio: SocketIoConfig,
+    pub http: HttpConfig,
     pub max_payload_bytes: u64,
     pub socket_buffer: usize,
     pub bus_capacity: usize,
@@ -271,6 +289,27 @@ impl ServerConfig {
                 "unsupported database URL `{database}`: this build stores in SQLite (sqlite://path)"
             );
         }
+        let max_payload_bytes = s.max_payload_bytes.unwrap_or(4 * 1024 * 1024);
+        let defaults = HttpConfig::default();
+        let base = |v: Option<String>, field: &str, default: String| -> anyhow::Result<String> {
+            let v = v.unwrap_or(default);
+            if !v.starts_with('/') || v.contains(['{', '}', '*']) {
+                bail!("{field} must be a path starting with `/`, got `{v}`");
+            }
+            Ok(v)
+        };
+        let http = HttpConfig {
+            aisdk_base: base(s.aisdk_base, "aisdk_base", defaults.aisdk_base)?,
+            realtime_base: base(s.realtime_base, "realtime_base", defaults.realtime_base)?,
+            history_base: base(s.history_base, "history_base", defaults.history_base)?,
+            heartbeat: match s.sse_heartbeat_secs {
+                Some(v) if v < 0.01 => bail!("sse_heartbeat_secs must be at least 0.01, got {v}"),
+                Some(v) => secs("sse_heartbeat_secs", v)?,
+                None => defaults.heartbeat,
+            },
+            max_body_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
+            max_page: defaults.max_page,
+        };
         Ok(ServerConfig {
             listen: s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             database,
@@ -285,7 +324,8 @@ impl ServerConfig {
                 event_names,
                 chat_key_fields,
             },
-            max_payload_bytes: s.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
+            http,
+            max_payload_bytes,
             socket_buffer: s.socket_buffer.unwrap_or(256).max(8),
             bus_capacity: s.bus_capacity.unwrap_or(256),
             shutdown_grace: secs("shutdown_grace_secs", s.shutdown_grace_secs.unwrap_or(5.0))?,

@@ -67,6 +67,7 @@ impl Server {
         let ops = ops::Ops::new(core.clone(), bus)?;
         let router = ops
             .router()
+            .merge(natter_http::router(core.clone(), config.http.clone()))
             .layer(layer)
             // Browsers on other origins (a dev server, a widget) may connect, polling included.
             // Identity is not taken from cookies, so allowing any origin grants nothing extra;

@@ -1,0 +1,299 @@
+//! One turn as UI Message Stream chunks (the `ai` package's `UIMessageChunk`, protocol v1).
+//!
+//! Only types in the package's schema go out; its client fails a whole stream on an unknown
+//! type, on a `text-delta` without an open `text-start`, or on an optional field sent as
+//! `null`. A turn maps as:
+//! `start {messageId}` → `start-step` → `text-start` → `text-delta`* → `text-end` →
+//! `finish-step` → one of `finish {finishReason}` (done), `abort {reason}` (stopped),
+//! `error {errorText}` (failed). The transport adds `[DONE]` (HTTP) or `end` (WebSocket).
+
+use std::sync::Arc;
+
+use natter_core::event::{EventBody, LiveEvent, StoredEvent, TurnRef};
+use natter_core::feed::FeedItem;
+use serde_json::{Value, json};
+
+/// Follows one turn (by request id) through a member feed and emits its chunks.
+pub struct TurnChunks {
+    request_id: Arc<str>,
+    message_id: Option<Arc<str>>,
+    text_open: bool,
+    /// Bytes of text sent so far, to top up from the stored end if tokens were missed.
+    sent: usize,
+    done: bool,
+}
+
+/// The AI SDK's finish reasons are a closed set; anything else is `other`.
+fn finish_reason(reason: &str) -> &'static str {
+    match reason {
+        "stop" => "stop",
+        "length" => "length",
+        "content_filter" | "content-filter" => "content-filter",
+        "tool_calls" | "tool-calls" | "function_call" => "tool-calls",
+        "error" => "error",
+        _ => "other",
+    }
+}
+
+impl TurnChunks {
+    pub fn for_request(request_id: Arc<str>) -> Self {
+        Self {
+            request_id,
+            message_id: None,
+            text_open: false,
+            sent: 0,
+            done: false,
+        }
+    }
+
+    /// A turn already streaming: `start` goes out at once (a resume replays from it).
+    pub fn resume(turn: &TurnRef, out: &mut Vec<Value>) -> Self {
+        let mut chunks = Self::for_request(turn.request_id.clone());
+        chunks.start(&turn.message_id, out);
+        chunks
+    }
+
+    pub fn request_id(&self) -> &Arc<str> {
+        &self.request_id
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn start(&mut self, message_id: &str, out: &mut Vec<Value>) {
+        if self.message_id.is_none() {
+            self.message_id = Some(message_id.into());
+            out.push(json!({"type": "start", "messageId": message_id}));
+            out.push(json!({"type": "start-step"}));
+        }
+    }
+
+    fn text_id(&self) -> String {
+        format!("{}-text", self.message_id.as_deref().unwrap_or("reply"))
+    }
+
+    fn delta(&mut self, text: &str, out: &mut Vec<Value>) {
+        if text.is_empty() {
+            return;
+        }
+        if !self.text_open {
+            self.text_open = true;
+            out.push(json!({"type": "text-start", "id": self.text_id()}));
+        }
+        self.sent += text.len();
+        out.push(json!({"type": "text-delta", "id": self.text_id(), "delta": text}));
+    }
+
+    fn close_text(&mut self, out: &mut Vec<Value>) {
+        if std::mem::take(&mut self.text_open) {
+            out.push(json!({"type": "text-end", "id": self.text_id()}));
+        }
+    }
+
+    /// Takes the next item of the feed; items of other turns are ignored.
+    pub fn accept(&mut self, item: &FeedItem, out: &mut Vec<Value>) {
+        if self.done {
+            return;
+        }
+        match item {
+            FeedItem::Live(LiveEvent::TurnStarted { turn })
+                if turn.request_id == self.request_id =>
+            {
+                self.start(&turn.message_id, out)
+            }
+            FeedItem::Tokens { turn, text, .. } if turn.request_id == self.request_id => {
+                self.start(&turn.message_id, out);
+                self.delta(text, out);
+            }
+            FeedItem::Durable(event) => self.accept_end(event, out),
+            FeedItem::Live(LiveEvent::TurnEndUnstored { turn, end })
+                if turn.request_id == self.request_id =>
+            {
+                self.end(end, None, out)
+            }
+            FeedItem::Live(LiveEvent::ChatDeleted { .. }) => {
+                self.fail("the chat was deleted", out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes a durable event; the end of this turn finishes the stream.
+    pub fn accept_end(&mut self, event: &StoredEvent, out: &mut Vec<Value>) {
+        let ours = match &event.body {
+            EventBody::AssistantMessage { request_id, .. }
+            | EventBody::TurnFailed { request_id, .. } => **request_id == *self.request_id,
+            _ => false,
+        };
+        if ours && !self.done {
+            self.end(&event.body, Some(event.seq), out);
+        }
+    }
+
+    /// The stream cannot go on (the feed ended): an `error` the client can show.
+    pub fn fail(&mut self, message: &str, out: &mut Vec<Value>) {
+        if self.done {
+            return;
+        }
+        self.close_text(out);
+        out.push(json!({"type": "error", "errorText": message}));
+        self.done = true;
+    }
+
+    fn end(&mut self, body: &EventBody, seq: Option<u64>, out: &mut Vec<Value>) {
+        let (message_id, text) = match body {
+            EventBody::AssistantMessage {
+                message_id, text, ..
+            } => (message_id, text),
+            EventBody::TurnFailed {
+                message_id,
+                partial_text,
+                ..
+            } => (message_id, partial_text),
+            _ => return,
+        };
+        self.start(message_id, out);
+        // Tokens this stream missed (it started after them) are in the stored text.
+        if let Some(rest) = text.get(self.sent..) {
+            let rest = rest.to_owned();
+            self.delta(&rest, out);
+        }
+        self.close_text(out);
+        match body {
+            EventBody::AssistantMessage {
+                finish_reason: reason,
+                usage,
+                ..
+            } => {
+                out.push(json!({"type": "finish-step"}));
+                let mut metadata = json!({"finishReason": reason});
+                if let Some(seq) = seq {
+                    metadata["seq"] = seq.into();
+                }
+                if let Some(u) = usage {
+                    metadata["usage"] = json!(u);
+                }
+                if reason == "aborted" {
+                    out.push(json!({"type": "message-metadata", "messageMetadata": metadata}));
+                    out.push(json!({"type": "abort", "reason": "stopped"}));
+                } else {
+                    out.push(json!({
+                        "type": "finish",
+                        "finishReason": finish_reason(reason),
+                        "messageMetadata": metadata,
+                    }));
+                }
+            }
+            EventBody::TurnFailed { code, message, .. } => {
+                out.push(json!({"type": "error", "errorText": format!("{code}: {message}")}));
+            }
+            _ => {}
+        }
+        self.done = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn() -> Arc<TurnRef> {
+        Arc::new(TurnRef {
+            message_id: "m1".into(),
+            request_id: "r1".into(),
+            trace_id: None,
+        })
+    }
+
+    fn types(out: &[Value]) -> Vec<&str> {
+        out.iter()
+            .map(|c| c["type"].as_str().unwrap_or(""))
+            .collect()
+    }
+
+    fn end(reason: &str, text: &str) -> StoredEvent {
+        StoredEvent {
+            seq: 9,
+            created_at: 0,
+            body: EventBody::AssistantMessage {
+                message_id: "m1".into(),
+                request_id: "r1".into(),
+                text: text.into(),
+                finish_reason: reason.into(),
+                usage: None,
+                model: None,
+                trace_id: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_turn_streams_in_schema_order() {
+        let mut c = TurnChunks::for_request("r1".into());
+        let mut out = Vec::new();
+        c.accept(
+            &FeedItem::Live(LiveEvent::TurnStarted { turn: turn() }),
+            &mut out,
+        );
+        for (i, t) in ["Hel", "lo"].iter().enumerate() {
+            let item = FeedItem::Tokens {
+                turn: turn(),
+                index: i as u64,
+                through: i as u64,
+                text: (*t).into(),
+            };
+            c.accept(&item, &mut out);
+        }
+        c.accept(&FeedItem::Durable(Arc::new(end("stop", "Hello"))), &mut out);
+        assert_eq!(
+            types(&out),
+            [
+                "start",
+                "start-step",
+                "text-start",
+                "text-delta",
+                "text-delta",
+                "text-end",
+                "finish-step",
+                "finish"
+            ]
+        );
+        assert_eq!(out[0]["messageId"], "m1");
+        assert_eq!(out[7]["messageMetadata"]["seq"], 9);
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn stopped_turns_abort_and_missed_text_is_topped_up() {
+        let mut c = TurnChunks::for_request("r1".into());
+        let mut out = Vec::new();
+        c.accept_end(&end("aborted", "partial"), &mut out);
+        assert_eq!(
+            types(&out),
+            [
+                "start",
+                "start-step",
+                "text-start",
+                "text-delta",
+                "text-end",
+                "finish-step",
+                "message-metadata",
+                "abort"
+            ]
+        );
+        assert_eq!(out[3]["delta"], "partial");
+    }
+
+    #[test]
+    fn other_turns_are_ignored() {
+        let mut c = TurnChunks::for_request("other".into());
+        let mut out = Vec::new();
+        c.accept(
+            &FeedItem::Live(LiveEvent::TurnStarted { turn: turn() }),
+            &mut out,
+        );
+        c.accept_end(&end("stop", "x"), &mut out);
+        assert!(out.is_empty() && !c.is_done());
+    }
+}

@@ -1,0 +1,80 @@
+//! `POST /api/chat`, `GET /api/chat/{id}/stream`, `POST /api/chat/{id}/stop`: the routes
+//! `DefaultChatTransport` calls. Responses are SSE `data: <chunk>` lines ending with
+//! `data: [DONE]`; bad requests fail before streaming with a 4xx JSON error.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use natter_protocol::fields::Fields;
+use serde_json::json;
+
+use super::TurnStream;
+use crate::Face;
+use crate::body::JsonBody;
+use crate::error::ApiResult;
+use crate::identity::identify;
+
+fn sse(stream: TurnStream) -> Response {
+    let body = stream
+        .into_stream()
+        .map(|chunk| Ok::<_, Infallible>(Bytes::from(format!("data: {chunk}\n\n"))))
+        .chain(futures::stream::once(async {
+            Ok(Bytes::from_static(b"data: [DONE]\n\n"))
+        }));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (
+                header::HeaderName::from_static("x-vercel-ai-ui-message-stream"),
+                "v1",
+            ),
+            // Proxies such as nginx would otherwise hold the tokens back.
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+pub async fn post_chat(
+    State(face): State<Arc<Face>>,
+    Query(query): Query<HashMap<String, String>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let f = Fields::new("POST /api/chat", &body)?;
+    let who = identify(Some(&f), &query)?;
+    let stream = super::send(&face, &who, &f).await?;
+    Ok(sse(stream))
+}
+
+pub async fn resume_stream(
+    State(face): State<Arc<Face>>,
+    Path(chat_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let who = identify(None, &query)?;
+    Ok(match super::resume(&face, &who, &chat_id).await? {
+        Some(stream) => sse(stream),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+pub async fn stop(
+    State(face): State<Arc<Face>>,
+    Path(chat_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<serde_json::Value>> {
+    let f = Fields::new("POST /api/chat/{id}/stop", &body)?;
+    let who = identify(Some(&f), &query)?;
+    let request_id = super::stop(&face, &who, &chat_id).await?;
+    Ok(Json(json!({"ok": true, "requestId": request_id})))
+}

@@ -1,0 +1,222 @@
+//! The Vercel AI SDK's faces (seed 003, CONTRACT §2): `POST /api/chat` and its resume and
+//! stop routes over HTTP + SSE ([`http`]), and the `WebSocketChatTransport` protocol
+//! ([`ws`]). Both run the same requests here and stream the same chunks ([`chunks`]).
+
+pub mod chunks;
+pub mod http;
+pub mod ws;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures::Stream;
+use natter_core::feed::{Feed, FeedEnd};
+use natter_core::{ChatKey, ConnectionId, Identity, UserMessageInput};
+use natter_protocol::ErrorCode;
+use natter_protocol::fields::Fields;
+use serde_json::Value;
+
+use crate::Face;
+use crate::error::{ApiError, ApiResult};
+use crate::identity::chat_key;
+use chunks::TurnChunks;
+
+/// A new connection id for one HTTP request or WebSocket request.
+pub(crate) fn request_conn(prefix: &str) -> ConnectionId {
+    format!("{prefix}-{}", uuid::Uuid::new_v4()).into()
+}
+
+/// The text of a `UIMessage`: its text parts joined (or a plain `content` string).
+fn message_text(f: &Fields<'_>) -> Result<String, ApiError> {
+    if let Some(parts) = f.opt_array("parts")? {
+        let mut text = String::new();
+        for part in parts.as_array().into_iter().flatten() {
+            if part.get("type").and_then(Value::as_str) == Some("text")
+                && let Some(t) = part.get("text").and_then(Value::as_str)
+            {
+                text.push_str(t);
+            }
+        }
+        return Ok(text);
+    }
+    Ok(f.opt_str("content")?.unwrap_or_default())
+}
+
+/// The chunks of one turn, read from a feed that was subscribed before the turn began.
+pub struct TurnStream {
+    feed: Option<Feed>,
+    chunks: TurnChunks,
+    queue: VecDeque<Value>,
+}
+
+impl TurnStream {
+    /// The chat and request id of the turn this stream follows (to stop it).
+    pub fn turn(&self) -> Option<(ChatKey, Arc<str>)> {
+        let feed = self.feed.as_ref()?;
+        Some((feed.chat().clone(), self.chunks.request_id().clone()))
+    }
+}
+
+impl TurnStream {
+    fn new(feed: Option<Feed>, chunks: TurnChunks, first: Vec<Value>) -> Self {
+        Self {
+            feed,
+            chunks,
+            queue: first.into(),
+        }
+    }
+
+    /// The next chunk; `None` once the turn's last chunk is out.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(chunk) = self.queue.pop_front() {
+                return Some(chunk);
+            }
+            if self.chunks.is_done() {
+                return None;
+            }
+            let feed = self.feed.as_mut()?;
+            let mut out = Vec::new();
+            match feed.next().await {
+                Ok(item) => self.chunks.accept(&item, &mut out),
+                Err(end) => {
+                    let why = match end {
+                        FeedEnd::TooFarBehind => "this stream fell too far behind; resume it",
+                        FeedEnd::Closed | FeedEnd::Unavailable(_) => {
+                            "the server lost this stream; resume it"
+                        }
+                    };
+                    self.chunks.fail(why, &mut out);
+                }
+            }
+            self.queue.extend(out);
+        }
+    }
+
+    pub fn into_stream(self) -> impl Stream<Item = Value> + Send {
+        futures::stream::unfold(self, |mut s| async move { s.next().await.map(|c| (c, s)) })
+    }
+}
+
+/// `send` (HTTP POST body or WebSocket frame): `{id, messages, trigger, messageId?}`.
+pub(crate) async fn send(face: &Face, who: &Identity, f: &Fields<'_>) -> ApiResult<TurnStream> {
+    let chat = chat_key(who, &f.req_id("id")?)?;
+    let trigger = f
+        .opt_str("trigger")?
+        .unwrap_or_else(|| "submit-message".into());
+    let trace_id = f.opt_id("traceId")?;
+    let conn = request_conn("aisdk");
+    match trigger.as_str() {
+        "submit-message" => submit(face, who, &chat, &conn, f, trace_id).await,
+        "regenerate-message" => {
+            let message_id = f.opt_id("messageId")?;
+            face.core.open_chat(who, &chat, false, None).await?;
+            // Follow before the turn is queued, so its start is not missed.
+            let (_, feed) = face.core.follow(&conn, &chat).await?;
+            let request_id = face
+                .core
+                .regenerate(who, &chat, message_id.as_deref(), None, trace_id)
+                .await?;
+            Ok(TurnStream::new(
+                Some(feed),
+                TurnChunks::for_request(request_id.into()),
+                Vec::new(),
+            ))
+        }
+        other => Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("`trigger` must be `submit-message` or `regenerate-message`, got `{other}`"),
+        )),
+    }
+}
+
+async fn submit(
+    face: &Face,
+    who: &Identity,
+    chat: &ChatKey,
+    conn: &ConnectionId,
+    f: &Fields<'_>,
+    trace_id: Option<String>,
+) -> ApiResult<TurnStream> {
+    let messages = f
+        .opt_array("messages")?
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "`messages` is required"))?;
+    let last = messages
+        .as_array()
+        .and_then(|m| m.last())
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, "`messages` is empty"))?;
+    let m = Fields::new("messages[last]", last)?;
+    if m.opt_str("role")?.as_deref() != Some("user") {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "submit-message: the last of `messages` must be the new user message (role `user`)",
+        ));
+    }
+    let input = UserMessageInput {
+        message_id: m.req_id("id")?,
+        text: message_text(&m)?,
+        parts: m.opt_array("parts")?,
+        request_id: None,
+        trace_id,
+    };
+    let create = face.core.config().auto_create_chats;
+    face.core.open_chat(who, chat, create, None).await?;
+    let (_, feed) = face.core.follow(conn, chat).await?;
+    let posted = face
+        .core
+        .post_user_message(who, Some(conn), chat, input)
+        .await?;
+    let Some(request_id) = posted.request_id else {
+        // The chat's AI mode is off: the message is stored, and no reply comes.
+        return Ok(TurnStream::new(
+            None,
+            TurnChunks::for_request("none".into()),
+            Vec::new(),
+        ));
+    };
+    let mut chunks = TurnChunks::for_request(request_id.as_str().into());
+    let mut first = Vec::new();
+    if posted.duplicate {
+        // A retried POST: replay the stored reply if the turn is over, else follow it.
+        if let Some(end) = face.core.turn_end(chat, &request_id, posted.seq).await? {
+            chunks.accept_end(&end, &mut first);
+            return Ok(TurnStream::new(None, chunks, first));
+        }
+        if let Some(turn) = feed.current_turn().filter(|t| *t.request_id == *request_id) {
+            chunks = TurnChunks::resume(&Arc::clone(turn), &mut first);
+        }
+    }
+    Ok(TurnStream::new(Some(feed), chunks, first))
+}
+
+/// The chat's running turn from its start, then live; `None` when nothing is streaming.
+pub(crate) async fn resume(
+    face: &Face,
+    who: &Identity,
+    chat_id: &str,
+) -> ApiResult<Option<TurnStream>> {
+    let chat = chat_key(who, chat_id)?;
+    let conn = request_conn("aisdk-resume");
+    let feed = match face.core.follow(&conn, &chat).await {
+        Ok((_, feed)) => feed,
+        // The SDK asks on mount, for new chats too: nothing to resume.
+        Err(e) if e.to_wire().code == ErrorCode::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(turn) = feed.current_turn().cloned() else {
+        return Ok(None);
+    };
+    let mut first = Vec::new();
+    let chunks = TurnChunks::resume(&turn, &mut first);
+    Ok(Some(TurnStream::new(Some(feed), chunks, first)))
+}
+
+/// Stops the chat's running turn; it ends with its partial text kept.
+pub(crate) async fn stop(face: &Face, who: &Identity, chat_id: &str) -> ApiResult<String> {
+    let chat = chat_key(who, chat_id)?;
+    face.core.chat_summary(&chat).await?;
+    Ok(face
+        .core
+        .abort(&chat, None, Some("stopped by the client".into()))
+        .await?)
+}

@@ -1,0 +1,167 @@
+//! History REST under `/api/v1/chats` (seed 002's `useChatHistory`, seed 004's lists):
+//! - `POST /` `{limit?, offset?}` (or `GET /?limit&offset`) → `{chats, total, hasMore}`
+//! - `GET /{chatKey}` → `ChatSummary`; `PATCH /{chatKey}` `{title?, pinned?}` → `ChatSummary`
+//! - `DELETE /{chatKey}` → `{success: true}`: the chat and its log are gone, and members are
+//!   told (`chat_ended` on SSE, `error not_found` on Socket.IO)
+//! - `GET /user/{userId}` → `{chats, total, hasMore}`: the chats that user created or posted in
+//! - `GET /{chatKey}/messages?after=<seq>&limit=` → `{messages, hasMore, nextAfter}`, paged by
+//!   `seq` (messages carry their `seq`; superseded replies are left out)
+//!
+//! With auth off, a list holds every chat of the caller's org (CONTRACT §6.14).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use natter_core::chat::ChatScope;
+use natter_protocol::fields::{Fields, check_id_len};
+use natter_protocol::{ErrorCode, WireError};
+use serde_json::{Value, json};
+
+use crate::Face;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::identity::{chat_key, identify};
+use crate::realtime::wire::{chat_message, summary};
+
+type Q = Query<HashMap<String, String>>;
+
+const DEFAULT_PAGE: usize = 20;
+
+/// A page size or offset from a body field or the query string.
+fn number(
+    body: Option<&Fields<'_>>,
+    query: &HashMap<String, String>,
+    field: &str,
+) -> Result<Option<u64>, WireError> {
+    if let Some(f) = body
+        && let Some(n) = f.opt_u64(field)?
+    {
+        return Ok(Some(n));
+    }
+    query
+        .get(field)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                WireError::new(
+                    ErrorCode::InvalidField,
+                    format!("`{field}` must be a non-negative integer, got `{v}`"),
+                )
+            })
+        })
+        .transpose()
+}
+
+async fn page(
+    face: &Face,
+    org: &str,
+    scope: ChatScope,
+    body: Option<&Fields<'_>>,
+    query: &HashMap<String, String>,
+) -> ApiResult<Json<Value>> {
+    let limit = number(body, query, "limit")?.unwrap_or(DEFAULT_PAGE as u64);
+    let limit = (limit as usize).min(face.config.max_page);
+    let offset = number(body, query, "offset")?.unwrap_or(0) as usize;
+    let page = face.core.list_chats(org, &scope, limit, offset).await?;
+    let has_more = (offset + page.chats.len()) < page.total as usize;
+    Ok(Json(json!({
+        "chats": page.chats.iter().map(summary).collect::<Vec<_>>(),
+        "total": page.total,
+        "hasMore": has_more,
+    })))
+}
+
+pub async fn list(
+    State(face): State<Arc<Face>>,
+    Query(q): Q,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let f = Fields::new("list chats", &body)?;
+    let who = identify(Some(&f), &q)?;
+    page(&face, &who.org, ChatScope::Org, Some(&f), &q).await
+}
+
+pub async fn list_get(State(face): State<Arc<Face>>, Query(q): Q) -> ApiResult<Json<Value>> {
+    let who = identify(None, &q)?;
+    page(&face, &who.org, ChatScope::Org, None, &q).await
+}
+
+pub async fn by_user(
+    State(face): State<Arc<Face>>,
+    Path(user): Path<String>,
+    Query(q): Q,
+) -> ApiResult<Json<Value>> {
+    let who = identify(None, &q)?;
+    check_id_len("request", "userId", &user)?;
+    page(&face, &who.org, ChatScope::Member(user.into()), None, &q).await
+}
+
+pub async fn get_chat(
+    State(face): State<Arc<Face>>,
+    Path(chat): Path<String>,
+    Query(q): Q,
+) -> ApiResult<Json<Value>> {
+    let who = identify(None, &q)?;
+    let s = face.core.chat_summary(&chat_key(&who, &chat)?).await?;
+    Ok(Json(summary(&s)))
+}
+
+pub async fn patch_chat(
+    State(face): State<Arc<Face>>,
+    Path(chat): Path<String>,
+    Query(q): Q,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let f = Fields::new("patch chat", &body)?;
+    let who = identify(Some(&f), &q)?;
+    let title = match f.opt_str("title") {
+        Ok(t) => t,
+        // An explicit empty title clears it ("" reads as absent above).
+        Err(e) => return Err(e.into()),
+    };
+    let title =
+        title.or_else(|| (body.get("title").and_then(Value::as_str) == Some("")).then(String::new));
+    let pinned = f.opt_bool("pinned")?;
+    if title.is_none() && pinned.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::MissingField,
+            "patch chat: give `title` and/or `pinned`",
+        ));
+    }
+    let key = chat_key(&who, &chat)?;
+    let s = face.core.update_chat(&who, &key, title, pinned).await?;
+    Ok(Json(summary(&s)))
+}
+
+pub async fn delete_chat(
+    State(face): State<Arc<Face>>,
+    Path(chat): Path<String>,
+    Query(q): Q,
+) -> ApiResult<Json<Value>> {
+    let who = identify(None, &q)?;
+    face.core.delete_chat(&who, &chat_key(&who, &chat)?).await?;
+    Ok(Json(json!({"success": true})))
+}
+
+pub async fn messages(
+    State(face): State<Arc<Face>>,
+    Path(chat): Path<String>,
+    Query(q): Q,
+) -> ApiResult<Json<Value>> {
+    let who = identify(None, &q)?;
+    let key = chat_key(&who, &chat)?;
+    let after = number(None, &q, "after")?.unwrap_or(0);
+    let limit = number(None, &q, "limit")?.unwrap_or(50).clamp(1, 500) as usize;
+    // One extra tells whether another page follows.
+    let mut events = face.core.messages_after(&key, after, limit + 1).await?;
+    let has_more = events.len() > limit;
+    events.truncate(limit);
+    let next_after = events.last().map(|e| e.seq).unwrap_or(after);
+    Ok(Json(json!({
+        "messages": events.iter().filter_map(chat_message).collect::<Vec<_>>(),
+        "hasMore": has_more,
+        "nextAfter": next_after,
+    })))
+}

@@ -1,0 +1,92 @@
+//! Natter's HTTP faces, on the same [`ChatCore`] as every other face:
+//! - [`aisdk`]: the Vercel AI SDK's `DefaultChatTransport` (UI Message Stream v1 over SSE)
+//!   and `WebSocketChatTransport` (CONTRACT §2);
+//! - [`realtime`]: seed 002's POST + SSE API (`/api/v1/chat/*`, CONTRACT §3);
+//! - [`history`]: chat lists and history REST (`/api/v1/chats`).
+//!
+//! Each only maps HTTP ⇄ core: no provider or database is called from here.
+
+pub mod aisdk;
+mod body;
+pub mod error;
+pub mod history;
+pub mod identity;
+pub mod realtime;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use natter_core::ChatCore;
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Base path of the AI SDK routes (`POST {base}`, `GET {base}/{id}/stream`, …).
+    pub aisdk_base: String,
+    /// Base path of seed 002's realtime API.
+    pub realtime_base: String,
+    /// Base path of history REST.
+    pub history_base: String,
+    /// Interval of the `: heartbeat` comment on seed 002's SSE stream.
+    pub heartbeat: Duration,
+    /// Largest request body (and WebSocket message) accepted.
+    pub max_body_bytes: usize,
+    /// Most chats in one page of a list.
+    pub max_page: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            aisdk_base: "/api/chat".into(),
+            realtime_base: "/api/v1/chat".into(),
+            history_base: "/api/v1/chats".into(),
+            heartbeat: Duration::from_secs(30),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_page: 200,
+        }
+    }
+}
+
+pub struct Face {
+    pub core: ChatCore,
+    pub config: HttpConfig,
+}
+
+/// The HTTP faces' routes, ready to merge into the server's router.
+pub fn router(core: ChatCore, config: HttpConfig) -> Router {
+    let limit = config.max_body_bytes;
+    let face = Arc::new(Face { core, config });
+    let c = &face.config;
+    let ai = c.aisdk_base.trim_end_matches('/');
+    let rt = c.realtime_base.trim_end_matches('/');
+    let hist = c.history_base.trim_end_matches('/');
+    Router::new()
+        .route(ai, post(aisdk::http::post_chat))
+        .route(&format!("{ai}/ws"), get(aisdk::ws::upgrade))
+        .route(
+            &format!("{ai}/{{id}}/stream"),
+            get(aisdk::http::resume_stream),
+        )
+        .route(&format!("{ai}/{{id}}/stop"), post(aisdk::http::stop))
+        .route(&format!("{rt}/create"), post(realtime::create))
+        .route(&format!("{rt}/send"), post(realtime::send))
+        .route(&format!("{rt}/load"), post(realtime::load))
+        .route(&format!("{rt}/typing"), post(realtime::typing))
+        .route(&format!("{rt}/end"), post(realtime::end))
+        .route(&format!("{rt}/event"), post(realtime::event))
+        .route(&format!("{rt}/stream"), get(realtime::stream::open))
+        .route(hist, post(history::list).get(history::list_get))
+        .route(&format!("{hist}/user/{{user}}"), get(history::by_user))
+        .route(
+            &format!("{hist}/{{chat}}"),
+            get(history::get_chat)
+                .patch(history::patch_chat)
+                .delete(history::delete_chat),
+        )
+        .route(&format!("{hist}/{{chat}}/messages"), get(history::messages))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(face)
+}

@@ -1,0 +1,165 @@
+//! Seed 002's realtime API (CONTRACT §3): `POST /create /send /load /typing /end /event`
+//! and the SSE [`stream`]. Replies are not in the POST responses: they come over SSE.
+
+pub mod stream;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use natter_core::bus::FollowReason;
+use natter_core::{ChatKey, Identity, UserMessageInput};
+use natter_protocol::ErrorCode;
+use natter_protocol::fields::Fields;
+use serde_json::{Value, json};
+
+use crate::Face;
+use crate::aisdk::request_conn;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::identity::{chat_key, identify};
+
+type Q = Query<HashMap<String, String>>;
+
+fn ok() -> Json<Value> {
+    Json(json!({"success": true}))
+}
+
+/// The caller and the chat a body names with `chatKey`.
+fn target(f: &Fields<'_>, query: &HashMap<String, String>) -> ApiResult<(Identity, ChatKey)> {
+    let who = identify(Some(f), query)?;
+    let chat = chat_key(&who, &f.req_id("chatKey")?)?;
+    Ok((who, chat))
+}
+
+/// `{orgId, userId, metadata?}` → `{chatKey}`. The user's SSE streams get `new_chat_created`.
+pub async fn create(
+    State(face): State<Arc<Face>>,
+    Query(q): Q,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let f = Fields::new("create", &body)?;
+    let who = identify(Some(&f), &q)?;
+    let metadata = f.opt_object("metadata")?;
+    let summary = face.core.create_chat(&who, None, metadata).await?;
+    Ok(Json(json!({"chatKey": &*summary.key.chat_id})))
+}
+
+/// `{orgId, chatKey, userId, message: ChatMessage, data?}` → `{success: true}` once the
+/// message is stored; the reply follows over SSE.
+pub async fn send(
+    State(face): State<Arc<Face>>,
+    Query(q): Q,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let f = Fields::new("send", &body)?;
+    let (who, chat) = target(&f, &q)?;
+    let message = body
+        .get("message")
+        .filter(|m| !m.is_null())
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "send: `message` is required"))?;
+    let m = Fields::new("send.message", message)?;
+    let input = UserMessageInput {
+        message_id: m.opt_id("id")?.unwrap_or_else(natter_core::new_id),
+        text: m.req_str("content")?,
+        parts: None,
+        request_id: None,
+        trace_id: f.opt_id("traceId")?,
+    };
+    let info = face.core.open_chat(&who, &chat, false, None).await?;
+    // The user's streams follow the chat from here, so the reply reaches every tab.
+    face.core
+        .tell_user(&who, &chat, FollowReason::Posted, info.head_seq, None)
+        .await;
+    face.core
+        .post_user_message(&who, None, &chat, input)
+        .await?;
+    Ok(ok())
+}
+
+/// `{orgId, chatKey, userId}` → `{chat}` (seed 002's `Chat` with its latest messages).
+pub async fn load(
+    State(face): State<Arc<Face>>,
+    Query(q): Q,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let f = Fields::new("load", &body)?;
+    let (who, chat) = target(&f, &q)?;
+    let summary = face.core.chat_summary(&chat).await?;
+    let messages = face
+        .core
+        .recent_messages(&chat, face.core.config().join_history)
+        .await?;
+    face.core
+        .tell_user(&who, &chat, FollowReason::Loaded, summary.head_seq, None)
+        .await;
+    Ok(Json(json!({"chat": wire::chat(&summary, &messages)})))
+}
+
+/// `{orgId, chatKey, userId, typing}`: the chat's streams get `typing` / `stopped_typing`.
+pub async fn typing(
+    State(face): State<Arc<Face>>,
+    Query(q): Q,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let f = Fields::new("typing", &body)?;
+    let (who, chat) = target(&f, &q)?;
+    let typing = f.opt_bool("typing")?.unwrap_or(true);
+    set_typing(&face, &who, &chat, typing).await?;
+    Ok(ok())
+}
+
+async fn set_typing(face: &Face, who: &Identity, chat: &ChatKey, typing: bool) -> ApiResult<()> {
+    face.core.chat_summary(chat).await?;
+    let conn = request_conn("typing");
+    face.core.typing(who, &conn, chat, typing, None).await;
+    Ok(())
+}
+
+/// `{orgId, chatKey, userId, data?}`: ends the chat (status `closed`); streams get
+/// `chat_ended`. `data.reason` is kept.
+pub async fn end(
+    State(face): State<Arc<Face>>,
+    Query(q): Q,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let f = Fields::new("end", &body)?;
+    let (who, chat) = target(&f, &q)?;
+    let reason = match f.opt_object("data")? {
+        Some(data) => Fields::new("end.data", &data)?.opt_str("reason")?,
+        None => None,
+    };
+    face.core.end_chat(&who, &chat, reason).await?;
+    Ok(ok())
+}
+
+/// `{type, orgId, chatKey, userId, data?}`: the client events this server acts on —
+/// `typing`, `stopped_typing` and `chat_ended`. Others are refused with `invalid_field`
+/// (never silently dropped).
+pub async fn event(
+    State(face): State<Arc<Face>>,
+    Query(q): Q,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let f = Fields::new("event", &body)?;
+    let kind = f.req_str("type")?;
+    let (who, chat) = target(&f, &q)?;
+    match kind.as_str() {
+        "typing" => set_typing(&face, &who, &chat, true).await?,
+        "stopped_typing" => set_typing(&face, &who, &chat, false).await?,
+        "chat_ended" => {
+            face.core.end_chat(&who, &chat, None).await?;
+        }
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "event: type `{other}` is not one this server acts on (typing, stopped_typing, chat_ended)"
+                ),
+            ));
+        }
+    }
+    Ok(ok())
+}

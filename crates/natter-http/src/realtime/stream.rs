@@ -1,0 +1,441 @@
+//! `GET /stream?orgId&userId&clientType[&chatKey]`: seed 002's SSE stream.
+//!
+//! - `event: <type>` and `data: <ChatEvent>`; a `: heartbeat` comment every
+//!   `heartbeat` interval; `reconnected` first.
+//! - The stream follows every chat its user creates, loads or posts to from any tab (the
+//!   user channel), and the `chatKey` it names. Replies arrive whole (`message`, role `ai`),
+//!   between `agent_execution_started` and `agent_execution_ended`; tokens are not sent.
+//! - `id: <seq>` goes on the durable events of the chat named by `chatKey` (only that one:
+//!   `seq` is per chat, so ids of several chats on one stream would make `Last-Event-ID`
+//!   ambiguous). On reconnect, `Last-Event-ID` replays every event after it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use natter_core::bus::{FollowReason, UserSubscription};
+use natter_core::event::{EventBody, LiveEvent, ProcessingStatus, StoredEvent};
+use natter_core::feed::{Feed, FeedItem};
+use natter_core::{ChatKey, ConnectionId, Identity, JoinRequest};
+use natter_protocol::ErrorCode;
+use natter_protocol::time::now_millis;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::wire::{self, chat_event, chat_message};
+use crate::Face;
+use crate::aisdk::request_conn;
+use crate::error::{ApiError, ApiResult};
+use crate::identity::{chat_key, identify};
+
+/// Events queued for one stream before its writer is considered stuck.
+const STREAM_QUEUE: usize = 1024;
+
+pub async fn open(
+    State(face): State<Arc<Face>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let who = identify(None, &query)?;
+    let conn = request_conn("sse");
+    let named = match query.get("chatKey").filter(|k| !k.is_empty()) {
+        Some(key) => {
+            let key = chat_key(&who, key)?;
+            // An unknown chat fails before streaming, as a 404.
+            face.core.chat_summary(&key).await?;
+            Some(key)
+        }
+        None => None,
+    };
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| query.get("lastEventId").map(String::as_str))
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.trim().parse::<u64>().map_err(|_| {
+                ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!("Last-Event-ID must be a seq (an integer), got `{v}`"),
+                )
+            })
+        })
+        .transpose()?;
+    let user_channel = face.core.subscribe_user(&who).await?;
+    let (tx, rx) = mpsc::channel::<Event>(STREAM_QUEUE);
+    let hello = chat_event(
+        "reconnected",
+        &who.org,
+        named.as_ref().map(|k| &*k.chat_id).unwrap_or(""),
+        &who.user_id,
+        now_millis(),
+        Some(json!({"connectionType": "sse", "connId": &*conn})),
+        None,
+    );
+    let _ = tx.try_send(sse_event("reconnected", &hello, None));
+    let stream = StreamTask {
+        face: face.clone(),
+        who,
+        conn,
+        named: named.clone(),
+        tx,
+    };
+    tokio::spawn(stream.run(user_channel, named, last_event_id));
+    let heartbeat = face.config.heartbeat;
+    let body = tokio_stream_from(rx).map(Ok::<_, Infallible>);
+    Ok(Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+        .into_response())
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<Event>) -> impl futures::Stream<Item = Event> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn sse_event(kind: &str, data: &Value, id: Option<u64>) -> Event {
+    let e = Event::default().event(kind).data(data.to_string());
+    match id {
+        Some(id) => e.id(id.to_string()),
+        None => e,
+    }
+}
+
+struct StreamTask {
+    face: Arc<Face>,
+    who: Identity,
+    conn: ConnectionId,
+    named: Option<ChatKey>,
+    tx: mpsc::Sender<Event>,
+}
+
+impl StreamTask {
+    async fn run(
+        self,
+        mut user_channel: UserSubscription,
+        named: Option<ChatKey>,
+        last_event_id: Option<u64>,
+    ) {
+        let this = Arc::new(self);
+        let mut members: JoinSet<()> = JoinSet::new();
+        let mut following: HashMap<Arc<str>, ()> = HashMap::new();
+        if let Some(chat) = named {
+            following.insert(chat.chat_id.clone(), ());
+            this.clone().follow(&mut members, chat, last_event_id).await;
+        }
+        loop {
+            tokio::select! {
+                _ = this.tx.closed() => break,
+                event = user_channel.rx.recv() => {
+                    let event = match event {
+                        Ok(e) => e,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    };
+                    let chat = ChatKey::new(this.who.org.clone(), event.chat_id.clone());
+                    match event.reason {
+                        FollowReason::Created => {
+                            let e = chat_event("new_chat_created", &this.who.org, &chat.chat_id,
+                                &this.who.user_id, now_millis(), Some(json!({"chatKey": &*chat.chat_id})), None);
+                            this.send(sse_event("new_chat_created", &e, None)).await;
+                        }
+                        FollowReason::Loaded => {
+                            if let Ok(summary) = this.face.core.chat_summary(&chat).await {
+                                let messages = this.face.core
+                                    .recent_messages(&chat, this.face.core.config().join_history)
+                                    .await
+                                    .unwrap_or_default();
+                                let e = chat_event("load_chat_response", &this.who.org, &chat.chat_id,
+                                    &this.who.user_id, now_millis(),
+                                    Some(json!({"chat": wire::chat(&summary, &messages)})), None);
+                                this.send(sse_event("load_chat_response", &e, None)).await;
+                            }
+                        }
+                        FollowReason::Posted => {}
+                    }
+                    if following.insert(chat.chat_id.clone(), ()).is_none() {
+                        this.clone().follow(&mut members, chat, Some(event.after_seq)).await;
+                    }
+                }
+                Some(_) = members.join_next(), if !members.is_empty() => {}
+            }
+        }
+        // The client is gone: stop every member task (they leave presence on the way out).
+        members.shutdown().await;
+    }
+
+    async fn send(&self, event: Event) -> bool {
+        self.tx.send(event).await.is_ok()
+    }
+
+    /// Joins `chat` from `after_seq` (replaying what came after it) and streams it.
+    async fn follow(
+        self: Arc<Self>,
+        members: &mut JoinSet<()>,
+        chat: ChatKey,
+        after_seq: Option<u64>,
+    ) {
+        let core = &self.face.core;
+        let epoch = match core.chat_summary(&chat).await {
+            Ok(s) => s.epoch,
+            Err(_) => return,
+        };
+        let outcome = match core
+            .join(
+                &self.who,
+                &self.conn,
+                &chat,
+                JoinRequest {
+                    last_seq: after_seq,
+                    epoch: Some(epoch),
+                },
+            )
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                let w = e.to_wire();
+                let data = json!({"code": w.code.as_str(), "message": w.message});
+                let ev = chat_event(
+                    "error",
+                    &self.who.org,
+                    &chat.chat_id,
+                    &self.who.user_id,
+                    now_millis(),
+                    Some(data),
+                    None,
+                );
+                self.send(sse_event("error", &ev, None)).await;
+                return;
+            }
+        };
+        for event in &outcome.replay {
+            for e in self.durable_events(&chat, event) {
+                if !self.send(e).await {
+                    return;
+                }
+            }
+        }
+        let this = self.clone();
+        members.spawn(async move {
+            this.run_member(chat.clone(), outcome.feed).await;
+            this.face.core.leave(&this.who, &this.conn, &chat).await;
+        });
+    }
+
+    async fn run_member(&self, chat: ChatKey, mut feed: Feed) {
+        loop {
+            let item = tokio::select! {
+                _ = self.tx.closed() => return,
+                item = feed.next() => item,
+            };
+            let Ok(item) = item else {
+                // Fell behind or the bus closed: the client reconnects and replays by id.
+                let ev = chat_event(
+                    "error",
+                    &self.who.org,
+                    &chat.chat_id,
+                    &self.who.user_id,
+                    now_millis(),
+                    Some(
+                        json!({"code": "slow_consumer", "message": "this stream fell behind; reconnect to catch up"}),
+                    ),
+                    None,
+                );
+                self.send(sse_event("error", &ev, None)).await;
+                return;
+            };
+            let events = match &item {
+                FeedItem::Durable(event) => self.durable_events(&chat, event),
+                FeedItem::Live(live) => self.live_events(&chat, live),
+                FeedItem::Tokens { .. } => Vec::new(),
+            };
+            for e in events {
+                if !self.send(e).await {
+                    return;
+                }
+            }
+            if matches!(item, FeedItem::Live(LiveEvent::ChatDeleted { .. })) {
+                return;
+            }
+        }
+    }
+
+    fn envelope(
+        &self,
+        chat: &ChatKey,
+        kind: &str,
+        user: &str,
+        t: i64,
+        data: Option<Value>,
+        message: Option<Value>,
+    ) -> Value {
+        chat_event(kind, &self.who.org, &chat.chat_id, user, t, data, message)
+    }
+
+    fn id_for(&self, chat: &ChatKey, seq: u64) -> Option<u64> {
+        (self.named.as_ref() == Some(chat)).then_some(seq)
+    }
+
+    fn durable_events(&self, chat: &ChatKey, event: &StoredEvent) -> Vec<Event> {
+        let t = event.created_at;
+        let id = self.id_for(chat, event.seq);
+        let mut out = Vec::new();
+        match &event.body {
+            EventBody::UserMessage { user_id, .. } => {
+                let e = self.envelope(chat, "message", user_id, t, None, chat_message(event));
+                out.push(sse_event("message", &e, id));
+            }
+            EventBody::AssistantMessage {
+                message_id,
+                request_id,
+                finish_reason,
+                ..
+            } => {
+                let e = self.envelope(
+                    chat,
+                    "message",
+                    super::wire::AI_SENDER,
+                    t,
+                    None,
+                    chat_message(event),
+                );
+                out.push(sse_event("message", &e, id));
+                let data = json!({"requestId": request_id, "messageId": message_id, "finishReason": finish_reason});
+                let e = self.envelope(
+                    chat,
+                    "agent_execution_ended",
+                    super::wire::AI_SENDER,
+                    t,
+                    Some(data),
+                    None,
+                );
+                out.push(sse_event("agent_execution_ended", &e, None));
+            }
+            EventBody::TurnFailed { .. } => out.extend(self.failed_events(chat, event, id)),
+            EventBody::ChatEnded { ended_by, reason } => {
+                let data = json!({"endedBy": ended_by, "reason": reason});
+                let e = self.envelope(
+                    chat,
+                    "chat_ended",
+                    ended_by.as_deref().unwrap_or(""),
+                    t,
+                    Some(data),
+                    None,
+                );
+                out.push(sse_event("chat_ended", &e, id));
+            }
+            // No seed 002 event for these; the next event's id still moves past their seq.
+            EventBody::ChatCreated { .. }
+            | EventBody::ChatUpdated { .. }
+            | EventBody::MessageSuperseded { .. }
+            | EventBody::ReadReceipt { .. } => {}
+        }
+        out
+    }
+
+    /// A failed turn: the partial reply as a failed `message`, `error`, then the end marker.
+    fn failed_events(&self, chat: &ChatKey, event: &StoredEvent, id: Option<u64>) -> Vec<Event> {
+        let EventBody::TurnFailed {
+            message_id,
+            request_id,
+            code,
+            message,
+            retryable,
+            ..
+        } = &event.body
+        else {
+            return Vec::new();
+        };
+        let t = event.created_at;
+        let ai = super::wire::AI_SENDER;
+        let data = json!({"message": message, "code": code, "retryable": retryable, "requestId": request_id, "messageId": message_id});
+        vec![
+            sse_event(
+                "message",
+                &self.envelope(chat, "message", ai, t, None, chat_message(event)),
+                id,
+            ),
+            sse_event(
+                "error",
+                &self.envelope(chat, "error", ai, t, Some(data), None),
+                None,
+            ),
+            sse_event(
+                "agent_execution_ended",
+                &self.envelope(
+                    chat,
+                    "agent_execution_ended",
+                    ai,
+                    t,
+                    Some(json!({"requestId": request_id, "messageId": message_id, "error": code})),
+                    None,
+                ),
+                None,
+            ),
+        ]
+    }
+
+    fn live_events(&self, chat: &ChatKey, live: &LiveEvent) -> Vec<Event> {
+        let now = now_millis();
+        match live {
+            LiveEvent::Processing {
+                request_id,
+                status: ProcessingStatus::Queued,
+                eta_ms,
+                ..
+            } => {
+                let data = json!({"requestId": request_id.as_ref(), "etaMs": eta_ms});
+                let e = self.envelope(
+                    chat,
+                    "agent_execution_started",
+                    super::wire::AI_SENDER,
+                    now,
+                    Some(data),
+                    None,
+                );
+                vec![sse_event("agent_execution_started", &e, None)]
+            }
+            LiveEvent::Typing {
+                user_id, typing, ..
+            } => {
+                let kind = if *typing { "typing" } else { "stopped_typing" };
+                let e = self.envelope(
+                    chat,
+                    kind,
+                    user_id,
+                    now,
+                    Some(json!({"userId": user_id.as_ref()})),
+                    None,
+                );
+                vec![sse_event(kind, &e, None)]
+            }
+            LiveEvent::TurnEndUnstored { end, .. } => {
+                let event = StoredEvent {
+                    seq: 0,
+                    created_at: now,
+                    body: (**end).clone(),
+                };
+                self.failed_events(chat, &event, None)
+            }
+            LiveEvent::ChatDeleted { deleted_by } => {
+                let data = json!({"reason": "deleted", "endedBy": deleted_by.as_deref()});
+                let e = self.envelope(
+                    chat,
+                    "chat_ended",
+                    deleted_by.as_deref().unwrap_or(""),
+                    now,
+                    Some(data),
+                    None,
+                );
+                vec![sse_event("chat_ended", &e, None)]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
