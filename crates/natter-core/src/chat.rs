@@ -26,6 +26,9 @@ impl fmt::Display for ChatKey {
     }
 }
 
+/// The org of a dev-mode request that names none (CONTRACT §6.11), on every face.
+pub const DEFAULT_ORG: &str = "default";
+
 /// Who is acting. Faces resolve it once per connection or request (dev mode from the
 /// handshake now, JWT claims later) and the core trusts it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

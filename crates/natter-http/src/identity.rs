@@ -10,7 +10,7 @@ use natter_core::{ChatKey, Identity};
 use natter_protocol::fields::{Fields, check_id_len};
 use natter_protocol::{ErrorCode, WireError};
 
-pub const DEFAULT_ORG: &str = "default";
+pub use natter_core::chat::DEFAULT_ORG;
 /// The user of a request that names none.
 pub const ANONYMOUS_USER: &str = "anonymous";
 

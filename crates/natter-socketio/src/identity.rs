@@ -13,7 +13,7 @@ use natter_core::Identity;
 use natter_protocol::{ErrorCode, WireError};
 use serde_json::Value;
 
-pub const DEFAULT_ORG: &str = "default";
+pub use natter_core::chat::DEFAULT_ORG;
 
 /// The handshake fields a client sent: the query string and the `auth` object.
 #[derive(Debug, Clone, Default)]

@@ -9,7 +9,7 @@
 //!   `seq` is per chat, so ids of several chats on one stream would make `Last-Event-ID`
 //!   ambiguous). On reconnect, `Last-Event-ID` replays every event after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -123,9 +123,9 @@ impl StreamTask {
     ) {
         let this = Arc::new(self);
         let mut members: JoinSet<()> = JoinSet::new();
-        let mut following: HashMap<Arc<str>, ()> = HashMap::new();
+        let mut following: HashSet<Arc<str>> = HashSet::new();
         if let Some(chat) = named {
-            following.insert(chat.chat_id.clone(), ());
+            following.insert(chat.chat_id.clone());
             this.clone().follow(&mut members, chat, last_event_id).await;
         }
         loop {
@@ -158,15 +158,16 @@ impl StreamTask {
                         }
                         FollowReason::Posted => {}
                     }
-                    if following.insert(chat.chat_id.clone(), ()).is_none() {
+                    if following.insert(chat.chat_id.clone()) {
                         this.clone().follow(&mut members, chat, Some(event.after_seq)).await;
                     }
                 }
                 Some(_) = members.join_next(), if !members.is_empty() => {}
             }
         }
-        // The client is gone: stop every member task (they leave presence on the way out).
-        members.shutdown().await;
+        // The client is gone: every member task sees it and leaves presence on the way out
+        // (aborting them could skip the leave).
+        while members.join_next().await.is_some() {}
     }
 
     async fn send(&self, event: Event) -> bool {
