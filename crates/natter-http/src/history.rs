@@ -63,9 +63,9 @@ async fn page(
 ) -> ApiResult<Json<Value>> {
     let limit = number(body, query, "limit")?.unwrap_or(DEFAULT_PAGE as u64);
     let limit = (limit as usize).min(face.config.max_page);
-    let offset = number(body, query, "offset")?.unwrap_or(0) as usize;
+    let offset = usize::try_from(number(body, query, "offset")?.unwrap_or(0)).unwrap_or(usize::MAX);
     let page = face.core.list_chats(org, &scope, limit, offset).await?;
-    let has_more = (offset + page.chats.len()) < page.total as usize;
+    let has_more = (offset.saturating_add(page.chats.len()) as u64) < page.total;
     Ok(Json(json!({
         "chats": page.chats.iter().map(summary).collect::<Vec<_>>(),
         "total": page.total,

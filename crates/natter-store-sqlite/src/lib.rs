@@ -37,6 +37,12 @@ pub struct SqliteStore {
     readers: SqlitePool,
 }
 
+/// SQLite integers are i64: larger values (a client's huge `after` or `offset`) are capped,
+/// never wrapped to negative ones.
+fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -366,8 +372,8 @@ impl Store for SqliteStore {
         )
         .bind(&*chat.org)
         .bind(&*chat.chat_id)
-        .bind(after as i64)
-        .bind(limit as i64)
+        .bind(sql_int(after))
+        .bind(sql_int(limit as u64))
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
@@ -387,8 +393,8 @@ impl Store for SqliteStore {
         )
         .bind(&*chat.org)
         .bind(&*chat.chat_id)
-        .bind(up_to as i64)
-        .bind(limit as i64)
+        .bind(sql_int(up_to))
+        .bind(sql_int(limit as u64))
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
@@ -413,8 +419,8 @@ impl Store for SqliteStore {
         )
         .bind(&*chat.org)
         .bind(&*chat.chat_id)
-        .bind(after as i64)
-        .bind(limit as i64)
+        .bind(sql_int(after))
+        .bind(sql_int(limit as u64))
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
@@ -481,8 +487,8 @@ impl Store for SqliteStore {
         )))
         .bind(org)
         .bind(member)
-        .bind(limit as i64)
-        .bind(offset as i64)
+        .bind(sql_int(limit as u64))
+        .bind(sql_int(offset as u64))
         .fetch_all(&mut *conn)
         .await
         .map_err(backend)?;
