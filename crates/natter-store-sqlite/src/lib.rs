@@ -99,6 +99,25 @@ impl SqliteStore {
         Ok(Self { writer, readers })
     }
 
+    /// Runs `sql` (binding org, chat id, `seq` bound, limit) and reads its rows as events.
+    async fn events_where(
+        &self,
+        sql: &'static str,
+        chat: &ChatKey,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(sql)
+            .bind(&*chat.org)
+            .bind(&*chat.chat_id)
+            .bind(sql_int(seq))
+            .bind(sql_int(limit as u64))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(row_to_event).collect()
+    }
+
     async fn find_chat(
         conn: &mut SqliteConnection,
         chat: &ChatKey,
@@ -366,18 +385,14 @@ impl Store for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
+        self.events_where(
             "SELECT seq, created_at, body FROM events
              WHERE org = ? AND chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            chat,
+            after,
+            limit,
         )
-        .bind(&*chat.org)
-        .bind(&*chat.chat_id)
-        .bind(sql_int(after))
-        .bind(sql_int(limit as u64))
-        .fetch_all(&self.readers)
         .await
-        .map_err(backend)?;
-        rows.iter().map(row_to_event).collect()
     }
 
     async fn recent_messages(
@@ -386,22 +401,16 @@ impl Store for SqliteStore {
         up_to: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, created_at, body FROM events
-             WHERE org = ? AND chat_id = ? AND is_message = 1 AND superseded = 0 AND seq <= ?
-             ORDER BY seq DESC LIMIT ?",
-        )
-        .bind(&*chat.org)
-        .bind(&*chat.chat_id)
-        .bind(sql_int(up_to))
-        .bind(sql_int(limit as u64))
-        .fetch_all(&self.readers)
-        .await
-        .map_err(backend)?;
-        let mut events = rows
-            .iter()
-            .map(row_to_event)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = self
+            .events_where(
+                "SELECT seq, created_at, body FROM events
+                 WHERE org = ? AND chat_id = ? AND is_message = 1 AND superseded = 0 AND seq <= ?
+                 ORDER BY seq DESC LIMIT ?",
+                chat,
+                up_to,
+                limit,
+            )
+            .await?;
         events.reverse();
         Ok(events)
     }
@@ -412,19 +421,15 @@ impl Store for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
+        self.events_where(
             "SELECT seq, created_at, body FROM events
              WHERE org = ? AND chat_id = ? AND is_message = 1 AND superseded = 0 AND seq > ?
              ORDER BY seq LIMIT ?",
+            chat,
+            after,
+            limit,
         )
-        .bind(&*chat.org)
-        .bind(&*chat.chat_id)
-        .bind(sql_int(after))
-        .bind(sql_int(limit as u64))
-        .fetch_all(&self.readers)
         .await
-        .map_err(backend)?;
-        rows.iter().map(row_to_event).collect()
     }
 
     async fn find_message(
