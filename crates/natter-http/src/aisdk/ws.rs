@@ -129,9 +129,10 @@ fn frame_identity(frame: &Value, query: &HashMap<String, String>) -> Result<Iden
     }
 }
 
-/// Checks a frame; for `send`/`resume` returns what to start. `abort` is handled here.
+/// A request to start: its id, what it asks for, and the token its `abort` frame cancels.
 type Accepted = Option<(String, Kind, CancellationToken)>;
 
+/// Checks a frame; for `send`/`resume` returns what to start. `abort` is handled here.
 fn accept(frame: &Value, active: &Active) -> Result<Accepted, (String, WireError)> {
     let f = Fields::new("frame", frame).map_err(|e| (String::new(), e))?;
     let request_id = f.req_str("requestId").map_err(|e| (String::new(), e))?;
