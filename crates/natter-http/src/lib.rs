@@ -20,6 +20,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use natter_core::ChatCore;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -53,12 +54,20 @@ impl Default for HttpConfig {
 pub struct Face {
     pub core: ChatCore,
     pub config: HttpConfig,
+    /// Cancelled when the server shuts down: long-lived streams and sockets end, so the
+    /// server's graceful shutdown does not wait on them forever.
+    pub shutdown: CancellationToken,
 }
 
-/// The HTTP faces' routes, ready to merge into the server's router.
-pub fn router(core: ChatCore, config: HttpConfig) -> Router {
+/// The HTTP faces' routes, ready to merge into the server's router. Cancel `shutdown` (after
+/// the core has ended its turns) to close the SSE streams and WebSockets still open.
+pub fn router(core: ChatCore, config: HttpConfig, shutdown: CancellationToken) -> Router {
     let limit = config.max_body_bytes;
-    let face = Arc::new(Face { core, config });
+    let face = Arc::new(Face {
+        core,
+        config,
+        shutdown,
+    });
     let c = &face.config;
     let ai = c.aisdk_base.trim_end_matches('/');
     let rt = c.realtime_base.trim_end_matches('/');

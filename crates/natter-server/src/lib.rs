@@ -19,6 +19,7 @@ use natter_providers::demo::DemoProvider;
 use natter_providers::openai::OpenAiProvider;
 use natter_store_sqlite::SqliteStore;
 use socketioxide::SocketIo;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{ProviderKind, ServerConfig};
 
@@ -27,6 +28,7 @@ pub struct Server {
     pub config: ServerConfig,
     pub core: ChatCore,
     io: SocketIo,
+    http_shutdown: CancellationToken,
     router: Router,
 }
 
@@ -65,9 +67,14 @@ impl Server {
             .build_layer();
         natter_socketio::attach(&io, core.clone(), config.socketio.clone());
         let ops = ops::Ops::new(core.clone(), bus)?;
+        let http_shutdown = CancellationToken::new();
         let router = ops
             .router()
-            .merge(natter_http::router(core.clone(), config.http.clone()))
+            .merge(natter_http::router(
+                core.clone(),
+                config.http.clone(),
+                http_shutdown.clone(),
+            ))
             .layer(layer)
             // Browsers on other origins (a dev server, a widget) may connect, polling included.
             // Identity is not taken from cookies, so allowing any origin grants nothing extra;
@@ -77,6 +84,7 @@ impl Server {
             config,
             core,
             io,
+            http_shutdown,
             router,
         })
     }
@@ -96,6 +104,7 @@ impl Server {
         println!("natter listening on http://{addr}");
         let core = self.core.clone();
         let io = self.io.clone();
+        let http_shutdown = self.http_shutdown.clone();
         let grace = self.config.shutdown_grace;
         let stop = async move {
             shutdown.await;
@@ -103,6 +112,7 @@ impl Server {
             core.shutdown(grace).await;
             // Let the final events reach the sockets before closing them.
             tokio::time::sleep(Duration::from_millis(100)).await;
+            http_shutdown.cancel();
             io.close().await;
         };
         // Tokens are small writes that must leave at once: without TCP_NODELAY, Nagle's

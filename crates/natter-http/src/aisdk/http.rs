@@ -21,9 +21,11 @@ use crate::body::JsonBody;
 use crate::error::ApiResult;
 use crate::identity::identify;
 
-fn sse(stream: TurnStream) -> Response {
+fn sse(face: &Face, stream: TurnStream) -> Response {
     let body = stream
         .into_stream()
+        // Turns end before shutdown reaches here; this only closes what is still waiting.
+        .take_until(face.shutdown.clone().cancelled_owned())
         .map(|chunk| Ok::<_, Infallible>(Bytes::from(format!("data: {chunk}\n\n"))))
         .chain(futures::stream::once(async {
             Ok(Bytes::from_static(b"data: [DONE]\n\n"))
@@ -52,7 +54,7 @@ pub async fn post_chat(
     let f = Fields::new("POST /api/chat", &body)?;
     let who = identify(Some(&f), &query)?;
     let stream = super::send(&face, &who, &f).await?;
-    Ok(sse(stream))
+    Ok(sse(&face, stream))
 }
 
 pub async fn resume_stream(
@@ -62,7 +64,7 @@ pub async fn resume_stream(
 ) -> ApiResult<Response> {
     let who = identify(None, &query)?;
     Ok(match super::resume(&face, &who, &chat_id).await? {
-        Some(stream) => sse(stream),
+        Some(stream) => sse(&face, stream),
         None => StatusCode::NO_CONTENT.into_response(),
     })
 }

@@ -63,7 +63,12 @@ async fn run(face: Arc<Face>, query: HashMap<String, String>, socket: WebSocket)
     });
     let active: Active = Arc::default();
     let mut requests = JoinSet::new();
-    while let Some(message) = incoming.next().await {
+    loop {
+        let message = tokio::select! {
+            m = incoming.next() => m,
+            _ = face.shutdown.cancelled() => break,
+        };
+        let Some(message) = message else { break };
         let text = match message {
             Ok(Message::Text(t)) => t,
             Ok(Message::Binary(_)) => {

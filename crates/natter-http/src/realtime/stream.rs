@@ -88,7 +88,9 @@ pub async fn open(
     };
     tokio::spawn(stream.run(user_channel, named, last_event_id));
     let heartbeat = face.config.heartbeat;
-    let body = tokio_stream_from(rx).map(Ok::<_, Infallible>);
+    let body = tokio_stream_from(rx)
+        .take_until(face.shutdown.clone().cancelled_owned())
+        .map(Ok::<_, Infallible>);
     Ok(Sse::new(body)
         .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
         .into_response())

@@ -1,0 +1,55 @@
+// SIGTERM must not wait forever on long-lived HTTP streams: seed 002's SSE stream, an AI SDK
+// WebSocket and a resumed AI SDK stream all end, and the process exits.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import WebSocket from "ws";
+import { startStack, sleep, uid } from "../lib/harness.mjs";
+
+test("SIGTERM closes open SSE streams and WebSockets and the server exits", async () => {
+  const stack = await startStack({ args: ["--shutdown-grace-secs", "1"] });
+  const { url } = stack.natter;
+  try {
+    const base = `${url}/api/v1/chat`;
+    const created = await fetch(`${base}/create`, { method: "POST", body: JSON.stringify({ userId: "ann" }) });
+    const { chatKey } = await created.json();
+    const sse = await fetch(`${base}/stream?userId=ann&chatKey=${chatKey}`);
+    assert.equal(sse.status, 200);
+    const sseDone = (async () => {
+      const reader = sse.body.getReader();
+      for (;;) if ((await reader.read()).done) return "ended";
+    })();
+
+    // A slow AI SDK turn, followed by a resumed stream.
+    const chatId = uid("shutdown");
+    const post = await fetch(`${url}/api/chat`, {
+      method: "POST",
+      body: JSON.stringify({
+        id: chatId,
+        trigger: "submit-message",
+        messages: [{ id: uid("m"), role: "user", parts: [{ type: "text", text: "[fake:drip n=400 delay_ms=50] go" }] }],
+      }),
+    });
+    assert.equal(post.status, 200);
+    const postText = post.text();
+
+    const ws = new WebSocket(`${url.replace("http", "ws")}/api/chat/ws`);
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    const wsClosed = new Promise((resolve) => ws.once("close", () => resolve("closed")));
+    await sleep(300);
+
+    const exited = stack.natter.stop("SIGTERM");
+    const timeout = (ms) => sleep(ms).then(() => "timeout");
+    assert.notEqual(await Promise.race([exited, timeout(10000)]), "timeout", "natter did not exit");
+    assert.equal(await Promise.race([sseDone, timeout(1000)]), "ended");
+    assert.equal(await Promise.race([wsClosed, timeout(1000)]), "closed");
+    // The turn ended for shutdown, as a stream error chunk, and the stream was completed.
+    const body = await postText;
+    const chunks = body.split("\n\n").filter(Boolean).map((l) => l.replace(/^data: /, ""));
+    assert.equal(chunks.at(-1), "[DONE]");
+    const last = JSON.parse(chunks.at(-2));
+    assert.equal(last.type, "error");
+    assert.match(last.errorText, /^shutdown: /);
+  } finally {
+    await stack.stop();
+  }
+});
