@@ -25,6 +25,19 @@ async function readChunks(stream, t0) {
   return { first, total: performance.now() - t0 };
 }
 
+/** One turn through an AI SDK transport, per call, in a chat of its own. */
+async function aisdk(transport) {
+  const chatId = uid("aisdk");
+  return async () => {
+    const t0 = performance.now();
+    const stream = await transport.sendMessages({
+      chatId, trigger: "submit-message", messageId: undefined, abortSignal: undefined,
+      messages: [{ id: uid("m"), role: "user", parts: [{ type: "text", text: prompt }] }],
+    });
+    return readChunks(stream, t0);
+  };
+}
+
 const faces = {
   async socketio(url) {
     const c = await connect(url, { query: { userId: "bench" }, transports: ["websocket"] });
@@ -49,30 +62,9 @@ const faces = {
       return { first, total: performance.now() - t0 };
     };
   },
-  async aisdkHttp(url) {
-    const transport = new DefaultChatTransport({ api: `${url}/api/chat`, body: { userId: "bench" } });
-    const chatId = uid("http");
-    return async () => {
-      const t0 = performance.now();
-      const stream = await transport.sendMessages({
-        chatId, trigger: "submit-message", messageId: undefined, abortSignal: undefined,
-        messages: [{ id: uid("m"), role: "user", parts: [{ type: "text", text: prompt }] }],
-      });
-      return readChunks(stream, t0);
-    };
-  },
-  async aisdkWs(url) {
-    const transport = new WebSocketChatTransport({ url: `${url.replace("http", "ws")}/api/chat/ws`, webSocket: WebSocket, body: { userId: "bench" } });
-    const chatId = uid("ws");
-    return async () => {
-      const t0 = performance.now();
-      const stream = await transport.sendMessages({
-        chatId, trigger: "submit-message", messageId: undefined, abortSignal: undefined,
-        messages: [{ id: uid("m"), role: "user", parts: [{ type: "text", text: prompt }] }],
-      });
-      return readChunks(stream, t0);
-    };
-  },
+  aisdkHttp: (url) => aisdk(new DefaultChatTransport({ api: `${url}/api/chat`, body: { userId: "bench" } })),
+  aisdkWs: (url) =>
+    aisdk(new WebSocketChatTransport({ url: `${url.replace("http", "ws")}/api/chat/ws`, webSocket: WebSocket, body: { userId: "bench" } })),
   // Seed 002 sends no tokens: "first" is the whole reply's arrival.
   async seed002(url) {
     const base = `${url}/api/v1/chat`;
