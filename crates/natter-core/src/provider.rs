@@ -8,6 +8,9 @@
 //!   [`ProviderEvent::Finish`], or with an `Err` item (e.g. [`ProviderErrorKind::Cut`] when
 //!   the connection ended without a finish).
 //! - Dropping the stream cancels the request and closes the upstream connection.
+//! - Tool calls arrive whole ([`ProviderEvent::ToolCall`]), in the order the model made them,
+//!   before the step's `Finish` (reason `tool_calls`). Assembling streamed fragments is the
+//!   provider's job, because each upstream fragments them differently.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -23,6 +26,22 @@ use crate::event::Usage;
 pub struct PromptMessage {
     pub role: Role,
     pub content: String,
+    /// On an assistant message: the tool calls it made (its `content` may then be empty).
+    pub tool_calls: Vec<ToolCall>,
+    /// On a [`Role::Tool`] message: the call it answers (`content` is the result as JSON).
+    pub tool_call_id: Option<String>,
+}
+
+impl PromptMessage {
+    /// A plain text message.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +49,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering one of the previous assistant message's `tool_calls`.
+    Tool,
 }
 
 impl Role {
@@ -38,8 +59,27 @@ impl Role {
             Self::System => "system",
             Self::User => "user",
             Self::Assistant => "assistant",
+            Self::Tool => "tool",
         }
     }
+}
+
+/// A tool the model may call: its name, what it does, and a JSON Schema for its input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+/// One tool call the model made, whole: providers assemble streamed fragments themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    /// The upstream's call id (made up by the provider if the upstream sent none).
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them: JSON text, not yet parsed or checked.
+    pub arguments: String,
 }
 
 /// One generation request.
@@ -49,6 +89,8 @@ pub struct CompletionRequest {
     pub messages: Vec<PromptMessage>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
+    /// Tools the model may call; empty for none.
+    pub tools: Vec<ToolSpec>,
 }
 
 /// What a provider streams.
@@ -56,9 +98,11 @@ pub struct CompletionRequest {
 pub enum ProviderEvent {
     TextDelta(String),
     Usage(Usage),
-    /// The upstream's finish reason, as free text (`stop`, `length`, …).
+    /// A complete tool call, sent before the [`Finish`](Self::Finish) of its step.
+    ToolCall(ToolCall),
+    /// The upstream's finish reason, normalized where known: `stop`, `length`,
+    /// `tool_calls`, `content_filter`; anything else as the upstream sent it.
     Finish(String),
-    // Tool-call deltas join here when tools land: `ToolCallDelta { index, id, name, arguments }`.
 }
 
 /// How a provider call failed. Each kind maps to one stable `ai:error` code.

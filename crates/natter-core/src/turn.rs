@@ -369,20 +369,11 @@ async fn build_context(
             break;
         }
         bytes += text.len();
-        messages.push(PromptMessage {
-            role,
-            content: text.clone(),
-        });
+        messages.push(PromptMessage::text(role, text.clone()));
     }
     messages.reverse();
     if let Some(system) = cfg.system_prompt.as_ref().filter(|s| !s.is_empty()) {
-        messages.insert(
-            0,
-            PromptMessage {
-                role: Role::System,
-                content: system.clone(),
-            },
-        );
+        messages.insert(0, PromptMessage::text(Role::System, system.clone()));
     }
     Ok(messages)
 }
@@ -433,6 +424,8 @@ async fn generate(
         messages,
         max_tokens: None,
         temperature: None,
+        // Tools arrive with the tool-calling turn loop (issue 4); none are offered yet.
+        tools: Vec::new(),
     };
     let mut attempt = 0u32;
     let mut finish_reason: Option<String> = None;
@@ -529,6 +522,11 @@ async fn generate(
                 }
                 Some(Ok(ProviderEvent::Usage(u))) => g.usage = Some(u),
                 Some(Ok(ProviderEvent::Finish(reason))) => finish_reason = Some(reason),
+                // No tools are offered yet, so a call is a model misbehaving: it is logged and
+                // the turn ends on the text it has.
+                Some(Ok(ProviderEvent::ToolCall(call))) => {
+                    warn!(tool = %call.name, "the model called a tool although none was offered");
+                }
                 Some(Err(e)) => {
                     if finish_reason.is_some() {
                         // The reply was complete; a broken tail costs nothing.
