@@ -59,6 +59,14 @@ pub struct Face {
     pub shutdown: CancellationToken,
 }
 
+/// A known path with the wrong method gets the same JSON error shape as everything else.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::new(
+        natter_protocol::ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
 /// The HTTP faces' routes, ready to merge into the server's router. Cancel `shutdown` (after
 /// the core has ended its turns) to close the SSE streams and WebSockets still open.
 pub fn router(core: ChatCore, config: HttpConfig, shutdown: CancellationToken) -> Router {
@@ -96,6 +104,7 @@ pub fn router(core: ChatCore, config: HttpConfig, shutdown: CancellationToken) -
                 .delete(history::delete_chat),
         )
         .route(&format!("{hist}/{{chat}}/messages"), get(history::messages))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(face)
 }

@@ -50,6 +50,8 @@ pub enum ErrorCode {
     Shutdown,
     /// The store or bus failed; the request may be retried.
     Unavailable,
+    /// HTTP: the path exists but not with this method.
+    MethodNotAllowed,
     /// A bug on our side. Never used for bad input.
     Internal,
 }
@@ -77,6 +79,7 @@ impl ErrorCode {
         Self::Timeout,
         Self::Shutdown,
         Self::Unavailable,
+        Self::MethodNotAllowed,
         Self::Internal,
     ];
 
@@ -103,6 +106,7 @@ impl ErrorCode {
             Self::Timeout => "timeout",
             Self::Shutdown => "shutdown",
             Self::Unavailable => "unavailable",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Internal => "internal",
         }
     }

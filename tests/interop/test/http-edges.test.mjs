@@ -1,4 +1,4 @@
-// SIGTERM must not wait forever on long-lived HTTP streams: seed 002's SSE stream, an AI SDK
+// HTTP edges. SIGTERM must not wait forever on long-lived HTTP streams: seed 002's SSE stream, an AI SDK
 // WebSocket and a resumed AI SDK stream all end, and the process exits.
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -49,6 +49,21 @@ test("SIGTERM closes open SSE streams and WebSockets and the server exits", asyn
     const last = JSON.parse(chunks.at(-2));
     assert.equal(last.type, "error");
     assert.match(last.errorText, /^shutdown: /);
+  } finally {
+    await stack.stop();
+  }
+});
+
+test("a known HTTP path with the wrong method answers 405 in the JSON error shape", async () => {
+  const stack = await startStack();
+  try {
+    for (const [method, path] of [["PUT", "/api/v1/chats/x"], ["GET", "/api/v1/chat/send"], ["DELETE", "/api/chat"]]) {
+      const res = await fetch(`${stack.natter.url}${path}`, { method });
+      assert.equal(res.status, 405, `${method} ${path}`);
+      const body = await res.json();
+      assert.equal(body.error.code, "method_not_allowed");
+      assert.match(body.error.message, new RegExp(`^${method} is not allowed`));
+    }
   } finally {
     await stack.stop();
   }
