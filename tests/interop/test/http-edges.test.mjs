@@ -1,5 +1,5 @@
-// HTTP edges. SIGTERM must not wait forever on long-lived HTTP streams: seed 002's SSE stream, an AI SDK
-// WebSocket and a resumed AI SDK stream all end, and the process exits.
+// Edges of the HTTP faces: shutdown with streams open, wrong methods, and an SSE
+// Last-Event-ID the log cannot replay from.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import WebSocket from "ws";
@@ -64,6 +64,44 @@ test("a known HTTP path with the wrong method answers 405 in the JSON error shap
       assert.equal(body.error.code, "method_not_allowed");
       assert.match(body.error.message, new RegExp(`^${method} is not allowed`));
     }
+  } finally {
+    await stack.stop();
+  }
+});
+
+test("an SSE Last-Event-ID the log cannot replay from gets the whole chat as load_chat_response", async () => {
+  const stack = await startStack();
+  try {
+    const base = `${stack.natter.url}/api/v1/chat`;
+    const post = async (op, body) =>
+      (await fetch(`${base}/${op}`, { method: "POST", body: JSON.stringify({ userId: "ann", ...body }) })).json();
+    const { chatKey } = await post("create", {});
+    await post("send", { chatKey, message: { id: uid("m"), content: "hello" } });
+    for (let i = 0; i < 200; i++) {
+      const { chat } = await post("load", { chatKey });
+      if (chat.messages.length === 2) break;
+      await sleep(25);
+    }
+    const ctrl = new AbortController();
+    const res = await fetch(`${base}/stream?userId=ann&chatKey=${chatKey}`, {
+      headers: { "last-event-id": "999" },
+      signal: ctrl.signal,
+    });
+    assert.equal(res.status, 200);
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    const deadline = Date.now() + 5000;
+    while (!text.includes("event: load_chat_response") && Date.now() < deadline) {
+      text += decoder.decode((await reader.read()).value ?? new Uint8Array(), { stream: true });
+    }
+    ctrl.abort();
+    const block = text.split("\n\n").find((b) => b.startsWith("event: load_chat_response"));
+    assert.ok(block, `no load_chat_response in ${text}`);
+    const event = JSON.parse(block.split("\n").find((l) => l.startsWith("data: ")).slice(6));
+    assert.equal(event.data.recovered, false);
+    assert.equal(event.data.chat.key, chatKey);
+    assert.deepEqual(event.data.chat.messages.map((m) => m.role), ["user", "ai"]);
   } finally {
     await stack.stop();
   }

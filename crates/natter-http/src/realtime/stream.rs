@@ -184,10 +184,11 @@ impl StreamTask {
         after_seq: Option<u64>,
     ) {
         let core = &self.face.core;
-        let epoch = match core.chat_summary(&chat).await {
-            Ok(s) => s.epoch,
+        let summary = match core.chat_summary(&chat).await {
+            Ok(s) => s,
             Err(_) => return,
         };
+        let epoch = summary.epoch.clone();
         let outcome = match core
             .join(
                 &self.who,
@@ -217,6 +218,22 @@ impl StreamTask {
                 return;
             }
         };
+        if after_seq.is_some() && !outcome.recovered {
+            // The gap cannot be replayed (longer than the replay limit, or an id this log
+            // never had): the whole chat as `/load` gives it, so the client resyncs.
+            let e = chat_event(
+                "load_chat_response",
+                &self.who.org,
+                &chat.chat_id,
+                &self.who.user_id,
+                now_millis(),
+                Some(json!({"chat": wire::chat(&summary, &outcome.messages), "recovered": false})),
+                None,
+            );
+            if !self.send(sse_event("load_chat_response", &e, None)).await {
+                return;
+            }
+        }
         for event in &outcome.replay {
             for e in self.durable_events(&chat, event) {
                 if !self.send(e).await {
