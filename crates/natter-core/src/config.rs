@@ -62,6 +62,11 @@ pub struct CoreConfig {
     /// Upstream deltas already received are merged into one token event up to this many
     /// bytes. 0 sends one event per upstream delta.
     pub merge_delta_bytes: usize,
+    /// Most model calls in one turn (each tool round trip is one more). The last one is
+    /// offered no tools, so the turn ends in text.
+    pub max_steps: usize,
+    /// How long a turn waits for a member to answer a client-run tool call.
+    pub client_tool_timeout: Duration,
 }
 
 impl Default for CoreConfig {
@@ -82,6 +87,8 @@ impl Default for CoreConfig {
             auto_create_chats: true,
             slow_consumer_timeout: Duration::from_secs(10),
             merge_delta_bytes: 4096,
+            max_steps: 8,
+            client_tool_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::presence::Presence;
 use crate::provider::Provider;
 use crate::store::{Appended, Store, StoreError};
 use crate::telemetry;
+use crate::tools::ToolRegistry;
 use crate::turn::{TurnRequest, TurnScheduler};
 
 use natter_protocol::fields::check_id_len;
@@ -28,6 +29,7 @@ pub(crate) struct Inner {
     pub bus: Arc<dyn Bus>,
     pub presence: Arc<dyn Presence>,
     pub provider: Arc<dyn Provider>,
+    pub tools: ToolRegistry,
     pub turns: TurnScheduler,
 }
 
@@ -125,6 +127,25 @@ impl ChatCore {
         presence: Arc<dyn Presence>,
         provider: Arc<dyn Provider>,
     ) -> Self {
+        Self::with_tools(
+            config,
+            store,
+            bus,
+            presence,
+            provider,
+            ToolRegistry::default(),
+        )
+    }
+
+    /// A core whose turns may call `tools` (server-run, or declared for clients to run).
+    pub fn with_tools(
+        config: CoreConfig,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        presence: Arc<dyn Presence>,
+        provider: Arc<dyn Provider>,
+        tools: ToolRegistry,
+    ) -> Self {
         telemetry::describe();
         let turns = TurnScheduler::new(config.max_concurrent_turns);
         Self {
@@ -134,6 +155,7 @@ impl ChatCore {
                 bus,
                 presence,
                 provider,
+                tools,
                 turns,
             }),
         }
@@ -726,6 +748,43 @@ impl ChatCore {
             .publish_durable(chat, event.clone(), Some(conn.clone()))
             .await;
         Ok(event)
+    }
+
+    /// A member's answer to a client-run tool call: the first valid one goes to the waiting
+    /// turn. Exactly one of `result` and `error` must be given.
+    pub async fn tool_result(
+        &self,
+        chat: &ChatKey,
+        tool_call_id: &str,
+        result: Option<serde_json::Value>,
+        error: Option<String>,
+    ) -> Result<(), CoreError> {
+        check_id("toolCallId", tool_call_id)?;
+        let outcome = match (result, error) {
+            (Some(_), Some(_)) => {
+                return Err(CoreError::rejected(
+                    ErrorCode::InvalidField,
+                    "give `result` or `error`, not both",
+                ));
+            }
+            (None, Some(e)) => Err(e),
+            (Some(r), None) => Ok(r),
+            (None, None) => Ok(serde_json::Value::Null),
+        };
+        if self
+            .inner
+            .turns
+            .deliver_client_result(chat, tool_call_id, outcome)
+        {
+            Ok(())
+        } else {
+            Err(CoreError::rejected(
+                ErrorCode::NotFound,
+                format!(
+                    "no tool call `{tool_call_id}` is waiting for a result in this chat (unknown, already answered, or its turn ended)"
+                ),
+            ))
+        }
     }
 
     /// Whether the store and the bus answer (for `/readyz`).

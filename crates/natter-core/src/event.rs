@@ -81,6 +81,35 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// The model called a tool during a turn.
+    #[serde(rename_all = "camelCase")]
+    ToolCall {
+        request_id: String,
+        /// The assistant message (turn) this call belongs to.
+        message_id: String,
+        tool_call_id: String,
+        name: String,
+        /// The arguments as parsed JSON, or as the raw text when the model sent invalid JSON.
+        arguments: Value,
+        /// `server` or `client`.
+        executor: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
+    /// The result of a tool call (exactly one of `result` and `error`).
+    #[serde(rename_all = "camelCase")]
+    ToolResult {
+        request_id: String,
+        message_id: String,
+        tool_call_id: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
     /// The chat was renamed and/or (un)pinned. Absent fields are unchanged.
     #[serde(rename_all = "camelCase")]
     ChatUpdated {
@@ -114,6 +143,8 @@ impl EventBody {
             Self::ChatEnded { .. } => "chat_ended",
             Self::ChatUpdated { .. } => "chat_updated",
             Self::MessageSuperseded { .. } => "message_superseded",
+            Self::ToolCall { .. } => "tool_call",
+            Self::ToolResult { .. } => "tool_result",
         }
     }
 

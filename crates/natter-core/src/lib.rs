@@ -20,6 +20,7 @@ pub mod presence_memory;
 pub mod provider;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 mod turn;
 
 pub use crate::core::{ChatCore, JoinOutcome, JoinRequest, PostOutcome, UserMessageInput, new_id};

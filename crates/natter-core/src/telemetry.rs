@@ -12,6 +12,7 @@ pub const TURN_DURATION: &str = "natter_turn_duration_seconds";
 pub const TURN_FIRST_TOKEN: &str = "natter_turn_first_token_seconds";
 pub const UPSTREAM_RETRIES: &str = "natter_upstream_retries_total";
 pub const SLOW_CONSUMERS: &str = "natter_slow_consumer_disconnects_total";
+pub const TOOL_CALLS: &str = "natter_tool_calls_total";
 
 /// Registers descriptions so `/metrics` explains itself.
 pub fn describe() {
@@ -35,4 +36,5 @@ pub fn describe() {
     );
     describe_counter!(UPSTREAM_RETRIES, "Upstream retries before the first token");
     describe_counter!(SLOW_CONSUMERS, "Connections dropped for falling behind");
+    describe_counter!(TOOL_CALLS, "Tool calls the model made");
 }

@@ -24,8 +24,10 @@ use crate::core::{Inner, new_id};
 use crate::event::{EventBody, LiveEvent, ProcessingStatus, TurnRef, Usage};
 use crate::provider::{
     CompletionRequest, PromptMessage, ProviderError, ProviderErrorKind, ProviderEvent, Role,
+    ToolCall,
 };
 use crate::telemetry;
+use crate::tools::{Executor, check_arguments};
 
 #[derive(Debug, Clone)]
 pub(crate) struct TurnRequest {
@@ -58,8 +60,12 @@ struct ChatTurns {
     driving: bool,
 }
 
+type ClientResult = Result<serde_json::Value, String>;
+
 pub(crate) struct TurnScheduler {
     chats: Mutex<HashMap<ChatKey, ChatTurns>>,
+    /// Client-run tool calls waiting for a member's result, by chat and call id.
+    client_waits: Mutex<HashMap<(ChatKey, String), tokio::sync::oneshot::Sender<ClientResult>>>,
     permits: Arc<Semaphore>,
     /// Moving average of turn durations, for `etaMs`. 0 until a turn has finished.
     avg_turn_ms: AtomicU64,
@@ -91,6 +97,7 @@ impl TurnScheduler {
     pub fn new(max_concurrent: usize) -> Self {
         Self {
             chats: Mutex::new(HashMap::new()),
+            client_waits: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             avg_turn_ms: AtomicU64::new(0),
             tasks: TaskTracker::new(),
@@ -203,6 +210,30 @@ impl TurnScheduler {
         )
         .await;
         Some(dequeued.request_id.to_string())
+    }
+
+    /// Registers a wait for the result of client-run call `id` in `chat`.
+    pub fn await_client_result(
+        &self,
+        chat: &ChatKey,
+        id: &str,
+    ) -> tokio::sync::oneshot::Receiver<ClientResult> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.client_waits).insert((chat.clone(), id.to_owned()), tx);
+        rx
+    }
+
+    pub fn forget_client_wait(&self, chat: &ChatKey, id: &str) {
+        lock(&self.client_waits).remove(&(chat.clone(), id.to_owned()));
+    }
+
+    /// Hands a member's result to the waiting turn. `false` if no call `id` is waiting (unknown,
+    /// already answered, or its turn ended).
+    pub fn deliver_client_result(&self, chat: &ChatKey, id: &str, result: ClientResult) -> bool {
+        match lock(&self.client_waits).remove(&(chat.clone(), id.to_owned())) {
+            Some(tx) => tx.send(result).is_ok(),
+            None => false,
+        }
     }
 
     /// The chat was deleted: its queued turns are dropped and the running one is stopped.
@@ -412,144 +443,329 @@ async fn generate(
         )
         .await;
 
-    let messages = match build_context(inner, req).await {
+    let mut messages = match build_context(inner, req).await {
         Ok(m) => m,
         Err(e) => {
             g.ending = Ending::Failed(e);
             return g;
         }
     };
-    let request = CompletionRequest {
-        model: inner.config.model.clone(),
-        messages,
-        max_tokens: None,
-        temperature: None,
-        // Tools arrive with the tool-calling turn loop (issue 4); none are offered yet.
-        tools: Vec::new(),
-    };
-    let mut attempt = 0u32;
-    let mut finish_reason: Option<String> = None;
+    let tools = inner.tools.specs();
+    let max_steps = inner.config.max_steps.max(1);
 
-    'attempts: loop {
-        // Decides whether a failure before the first token is retried, and waits if so.
-        macro_rules! retry_or_fail {
-            ($err:expr) => {{
-                let err: ProviderError = $err;
-                let delay = retry_delay(inner, attempt, &err);
-                let in_window = started.elapsed() + delay <= inner.config.retry.window;
-                if g.tokens == 0 && err.retryable() && attempt < inner.config.retry.max_retries && in_window {
-                    attempt += 1;
-                    metrics::counter!(telemetry::UPSTREAM_RETRIES).increment(1);
-                    info!(attempt, error = %err, delay_ms = delay.as_millis() as u64, "retrying upstream");
-                    inner
-                        .publish_live(
-                            &req.chat,
-                            processing(ProcessingStatus::Retrying, Some(format!("{}: {}", err.kind.code(), err.message))),
-                            None,
-                        )
-                        .await;
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+    'steps: for step in 0..max_steps {
+        let request = CompletionRequest {
+            model: inner.config.model.clone(),
+            messages: messages.clone(),
+            max_tokens: None,
+            temperature: None,
+            // The last step offers no tools, so the model has to answer in text.
+            tools: if step + 1 < max_steps {
+                tools.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        let mut attempt = 0u32;
+        let mut finish_reason: Option<String> = None;
+        let mut step_text = String::new();
+        let mut step_tokens = 0u64;
+        let mut calls: Vec<ToolCall> = Vec::new();
+
+        'attempts: loop {
+            // Decides whether a failure before the step's first output is retried, and waits
+            // if so.
+            macro_rules! retry_or_fail {
+                ($err:expr) => {{
+                    let err: ProviderError = $err;
+                    let delay = retry_delay(inner, attempt, &err);
+                    let in_window = started.elapsed() + delay <= inner.config.retry.window;
+                    if step_tokens == 0 && calls.is_empty() && err.retryable() && attempt < inner.config.retry.max_retries && in_window {
+                        attempt += 1;
+                        metrics::counter!(telemetry::UPSTREAM_RETRIES).increment(1);
+                        info!(attempt, error = %err, delay_ms = delay.as_millis() as u64, "retrying upstream");
+                        inner
+                            .publish_live(
+                                &req.chat,
+                                processing(ProcessingStatus::Retrying, Some(format!("{}: {}", err.kind.code(), err.message))),
+                                None,
+                            )
+                            .await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
+                            _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
+                        }
+                        inner
+                            .publish_live(&req.chat, processing(ProcessingStatus::Working, None), None)
+                            .await;
+                        continue 'attempts;
+                    }
+                    g.ending = Ending::Failed(err);
+                    return g;
+                }};
+            }
+
+            let opened = tokio::select! {
+                r = inner.provider.stream(request.clone()) => r,
+                _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
+                _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
+            };
+            let mut stream = match opened {
+                Ok(s) => s,
+                Err(e) => retry_or_fail!(e),
+            };
+            // An item read ahead while merging deltas, handled on the next round.
+            let mut lookahead = None;
+            loop {
+                let item = match lookahead.take() {
+                    Some(item) => item,
+                    None => tokio::select! {
+                        biased;
                         _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
                         _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
+                        item = stream.next() => item,
+                    },
+                };
+                match item {
+                    Some(Ok(ProviderEvent::TextDelta(mut delta))) => {
+                        if delta.is_empty() {
+                            continue;
+                        }
+                        // Deltas that already arrived go out as one token event (the same for
+                        // every member, CONTRACT §6.4). Nothing waits for more, so latency is
+                        // unchanged; bursts cost one event instead of many.
+                        while delta.len() < inner.config.merge_delta_bytes {
+                            match stream.next().now_or_never() {
+                                Some(Some(Ok(ProviderEvent::TextDelta(more)))) => {
+                                    delta.push_str(&more)
+                                }
+                                Some(other) => {
+                                    lookahead = Some(other);
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        if g.tokens == 0 {
+                            metrics::histogram!(telemetry::TURN_FIRST_TOKEN)
+                                .record(started.elapsed().as_secs_f64());
+                        }
+                        g.text.push_str(&delta);
+                        step_text.push_str(&delta);
+                        inner
+                            .publish_live(
+                                &req.chat,
+                                LiveEvent::Token {
+                                    turn: turn.clone(),
+                                    index: g.tokens,
+                                    text: delta.into(),
+                                },
+                                None,
+                            )
+                            .await;
+                        g.tokens += 1;
+                        step_tokens += 1;
                     }
-                    inner
-                        .publish_live(&req.chat, processing(ProcessingStatus::Working, None), None)
-                        .await;
-                    continue 'attempts;
+                    Some(Ok(ProviderEvent::Usage(u))) => g.usage = Some(add_usage(g.usage, u)),
+                    Some(Ok(ProviderEvent::ToolCall(call))) => calls.push(call),
+                    Some(Ok(ProviderEvent::Finish(reason))) => finish_reason = Some(reason),
+                    Some(Err(e)) => {
+                        if finish_reason.is_some() {
+                            // The reply was complete; a broken tail costs nothing.
+                            break;
+                        }
+                        retry_or_fail!(e)
+                    }
+                    None => break,
                 }
-                g.ending = Ending::Failed(err);
+            }
+            let reason = match finish_reason.take() {
+                Some(reason) => reason,
+                None if step_tokens == 0 && calls.is_empty() => retry_or_fail!(ProviderError::new(
+                    ProviderErrorKind::Cut,
+                    "the upstream stream ended before any output"
+                )),
+                None => {
+                    g.ending = Ending::Failed(ProviderError::new(
+                        ProviderErrorKind::Cut,
+                        "the upstream stream ended before the reply finished",
+                    ));
+                    return g;
+                }
+            };
+            if calls.is_empty() || tools.is_empty() {
+                if !calls.is_empty() {
+                    warn!("the model called a tool although none was offered; ignored");
+                }
+                g.ending = Ending::Finished(reason);
                 return g;
-            }};
+            }
+            break 'attempts;
         }
 
-        let opened = tokio::select! {
-            r = inner.provider.stream(request.clone()) => r,
-            _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
-            _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
-        };
-        let mut stream = match opened {
-            Ok(s) => s,
-            Err(e) => retry_or_fail!(e),
-        };
-        // An item read ahead while merging deltas, handled on the next round.
-        let mut lookahead = None;
-        loop {
-            let item = match lookahead.take() {
-                Some(item) => item,
-                None => tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
-                    _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
-                    item = stream.next() => item,
-                },
-            };
-            match item {
-                Some(Ok(ProviderEvent::TextDelta(mut delta))) => {
-                    if delta.is_empty() {
-                        continue;
-                    }
-                    // Deltas that already arrived go out as one token event (the same for every
-                    // member, CONTRACT §6.4). Nothing waits for more, so latency is unchanged;
-                    // bursts cost one event instead of many.
-                    while delta.len() < inner.config.merge_delta_bytes {
-                        match stream.next().now_or_never() {
-                            Some(Some(Ok(ProviderEvent::TextDelta(more)))) => delta.push_str(&more),
-                            Some(other) => {
-                                lookahead = Some(other);
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                    if g.tokens == 0 {
-                        metrics::histogram!(telemetry::TURN_FIRST_TOKEN)
-                            .record(started.elapsed().as_secs_f64());
-                    }
-                    g.text.push_str(&delta);
-                    inner
-                        .publish_live(
-                            &req.chat,
-                            LiveEvent::Token {
-                                turn: turn.clone(),
-                                index: g.tokens,
-                                text: delta.into(),
-                            },
-                            None,
-                        )
-                        .await;
-                    g.tokens += 1;
+        // The model asked for tools: run them, give it the results, and go on.
+        messages.push(PromptMessage {
+            role: Role::Assistant,
+            content: step_text,
+            tool_calls: calls.clone(),
+            tool_call_id: None,
+        });
+        for call in calls {
+            match run_tool(inner, req, &turn, &call, cancel, deadline).await {
+                Ok(content) => messages.push(PromptMessage {
+                    role: Role::Tool,
+                    content,
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(call.id.clone()),
+                }),
+                Err(ToolStop::Cancelled) => {
+                    g.ending = Ending::Stopped(stop_reason(stop));
+                    return g;
                 }
-                Some(Ok(ProviderEvent::Usage(u))) => g.usage = Some(u),
-                Some(Ok(ProviderEvent::Finish(reason))) => finish_reason = Some(reason),
-                // No tools are offered yet, so a call is a model misbehaving: it is logged and
-                // the turn ends on the text it has.
-                Some(Ok(ProviderEvent::ToolCall(call))) => {
-                    warn!(tool = %call.name, "the model called a tool although none was offered");
+                Err(ToolStop::TimedOut) => {
+                    g.ending = Ending::TimedOut;
+                    return g;
                 }
-                Some(Err(e)) => {
-                    if finish_reason.is_some() {
-                        // The reply was complete; a broken tail costs nothing.
-                        break;
-                    }
-                    retry_or_fail!(e)
+                Err(ToolStop::Failed(e)) => {
+                    g.ending = Ending::Failed(e);
+                    return g;
                 }
-                None => break,
             }
         }
-        g.ending = match finish_reason.take() {
-            Some(reason) => Ending::Finished(reason),
-            None if g.tokens == 0 => retry_or_fail!(ProviderError::new(
-                ProviderErrorKind::Cut,
-                "the upstream stream ended before any output"
-            )),
-            None => Ending::Failed(ProviderError::new(
-                ProviderErrorKind::Cut,
-                "the upstream stream ended before the reply finished",
-            )),
-        };
-        return g;
+        continue 'steps;
     }
+    // Unreachable in practice: the last step offers no tools, so it ends above.
+    g.ending = Ending::Finished("length".into());
+    g
+}
+
+fn add_usage(total: Option<Usage>, step: Usage) -> Usage {
+    let t = total.unwrap_or_default();
+    Usage {
+        prompt_tokens: t.prompt_tokens + step.prompt_tokens,
+        completion_tokens: t.completion_tokens + step.completion_tokens,
+        total_tokens: t.total_tokens + step.total_tokens,
+    }
+}
+
+/// Why a tool step ended the turn instead of going on.
+enum ToolStop {
+    Cancelled,
+    TimedOut,
+    /// Storing the call or its result failed.
+    Failed(ProviderError),
+}
+
+/// Stores the call, runs the tool (or waits for a member to), stores the result, and returns
+/// what goes back to the model: the result as JSON text, or `{"error": …}`.
+async fn run_tool(
+    inner: &Arc<Inner>,
+    req: &TurnRequest,
+    turn: &TurnRef,
+    call: &ToolCall,
+    cancel: &CancellationToken,
+    deadline: tokio::time::Instant,
+) -> Result<String, ToolStop> {
+    let executor = inner.tools.get(&call.name).cloned();
+    let checked = match &executor {
+        None => Err(format!("there is no tool named `{}`", call.name)),
+        Some(e) => check_arguments(&call.arguments, &e.spec().parameters),
+    };
+    let arguments = match &checked {
+        Ok(v) => v.clone(),
+        Err(_) => serde_json::from_str(&call.arguments)
+            .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone())),
+    };
+    let store_failed = |e: crate::store::StoreError| {
+        ToolStop::Failed(ProviderError::new(
+            ProviderErrorKind::Unavailable,
+            format!("storing a tool event: {e}"),
+        ))
+    };
+    let record = EventBody::ToolCall {
+        request_id: turn.request_id.to_string(),
+        message_id: turn.message_id.to_string(),
+        tool_call_id: call.id.clone(),
+        name: call.name.clone(),
+        arguments,
+        executor: executor
+            .as_ref()
+            .map(|e| e.as_str())
+            .unwrap_or("server")
+            .to_owned(),
+        trace_id: turn.trace_id.as_deref().map(str::to_owned),
+    };
+    let stored = inner
+        .store
+        .append(&req.chat, record, now_millis())
+        .await
+        .map_err(store_failed)?;
+    inner
+        .publish_durable(&req.chat, stored.event().clone(), None)
+        .await;
+    metrics::counter!(telemetry::TOOL_CALLS).increment(1);
+
+    let outcome: Result<serde_json::Value, String> = match (executor, checked) {
+        (_, Err(e)) => Err(e),
+        (None, Ok(_)) => Err(format!("there is no tool named `{}`", call.name)),
+        (Some(Executor::Server(tool)), Ok(input)) => {
+            let child = cancel.child_token();
+            tokio::select! {
+                r = tokio::time::timeout(tool.timeout(), tool.run(input, child.clone())) => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        child.cancel();
+                        Err(format!("the tool did not answer within {} s", tool.timeout().as_secs_f64()))
+                    }
+                },
+                _ = cancel.cancelled() => { child.cancel(); return Err(ToolStop::Cancelled); }
+                _ = sleep_until(deadline) => { child.cancel(); return Err(ToolStop::TimedOut); }
+            }
+        }
+        (Some(Executor::Client(_)), Ok(_)) => {
+            let rx = inner.turns.await_client_result(&req.chat, &call.id);
+            let wait = inner.config.client_tool_timeout;
+            let r = tokio::select! {
+                r = tokio::time::timeout(wait, rx) => match r {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err("the wait for the client's result was dropped".to_owned()),
+                    Err(_) => Err(format!("no member of the chat answered within {} s", wait.as_secs_f64())),
+                },
+                _ = cancel.cancelled() => { inner.turns.forget_client_wait(&req.chat, &call.id); return Err(ToolStop::Cancelled); }
+                _ = sleep_until(deadline) => { inner.turns.forget_client_wait(&req.chat, &call.id); return Err(ToolStop::TimedOut); }
+            };
+            inner.turns.forget_client_wait(&req.chat, &call.id);
+            r
+        }
+    };
+    let (result, error) = match outcome {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e)),
+    };
+    let for_model = match (&result, &error) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(e)) => serde_json::json!({ "error": e }).to_string(),
+        (None, None) => "null".to_owned(),
+    };
+    let record = EventBody::ToolResult {
+        request_id: turn.request_id.to_string(),
+        message_id: turn.message_id.to_string(),
+        tool_call_id: call.id.clone(),
+        name: call.name.clone(),
+        result,
+        error,
+        trace_id: turn.trace_id.as_deref().map(str::to_owned),
+    };
+    let stored = inner
+        .store
+        .append(&req.chat, record, now_millis())
+        .await
+        .map_err(store_failed)?;
+    inner
+        .publish_durable(&req.chat, stored.event().clone(), None)
+        .await;
+    Ok(for_model)
 }
 
 /// Stores the turn's end event and tells the chat. A store failure is retried a few times;

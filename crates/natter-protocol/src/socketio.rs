@@ -237,6 +237,77 @@ pub struct AiErrorEvent {
     pub trace_id: Option<String>,
 }
 
+/// `ai:tool_result` from a member: `{chatId?, requestId?, toolCallId, result?, error?}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolResultRequest {
+    pub common: Common,
+    pub tool_call_id: String,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+}
+
+impl ToolResultRequest {
+    pub fn parse(event: &str, data: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, data)?;
+        let common = Common::read(&f)?;
+        let tool_call_id = f.req_id("toolCallId")?;
+        crate::fields::check_id_len(event, "toolCallId", &tool_call_id)?;
+        let error = match data.get("error") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            // An error object is kept as its JSON text for the model.
+            Some(other) => Some(other.to_string()),
+        };
+        let result = data.get("result").filter(|v| !v.is_null()).cloned();
+        if result.is_some() && error.is_some() {
+            return Err(WireError::new(
+                crate::ErrorCode::InvalidField,
+                format!("{event}: give `result` or `error`, not both"),
+            ));
+        }
+        Ok(Self {
+            common,
+            tool_call_id,
+            result,
+            error,
+        })
+    }
+}
+
+/// `ai:tool_call`: the model called a tool; `executor: "client"` asks a member to run it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AiToolCallEvent {
+    pub chat_id: String,
+    pub request_id: String,
+    pub message_id: String,
+    pub tool_call_id: String,
+    pub name: String,
+    pub arguments: Value,
+    pub executor: String,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// `ai:tool_result`: a tool call's outcome (exactly one of `result` and `error`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AiToolResultEvent {
+    pub chat_id: String,
+    pub request_id: String,
+    pub message_id: String,
+    pub tool_call_id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageReadEvent {

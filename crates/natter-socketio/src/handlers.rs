@@ -10,8 +10,8 @@ use natter_core::{ChatKey, CoreError, JoinRequest as CoreJoin, UserMessageInput}
 use natter_protocol::events::CLIENT_TO_SERVER;
 use natter_protocol::socketio::{
     AbortAck, AbortRequest, DiscoveryAck, ErrorAck, JoinAck, JoinRequest, MarkReadAck,
-    MarkReadRequest, OkAck, PlainRequest, ServerErrorEvent, TypingRequest, UserMessageAck,
-    UserMessageRequest,
+    MarkReadRequest, OkAck, PlainRequest, ServerErrorEvent, ToolResultRequest, TypingRequest,
+    UserMessageAck, UserMessageRequest,
 };
 use natter_protocol::{ErrorCode, EventKey, WireError};
 use serde::Serialize;
@@ -253,7 +253,7 @@ async fn dispatch(
             reply.ok(&DiscoveryAck { ok: true, body });
         }
         EventKey::ToolResultIn => {
-            let r = tool_result(&event, &data);
+            let r = tool_result(&face, &conn, &event, &data).await;
             reply.result(r);
         }
         // Server→client keys are never registered as handlers.
@@ -453,12 +453,18 @@ async fn mark_read(
     })
 }
 
-/// No turn waits for client-run tools yet, so every result names an unknown call.
-fn tool_result(event: &str, data: &Value) -> Result<OkAck, WireError> {
-    let f = natter_protocol::fields::Fields::new(event, data)?;
-    let call = f.req_str("toolCallId")?;
-    Err(WireError::new(
-        ErrorCode::NotFound,
-        format!("no tool call `{call}` is waiting for a result"),
-    ))
+/// A member answers a client-run tool call of a chat it is in; the first valid answer wins.
+async fn tool_result(
+    face: &Face,
+    conn: &Conn,
+    event: &str,
+    data: &Value,
+) -> Result<OkAck, WireError> {
+    let req = ToolResultRequest::parse(event, data)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    face.core
+        .tool_result(&chat, &req.tool_call_id, req.result, req.error)
+        .await
+        .map_err(core_err)?;
+    Ok(OkAck::OK)
 }

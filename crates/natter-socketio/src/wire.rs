@@ -4,8 +4,9 @@ use natter_core::event::{EventBody, LiveEvent, StoredEvent};
 use natter_core::feed::FeedItem;
 use natter_protocol::EventKey;
 use natter_protocol::socketio::{
-    AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, ChatMessageEvent,
-    HistoryMessage, MessageReadEvent, PresenceUpdateEvent, TypingUpdateEvent, Usage,
+    AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, AiToolCallEvent,
+    AiToolResultEvent, ChatMessageEvent, HistoryMessage, MessageReadEvent, PresenceUpdateEvent,
+    TypingUpdateEvent, Usage,
 };
 use natter_protocol::time::iso8601;
 use serde::Serialize;
@@ -134,6 +135,50 @@ pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
                 user_id: user_id.clone(),
                 message_ids: message_ids.clone(),
                 read_at: iso8601(*read_at),
+                seq: event.seq,
+                trace_id: trace_id.clone(),
+            },
+        ),
+        EventBody::ToolCall {
+            request_id,
+            message_id,
+            tool_call_id,
+            name,
+            arguments,
+            executor,
+            trace_id,
+        } => raw(
+            EventKey::AiToolCall,
+            &AiToolCallEvent {
+                chat_id: chat_id.to_owned(),
+                request_id: request_id.clone(),
+                message_id: message_id.clone(),
+                tool_call_id: tool_call_id.clone(),
+                name: name.clone(),
+                arguments: arguments.clone(),
+                executor: executor.clone(),
+                seq: event.seq,
+                trace_id: trace_id.clone(),
+            },
+        ),
+        EventBody::ToolResult {
+            request_id,
+            message_id,
+            tool_call_id,
+            name,
+            result,
+            error,
+            trace_id,
+        } => raw(
+            EventKey::AiToolResult,
+            &AiToolResultEvent {
+                chat_id: chat_id.to_owned(),
+                request_id: request_id.clone(),
+                message_id: message_id.clone(),
+                tool_call_id: tool_call_id.clone(),
+                name: name.clone(),
+                result: result.clone(),
+                error: error.clone(),
                 seq: event.seq,
                 trace_id: trace_id.clone(),
             },

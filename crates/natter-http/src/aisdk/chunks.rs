@@ -20,6 +20,11 @@ pub struct TurnChunks {
     text_open: bool,
     /// Bytes of text sent so far, to top up from the stored end if tokens were missed.
     sent: usize,
+    /// Text parts opened so far: each step after a tool round trip opens a new one.
+    text_parts: u32,
+    /// Tool results went out: the next output starts a new step (several parallel results
+    /// share one step boundary).
+    new_step: bool,
     done: bool,
 }
 
@@ -42,6 +47,8 @@ impl TurnChunks {
             message_id: None,
             text_open: false,
             sent: 0,
+            text_parts: 0,
+            new_step: false,
             done: false,
         }
     }
@@ -70,15 +77,28 @@ impl TurnChunks {
     }
 
     fn text_id(&self) -> String {
-        format!("{}-text", self.message_id.as_deref().unwrap_or("reply"))
+        let id = self.message_id.as_deref().unwrap_or("reply");
+        match self.text_parts {
+            0 | 1 => format!("{id}-text"),
+            n => format!("{id}-text-{n}"),
+        }
+    }
+
+    fn step_boundary(&mut self, out: &mut Vec<Value>) {
+        if std::mem::take(&mut self.new_step) {
+            out.push(json!({"type": "finish-step"}));
+            out.push(json!({"type": "start-step"}));
+        }
     }
 
     fn delta(&mut self, text: &str, out: &mut Vec<Value>) {
         if text.is_empty() {
             return;
         }
+        self.step_boundary(out);
         if !self.text_open {
             self.text_open = true;
+            self.text_parts += 1;
             out.push(json!({"type": "text-start", "id": self.text_id()}));
         }
         self.sent += text.len();
@@ -119,14 +139,60 @@ impl TurnChunks {
         }
     }
 
-    /// Takes a durable event; the end of this turn finishes the stream.
+    /// Takes a durable event: this turn's tool calls and results, and its end, which
+    /// finishes the stream.
     pub fn accept_end(&mut self, event: &StoredEvent, out: &mut Vec<Value>) {
+        if self.done {
+            return;
+        }
+        match &event.body {
+            EventBody::ToolCall {
+                request_id,
+                message_id,
+                tool_call_id,
+                name,
+                arguments,
+                ..
+            } if **request_id == *self.request_id => {
+                self.start(message_id, out);
+                self.close_text(out);
+                self.step_boundary(out);
+                out.push(json!({"type": "tool-input-start", "toolCallId": tool_call_id, "toolName": name}));
+                out.push(json!({
+                    "type": "tool-input-available",
+                    "toolCallId": tool_call_id,
+                    "toolName": name,
+                    "input": arguments,
+                }));
+                return;
+            }
+            EventBody::ToolResult {
+                request_id,
+                tool_call_id,
+                result,
+                error,
+                ..
+            } if **request_id == *self.request_id => {
+                out.push(match error {
+                    Some(e) => json!({"type": "tool-output-error", "toolCallId": tool_call_id, "errorText": e}),
+                    None => json!({
+                        "type": "tool-output-available",
+                        "toolCallId": tool_call_id,
+                        "output": result.clone().unwrap_or(Value::Null),
+                    }),
+                });
+                // The model goes on in a new step with the results.
+                self.new_step = true;
+                return;
+            }
+            _ => {}
+        }
         let ours = match &event.body {
             EventBody::AssistantMessage { request_id, .. }
             | EventBody::TurnFailed { request_id, .. } => **request_id == *self.request_id,
             _ => false,
         };
-        if ours && !self.done {
+        if ours {
             self.end(&event.body, Some(event.seq), out);
         }
     }
@@ -160,6 +226,7 @@ impl TurnChunks {
             self.delta(&rest, out);
         }
         self.close_text(out);
+        self.step_boundary(out);
         match body {
             EventBody::AssistantMessage {
                 finish_reason: reason,
@@ -283,6 +350,81 @@ mod tests {
             ]
         );
         assert_eq!(out[3]["delta"], "partial");
+    }
+
+    #[test]
+    fn tool_round_trips_open_a_new_step_and_text_part() {
+        let mut c = TurnChunks::for_request("r1".into());
+        let mut out = Vec::new();
+        let ev = |seq, body| StoredEvent {
+            seq,
+            created_at: 0,
+            body,
+        };
+        c.accept(
+            &FeedItem::Live(LiveEvent::TurnStarted { turn: turn() }),
+            &mut out,
+        );
+        let tok = |i: u64, t: &str| FeedItem::Tokens {
+            turn: turn(),
+            index: i,
+            through: i,
+            text: t.into(),
+        };
+        c.accept(&tok(0, "Let me look. "), &mut out);
+        for id in ["c1", "c2"] {
+            let call = EventBody::ToolCall {
+                request_id: "r1".into(),
+                message_id: "m1".into(),
+                tool_call_id: id.into(),
+                name: "time".into(),
+                arguments: json!({"zone": "UTC"}),
+                executor: "server".into(),
+                trace_id: None,
+            };
+            c.accept_end(&ev(3, call), &mut out);
+        }
+        for id in ["c1", "c2"] {
+            let result = EventBody::ToolResult {
+                request_id: "r1".into(),
+                message_id: "m1".into(),
+                tool_call_id: id.into(),
+                name: "time".into(),
+                result: Some(json!("12:00")),
+                error: None,
+                trace_id: None,
+            };
+            c.accept_end(&ev(4, result), &mut out);
+        }
+        c.accept(&tok(1, "Noon."), &mut out);
+        c.accept_end(&end("stop", "Let me look. Noon."), &mut out);
+        assert_eq!(
+            types(&out),
+            [
+                "start",
+                "start-step",
+                "text-start",
+                "text-delta",
+                "text-end",
+                "tool-input-start",
+                "tool-input-available",
+                "tool-input-start",
+                "tool-input-available",
+                "tool-output-available",
+                "tool-output-available",
+                "finish-step",
+                "start-step",
+                "text-start",
+                "text-delta",
+                "text-end",
+                "finish-step",
+                "finish",
+            ]
+        );
+        assert_ne!(
+            out[2]["id"], out[13]["id"],
+            "each step's text is its own part"
+        );
     }
 
     #[test]
