@@ -17,6 +17,9 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub const DEFAULT_DATABASE: &str = "sqlite://./natter-data/natter.db";
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// Model used with `--provider anthropic` when `--model` is not given.
+pub const DEFAULT_ANTHROPIC_MODEL: &str = "claude-sonnet-4-5";
 
 /// Every setting, each optional so sources can be layered. The flag, the environment
 /// variable and the TOML key share one name (`--max-text-bytes`, `NATTER_MAX_TEXT_BYTES`,
@@ -30,17 +33,22 @@ pub struct Settings {
     /// Database URL [default: sqlite://./natter-data/natter.db].
     #[arg(long, env = "NATTER_DATABASE")]
     pub database: Option<String>,
-    /// LLM provider: `openai` (any OpenAI-compatible endpoint) or `demo` (canned, offline).
-    /// Default: `openai` when an API key is set, else `demo`.
+    /// LLM provider: `openai` (any OpenAI-compatible endpoint), `anthropic` (Messages API) or
+    /// `demo` (canned, offline). Default: `openai` when an OpenAI key is set, else `anthropic`
+    /// when ANTHROPIC_API_KEY is set, else `demo`.
     #[arg(long, env = "NATTER_PROVIDER")]
     pub provider: Option<String>,
-    /// Model name sent to the provider [default: gpt-4o-mini].
+    /// Model name sent to the provider [default: gpt-4o-mini; claude-sonnet-4-5 for anthropic].
     #[arg(long, env = "NATTER_MODEL")]
     pub model: Option<String>,
     /// Base URL of the OpenAI-compatible API [default: https://api.openai.com/v1].
     /// The key comes from OPENAI_API_KEY or NATTER_API_KEY.
     #[arg(long, env = "NATTER_OPENAI_BASE_URL")]
     pub openai_base_url: Option<String>,
+    /// Base URL of the Anthropic API, without `/v1` [default: https://api.anthropic.com].
+    /// The key comes from ANTHROPIC_API_KEY.
+    #[arg(long, env = "NATTER_ANTHROPIC_BASE_URL")]
+    pub anthropic_base_url: Option<String>,
     /// System prompt put before every chat's context.
     #[arg(long, env = "NATTER_SYSTEM_PROMPT")]
     pub system_prompt: Option<String>,
@@ -143,6 +151,7 @@ impl Settings {
             provider,
             model,
             openai_base_url,
+            anthropic_base_url,
             system_prompt,
             max_concurrent_turns,
             turn_timeout_secs,
@@ -181,7 +190,17 @@ impl Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     OpenAi,
+    Anthropic,
     Demo,
+}
+
+/// API keys, read from the environment by the binary (never from flags or the TOML file).
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys {
+    /// OPENAI_API_KEY or NATTER_API_KEY.
+    pub openai: Option<String>,
+    /// ANTHROPIC_API_KEY.
+    pub anthropic: Option<String>,
 }
 
 /// The resolved configuration.
@@ -192,6 +211,8 @@ pub struct ServerConfig {
     pub sqlite_durability: Durability,
     pub provider: ProviderKind,
     pub openai_base_url: String,
+    pub anthropic_base_url: String,
+    /// The key for the chosen provider.
     pub api_key: Option<String>,
     pub core: CoreConfig,
     pub socketio: SocketIoConfig,
@@ -208,19 +229,41 @@ fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
 }
 
 impl ServerConfig {
-    /// Resolves settings into a configuration. `api_key` comes from the environment.
-    pub fn resolve(s: Settings, api_key: Option<String>) -> anyhow::Result<ServerConfig> {
+    /// Resolves settings into a configuration. `keys` come from the environment.
+    pub fn resolve(s: Settings, keys: ApiKeys) -> anyhow::Result<ServerConfig> {
         let provider = match s.provider.as_deref() {
             Some("openai") => ProviderKind::OpenAi,
+            Some("anthropic") => ProviderKind::Anthropic,
             Some("demo") => ProviderKind::Demo,
-            Some(other) => bail!("unknown provider `{other}` (expected `openai` or `demo`)"),
-            None if api_key.is_some() => ProviderKind::OpenAi,
+            Some(other) => {
+                bail!("unknown provider `{other}` (expected `openai`, `anthropic` or `demo`)")
+            }
+            None if keys.openai.is_some() => ProviderKind::OpenAi,
+            None if keys.anthropic.is_some() => ProviderKind::Anthropic,
             None => ProviderKind::Demo,
         };
+        let anthropic_base_url = s
+            .anthropic_base_url
+            .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.to_owned());
+        let api_key = match provider {
+            ProviderKind::OpenAi => keys.openai,
+            ProviderKind::Anthropic => keys.anthropic,
+            ProviderKind::Demo => None,
+        };
+        // Without a key only a local endpoint (a proxy that adds it, a fake) makes sense.
+        if provider == ProviderKind::Anthropic
+            && api_key.is_none()
+            && anthropic_base_url.trim_end_matches('/') == DEFAULT_ANTHROPIC_BASE_URL
+        {
+            bail!(
+                "ANTHROPIC_API_KEY is not set (needed for --provider anthropic with the default --anthropic-base-url)"
+            );
+        }
         let mut core = CoreConfig::default();
         core.model = s.model.unwrap_or_else(|| match provider {
             ProviderKind::Demo => "demo".into(),
             ProviderKind::OpenAi => core.model.clone(),
+            ProviderKind::Anthropic => DEFAULT_ANTHROPIC_MODEL.into(),
         });
         core.system_prompt = s.system_prompt;
         core.ai_mode = match s.ai_mode.as_deref() {
@@ -318,6 +361,7 @@ impl ServerConfig {
             openai_base_url: s
                 .openai_base_url
                 .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_owned()),
+            anthropic_base_url,
             api_key,
             core,
             socketio: SocketIoConfig {
@@ -347,7 +391,7 @@ mod tests {
             "listen = \"0.0.0.0:9\"\nmodel = \"m\"\n[event_names]\nuserMessage = \"msg:send\"\n",
         )
         .unwrap();
-        let cfg = ServerConfig::resolve(cli.or(file), None).unwrap();
+        let cfg = ServerConfig::resolve(cli.or(file), ApiKeys::default()).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:1");
         assert_eq!(cfg.core.model, "m");
         assert_eq!(cfg.provider, ProviderKind::Demo);
@@ -361,6 +405,45 @@ mod tests {
             provider: Some("gpt".into()),
             ..Default::default()
         };
-        assert!(ServerConfig::resolve(bad, None).is_err());
+        assert!(ServerConfig::resolve(bad, ApiKeys::default()).is_err());
+    }
+
+    #[test]
+    fn provider_selection() {
+        let key = |k: &str| Some(k.to_owned());
+        let both = ApiKeys {
+            openai: key("sk-o"),
+            anthropic: key("sk-a"),
+        };
+        let cfg = ServerConfig::resolve(Settings::default(), both.clone()).unwrap();
+        assert_eq!(cfg.provider, ProviderKind::OpenAi);
+        assert_eq!(cfg.api_key.as_deref(), Some("sk-o"));
+        let only_anthropic = ApiKeys {
+            openai: None,
+            anthropic: key("sk-a"),
+        };
+        let cfg = ServerConfig::resolve(Settings::default(), only_anthropic).unwrap();
+        assert_eq!(cfg.provider, ProviderKind::Anthropic);
+        assert_eq!(cfg.api_key.as_deref(), Some("sk-a"));
+        assert_eq!(cfg.anthropic_base_url, DEFAULT_ANTHROPIC_BASE_URL);
+        assert_eq!(cfg.core.model, DEFAULT_ANTHROPIC_MODEL);
+        let explicit = Settings {
+            provider: Some("anthropic".into()),
+            model: Some("claude-x".into()),
+            ..Default::default()
+        };
+        let cfg = ServerConfig::resolve(explicit.clone(), both).unwrap();
+        assert_eq!(cfg.provider, ProviderKind::Anthropic);
+        assert_eq!(cfg.api_key.as_deref(), Some("sk-a"));
+        assert_eq!(cfg.core.model, "claude-x");
+        // No key: an error against the real API, allowed against a local endpoint.
+        let err = ServerConfig::resolve(explicit.clone(), ApiKeys::default()).unwrap_err();
+        assert!(err.to_string().contains("ANTHROPIC_API_KEY is not set"));
+        let local = Settings {
+            anthropic_base_url: Some("http://127.0.0.1:9".into()),
+            ..explicit
+        };
+        let cfg = ServerConfig::resolve(local, ApiKeys::default()).unwrap();
+        assert_eq!(cfg.api_key, None);
     }
 }

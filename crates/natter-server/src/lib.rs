@@ -15,13 +15,14 @@ use natter_core::ChatCore;
 use natter_core::bus_memory::MemoryBus;
 use natter_core::presence_memory::MemoryPresence;
 use natter_core::provider::Provider;
+use natter_providers::anthropic::AnthropicProvider;
 use natter_providers::demo::DemoProvider;
 use natter_providers::openai::OpenAiProvider;
 use natter_store_sqlite::SqliteStore;
 use socketioxide::SocketIo;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ProviderKind, ServerConfig};
+pub use config::{ApiKeys, ProviderKind, ServerConfig};
 
 /// A built server, not yet listening.
 pub struct Server {
@@ -38,6 +39,14 @@ fn provider(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
         ProviderKind::OpenAi => Arc::new(
             OpenAiProvider::new(
                 &config.openai_base_url,
+                config.api_key.clone(),
+                Duration::from_secs(10),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        ProviderKind::Anthropic => Arc::new(
+            AnthropicProvider::new(
+                &config.anthropic_base_url,
                 config.api_key.clone(),
                 Duration::from_secs(10),
             )

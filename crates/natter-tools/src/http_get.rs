@@ -45,7 +45,10 @@ impl HttpGet {
     }
 
     fn allowed(&self, url: &str) -> bool {
-        self.limits.allow.iter().any(|p| url.starts_with(p.as_str()))
+        self.limits
+            .allow
+            .iter()
+            .any(|p| url.starts_with(p.as_str()))
     }
 }
 
@@ -165,7 +168,10 @@ mod tests {
         let base = serve("hello world").await;
         let t = tool(&base, 5);
         let got = t
-            .run(json!({"url": format!("{base}page")}), CancellationToken::new())
+            .run(
+                json!({"url": format!("{base}page")}),
+                CancellationToken::new(),
+            )
             .await
             .unwrap();
         assert_eq!(got["status"], 200);
@@ -173,7 +179,10 @@ mod tests {
         assert_eq!(got["truncated"], true);
 
         let refused = t
-            .run(json!({"url": "http://example.com/"}), CancellationToken::new())
+            .run(
+                json!({"url": "http://example.com/"}),
+                CancellationToken::new(),
+            )
             .await
             .unwrap_err();
         assert!(refused.contains("not under an allowed prefix"), "{refused}");

@@ -32,8 +32,9 @@ impl Tool for CurrentTime {
 
     async fn run(&self, input: Value, _: CancellationToken) -> Result<Value, String> {
         let name = input["timeZone"].as_str().unwrap_or("UTC");
-        let tz = TimeZone::get(name)
-            .map_err(|_| format!("unknown time zone `{name}`; use an IANA name such as Europe/Paris"))?;
+        let tz = TimeZone::get(name).map_err(|_| {
+            format!("unknown time zone `{name}`; use an IANA name such as Europe/Paris")
+        })?;
         let now = Timestamp::now().to_zoned(tz);
         Ok(json!({
             "timeZone": name,
@@ -52,7 +53,10 @@ mod tests {
     async fn answers_in_the_zone_asked() {
         let t = CurrentTime;
         let paris = t
-            .run(json!({"timeZone": "Europe/Paris"}), CancellationToken::new())
+            .run(
+                json!({"timeZone": "Europe/Paris"}),
+                CancellationToken::new(),
+            )
             .await
             .unwrap();
         let iso = paris["iso"].as_str().unwrap();
@@ -60,7 +64,10 @@ mod tests {
         let utc = t.run(json!({}), CancellationToken::new()).await.unwrap();
         assert!(utc["iso"].as_str().unwrap().ends_with("+00:00"));
         let err = t
-            .run(json!({"timeZone": "Mars/Olympus"}), CancellationToken::new())
+            .run(
+                json!({"timeZone": "Mars/Olympus"}),
+                CancellationToken::new(),
+            )
             .await
             .unwrap_err();
         assert!(err.contains("unknown time zone"));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use natter_server::config::Settings;
-use natter_server::{Server, ServerConfig};
+use natter_server::{ApiKeys, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -74,14 +74,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Settings::from_toml_file(path)?,
         None => Settings::default(),
     };
-    let api_key = std::env::var("NATTER_API_KEY")
-        .or_else(|_| std::env::var("OPENAI_API_KEY"))
-        .ok()
-        .filter(|k| !k.is_empty());
-    let config = ServerConfig::resolve(args.settings.or(file), api_key)?;
+    let env_key = |name: &str| std::env::var(name).ok().filter(|k| !k.is_empty());
+    let keys = ApiKeys {
+        openai: env_key("NATTER_API_KEY").or_else(|| env_key("OPENAI_API_KEY")),
+        anthropic: env_key("ANTHROPIC_API_KEY"),
+    };
+    let config = ServerConfig::resolve(args.settings.or(file), keys)?;
     if config.provider == natter_server::ProviderKind::Demo {
         tracing::warn!(
-            "using the DEMO provider: replies are canned, not from a model. Set OPENAI_API_KEY or --provider openai --openai-base-url URL for real replies"
+            "using the DEMO provider: replies are canned, not from a model. Set OPENAI_API_KEY or ANTHROPIC_API_KEY, or --provider openai --openai-base-url URL, for real replies"
         );
     }
     let server = Server::build(config).await?;

@@ -63,20 +63,27 @@ export function tempDir() {
 }
 
 /**
- * Starts `natter serve` against the fake upstream. `args` are extra flags.
- * Retries are fast by default so retry tests stay short.
+ * Starts `natter serve` against the fake upstream. `args` are extra flags. `provider` is
+ * `openai` (the fake's Chat Completions endpoint, OPENAI_API_KEY) or `anthropic` (its
+ * `/v1/messages`, ANTHROPIC_API_KEY). Retries are fast by default so retry tests stay short.
  */
-export async function startNatter({ upstream, dataDir, args = [], env = {}, listen = "127.0.0.1:0", durability = "normal" }) {
+export async function startNatter({ upstream, dataDir, args = [], env = {}, listen = "127.0.0.1:0", durability = "normal", provider = "openai" }) {
+  const upstreamArgs = !upstream
+    ? []
+    : provider === "anthropic"
+      ? ["--provider", "anthropic", "--anthropic-base-url", upstream.url, "--model", "fake-model"]
+      : ["--provider", "openai", "--openai-base-url", `${upstream.url}/v1`, "--model", "fake-model"];
   const full = [
     "serve",
     "--listen", listen,
     "--database", `sqlite://${dataDir}/natter.db`,
     "--sqlite-durability", durability,
-    ...(upstream ? ["--provider", "openai", "--openai-base-url", `${upstream.url}/v1`, "--model", "fake-model"] : []),
+    ...upstreamArgs,
     "--retry-base-delay-ms", "50",
     ...args,
   ];
-  const s = await startListening("natter", full, { OPENAI_API_KEY: "test-key", ...env });
+  const keyEnv = provider === "anthropic" ? { ANTHROPIC_API_KEY: "test-anthropic-key" } : { OPENAI_API_KEY: "test-key" };
+  const s = await startListening("natter", full, { ...keyEnv, ...env });
   let exited = null;
   s.proc.on("exit", (code, signal) => (exited = { code, signal }));
   return {

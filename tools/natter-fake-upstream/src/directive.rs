@@ -121,6 +121,15 @@ pub enum Scenario {
     SlowFirst {
         delay_ms: u64,
     },
+    /// One tool call (Anthropic `/v1/messages` only).
+    ToolUse {
+        name: String,
+        id: String,
+        /// The input, compact JSON text of an object.
+        input: String,
+        /// How many `input_json_delta` fragments carry it.
+        chunks: u64,
+    },
 }
 
 /// Every scenario name accepted in a directive.
@@ -138,7 +147,29 @@ pub const SCENARIOS: &[&str] = &[
     "bench",
     "hang",
     "slow_first",
+    "tooluse",
 ];
+
+/// Decodes `%XX` escapes (so a value can hold spaces, `]` or `%`). Other bytes pass as is.
+fn percent_decode(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad %-escape at byte {i} of {value:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{value:?} does not decode to UTF-8"))
+}
 
 struct Params<'a> {
     directive: &'a Directive,
@@ -294,6 +325,28 @@ impl Scenario {
                     delay_ms: p.delay(2000)?,
                 }
             }
+            "tooluse" => {
+                let p = Params::new(d, &["name", "id", "input", "chunks"])?;
+                let raw = percent_decode(p.get("input").unwrap_or("{}"))
+                    .map_err(|e| format!("parameter input: {e}"))?;
+                let input: serde_json::Value = serde_json::from_str(&raw)
+                    .ok()
+                    .filter(serde_json::Value::is_object)
+                    .ok_or_else(|| {
+                        format!("parameter input={raw:?}: expected a JSON object (%-escape spaces and ']')")
+                    })?;
+                let name = p.get("name").unwrap_or("lookup");
+                if name.is_empty() {
+                    return Err("parameter name: must not be empty".to_string());
+                }
+                let chunks = p.count("chunks", 3)?;
+                Self::ToolUse {
+                    name: name.to_string(),
+                    id: p.get("id").unwrap_or("toolu_fake_1").to_string(),
+                    input: input.to_string(),
+                    chunks: chunks.max(1),
+                }
+            }
             other => {
                 return Err(format!(
                     "unknown fake scenario {other:?} (known: {})",
@@ -320,6 +373,7 @@ impl Scenario {
             Self::Bench { .. } => "bench",
             Self::Hang => "hang",
             Self::SlowFirst { .. } => "slow_first",
+            Self::ToolUse { .. } => "tooluse",
         }
     }
 }
@@ -500,6 +554,42 @@ mod tests {
         assert!(e("[fake:ratelimit retry_after=-1]").contains("retry_after"));
         assert!(e("[fake:tokens n=100001]").contains("at most"));
         assert!(e("[fake:drip delay_ms=86400001]").contains("at most"));
+    }
+
+    #[test]
+    fn tooluse() {
+        let p = |t: &str| parse_user_text(t).map(|(s, _)| s);
+        assert_eq!(
+            p("[fake:tooluse]").unwrap(),
+            Scenario::ToolUse {
+                name: "lookup".into(),
+                id: "toolu_fake_1".into(),
+                input: "{}".into(),
+                chunks: 3
+            }
+        );
+        assert_eq!(
+            p(r#"[fake:tooluse name=get_weather id=toolu_9 chunks=5 input={"city":"San%20Francisco","days":[1,2%5D}]"#)
+                .unwrap(),
+            Scenario::ToolUse {
+                name: "get_weather".into(),
+                id: "toolu_9".into(),
+                input: r#"{"city":"San Francisco","days":[1,2]}"#.into(),
+                chunks: 5
+            }
+        );
+        assert!(p("[fake:tooluse input=[1]").is_err());
+        assert!(
+            p("[fake:tooluse input={nope}]")
+                .unwrap_err()
+                .contains("JSON object")
+        );
+        assert!(
+            p("[fake:tooluse input=%zz]")
+                .unwrap_err()
+                .contains("%-escape")
+        );
+        assert!(p("[fake:tooluse name=]").is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! A deterministic fake OpenAI-compatible Chat Completions server for Natter's
-//! integration tests and benchmarks. See README.md for the directive table.
+//! A deterministic fake OpenAI-compatible Chat Completions (and Anthropic Messages) server
+//! for Natter's integration tests and benchmarks. See README.md for the directive table.
 
+mod anthropic;
 mod directive;
 mod stream;
 
@@ -48,6 +49,8 @@ struct Counters {
     disconnects: u64,
     /// Per-(scenario, key) request counts for `fail503` / `ratelimit`.
     fail_keys: HashMap<String, u64>,
+    /// Headers and body of the last `/v1/messages` request.
+    last_messages_request: Option<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +69,10 @@ impl AppState {
         let mut c = self.counters();
         c.requests += 1;
         *c.by_scenario.entry(scenario.to_string()).or_default() += 1;
+    }
+
+    fn record_messages_request(&self, request: Value) {
+        self.counters().last_messages_request = Some(request);
     }
 
     /// Increments and returns the request count for a failure key.
@@ -130,6 +137,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/healthz", get(|| async { "ok" }))
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset_stats))
@@ -153,6 +161,7 @@ async fn stats(State(st): State<Arc<AppState>>) -> Json<Value> {
         "disconnects": c.disconnects,
         "active_streams": st.active_streams.load(Ordering::Relaxed),
         "fail_keys": fail_keys,
+        "last_messages_request": c.last_messages_request,
     }))
 }
 
@@ -355,6 +364,14 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
             ending: stop,
         }),
         Scenario::Hang => Plan::Hang,
+        Scenario::ToolUse { .. } => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "natter-fake-upstream: tooluse is only served on /v1/messages",
+                "invalid_request_error",
+                Some("invalid_fake_directive"),
+            );
+        }
         Scenario::Fail503 { times, key } => {
             let seen = st.bump_key(format!("fail503:{key}"));
             if seen <= times {

@@ -299,9 +299,16 @@ pub fn sse_response(state: Arc<AppState>, ctx: Arc<Ctx>, plan: Plan) -> Response
     let producer = futures::stream::once(produce(tx, ctx.clone(), plan))
         .filter_map(|()| futures::future::ready(None::<Frame>));
     let render_ctx = ctx;
-    let frames: Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> =
-        Box::pin(futures::stream::select(rx, producer).map(move |f| render(&render_ctx, f)));
+    let frames = futures::stream::select(rx, producer).map(move |f| render(&render_ctx, f));
+    guarded_sse(state, Box::pin(frames))
+}
 
+/// Bytes of an SSE body; an `Err` aborts the connection.
+pub type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// A `text/event-stream` response over `frames`, counted in `active_streams` (and as a
+/// disconnect if dropped before its end).
+pub fn guarded_sse(state: Arc<AppState>, frames: Frames) -> Response {
     state.stream_started();
     let body = Guarded {
         inner: frames,
