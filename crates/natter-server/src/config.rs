@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use natter_core::CoreConfig;
 use natter_core::config::AiMode;
+use natter_core::provider::ToolSpec;
 use natter_http::HttpConfig;
 use natter_protocol::EventNames;
 use natter_socketio::SocketIoConfig;
@@ -120,6 +121,23 @@ pub struct Settings {
     /// Base path of history REST [default: /api/v1/chats].
     #[arg(long, env = "NATTER_HISTORY_BASE")]
     pub history_base: Option<String>,
+    /// Built-in server-run tools to offer the model: `current_time`, `http_get` (comma-separated;
+    /// none by default).
+    #[arg(long, env = "NATTER_TOOLS", value_delimiter = ',')]
+    pub tools: Option<Vec<String>>,
+    /// URL prefixes `http_get` may fetch (comma-separated; required with `http_get`).
+    #[arg(long, env = "NATTER_HTTP_GET_ALLOW", value_delimiter = ',')]
+    pub http_get_allow: Option<Vec<String>>,
+    /// Most model calls in one turn; each tool round trip is one more [default: 8].
+    #[arg(long, env = "NATTER_MAX_STEPS")]
+    pub max_steps: Option<usize>,
+    /// Seconds a turn waits for a member to answer a client-run tool call [default: 60].
+    #[arg(long, env = "NATTER_CLIENT_TOOL_TIMEOUT_SECS")]
+    pub client_tool_timeout_secs: Option<f64>,
+    /// In the TOML file: `[[client_tools]]` with `name`, `description` and `parameters` (a
+    /// JSON Schema): tools a member of the chat runs (`executor: "client"`).
+    #[arg(skip)]
+    pub client_tools: Option<Vec<ClientToolSetting>>,
     /// Rename a Socket.IO event: `--event-name userMessage=msg:send` (repeatable).
     #[arg(
         long = "event-name",
@@ -132,6 +150,18 @@ pub struct Settings {
     /// In the TOML file: `[event_names]` table of `EventKey = "wire name"`.
     #[arg(skip)]
     pub event_names: Option<BTreeMap<String, String>>,
+}
+
+/// A client-run tool declared in the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientToolSetting {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// A JSON Schema for the input [default: any object].
+    #[serde(default)]
+    pub parameters: Option<serde_json::Value>,
 }
 
 macro_rules! layer {
@@ -175,6 +205,11 @@ impl Settings {
             aisdk_base,
             realtime_base,
             history_base,
+            tools,
+            http_get_allow,
+            max_steps,
+            client_tool_timeout_secs,
+            client_tools,
             event_name,
             event_names
         )
@@ -221,6 +256,92 @@ pub struct ServerConfig {
     pub socket_buffer: usize,
     pub bus_capacity: usize,
     pub shutdown_grace: Duration,
+    pub tools: ToolsConfig,
+}
+
+/// Which tools turns may call.
+#[derive(Debug, Clone, Default)]
+pub struct ToolsConfig {
+    pub current_time: bool,
+    /// `Some` (with its allow-list) when `http_get` is enabled.
+    pub http_get_allow: Option<Vec<String>>,
+    pub client: Vec<ToolSpec>,
+}
+
+/// Names a tool may have: what the OpenAI and Anthropic APIs accept.
+fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn tools_config(
+    tools: Option<Vec<String>>,
+    http_get_allow: Option<Vec<String>>,
+    client: Option<Vec<ClientToolSetting>>,
+) -> anyhow::Result<ToolsConfig> {
+    let mut cfg = ToolsConfig::default();
+    for name in tools.unwrap_or_default() {
+        match name.trim() {
+            "" => {}
+            "current_time" => cfg.current_time = true,
+            "http_get" => {
+                let allow: Vec<String> = http_get_allow
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                if allow.is_empty() {
+                    bail!("the http_get tool needs --http-get-allow with at least one URL prefix");
+                }
+                for p in &allow {
+                    if !(p.starts_with("https://") || p.starts_with("http://")) {
+                        bail!("--http-get-allow takes http(s) URL prefixes, got `{p}`");
+                    }
+                }
+                cfg.http_get_allow = Some(allow);
+            }
+            other => bail!("unknown tool `{other}` (built-in tools: current_time, http_get)"),
+        }
+    }
+    for t in client.unwrap_or_default() {
+        if !valid_tool_name(&t.name) {
+            bail!(
+                "client tool name `{}` must be 1-64 letters, digits, `_` or `-`",
+                t.name
+            );
+        }
+        let parameters = t
+            .parameters
+            .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+        jsonschema_check(&t.name, &parameters)?;
+        cfg.client.push(ToolSpec {
+            name: t.name,
+            description: t.description,
+            parameters,
+        });
+    }
+    Ok(cfg)
+}
+
+/// A client tool's schema must itself be valid, or every call would fail at run time.
+fn jsonschema_check(name: &str, schema: &serde_json::Value) -> anyhow::Result<()> {
+    if !schema.is_object() {
+        bail!("client tool `{name}`: parameters must be a JSON Schema object");
+    }
+    natter_core::tools::check_arguments("{}", schema)
+        .map(|_| ())
+        .or_else(|e| {
+            if e.starts_with("the tool's own schema is invalid") {
+                bail!("client tool `{name}`: {e}")
+            } else {
+                Ok(())
+            }
+        })
 }
 
 fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
@@ -332,6 +453,16 @@ impl ServerConfig {
                 "unsupported database URL `{database}`: this build stores in SQLite (sqlite://path)"
             );
         }
+        if let Some(v) = s.max_steps {
+            if v == 0 {
+                bail!("max_steps must be at least 1");
+            }
+            core.max_steps = v;
+        }
+        if let Some(v) = s.client_tool_timeout_secs {
+            core.client_tool_timeout = secs("client_tool_timeout_secs", v)?;
+        }
+        let tools = tools_config(s.tools, s.http_get_allow, s.client_tools)?;
         let max_payload_bytes = s.max_payload_bytes.unwrap_or(4 * 1024 * 1024);
         let defaults = HttpConfig::default();
         let base = |v: Option<String>, field: &str, default: String| -> anyhow::Result<String> {
@@ -373,6 +504,7 @@ impl ServerConfig {
             socket_buffer: s.socket_buffer.unwrap_or(256).max(8),
             bus_capacity: s.bus_capacity.unwrap_or(256),
             shutdown_grace: secs("shutdown_grace_secs", s.shutdown_grace_secs.unwrap_or(5.0))?,
+            tools,
         })
     }
 }

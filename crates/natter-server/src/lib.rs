@@ -15,6 +15,7 @@ use natter_core::ChatCore;
 use natter_core::bus_memory::MemoryBus;
 use natter_core::presence_memory::MemoryPresence;
 use natter_core::provider::Provider;
+use natter_core::tools::ToolRegistry;
 use natter_providers::anthropic::AnthropicProvider;
 use natter_providers::demo::DemoProvider;
 use natter_providers::openai::OpenAiProvider;
@@ -55,18 +56,49 @@ fn provider(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
     })
 }
 
+/// The tools the config enables, on top of `extra` (an embedding app's own).
+fn tools(config: &ServerConfig, mut registry: ToolRegistry) -> anyhow::Result<ToolRegistry> {
+    let t = &config.tools;
+    if t.current_time {
+        registry.register(Arc::new(natter_tools::CurrentTime));
+    }
+    if let Some(allow) = &t.http_get_allow {
+        let limits = natter_tools::HttpGetLimits {
+            allow: allow.clone(),
+            ..Default::default()
+        };
+        registry.register(Arc::new(
+            natter_tools::HttpGet::new(limits).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    for spec in &t.client {
+        registry.declare_client(spec.clone());
+    }
+    Ok(registry)
+}
+
 impl Server {
     pub async fn build(config: ServerConfig) -> anyhow::Result<Self> {
+        Self::build_with_tools(config, ToolRegistry::default()).await
+    }
+
+    /// Builds with `extra` tools besides those the config enables: how an app embedding
+    /// Natter gives the model its own server-run tools (see `examples/custom_tool.rs`).
+    pub async fn build_with_tools(
+        config: ServerConfig,
+        extra: ToolRegistry,
+    ) -> anyhow::Result<Self> {
         let store = SqliteStore::open(&config.database, config.sqlite_durability)
             .await
             .with_context(|| format!("opening the database {}", config.database))?;
         let bus = Arc::new(MemoryBus::new(config.bus_capacity));
-        let core = ChatCore::new(
+        let core = ChatCore::with_tools(
             config.core.clone(),
             Arc::new(store),
             bus.clone(),
             Arc::new(MemoryPresence::default()),
             provider(&config)?,
+            tools(&config, extra)?,
         );
         let (layer, io) = SocketIo::builder()
             .max_payload(config.max_payload_bytes)
@@ -96,6 +128,12 @@ impl Server {
             http_shutdown,
             router,
         })
+    }
+
+    /// The server's routes (Socket.IO, the HTTP faces, operations), to merge into an app's own
+    /// axum router. Whoever serves them calls [`ChatCore::shutdown`] on the way out.
+    pub fn router(&self) -> Router {
+        self.router.clone()
     }
 
     /// Serves on `config.listen` until `shutdown` resolves, then ends running turns with
