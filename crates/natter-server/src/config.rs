@@ -514,6 +514,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tools_from_flags_and_toml() {
+        let toml = r#"
+            tools = ["current_time", "http_get"]
+            http_get_allow = ["https://api.example.com/"]
+            max_steps = 3
+            [[client_tools]]
+            name = "pick_color"
+            description = "Ask the user"
+            parameters = { type = "object", properties = { palette = { type = "string" } } }
+        "#;
+        let s: Settings = toml::from_str(toml).unwrap();
+        let cfg = ServerConfig::resolve(s, ApiKeys::default()).unwrap();
+        assert!(cfg.tools.current_time);
+        assert_eq!(
+            cfg.tools.http_get_allow.as_deref(),
+            Some(&["https://api.example.com/".to_owned()][..])
+        );
+        assert_eq!(cfg.tools.client[0].name, "pick_color");
+        assert_eq!(
+            cfg.tools.client[0].parameters["properties"]["palette"]["type"],
+            "string"
+        );
+        assert_eq!(cfg.core.max_steps, 3);
+
+        let refused = |toml: &str| {
+            let s: Settings = toml::from_str(toml).unwrap();
+            ServerConfig::resolve(s, ApiKeys::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(r#"tools = ["teleport"]"#).contains("unknown tool"));
+        assert!(refused(r#"tools = ["http_get"]"#).contains("--http-get-allow"));
+        assert!(
+            refused("tools = [\"http_get\"]\nhttp_get_allow = [\"ftp://x/\"]").contains("http(s)")
+        );
+        assert!(refused("max_steps = 0").contains("at least 1"));
+        assert!(refused("[[client_tools]]\nname = \"bad name\"").contains("letters, digits"));
+        assert!(
+            refused("[[client_tools]]\nname = \"x\"\nparameters = { type = 5 }")
+                .contains("schema is invalid")
+        );
+    }
+
+    #[test]
     fn layering_and_defaults() {
         let cli = Settings {
             listen: Some("127.0.0.1:1".into()),
