@@ -750,6 +750,15 @@ impl ChatCore {
         Ok(event)
     }
 
+    /// The turn waiting for a member's result for client-run call `tool_call_id`, if any.
+    pub fn waiting_tool_call(
+        &self,
+        chat: &ChatKey,
+        tool_call_id: &str,
+    ) -> Option<Arc<crate::event::TurnRef>> {
+        self.inner.turns.client_wait(chat, tool_call_id)
+    }
+
     /// A member's answer to a client-run tool call: the first valid one goes to the waiting
     /// turn. Exactly one of `result` and `error` must be given.
     pub async fn tool_result(

@@ -119,6 +119,11 @@ impl Feed {
         self.cursor.as_ref().map(|c| &c.turn)
     }
 
+    /// The token index this feed hands out next for its current turn (0 without one).
+    pub fn next_token_index(&self) -> u64 {
+        self.cursor.as_ref().map_or(0, |c| c.next_index)
+    }
+
     /// The highest `seq` handed out so far.
     pub fn last_seq(&self) -> u64 {
         self.last_seq

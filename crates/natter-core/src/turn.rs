@@ -62,10 +62,15 @@ struct ChatTurns {
 
 type ClientResult = Result<serde_json::Value, String>;
 
+struct ClientWait {
+    turn: Arc<TurnRef>,
+    tx: tokio::sync::oneshot::Sender<ClientResult>,
+}
+
 pub(crate) struct TurnScheduler {
     chats: Mutex<HashMap<ChatKey, ChatTurns>>,
     /// Client-run tool calls waiting for a member's result, by chat and call id.
-    client_waits: Mutex<HashMap<(ChatKey, String), tokio::sync::oneshot::Sender<ClientResult>>>,
+    client_waits: Mutex<HashMap<(ChatKey, String), ClientWait>>,
     permits: Arc<Semaphore>,
     /// Moving average of turn durations, for `etaMs`. 0 until a turn has finished.
     avg_turn_ms: AtomicU64,
@@ -217,10 +222,22 @@ impl TurnScheduler {
         &self,
         chat: &ChatKey,
         id: &str,
+        turn: &TurnRef,
     ) -> tokio::sync::oneshot::Receiver<ClientResult> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        lock(&self.client_waits).insert((chat.clone(), id.to_owned()), tx);
+        let wait = ClientWait {
+            turn: Arc::new(turn.clone()),
+            tx,
+        };
+        lock(&self.client_waits).insert((chat.clone(), id.to_owned()), wait);
         rx
+    }
+
+    /// The turn waiting for client-run call `id`, if one is.
+    pub fn client_wait(&self, chat: &ChatKey, id: &str) -> Option<Arc<TurnRef>> {
+        lock(&self.client_waits)
+            .get(&(chat.clone(), id.to_owned()))
+            .map(|w| w.turn.clone())
     }
 
     pub fn forget_client_wait(&self, chat: &ChatKey, id: &str) {
@@ -231,7 +248,7 @@ impl TurnScheduler {
     /// already answered, or its turn ended).
     pub fn deliver_client_result(&self, chat: &ChatKey, id: &str, result: ClientResult) -> bool {
         match lock(&self.client_waits).remove(&(chat.clone(), id.to_owned())) {
-            Some(tx) => tx.send(result).is_ok(),
+            Some(wait) => wait.tx.send(result).is_ok(),
             None => false,
         }
     }
@@ -724,7 +741,7 @@ async fn run_tool(
             }
         }
         (Some(Executor::Client(_)), Ok(_)) => {
-            let rx = inner.turns.await_client_result(&req.chat, &call.id);
+            let rx = inner.turns.await_client_result(&req.chat, &call.id, turn);
             let wait = inner.config.client_tool_timeout;
             let r = tokio::select! {
                 r = tokio::time::timeout(wait, rx) => match r {

@@ -25,6 +25,8 @@ pub struct TurnChunks {
     /// Tool results went out: the next output starts a new step (several parallel results
     /// share one step boundary).
     new_step: bool,
+    /// Tokens below this index are skipped (a continuation: the client has them).
+    min_index: u64,
     done: bool,
 }
 
@@ -49,6 +51,7 @@ impl TurnChunks {
             sent: 0,
             text_parts: 0,
             new_step: false,
+            min_index: 0,
             done: false,
         }
     }
@@ -57,6 +60,14 @@ impl TurnChunks {
     pub fn resume(turn: &TurnRef, out: &mut Vec<Value>) -> Self {
         let mut chunks = Self::for_request(turn.request_id.clone());
         chunks.start(&turn.message_id, out);
+        chunks
+    }
+
+    /// Continues a turn whose earlier chunks the client already has (after it answered a
+    /// client-run tool): `start` again with the same `messageId`, then only what is new.
+    pub fn continuation(turn: &TurnRef, next_index: u64, out: &mut Vec<Value>) -> Self {
+        let mut chunks = Self::resume(turn, out);
+        chunks.min_index = next_index;
         chunks
     }
 
@@ -122,9 +133,16 @@ impl TurnChunks {
             {
                 self.start(&turn.message_id, out)
             }
-            FeedItem::Tokens { turn, text, .. } if turn.request_id == self.request_id => {
+            FeedItem::Tokens {
+                turn,
+                text,
+                index,
+                through,
+            } if turn.request_id == self.request_id && *through >= self.min_index => {
                 self.start(&turn.message_id, out);
-                self.delta(text, out);
+                if *index >= self.min_index {
+                    self.delta(text, out);
+                }
             }
             FeedItem::Durable(event) => self.accept_end(event, out),
             FeedItem::Live(LiveEvent::TurnEndUnstored { turn, end })
@@ -152,6 +170,7 @@ impl TurnChunks {
                 tool_call_id,
                 name,
                 arguments,
+                executor,
                 ..
             } if **request_id == *self.request_id => {
                 self.start(message_id, out);
@@ -164,6 +183,13 @@ impl TurnChunks {
                     "toolName": name,
                     "input": arguments,
                 }));
+                if executor == "client" {
+                    // The SDK runs it (onToolCall / addToolOutput) and POSTs again with the
+                    // assistant message last; the turn waits for that and goes on there.
+                    out.push(json!({"type": "finish-step"}));
+                    out.push(json!({"type": "finish", "finishReason": "tool-calls"}));
+                    self.done = true;
+                }
                 return;
             }
             EventBody::ToolResult {

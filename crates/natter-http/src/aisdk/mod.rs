@@ -146,11 +146,15 @@ async fn submit(
         .and_then(|m| m.last())
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, "`messages` is empty"))?;
     let m = Fields::new("messages[last]", last)?;
-    if m.opt_str("role")?.as_deref() != Some("user") {
-        return Err(ApiError::new(
-            ErrorCode::InvalidField,
-            "submit-message: the last of `messages` must be the new user message (role `user`)",
-        ));
+    match m.opt_str("role")?.as_deref() {
+        Some("user") => {}
+        Some("assistant") => return continue_after_tools(face, chat, conn, last).await,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "submit-message: the last of `messages` must be the new user message (role `user`), or the assistant message whose client-run tool outputs are now filled in",
+            ));
+        }
     }
     let input = UserMessageInput {
         message_id: m.req_id("id")?,
@@ -185,6 +189,72 @@ async fn submit(
         if let Some(turn) = feed.current_turn().filter(|t| *t.request_id == *request_id) {
             chunks = TurnChunks::resume(&Arc::clone(turn), &mut first);
         }
+    }
+    Ok(TurnStream::new(Some(feed), chunks, first))
+}
+
+/// The SDK's client-tool round trip: the last message is the assistant message, its tool
+/// parts now `output-available` (or `output-error`). Each output answers the call its turn is
+/// waiting for, and the stream goes on with that turn, on the same assistant message.
+async fn continue_after_tools(
+    face: &Face,
+    chat: &ChatKey,
+    conn: &ConnectionId,
+    message: &Value,
+) -> ApiResult<TurnStream> {
+    let mut answers = Vec::new();
+    let parts = message.get("parts").and_then(Value::as_array);
+    for part in parts.into_iter().flatten() {
+        let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+        if !(kind.starts_with("tool-") || kind == "dynamic-tool") {
+            continue;
+        }
+        let Some(id) = part.get("toolCallId").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(turn) = face.core.waiting_tool_call(chat, id) else {
+            continue;
+        };
+        let answer = match part.get("state").and_then(Value::as_str) {
+            Some("output-available") => (
+                Some(part.get("output").cloned().unwrap_or(Value::Null)),
+                None,
+            ),
+            Some("output-error") => (
+                None,
+                Some(
+                    part.get("errorText")
+                        .and_then(Value::as_str)
+                        .unwrap_or("the client tool failed")
+                        .to_owned(),
+                ),
+            ),
+            // Not answered yet: the turn keeps waiting.
+            _ => continue,
+        };
+        answers.push((id.to_owned(), turn, answer));
+    }
+    let Some((_, turn, _)) = answers.first() else {
+        return Err(ApiError::new(
+            ErrorCode::NoActiveTurn,
+            "no tool call of this assistant message is waiting for an output (it was answered, timed out, or its turn ended)",
+        ));
+    };
+    let turn = turn.clone();
+    // Follow before answering, so nothing after the answer is missed.
+    let (_, feed) = face.core.follow(conn, chat).await?;
+    let mut first = Vec::new();
+    let known = if feed
+        .current_turn()
+        .is_some_and(|t| t.message_id == turn.message_id)
+    {
+        feed.next_token_index()
+    } else {
+        0
+    };
+    let chunks = TurnChunks::continuation(&turn, known, &mut first);
+    for (id, _, (result, error)) in answers {
+        face.core.tool_result(chat, &id, result, error).await?;
     }
     Ok(TurnStream::new(Some(feed), chunks, first))
 }

@@ -136,8 +136,9 @@ pub async fn end(
 }
 
 /// `{type, orgId, chatKey, userId, data?}`: the client events this server acts on —
-/// `typing`, `stopped_typing` and `chat_ended`. Others are refused with `invalid_field`
-/// (never silently dropped).
+/// `typing`, `stopped_typing`, `chat_ended`, and `client_action_callback`
+/// (`data: {toolCallId, result?, error?}`, the answer to a `client_action`). Others are
+/// refused with `invalid_field` (never silently dropped).
 pub async fn event(
     State(face): State<Arc<Face>>,
     Query(q): Q,
@@ -152,11 +153,26 @@ pub async fn event(
         "chat_ended" => {
             face.core.end_chat(&who, &chat, None).await?;
         }
+        "client_action_callback" => {
+            let data = f.opt_object("data")?.ok_or_else(|| {
+                ApiError::new(ErrorCode::MissingField, "event: `data` is required")
+            })?;
+            let d = Fields::new("event.data", &data)?;
+            let call = d.req_id("toolCallId")?;
+            let error = match data.get("error") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => Some(other.to_string()),
+            };
+            let result = data.get("result").filter(|v| !v.is_null()).cloned();
+            face.core.chat_summary(&chat).await?;
+            face.core.tool_result(&chat, &call, result, error).await?;
+        }
         other => {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,
                 format!(
-                    "event: type `{other}` is not one this server acts on (typing, stopped_typing, chat_ended)"
+                    "event: type `{other}` is not one this server acts on (typing, stopped_typing, chat_ended, client_action_callback)"
                 ),
             ));
         }

@@ -338,6 +338,33 @@ impl StreamTask {
                 out.push(sse_event("agent_execution_ended", &e, None));
             }
             EventBody::TurnFailed { .. } => out.extend(self.failed_events(chat, event, id)),
+            // A client-run tool: seed 002's `client_action`, answered with `POST /event`
+            // `{type: "client_action_callback", data: {toolCallId, result | error}}`.
+            // Server-run calls and all results are internal to the turn here.
+            EventBody::ToolCall {
+                request_id,
+                message_id,
+                tool_call_id,
+                name,
+                arguments,
+                executor,
+                ..
+            } if executor == "client" => {
+                let data = json!({
+                    "toolCallId": tool_call_id, "name": name, "arguments": arguments,
+                    "requestId": request_id, "messageId": message_id,
+                });
+                let e = self.envelope(
+                    chat,
+                    "client_action",
+                    super::wire::AI_SENDER,
+                    t,
+                    Some(data),
+                    None,
+                );
+                out.push(sse_event("client_action", &e, id));
+            }
+            EventBody::ToolCall { .. } => {}
             EventBody::ChatEnded { ended_by, reason } => {
                 let data = json!({"endedBy": ended_by, "reason": reason});
                 let e = self.envelope(
@@ -355,8 +382,6 @@ impl StreamTask {
             | EventBody::ChatUpdated { .. }
             | EventBody::MessageSuperseded { .. }
             | EventBody::ReadReceipt { .. }
-            // Seed 002's client_action round trip is not built yet.
-            | EventBody::ToolCall { .. }
             | EventBody::ToolResult { .. } => {}
         }
         out
