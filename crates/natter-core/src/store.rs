@@ -90,8 +90,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Message events (user and assistant, not superseded) with `seq > after`, oldest first,
-    /// at most `limit`: history paged by `seq`.
+    /// Message events (user and assistant) and tool events (`tool_call`, `tool_result`), not
+    /// superseded, with `seq > after`, oldest first, at most `limit`: history paged by `seq`.
+    /// Superseding a reply also supersedes its turn's tool events.
     async fn messages_after(
         &self,
         chat: &ChatKey,

@@ -235,9 +235,12 @@ async fn apply_to_summary(
                 .map_err(backend)?;
         }
         EventBody::MessageSuperseded { message_id, .. } => {
+            // The reply and its turn's tool events leave history together.
             run("UPDATE events SET superseded = 1
-                 WHERE org = ?1 AND chat_id = ?2 AND message_id = ?3
-                   AND kind IN ('assistant_message', 'turn_failed')")
+                 WHERE org = ?1 AND chat_id = ?2
+                   AND ((message_id = ?3 AND kind IN ('assistant_message', 'turn_failed'))
+                     OR (kind IN ('tool_call', 'tool_result')
+                         AND json_extract(body, '$.messageId') = ?3))")
             .bind(message_id)
             .execute(&mut *conn)
             .await
@@ -423,7 +426,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.events_where(
             "SELECT seq, created_at, body FROM events
-             WHERE org = ? AND chat_id = ? AND is_message = 1 AND superseded = 0 AND seq > ?
+             WHERE org = ? AND chat_id = ? AND superseded = 0 AND seq > ?
+               AND (is_message = 1 OR kind IN ('tool_call', 'tool_result'))
              ORDER BY seq LIMIT ?",
             chat,
             after,
@@ -693,8 +697,20 @@ mod tests {
             model: None,
             trace_id: None,
         };
+        let call = EventBody::ToolCall {
+            request_id: "q1".into(),
+            message_id: "r1".into(),
+            tool_call_id: "c1".into(),
+            name: "current_time".into(),
+            arguments: serde_json::json!({}),
+            executor: "server".into(),
+            trace_id: None,
+        };
+        s.append(&a, call, 14).await.unwrap();
         s.append(&a, reply, 15).await.unwrap();
-        assert_eq!(s.messages_after(&a, 0, 10).await.unwrap().len(), 4);
+        // History pages hold messages and tool events; context and the join ack only messages.
+        assert_eq!(s.messages_after(&a, 0, 10).await.unwrap().len(), 5);
+        assert_eq!(s.recent_messages(&a, 99, 10).await.unwrap().len(), 4);
         assert!(s.find_message(&a, "r1").await.unwrap().is_some());
         let sup = EventBody::MessageSuperseded {
             message_id: "r1".into(),
@@ -702,9 +718,10 @@ mod tests {
             superseded_by: None,
         };
         s.append(&a, sup, 16).await.unwrap();
+        // The reply and its tool call left history together; the log keeps all.
         assert_eq!(s.messages_after(&a, 0, 10).await.unwrap().len(), 3);
         assert_eq!(s.recent_messages(&a, 99, 10).await.unwrap().len(), 3);
-        assert_eq!(s.events_after(&a, 0, 99).await.unwrap().len(), 6);
+        assert_eq!(s.events_after(&a, 0, 99).await.unwrap().len(), 7);
 
         assert!(s.delete_chat(&a).await.unwrap());
         assert!(!s.delete_chat(&a).await.unwrap());

@@ -62,6 +62,50 @@ pub fn chat_message(event: &StoredEvent) -> Option<Value> {
             "senderId": AI_SENDER, "senderName": "Assistant", "createdAt": t, "seq": event.seq,
             "requestId": request_id, "error": {"code": code, "retryable": retryable},
         }),
+        // Tool events, as seed 002's `tool` role (history shows them; live SSE does not).
+        EventBody::ToolCall {
+            request_id,
+            message_id,
+            tool_call_id,
+            name,
+            arguments,
+            executor,
+            ..
+        } => json!({
+            "id": format!("{tool_call_id}:call"), "role": "tool", "content": "", "time": t,
+            "status": "sent", "senderId": AI_SENDER, "createdAt": t, "seq": event.seq,
+            "name": name, "toolCallId": tool_call_id, "requestId": request_id,
+            "replyTo": message_id, "executor": executor,
+            "toolCalls": [{"Name": name, "Arguments": arguments, "ID": tool_call_id, "Description": ""}],
+        }),
+        EventBody::ToolResult {
+            request_id,
+            message_id,
+            tool_call_id,
+            name,
+            result,
+            error,
+            ..
+        } => {
+            let mut m = json!({
+                "id": format!("{tool_call_id}:result"), "role": "tool", "time": t,
+                "status": if error.is_some() { "failed" } else { "sent" },
+                "senderId": AI_SENDER, "createdAt": t, "seq": event.seq, "name": name,
+                "toolCallId": tool_call_id, "requestId": request_id, "replyTo": message_id,
+                "content": match (result, error) {
+                    (_, Some(e)) => e.clone(),
+                    (Some(r), None) => r.to_string(),
+                    (None, None) => String::new(),
+                },
+            });
+            if let Some(r) = result {
+                m["result"] = r.clone();
+            }
+            if error.is_some() {
+                m["error"] = json!({"code": "tool_error", "retryable": false});
+            }
+            m
+        }
         _ => return None,
     })
 }
