@@ -204,6 +204,13 @@ pub async fn messages(
             Ending::StreamError,
         ),
         Scenario::Hang => APlan::Tokens(Plan::Hang),
+        Scenario::ToolCall { .. } => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "natter-fake-upstream: toolcall is only served on /v1/chat/completions (use tooluse)",
+            );
+        }
         Scenario::ToolUse {
             name,
             id,

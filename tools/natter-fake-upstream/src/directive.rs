@@ -130,6 +130,19 @@ pub enum Scenario {
         /// How many `input_json_delta` fragments carry it.
         chunks: u64,
     },
+    /// `calls` OpenAI-format tool calls (chat completions only), or the reply to their results.
+    ToolCall {
+        name: String,
+        /// The arguments, as written (%-decoded; valid JSON).
+        args: String,
+        calls: u64,
+        /// How many fragments carry each call's arguments.
+        split: u64,
+        /// Every call at `index` 0, told apart by id only (as Ollama and some proxies do).
+        reuse_index: bool,
+        /// Wait between two chunks (text tokens, call heads and fragments).
+        delay_ms: u64,
+    },
 }
 
 /// Every scenario name accepted in a directive.
@@ -148,7 +161,11 @@ pub const SCENARIOS: &[&str] = &[
     "hang",
     "slow_first",
     "tooluse",
+    "toolcall",
 ];
+
+/// Upper bound for `calls` in a `toolcall` directive.
+pub const MAX_CALLS: u64 = 64;
 
 /// Decodes `%XX` escapes (so a value can hold spaces, `]` or `%`). Other bytes pass as is.
 fn percent_decode(value: &str) -> Result<String, String> {
@@ -220,6 +237,15 @@ impl<'a> Params<'a> {
             return Err(format!("parameter {key}={n}: at most {MAX_TOKENS}"));
         }
         Ok(n)
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Result<bool, String> {
+        match self.get(key) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(v) => Err(format!("parameter {key}={v:?}: expected true or false")),
+        }
     }
 
     fn delay(&self, default: u64) -> Result<u64, String> {
@@ -347,6 +373,39 @@ impl Scenario {
                     chunks: chunks.max(1),
                 }
             }
+            "toolcall" => {
+                let p = Params::new(
+                    d,
+                    &["name", "args", "calls", "split", "reuse_index", "delay_ms"],
+                )?;
+                let args = percent_decode(p.get("args").unwrap_or("{}"))
+                    .map_err(|e| format!("parameter args: {e}"))?;
+                if serde_json::from_str::<serde_json::Value>(&args).is_err() {
+                    return Err(format!(
+                        "parameter args={args:?}: expected JSON (%-escape spaces and ']')"
+                    ));
+                }
+                let name = p.get("name").unwrap_or("lookup");
+                if name.is_empty() {
+                    return Err("parameter name: must not be empty".to_string());
+                }
+                let calls = p.u64("calls", 1)?;
+                if !(1..=MAX_CALLS).contains(&calls) {
+                    return Err(format!("parameter calls={calls}: 1 to {MAX_CALLS}"));
+                }
+                let split = p.count("split", 3)?;
+                if split == 0 {
+                    return Err("parameter split=0: at least 1".to_string());
+                }
+                Self::ToolCall {
+                    name: name.to_string(),
+                    args,
+                    calls,
+                    split,
+                    reuse_index: p.bool("reuse_index", false)?,
+                    delay_ms: p.delay(0)?,
+                }
+            }
             other => {
                 return Err(format!(
                     "unknown fake scenario {other:?} (known: {})",
@@ -374,6 +433,7 @@ impl Scenario {
             Self::Hang => "hang",
             Self::SlowFirst { .. } => "slow_first",
             Self::ToolUse { .. } => "tooluse",
+            Self::ToolCall { .. } => "toolcall",
         }
     }
 }
@@ -590,6 +650,76 @@ mod tests {
                 .contains("%-escape")
         );
         assert!(p("[fake:tooluse name=]").is_err());
+    }
+
+    #[test]
+    fn toolcall() {
+        let p = |t: &str| parse_user_text(t).map(|(s, _)| s);
+        assert_eq!(
+            p("[fake:toolcall]").unwrap(),
+            Scenario::ToolCall {
+                name: "lookup".into(),
+                args: "{}".into(),
+                calls: 1,
+                split: 3,
+                reuse_index: false,
+                delay_ms: 0
+            }
+        );
+        let (s, rest) = parse_user_text(
+            r#"[fake:toolcall name=current_time args={"timeZone":"Europe/Paris","x":[1,%20"a%20b"%5D} calls=2 split=5 reuse_index=true delay_ms=7] what time?"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Scenario::ToolCall {
+                name: "current_time".into(),
+                args: r#"{"timeZone":"Europe/Paris","x":[1, "a b"]}"#.into(),
+                calls: 2,
+                split: 5,
+                reuse_index: true,
+                delay_ms: 7
+            }
+        );
+        assert_eq!(rest, "what time?");
+        // Any JSON value is accepted (the server checks it against the tool's schema).
+        assert!(matches!(
+            p(r#"[fake:toolcall args={"timeZone":5}]"#).unwrap(),
+            Scenario::ToolCall { args, .. } if args == r#"{"timeZone":5}"#
+        ));
+        assert!(p("[fake:toolcall args=[1,2%5D]").is_ok());
+        assert!(
+            p("[fake:toolcall args={nope}]")
+                .unwrap_err()
+                .contains("JSON")
+        );
+        assert!(
+            p("[fake:toolcall args=%zz]")
+                .unwrap_err()
+                .contains("%-escape")
+        );
+        assert!(p("[fake:toolcall name=]").is_err());
+        assert!(
+            p("[fake:toolcall calls=0]")
+                .unwrap_err()
+                .contains("calls=0")
+        );
+        assert!(p("[fake:toolcall calls=65]").is_err());
+        assert!(
+            p("[fake:toolcall split=0]")
+                .unwrap_err()
+                .contains("split=0")
+        );
+        assert!(
+            p("[fake:toolcall reuse_index=yes]")
+                .unwrap_err()
+                .contains("true or false")
+        );
+        assert!(
+            p("[fake:toolcall chunks=2]")
+                .unwrap_err()
+                .contains("unknown parameter")
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod anthropic;
 mod directive;
 mod stream;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::directive::{Scenario, parse_user_text};
-use crate::stream::{Ending, Plan, TokenPlan, TokenSource};
+use crate::stream::{
+    Ending, Plan, PlannedCall, TokenPlan, TokenSource, ToolCallPlan, split_fragments,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,7 +53,13 @@ struct Counters {
     fail_keys: HashMap<String, u64>,
     /// Headers and body of the last `/v1/messages` request.
     last_messages_request: Option<Value>,
+    /// Bodies of the latest chat-completions requests (oldest first, at most
+    /// [`KEPT_CHAT_REQUESTS`]), as parsed JSON.
+    chat_requests: VecDeque<Value>,
 }
+
+/// How many chat-completions request bodies `/stats` keeps.
+const KEPT_CHAT_REQUESTS: usize = 16;
 
 #[derive(Debug, Default)]
 pub struct AppState {
@@ -73,6 +81,14 @@ impl AppState {
 
     fn record_messages_request(&self, request: Value) {
         self.counters().last_messages_request = Some(request);
+    }
+
+    fn record_chat_request(&self, body: Value) {
+        let mut c = self.counters();
+        if c.chat_requests.len() == KEPT_CHAT_REQUESTS {
+            c.chat_requests.pop_front();
+        }
+        c.chat_requests.push_back(body);
     }
 
     /// Increments and returns the request count for a failure key.
@@ -162,6 +178,8 @@ async fn stats(State(st): State<Arc<AppState>>) -> Json<Value> {
         "active_streams": st.active_streams.load(Ordering::Relaxed),
         "fail_keys": fail_keys,
         "last_messages_request": c.last_messages_request,
+        "last_chat_request": c.chat_requests.back(),
+        "chat_requests": c.chat_requests,
     }))
 }
 
@@ -179,6 +197,8 @@ struct ChatRequest {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    tools: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,7 +301,11 @@ pub struct Ctx {
 }
 
 async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: ChatRequest = match serde_json::from_slice(&body) {
+    let parsed = serde_json::from_slice::<Value>(&body);
+    if let Ok(v) = &parsed {
+        st.record_chat_request(v.clone());
+    }
+    let req: ChatRequest = match parsed.and_then(serde_json::from_value) {
         Ok(r) => r,
         Err(e) => {
             st.count_request("invalid_request");
@@ -313,6 +337,27 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
         }
     };
     st.count_request(scenario.name());
+
+    // For `toolcall`: the results the model got back, when the request ends with them (the
+    // `tool` messages after the last assistant message), and whether tools are offered.
+    let tool_results = req.messages.last().filter(|m| m.role == "tool").map(|_| {
+        let after_assistant = req
+            .messages
+            .iter()
+            .rposition(|m| m.role == "assistant")
+            .map_or(0, |i| i + 1);
+        req.messages[after_assistant..]
+            .iter()
+            .filter(|m| m.role == "tool")
+            .map(|m| content_text(m.content.as_ref()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    let offers_tools = req
+        .tools
+        .as_ref()
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
 
     let ctx = Ctx {
         model: req.model.unwrap_or_else(|| "fake-model".to_string()),
@@ -364,6 +409,46 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
             ending: stop,
         }),
         Scenario::Hang => Plan::Hang,
+        Scenario::ToolCall {
+            name,
+            args,
+            calls,
+            split,
+            reuse_index,
+            delay_ms,
+        } => {
+            let text = |t: String| {
+                Plan::Tokens(TokenPlan {
+                    tokens: TokenSource::Text(word_tokens(&t)),
+                    first_delay_ms: 0,
+                    delay_ms,
+                    ending: stop,
+                })
+            };
+            if let Some(results) = tool_results {
+                text(format!("Tool said: {results}"))
+            } else if offers_tools {
+                let plan = ToolCallPlan {
+                    text: word_tokens(&format!("Calling {name}.")),
+                    calls: (1..=calls)
+                        .map(|i| PlannedCall {
+                            id: format!("call_{i}"),
+                            name: name.clone(),
+                            fragments: split_fragments(&args, split),
+                        })
+                        .collect(),
+                    reuse_index,
+                    delay_ms,
+                };
+                return if streaming {
+                    stream::tool_calls_response(st, Arc::new(ctx), plan)
+                } else {
+                    tool_calls_json(&ctx, &plan)
+                };
+            } else {
+                text("No tools left.".to_string())
+            }
+        }
         Scenario::ToolUse { .. } => {
             return openai_error(
                 StatusCode::BAD_REQUEST,
@@ -444,6 +529,39 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
     }
 }
 
+/// Non-streaming reply of a tool-call step: one `chat.completion` with `tool_calls`.
+fn tool_calls_json(ctx: &Ctx, p: &ToolCallPlan) -> Response {
+    let n = p.chunk_count();
+    let calls: Vec<Value> = p
+        .calls
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.fragments.concat()},
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": ctx.created,
+        "model": ctx.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": p.text.concat(), "tool_calls": calls},
+            "finish_reason": "tool_calls",
+        }],
+        "usage": {
+            "prompt_tokens": ctx.prompt_tokens,
+            "completion_tokens": n,
+            "total_tokens": ctx.prompt_tokens + n,
+        },
+    }))
+    .into_response()
+}
+
 /// Non-streaming reply: waits the total delay, then answers with one
 /// `chat.completion` object.
 async fn non_streaming(ctx: Ctx, plan: Plan) -> Response {
@@ -451,6 +569,7 @@ async fn non_streaming(ctx: Ctx, plan: Plan) -> Response {
         Plan::Hang => std::future::pending().await,
         Plan::Tokens(p) => p,
     };
+
     let total_delay = p
         .delay_ms
         .saturating_mul(p.tokens.len().saturating_sub(1))

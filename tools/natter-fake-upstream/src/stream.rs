@@ -28,6 +28,44 @@ pub enum Plan {
     Tokens(TokenPlan),
 }
 
+/// Text, then tool calls, then `finish_reason: "tool_calls"` (chat completions only).
+
+#[derive(Debug)]
+pub struct ToolCallPlan {
+    /// Text tokens streamed before the calls.
+    pub text: Vec<String>,
+    pub calls: Vec<PlannedCall>,
+    /// Every call at `index` 0 (told apart by id only).
+    pub reuse_index: bool,
+    /// Wait between two chunks after the role chunk (0: just yield).
+    pub delay_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct PlannedCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments, in the pieces they are streamed in (their concatenation is the JSON).
+    pub fragments: Vec<String>,
+}
+
+impl ToolCallPlan {
+    /// The position a call is streamed at.
+    pub fn index(&self, call: usize) -> usize {
+        if self.reuse_index { 0 } else { call }
+    }
+
+    /// Chunks carrying text or call fragments.
+    pub fn chunk_count(&self) -> u64 {
+        (self.text.len()
+            + self
+                .calls
+                .iter()
+                .map(|c| 1 + c.fragments.len())
+                .sum::<usize>()) as u64
+    }
+}
+
 #[derive(Debug)]
 pub struct TokenPlan {
     pub tokens: TokenSource,
@@ -118,6 +156,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Serialize)]
@@ -177,8 +217,8 @@ fn render(ctx: &Ctx, frame: Frame) -> Result<Bytes, std::io::Error> {
         Frame::Token { index, text } => {
             let text = text.unwrap_or_else(bench_token);
             let delta = Delta {
-                role: None,
                 content: Some(&text),
+                ..Delta::default()
             };
             // Every third token chunk has no "id".
             Ok(event(&ctx.delta_chunk(index % 3 != 2, delta, None)))
@@ -212,6 +252,7 @@ async fn produce(mut tx: mpsc::Sender<Frame>, ctx: Arc<Ctx>, plan: Plan) {
     let role = Delta {
         role: Some("assistant"),
         content: Some(""),
+        ..Delta::default()
     };
     emit!(Frame::Raw(event(&ctx.delta_chunk(true, role, None))));
 
@@ -260,6 +301,90 @@ async fn produce(mut tx: mpsc::Sender<Frame>, ctx: Arc<Ctx>, plan: Plan) {
     }
 }
 
+/// A tool-call step the way OpenAI streams it: `: keep-alive`, role chunk, text deltas, then per call one
+/// chunk with its `id`, `type`, `function.name` and empty `arguments`, followed by one chunk
+/// per arguments fragment (`index` and `function.arguments` only), then the finish chunk
+/// (`finish_reason: "tool_calls"`), usage if asked, `[DONE]`.
+async fn produce_tool_calls(mut tx: mpsc::Sender<Frame>, ctx: Arc<Ctx>, p: ToolCallPlan) {
+    macro_rules! emit {
+        ($frame:expr) => {
+            if tx.send($frame).await.is_err() {
+                return;
+            }
+            if p.delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(p.delay_ms)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        };
+    }
+    emit!(Frame::Raw(Bytes::from_static(KEEP_ALIVE)));
+    let role = Delta {
+        role: Some("assistant"),
+        content: Some(""),
+        ..Delta::default()
+    };
+    emit!(Frame::Raw(event(&ctx.delta_chunk(true, role, None))));
+    for (i, text) in p.text.iter().enumerate() {
+        emit!(Frame::Token {
+            index: i as u64,
+            text: Some(text.clone()),
+        });
+    }
+    for (i, call) in p.calls.iter().enumerate() {
+        let index = p.index(i);
+        let head = Delta {
+            tool_calls: Some(vec![serde_json::json!({
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            })]),
+            ..Delta::default()
+        };
+        emit!(Frame::Raw(event(&ctx.delta_chunk(true, head, None))));
+        for fragment in &call.fragments {
+            let piece = Delta {
+                tool_calls: Some(vec![serde_json::json!({
+                    "index": index,
+                    "function": {"arguments": fragment},
+                })]),
+                ..Delta::default()
+            };
+            emit!(Frame::Raw(event(&ctx.delta_chunk(true, piece, None))));
+        }
+    }
+    let finish = ctx.delta_chunk(true, Delta::default(), Some("tool_calls"));
+    emit!(Frame::Raw(event(&finish)));
+    if ctx.include_usage {
+        let n = p.chunk_count();
+        let mut usage = ctx.chunk(true, Some(Vec::new()));
+        usage.usage = Some(Usage {
+            prompt_tokens: ctx.prompt_tokens,
+            completion_tokens: n,
+            total_tokens: ctx.prompt_tokens + n,
+        });
+        emit!(Frame::Raw(event(&usage)));
+    }
+    emit!(Frame::Raw(Bytes::from_static(DONE)));
+}
+
+/// Splits `text` into `n` pieces of about the same number of characters (fewer if `text`
+/// has fewer characters; at least one, possibly empty).
+pub fn split_fragments(text: &str, n: u64) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let n = (n.max(1) as usize).min(chars.len().max(1));
+    let (base, extra) = (chars.len() / n, chars.len() % n);
+    let mut out = Vec::with_capacity(n);
+    let mut at = 0;
+    for i in 0..n {
+        let len = base + usize::from(i < extra);
+        out.push(chars[at..at + len].iter().collect());
+        at += len;
+    }
+    out
+}
+
 /// Counts the stream in `active_streams`, and as a disconnect if the body is
 /// dropped before it ended (normally or by a deliberate abort).
 struct StreamGuard {
@@ -290,6 +415,16 @@ impl Stream for Guarded {
         }
         next
     }
+}
+
+/// The SSE response of a tool-call step.
+pub fn tool_calls_response(state: Arc<AppState>, ctx: Arc<Ctx>, plan: ToolCallPlan) -> Response {
+    let (tx, rx) = mpsc::channel::<Frame>(0);
+    let producer = futures::stream::once(produce_tool_calls(tx, ctx.clone(), plan))
+        .filter_map(|()| futures::future::ready(None::<Frame>));
+    let render_ctx = ctx;
+    let frames = futures::stream::select(rx, producer).map(move |f| render(&render_ctx, f));
+    guarded_sse(state, Box::pin(frames))
 }
 
 pub fn sse_response(state: Arc<AppState>, ctx: Arc<Ctx>, plan: Plan) -> Response {
@@ -326,4 +461,18 @@ pub fn guarded_sse(state: Arc<AppState>, frames: Frames) -> Response {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_fragments_cover_the_text() {
+        assert_eq!(split_fragments("{\"a\":1}", 3), ["{\"a", "\":", "1}"]);
+        assert_eq!(split_fragments("{}", 3), ["{", "}"]);
+        assert_eq!(split_fragments("", 3), [""]);
+        assert_eq!(split_fragments("héllo", 1), ["héllo"]);
+        assert_eq!(split_fragments("héllo", 2), ["hél", "lo"]);
+    }
 }
