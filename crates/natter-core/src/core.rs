@@ -103,6 +103,8 @@ pub struct UserMessageInput {
     pub parts: Option<serde_json::Value>,
     pub request_id: Option<String>,
     pub trace_id: Option<String>,
+    /// Client-run tools declared for this message's turn (see [`crate::tools::parse_declared`]).
+    pub tools: Vec<crate::provider::ToolSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -567,6 +569,9 @@ impl ChatCore {
                     trigger_seq: target.seq,
                     request_id: request_id.clone().into(),
                     trace_id: trace_id.map(Into::into),
+                    // Tools declared with a message are not stored; a regenerated turn has
+                    // the server's only.
+                    client_tools: Vec::new(),
                 },
             )
             .await;
@@ -606,6 +611,19 @@ impl ChatCore {
                     "the text is {} bytes, the limit is {}",
                     msg.text.len(),
                     inner.config.max_text_bytes
+                ),
+            ));
+        }
+        if let Some(clash) = msg
+            .tools
+            .iter()
+            .find(|t| inner.tools.get(&t.name).is_some())
+        {
+            return Err(CoreError::rejected(
+                ErrorCode::InvalidField,
+                format!(
+                    "`tools`: the server already has a tool named `{}`",
+                    clash.name
                 ),
             ));
         }
@@ -658,6 +676,7 @@ impl ChatCore {
                         trigger_seq,
                         request_id: request_id.into(),
                         trace_id: msg.trace_id.map(Into::into),
+                        client_tools: msg.tools,
                     },
                 )
                 .await;
@@ -748,6 +767,28 @@ impl ChatCore {
             .publish_durable(chat, event.clone(), Some(conn.clone()))
             .await;
         Ok(event)
+    }
+
+    /// The tool calls and results of turn `request_id` stored up to `up_to_seq` (to replay a
+    /// running turn), oldest first. Looks back at most the replay limit.
+    pub async fn turn_tool_events(
+        &self,
+        chat: &ChatKey,
+        request_id: &str,
+        up_to_seq: u64,
+    ) -> Result<Vec<StoredEvent>, CoreError> {
+        let limit = self.inner.config.replay_limit;
+        let from = up_to_seq.saturating_sub(limit as u64);
+        let events = self.inner.store.events_after(chat, from, limit).await?;
+        Ok(events
+            .into_iter()
+            .filter(|e| e.seq <= up_to_seq)
+            .filter(|e| match &e.body {
+                EventBody::ToolCall { request_id: r, .. }
+                | EventBody::ToolResult { request_id: r, .. } => r == request_id,
+                _ => false,
+            })
+            .collect())
     }
 
     /// The turn waiting for a member's result for client-run call `tool_call_id`, if any.

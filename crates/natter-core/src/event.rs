@@ -87,6 +87,9 @@ pub enum EventBody {
         request_id: String,
         /// The assistant message (turn) this call belongs to.
         message_id: String,
+        /// Token events of the turn before this one, so a replay can put it back in place.
+        #[serde(default)]
+        token_index: u64,
         tool_call_id: String,
         name: String,
         /// The arguments as parsed JSON, or as the raw text when the model sent invalid JSON.
@@ -101,6 +104,9 @@ pub enum EventBody {
     ToolResult {
         request_id: String,
         message_id: String,
+        /// Token events of the turn before this one, so a replay can put it back in place.
+        #[serde(default)]
+        token_index: u64,
         tool_call_id: String,
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,6 +16,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use natter_protocol::{ErrorCode, WireError};
+
 use crate::provider::ToolSpec;
 
 /// A tool the server runs.
@@ -91,6 +93,74 @@ impl ToolRegistry {
     }
 }
 
+/// Most tools a client may declare for one message.
+pub const MAX_DECLARED_TOOLS: usize = 32;
+
+/// Names a tool may have: what the OpenAI and Anthropic APIs accept.
+pub fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Client-run tools a client declares for one message: `[{name, description?, parameters?}]`
+/// (`parameters` a JSON Schema, default any object). Errors name the bad entry.
+pub fn parse_declared(tools: &Value) -> Result<Vec<ToolSpec>, WireError> {
+    let invalid = |m: String| WireError::new(ErrorCode::InvalidField, m);
+    let Value::Array(items) = tools else {
+        return Err(invalid("`tools` must be an array".into()));
+    };
+    if items.len() > MAX_DECLARED_TOOLS {
+        return Err(WireError::new(
+            ErrorCode::TooLarge,
+            format!("at most {MAX_DECLARED_TOOLS} tools per message"),
+        ));
+    }
+    let mut specs: Vec<ToolSpec> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let name = item.get("name").and_then(Value::as_str).unwrap_or("");
+        if !valid_tool_name(name) {
+            return Err(invalid(format!(
+                "`tools[{i}].name` must be 1-64 letters, digits, `_` or `-`"
+            )));
+        }
+        if specs.iter().any(|s| s.name == name) {
+            return Err(invalid(format!("`tools[{i}]`: `{name}` is declared twice")));
+        }
+        let description = match item.get("description") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(d)) => d.clone(),
+            Some(_) => {
+                return Err(invalid(format!(
+                    "`tools[{i}].description` must be a string"
+                )));
+            }
+        };
+        let parameters = match item.get("parameters").or_else(|| item.get("inputSchema")) {
+            None | Some(Value::Null) => serde_json::json!({"type": "object"}),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => {
+                return Err(invalid(format!(
+                    "`tools[{i}].parameters` must be a JSON Schema object"
+                )));
+            }
+        };
+        if let Err(e) = jsonschema::validator_for(&parameters) {
+            return Err(invalid(format!(
+                "`tools[{i}].parameters` is not a valid JSON Schema: {e}"
+            )));
+        }
+        specs.push(ToolSpec {
+            name: name.to_owned(),
+            description,
+            parameters,
+        });
+    }
+    Ok(specs)
+}
+
 /// Checks the model's arguments: valid JSON, then valid against `schema`. The error is
 /// written for the model, so it can correct itself.
 pub fn check_arguments(raw: &str, schema: &Value) -> Result<Value, String> {
@@ -118,6 +188,27 @@ pub fn check_arguments(raw: &str, schema: &Value) -> Result<Value, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn declared_tools_are_checked() {
+        let ok = parse_declared(&json!([
+            {"name": "pick_color", "description": "Ask", "parameters": {"type": "object"}},
+            {"name": "confirm"}
+        ]))
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].parameters, json!({"type": "object"}));
+        for bad in [
+            json!({}),
+            json!([{"name": "has space"}]),
+            json!([{"name": "a"}, {"name": "a"}]),
+            json!([{"name": "a", "description": 5}]),
+            json!([{"name": "a", "parameters": "x"}]),
+            json!([{"name": "a", "parameters": {"type": 5}}]),
+        ] {
+            assert!(parse_declared(&bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn arguments_are_checked_against_the_schema() {

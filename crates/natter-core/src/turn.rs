@@ -36,6 +36,8 @@ pub(crate) struct TurnRequest {
     pub trigger_seq: u64,
     pub request_id: Arc<str>,
     pub trace_id: Option<Arc<str>>,
+    /// Client-run tools declared with the message, besides the registry's.
+    pub client_tools: Vec<crate::provider::ToolSpec>,
 }
 
 /// Why a turn was stopped from outside.
@@ -467,7 +469,8 @@ async fn generate(
             return g;
         }
     };
-    let tools = inner.tools.specs();
+    let mut tools = inner.tools.specs();
+    tools.extend(req.client_tools.iter().cloned());
     let max_steps = inner.config.max_steps.max(1);
 
     'steps: for step in 0..max_steps {
@@ -629,7 +632,7 @@ async fn generate(
             tool_call_id: None,
         });
         for call in calls {
-            match run_tool(inner, req, &turn, &call, cancel, deadline).await {
+            match run_tool(inner, req, &turn, &call, g.tokens, cancel, deadline).await {
                 Ok(content) => messages.push(PromptMessage {
                     role: Role::Tool,
                     content,
@@ -681,10 +684,16 @@ async fn run_tool(
     req: &TurnRequest,
     turn: &TurnRef,
     call: &ToolCall,
+    tokens_before: u64,
     cancel: &CancellationToken,
     deadline: tokio::time::Instant,
 ) -> Result<String, ToolStop> {
-    let executor = inner.tools.get(&call.name).cloned();
+    let executor = inner.tools.get(&call.name).cloned().or_else(|| {
+        req.client_tools
+            .iter()
+            .find(|t| t.name == call.name)
+            .map(|t| Executor::Client(t.clone()))
+    });
     let checked = match &executor {
         None => Err(format!("there is no tool named `{}`", call.name)),
         Some(e) => check_arguments(&call.arguments, &e.spec().parameters),
@@ -703,6 +712,7 @@ async fn run_tool(
     let record = EventBody::ToolCall {
         request_id: turn.request_id.to_string(),
         message_id: turn.message_id.to_string(),
+        token_index: tokens_before,
         tool_call_id: call.id.clone(),
         name: call.name.clone(),
         arguments,
@@ -768,6 +778,7 @@ async fn run_tool(
     let record = EventBody::ToolResult {
         request_id: turn.request_id.to_string(),
         message_id: turn.message_id.to_string(),
+        token_index: tokens_before,
         tool_call_id: call.id.clone(),
         name: call.name.clone(),
         result,

@@ -68,6 +68,7 @@ async fn the_turn_ends_live_when_its_end_cannot_be_stored() {
         parts: None,
         request_id: Some("r1".into()),
         trace_id: None,
+        tools: Vec::new(),
     };
     core.post_user_message(&who, Some(&conn), &chat, input)
         .await

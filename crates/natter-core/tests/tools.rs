@@ -135,6 +135,7 @@ async fn setup(provider: CallsThenAnswers, config: CoreConfig) -> Setup {
         parts: None,
         request_id: Some("r1".into()),
         trace_id: None,
+        tools: Vec::new(),
     };
     core.post_user_message(&who, None, &chat, input)
         .await
@@ -393,6 +394,7 @@ async fn max_steps_ends_the_loop_in_text() {
         parts: None,
         request_id: None,
         trace_id: None,
+        tools: Vec::new(),
     };
     core.post_user_message(&who, None, &chat, input)
         .await
@@ -408,4 +410,55 @@ async fn max_steps_ends_the_loop_in_text() {
         ]
     );
     assert_eq!(reply_text(&events).0, "done");
+}
+
+#[tokio::test]
+async fn tools_declared_with_a_message_are_client_run_for_its_turn() {
+    let core = ChatCore::with_tools(
+        CoreConfig::default(),
+        Arc::new(LogStore::default()),
+        Arc::new(MemoryBus::new(256)),
+        Arc::new(MemoryPresence::default()),
+        Arc::new(CallsThenAnswers {
+            name: "confirm",
+            arguments: "{}",
+        }),
+        ToolRegistry::default(),
+    );
+    let who = Identity {
+        org: "o".into(),
+        user_id: "ann".into(),
+    };
+    let chat = ChatKey::new("o", "c");
+    let conn: Arc<str> = "conn-1".into();
+    let mut feed = core
+        .join(&who, &conn, &chat, JoinRequest::default())
+        .await
+        .unwrap()
+        .feed;
+    let tools = natter_core::tools::parse_declared(&json!([{"name": "confirm"}])).unwrap();
+    let input = UserMessageInput {
+        message_id: "m1".into(),
+        text: "go".into(),
+        parts: None,
+        request_id: None,
+        trace_id: None,
+        tools,
+    };
+    core.post_user_message(&who, None, &chat, input)
+        .await
+        .unwrap();
+    loop {
+        if let Ok(FeedItem::Durable(e)) = feed.next().await
+            && let EventBody::ToolCall { executor, .. } = &e.body
+        {
+            assert_eq!(executor, "client");
+            break;
+        }
+    }
+    core.tool_result(&chat, "call-1", Some(json!(true)), None)
+        .await
+        .unwrap();
+    let rest = durable_until_end(&mut feed).await;
+    assert_eq!(reply_text(&rest).0, "Checking. result: true");
 }

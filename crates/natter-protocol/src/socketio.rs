@@ -76,6 +76,8 @@ pub struct UserMessageRequest {
     pub text: String,
     pub parts: Option<Value>,
     pub request_id: Option<String>,
+    /// Client-run tools declared for this message (raw; the core checks them).
+    pub tools: Option<Value>,
 }
 
 impl UserMessageRequest {
@@ -88,6 +90,7 @@ impl UserMessageRequest {
             text: f.req_text("text")?,
             parts: f.opt_array("parts")?,
             request_id: f.opt_str("requestId")?,
+            tools: f.opt_array("tools")?,
         })
     }
 }
@@ -250,7 +253,7 @@ impl ToolResultRequest {
     pub fn parse(event: &str, data: &Value) -> Result<Self, WireError> {
         let f = Fields::new(event, data)?;
         let common = Common::read(&f)?;
-        let tool_call_id = f.req_id("toolCallId")?;
+        let tool_call_id = f.req_str("toolCallId")?;
         crate::fields::check_id_len(event, "toolCallId", &tool_call_id)?;
         let error = match data.get("error") {
             None | Some(Value::Null) => None,

@@ -372,12 +372,17 @@ async fn user_message(
     let req = UserMessageRequest::parse(event, data)?;
     let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
     let who = conn.identity.resolve(req.user_id.as_deref())?;
+    let tools = match &req.tools {
+        Some(t) => natter_core::tools::parse_declared(t)?,
+        None => Vec::new(),
+    };
     let input = UserMessageInput {
         message_id: req.message_id.clone(),
         text: req.text,
         parts: req.parts,
         request_id: req.request_id,
         trace_id: req.common.trace_id,
+        tools,
     };
     let out = face
         .core

@@ -147,6 +147,7 @@ pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
             arguments,
             executor,
             trace_id,
+            ..
         } => raw(
             EventKey::AiToolCall,
             &AiToolCallEvent {
@@ -169,6 +170,7 @@ pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
             result,
             error,
             trace_id,
+            ..
         } => raw(
             EventKey::AiToolResult,
             &AiToolResultEvent {

@@ -700,6 +700,7 @@ mod tests {
         let call = EventBody::ToolCall {
             request_id: "q1".into(),
             message_id: "r1".into(),
+            token_index: 0,
             tool_call_id: "c1".into(),
             name: "current_time".into(),
             arguments: serde_json::json!({}),

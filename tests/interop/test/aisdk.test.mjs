@@ -544,7 +544,8 @@ describe("bad input on POST /api/chat", () => {
     { name: "missing id", body: (({ id, ...rest }) => rest)(ok()), code: "missing_field" },
     { name: "missing messages", body: (({ messages, ...rest }) => rest)(ok()), code: "missing_field" },
     { name: "empty messages", body: { ...ok(), messages: [] }, code: "invalid_field" },
-    { name: "last message is not from the user", body: { ...ok(), messages: [userMsg("hi"), { id: "a1", role: "assistant", parts: [{ type: "text", text: "yo" }] }] }, code: "invalid_field" },
+    // (An assistant message last is the client-tool continuation: see tools-http.test.mjs.)
+    { name: "last message is a system message", body: { ...ok(), messages: [userMsg("hi"), { id: "a1", role: "system", parts: [{ type: "text", text: "yo" }] }] }, code: "invalid_field" },
     { name: "unknown trigger", body: { ...ok(), trigger: "resume-stream" }, code: "invalid_field" },
     { name: "trigger is a number", body: { ...ok(), trigger: 7 }, code: "invalid_field" },
     { name: "body over the limit", body: { ...ok(), messages: [userMsg("x".repeat(100 * 1024))] }, code: "too_large", status: 413 },
@@ -569,14 +570,14 @@ describe("bad input on POST /api/chat", () => {
     // The transport surfaces the same refusal as an APICallError with the JSON body.
     const transport = new DefaultChatTransport({ api: `${url}/api/chat` });
     await assert.rejects(
-      transport.sendMessages({ chatId: uid("bad"), messages: [{ id: "a", role: "assistant", parts: [] }], trigger: "submit-message", abortSignal: undefined }),
+      transport.sendMessages({ chatId: uid("bad"), messages: [{ id: "a", role: "system", parts: [] }], trigger: "submit-message", abortSignal: undefined }),
       (e) => e.statusCode === 400 && JSON.parse(e.responseBody).error.code === "invalid_field",
     );
 
     // Over WebSocket the same refusal is an `error` frame: the request's stream errors.
     const ws = new WebSocketChatTransport({ url: `${url}/api/chat/ws`, webSocket: WebSocket });
     try {
-      const refused = await ws.sendMessages({ chatId: uid("bad"), messages: [{ id: "a", role: "assistant", parts: [] }], trigger: "submit-message", abortSignal: undefined });
+      const refused = await ws.sendMessages({ chatId: uid("bad"), messages: [{ id: "a", role: "system", parts: [] }], trigger: "submit-message", abortSignal: undefined });
       await assert.rejects(within(drain(refused).done, 5000, "ws refusal"), /^Error: invalid_field: /);
       const fine = await ws.sendMessages({ chatId: uid("bad"), messages: [userMsg("[fake:tokens n=2]")], trigger: "submit-message", abortSignal: undefined });
       assertFinishedTurn(await within(drain(fine).done, 5000, "ws after refusal"), numbered(2));

@@ -7,7 +7,7 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { AbstractChat, DefaultChatTransport, lastAssistantMessageIsCompleteWithToolCalls } from "ai";
 import { EventSource } from "eventsource";
-import { sleep, startStack, tempDir, uid } from "../lib/harness.mjs";
+import { connect, sleep, startStack, tempDir, uid } from "../lib/harness.mjs";
 
 /** The minimal ChatState a Node app needs for the SDK's AbstractChat (React brings its own). */
 class NodeChat extends AbstractChat {
@@ -156,6 +156,65 @@ parameters = { type = "object", properties = { palette = { type = "string" } } }
       await waitFor(() => events.find((e) => e.type === "agent_execution_ended"), "agent_execution_ended");
     } finally {
       es.close();
+    }
+  });
+});
+
+describe("client-run tools declared with a message", () => {
+  let stack;
+  before(async () => {
+    stack = await startStack();
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  test("AI SDK: tools in the request body make a client-run call the SDK answers", async () => {
+    const chat = new NodeChat({
+      id: uid("declared"),
+      transport: new DefaultChatTransport({
+        api: `${stack.natter.url}/api/chat`,
+        body: { userId: "ann", tools: [{ name: "confirm", description: "Ask the user", parameters: { type: "object" } }] },
+      }),
+      sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+      onToolCall: async ({ toolCall }) => {
+        chat.addToolOutput({ tool: toolCall.toolName, toolCallId: toolCall.toolCallId, output: "yes" });
+      },
+    });
+    await chat.sendMessage({ text: "[fake:toolcall name=confirm args={}] sure?" });
+    const last = await waitFor(() => {
+      const m = chat.nodeState.messages.at(-1);
+      return chat.nodeState.status === "ready" && m?.parts.some((p) => p.type === "text" && p.text.includes("Tool said")) ? m : null;
+    }, "the final text");
+    assert.equal(last.parts.find((p) => p.type === "tool-confirm")?.state, "output-available");
+  });
+
+  test("Socket.IO: tools on user:message; a member answers; bad declarations are refused", async () => {
+    const ann = await connect(stack.natter.url, { query: { userId: "ann" } });
+    const bob = await connect(stack.natter.url, { query: { userId: "bob" } });
+    try {
+      const chatId = uid("declared-sio");
+      await ann.emit("chat:join", { chatId });
+      await bob.emit("chat:join", { chatId });
+      const bad = await ann.emit("user:message", {
+        chatId, messageId: uid("m"), userId: "ann", text: "x", tools: [{ name: "has space" }],
+      });
+      assert.equal(bad.ok, false);
+      assert.equal(bad.error.code, "invalid_field");
+      const ack = await ann.emit("user:message", {
+        chatId, messageId: uid("m"), userId: "ann", text: "[fake:toolcall name=confirm args={}] ok?",
+        tools: [{ name: "confirm", description: "Ask", parameters: { type: "object" } }],
+      });
+      assert.equal(ack.ok, true);
+      const call = await bob.waitFor("ai:tool_call", (c) => c.chatId === chatId);
+      assert.equal(call.executor, "client");
+      const answer = await bob.emit("ai:tool_result", { chatId, toolCallId: call.toolCallId, result: "fine" });
+      assert.equal(answer.ok, true);
+      const done = await ann.waitFor("ai:message", (m) => m.chatId === chatId);
+      assert.match(done.text, /fine/);
+    } finally {
+      ann.close();
+      bob.close();
     }
   });
 });

@@ -63,6 +63,72 @@ impl TurnChunks {
         chunks
     }
 
+    /// A running turn from its start: its tokens so far with its stored tool events put back
+    /// where they happened (`token_index`). Later tokens come from the feed; those already
+    /// replayed are skipped.
+    pub fn replay(
+        turn: &TurnRef,
+        tokens: &[Arc<str>],
+        tools: &[StoredEvent],
+        out: &mut Vec<Value>,
+    ) -> Self {
+        let mut chunks = Self::resume(turn, out);
+        let token_index = |e: &StoredEvent| match &e.body {
+            EventBody::ToolCall { token_index, .. } | EventBody::ToolResult { token_index, .. } => {
+                *token_index
+            }
+            _ => 0,
+        };
+        // A client-run call that was answered must not end the replay the way a waiting one
+        // does (the client would run it again).
+        let answered = |id: &str| {
+            tools.iter().any(|e| {
+                matches!(&e.body, EventBody::ToolResult { tool_call_id, .. } if tool_call_id == id)
+            })
+        };
+        let mut pending = tools.iter().peekable();
+        for (i, text) in tokens.iter().enumerate() {
+            while let Some(e) = pending.next_if(|e| token_index(e) <= i as u64) {
+                chunks.replay_tool(e, &answered, out);
+            }
+            chunks.delta(text, out);
+        }
+        for e in pending {
+            chunks.replay_tool(e, &answered, out);
+        }
+        chunks.min_index = tokens.len() as u64;
+        chunks
+    }
+
+    fn replay_tool(
+        &mut self,
+        e: &StoredEvent,
+        answered: &dyn Fn(&str) -> bool,
+        out: &mut Vec<Value>,
+    ) {
+        match &e.body {
+            EventBody::ToolCall {
+                tool_call_id,
+                executor,
+                ..
+            } if executor == "client" && answered(tool_call_id) => {
+                let mut body = e.body.clone();
+                if let EventBody::ToolCall { executor, .. } = &mut body {
+                    *executor = "server".into();
+                }
+                self.accept_end(
+                    &StoredEvent {
+                        seq: e.seq,
+                        created_at: e.created_at,
+                        body,
+                    },
+                    out,
+                );
+            }
+            _ => self.accept_end(e, out),
+        }
+    }
+
     /// Continues a turn whose earlier chunks the client already has (after it answered a
     /// client-run tool): `start` again with the same `messageId`, then only what is new.
     pub fn continuation(turn: &TurnRef, next_index: u64, out: &mut Vec<Value>) -> Self {
@@ -402,6 +468,7 @@ mod tests {
             let call = EventBody::ToolCall {
                 request_id: "r1".into(),
                 message_id: "m1".into(),
+                token_index: 1,
                 tool_call_id: id.into(),
                 name: "time".into(),
                 arguments: json!({"zone": "UTC"}),
@@ -414,6 +481,7 @@ mod tests {
             let result = EventBody::ToolResult {
                 request_id: "r1".into(),
                 message_id: "m1".into(),
+                token_index: 1,
                 tool_call_id: id.into(),
                 name: "time".into(),
                 result: Some(json!("12:00")),

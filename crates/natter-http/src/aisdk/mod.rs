@@ -156,12 +156,25 @@ async fn submit(
             ));
         }
     }
+    // Client-run tools for this turn: `tools` in the request body (the transport's `body`
+    // option), which a WebSocket frame nests under `body`.
+    let declared = f.opt_array("tools")?.or_else(|| {
+        f.opt_object("body")
+            .ok()
+            .flatten()
+            .and_then(|b| b.get("tools").cloned())
+    });
+    let tools = match &declared {
+        Some(t) => natter_core::tools::parse_declared(t)?,
+        None => Vec::new(),
+    };
     let input = UserMessageInput {
         message_id: m.req_id("id")?,
         text: message_text(&m)?,
         parts: m.opt_array("parts")?,
         request_id: None,
         trace_id,
+        tools,
     };
     let create = face.core.config().auto_create_chats;
     face.core.open_chat(who, chat, create, None).await?;
@@ -186,8 +199,12 @@ async fn submit(
             chunks.accept_end(&end, &mut first);
             return Ok(TurnStream::new(None, chunks, first));
         }
-        if let Some(turn) = feed.current_turn().filter(|t| *t.request_id == *request_id) {
-            chunks = TurnChunks::resume(&Arc::clone(turn), &mut first);
+        if let Some(turn) = feed
+            .current_turn()
+            .filter(|t| *t.request_id == *request_id)
+            .cloned()
+        {
+            (chunks, first) = replay_running(face, chat, &feed, &turn).await?;
         }
     }
     Ok(TurnStream::new(Some(feed), chunks, first))
@@ -276,9 +293,29 @@ pub(crate) async fn resume(
     let Some(turn) = feed.current_turn().cloned() else {
         return Ok(None);
     };
-    let mut first = Vec::new();
-    let chunks = TurnChunks::resume(&turn, &mut first);
+    let (chunks, first) = replay_running(face, &chat, &feed, &turn).await?;
     Ok(Some(TurnStream::new(Some(feed), chunks, first)))
+}
+
+/// The chunks of a running turn so far (tokens and tool events in order), for a stream that
+/// joins it late; the feed supplies what follows.
+async fn replay_running(
+    face: &Face,
+    chat: &ChatKey,
+    feed: &Feed,
+    turn: &Arc<natter_core::event::TurnRef>,
+) -> ApiResult<(TurnChunks, Vec<Value>)> {
+    let tools = face
+        .core
+        .turn_tool_events(chat, &turn.request_id, feed.last_seq())
+        .await?;
+    let tokens = match face.core.running_turn(chat).await? {
+        Some(snap) if snap.turn.message_id == turn.message_id => snap.tokens,
+        _ => Vec::new(),
+    };
+    let mut first = Vec::new();
+    let chunks = TurnChunks::replay(turn, &tokens, &tools, &mut first);
+    Ok((chunks, first))
 }
 
 /// Stops the chat's running turn; it ends with its partial text kept.

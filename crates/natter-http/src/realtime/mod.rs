@@ -67,6 +67,7 @@ pub async fn send(
         parts: None,
         request_id: None,
         trace_id: f.opt_id("traceId")?,
+        tools: Vec::new(),
     };
     let info = face.core.open_chat(&who, &chat, false, None).await?;
     // The user's streams follow the chat from here, so the reply reaches every tab.
