@@ -8,4 +8,5 @@
 
 pub mod anthropic;
 pub mod demo;
+mod http;
 pub mod openai;

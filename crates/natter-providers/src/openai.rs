@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+
+use crate::http::retry_after;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use natter_core::event::Usage;
@@ -44,11 +46,7 @@ impl OpenAiProvider {
         api_key: Option<String>,
         connect_timeout: Duration,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        let client = crate::http::client(connect_timeout)?;
         Ok(Self {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -119,21 +117,6 @@ impl OpenAiProvider {
             _ => json!({"role": m.role.as_str(), "content": m.content}),
         }
     }
-}
-
-/// `retry-after-ms`, or `retry-after` in (possibly fractional) seconds.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
-    }
-    let secs = get("retry-after")?.parse::<f64>().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }
 
 /// The upstream's own error message, if the body has one.
