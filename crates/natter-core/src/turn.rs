@@ -677,6 +677,28 @@ enum ToolStop {
     Failed(ProviderError),
 }
 
+/// Stores a tool event and tells the chat; a store failure ends the turn.
+async fn store_and_publish(
+    inner: &Arc<Inner>,
+    chat: &ChatKey,
+    record: EventBody,
+) -> Result<(), ToolStop> {
+    let stored = inner
+        .store
+        .append(chat, record, now_millis())
+        .await
+        .map_err(|e| {
+            ToolStop::Failed(ProviderError::new(
+                ProviderErrorKind::Unavailable,
+                format!("storing a tool event: {e}"),
+            ))
+        })?;
+    inner
+        .publish_durable(chat, stored.event().clone(), None)
+        .await;
+    Ok(())
+}
+
 /// Stores the call, runs the tool (or waits for a member to), stores the result, and returns
 /// what goes back to the model: the result as JSON text, or `{"error": …}`.
 async fn run_tool(
@@ -703,12 +725,6 @@ async fn run_tool(
         Err(_) => serde_json::from_str(&call.arguments)
             .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone())),
     };
-    let store_failed = |e: crate::store::StoreError| {
-        ToolStop::Failed(ProviderError::new(
-            ProviderErrorKind::Unavailable,
-            format!("storing a tool event: {e}"),
-        ))
-    };
     let record = EventBody::ToolCall {
         request_id: turn.request_id.to_string(),
         message_id: turn.message_id.to_string(),
@@ -723,14 +739,7 @@ async fn run_tool(
             .to_owned(),
         trace_id: turn.trace_id.as_deref().map(str::to_owned),
     };
-    let stored = inner
-        .store
-        .append(&req.chat, record, now_millis())
-        .await
-        .map_err(store_failed)?;
-    inner
-        .publish_durable(&req.chat, stored.event().clone(), None)
-        .await;
+    store_and_publish(inner, &req.chat, record).await?;
     metrics::counter!(telemetry::TOOL_CALLS).increment(1);
 
     let outcome: Result<serde_json::Value, String> = match (executor, checked) {
@@ -785,14 +794,7 @@ async fn run_tool(
         error,
         trace_id: turn.trace_id.as_deref().map(str::to_owned),
     };
-    let stored = inner
-        .store
-        .append(&req.chat, record, now_millis())
-        .await
-        .map_err(store_failed)?;
-    inner
-        .publish_durable(&req.chat, stored.event().clone(), None)
-        .await;
+    store_and_publish(inner, &req.chat, record).await?;
     Ok(for_model)
 }
 
