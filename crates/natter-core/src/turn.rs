@@ -490,6 +490,8 @@ async fn generate(
         let mut finish_reason: Option<String> = None;
         let mut step_text = String::new();
         let mut step_tokens = 0u64;
+        // Some servers repeat usage within a stream: the step's last report counts.
+        let mut step_usage: Option<Usage> = None;
         let mut calls: Vec<ToolCall> = Vec::new();
 
         'attempts: loop {
@@ -587,7 +589,7 @@ async fn generate(
                         g.tokens += 1;
                         step_tokens += 1;
                     }
-                    Some(Ok(ProviderEvent::Usage(u))) => g.usage = Some(add_usage(g.usage, u)),
+                    Some(Ok(ProviderEvent::Usage(u))) => step_usage = Some(u),
                     Some(Ok(ProviderEvent::ToolCall(call))) => calls.push(call),
                     Some(Ok(ProviderEvent::Finish(reason))) => finish_reason = Some(reason),
                     Some(Err(e)) => {
@@ -599,6 +601,9 @@ async fn generate(
                     }
                     None => break,
                 }
+            }
+            if let Some(u) = step_usage.take() {
+                g.usage = Some(add_usage(g.usage, u));
             }
             let reason = match finish_reason.take() {
                 Some(reason) => reason,
