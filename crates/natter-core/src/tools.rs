@@ -147,7 +147,7 @@ pub fn parse_declared(tools: &Value) -> Result<Vec<ToolSpec>, WireError> {
                 )));
             }
         };
-        if let Err(e) = jsonschema::validator_for(&parameters) {
+        if let Err(e) = check_schema(&parameters) {
             return Err(invalid(format!(
                 "`tools[{i}].parameters` is not a valid JSON Schema: {e}"
             )));
@@ -159,6 +159,15 @@ pub fn parse_declared(tools: &Value) -> Result<Vec<ToolSpec>, WireError> {
         });
     }
     Ok(specs)
+}
+
+/// Whether `schema` is a JSON Schema that arguments can be checked against; the error says
+/// why not. A tool declared with a bad schema would fail every call, so declarations are
+/// checked up front.
+pub fn check_schema(schema: &Value) -> Result<(), String> {
+    jsonschema::validator_for(schema)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Checks the model's arguments: valid JSON, then valid against `schema`. The error is

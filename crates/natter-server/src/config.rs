@@ -268,15 +268,6 @@ pub struct ToolsConfig {
     pub client: Vec<ToolSpec>,
 }
 
-/// Names a tool may have: what the OpenAI and Anthropic APIs accept.
-fn valid_tool_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
 fn tools_config(
     tools: Option<Vec<String>>,
     http_get_allow: Option<Vec<String>>,
@@ -309,7 +300,7 @@ fn tools_config(
         }
     }
     for t in client.unwrap_or_default() {
-        if !valid_tool_name(&t.name) {
+        if !natter_core::tools::valid_tool_name(&t.name) {
             bail!(
                 "client tool name `{}` must be 1-64 letters, digits, `_` or `-`",
                 t.name
@@ -318,7 +309,19 @@ fn tools_config(
         let parameters = t
             .parameters
             .unwrap_or_else(|| serde_json::json!({"type": "object"}));
-        jsonschema_check(&t.name, &parameters)?;
+        if !parameters.is_object() {
+            bail!(
+                "client tool `{}`: parameters must be a JSON Schema object",
+                t.name
+            );
+        }
+        // A bad schema would fail every call at run time.
+        natter_core::tools::check_schema(&parameters).map_err(|e| {
+            anyhow::anyhow!(
+                "client tool `{}`: the tool's own schema is invalid: {e}",
+                t.name
+            )
+        })?;
         cfg.client.push(ToolSpec {
             name: t.name,
             description: t.description,
@@ -326,22 +329,6 @@ fn tools_config(
         });
     }
     Ok(cfg)
-}
-
-/// A client tool's schema must itself be valid, or every call would fail at run time.
-fn jsonschema_check(name: &str, schema: &serde_json::Value) -> anyhow::Result<()> {
-    if !schema.is_object() {
-        bail!("client tool `{name}`: parameters must be a JSON Schema object");
-    }
-    natter_core::tools::check_arguments("{}", schema)
-        .map(|_| ())
-        .or_else(|e| {
-            if e.starts_with("the tool's own schema is invalid") {
-                bail!("client tool `{name}`: {e}")
-            } else {
-                Ok(())
-            }
-        })
 }
 
 fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
