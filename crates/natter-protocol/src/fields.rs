@@ -176,6 +176,19 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A tool's outcome as a client sends it: `result` (any JSON) and/or `error` (a string; any
+/// other JSON is kept as its text, for the model). `null` counts as absent. The core refuses
+/// both at once.
+pub fn tool_outcome(data: &Value) -> (Option<Value>, Option<String>) {
+    let error = match data.get("error") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let result = data.get("result").filter(|v| !v.is_null()).cloned();
+    (result, error)
+}
+
 /// The JSON type of a value, for error messages.
 pub fn type_name(v: &Value) -> &'static str {
     match v {

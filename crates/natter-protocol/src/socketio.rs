@@ -255,19 +255,8 @@ impl ToolResultRequest {
         let common = Common::read(&f)?;
         let tool_call_id = f.req_str("toolCallId")?;
         crate::fields::check_id_len(event, "toolCallId", &tool_call_id)?;
-        let error = match data.get("error") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            // An error object is kept as its JSON text for the model.
-            Some(other) => Some(other.to_string()),
-        };
-        let result = data.get("result").filter(|v| !v.is_null()).cloned();
-        if result.is_some() && error.is_some() {
-            return Err(WireError::new(
-                crate::ErrorCode::InvalidField,
-                format!("{event}: give `result` or `error`, not both"),
-            ));
-        }
+        // `result` and `error` together are refused by the core, on every face.
+        let (result, error) = crate::fields::tool_outcome(data);
         Ok(Self {
             common,
             tool_call_id,

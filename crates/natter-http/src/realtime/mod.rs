@@ -160,12 +160,7 @@ pub async fn event(
             })?;
             let d = Fields::new("event.data", &data)?;
             let call = d.req_id("toolCallId")?;
-            let error = match data.get("error") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => Some(other.to_string()),
-            };
-            let result = data.get("result").filter(|v| !v.is_null()).cloned();
+            let (result, error) = natter_protocol::fields::tool_outcome(&data);
             face.core.chat_summary(&chat).await?;
             face.core.tool_result(&chat, &call, result, error).await?;
         }
