@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 pub struct TurnChunks {
     request_id: Arc<str>,
     message_id: Option<Arc<str>>,
-    text_open: bool,
+    /// The id of the text part open now (a step's text is one part).
+    open_text: Option<String>,
     /// Bytes of text sent so far, to top up from the stored end if tokens were missed.
     sent: usize,
     /// Text parts opened so far: each step after a tool round trip opens a new one.
@@ -47,7 +48,7 @@ impl TurnChunks {
         Self {
             request_id,
             message_id: None,
-            text_open: false,
+            open_text: None,
             sent: 0,
             text_parts: 0,
             new_step: false,
@@ -153,10 +154,12 @@ impl TurnChunks {
         }
     }
 
-    fn text_id(&self) -> String {
+    /// A new text part's id: `<messageId>-text`, then `-text-2`, `-text-3` … per step.
+    fn next_text_id(&mut self) -> String {
+        self.text_parts += 1;
         let id = self.message_id.as_deref().unwrap_or("reply");
         match self.text_parts {
-            0 | 1 => format!("{id}-text"),
+            1 => format!("{id}-text"),
             n => format!("{id}-text-{n}"),
         }
     }
@@ -173,18 +176,20 @@ impl TurnChunks {
             return;
         }
         self.step_boundary(out);
-        if !self.text_open {
-            self.text_open = true;
-            self.text_parts += 1;
-            out.push(json!({"type": "text-start", "id": self.text_id()}));
+        if self.open_text.is_none() {
+            let id = self.next_text_id();
+            out.push(json!({"type": "text-start", "id": id}));
+            self.open_text = Some(id);
         }
-        self.sent += text.len();
-        out.push(json!({"type": "text-delta", "id": self.text_id(), "delta": text}));
+        if let Some(id) = &self.open_text {
+            self.sent += text.len();
+            out.push(json!({"type": "text-delta", "id": id, "delta": text}));
+        }
     }
 
     fn close_text(&mut self, out: &mut Vec<Value>) {
-        if std::mem::take(&mut self.text_open) {
-            out.push(json!({"type": "text-end", "id": self.text_id()}));
+        if let Some(id) = self.open_text.take() {
+            out.push(json!({"type": "text-end", "id": id}));
         }
     }
 
