@@ -17,7 +17,13 @@ struct Channel {
 
 type Channels = Mutex<HashMap<ChatKey, Channel>>;
 
-type UserChannels = Mutex<HashMap<Identity, broadcast::Sender<Arc<UserEvent>>>>;
+/// Keyed by org and user: a user's channel is the same whatever scopes its tokens carry.
+type UserKey = (Arc<str>, Arc<str>);
+type UserChannels = Mutex<HashMap<UserKey, broadcast::Sender<Arc<UserEvent>>>>;
+
+fn user_key(user: &Identity) -> UserKey {
+    (user.org.clone(), user.user_id.clone())
+}
 
 /// Delivers within one process. The default when Natter runs as a single node.
 pub struct MemoryBus {
@@ -167,7 +173,7 @@ impl Bus for MemoryBus {
             .users
             .lock()
             .map_err(|_| BusError("memory bus lock poisoned".into()))?;
-        if let Some(tx) = users.get(user) {
+        if let Some(tx) = users.get(&user_key(user)) {
             // A send error only means nobody is subscribed right now.
             let _ = tx.send(Arc::new(event));
         }
@@ -180,11 +186,11 @@ impl Bus for MemoryBus {
             .lock()
             .map_err(|_| BusError("memory bus lock poisoned".into()))?;
         let rx = users
-            .entry(user.clone())
+            .entry(user_key(user))
             .or_insert_with(|| broadcast::channel(USER_CHANNEL_CAPACITY).0)
             .subscribe();
         let weak = Arc::downgrade(&self.users);
-        let key = user.clone();
+        let key = user_key(user);
         Ok(UserSubscription {
             rx,
             on_drop: Some(Box::new(move || {

@@ -29,12 +29,44 @@ impl fmt::Display for ChatKey {
 /// The org of a dev-mode request that names none (CONTRACT §6.11), on every face.
 pub const DEFAULT_ORG: &str = "default";
 
-/// Who is acting. Faces resolve it once per connection or request (dev mode from the
-/// handshake now, JWT claims later) and the core trusts it.
+/// Who is acting. Faces resolve it once per connection or request (from a verified token's
+/// claims, or from hints with auth off) and the core trusts it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub org: Arc<str>,
     pub user_id: Arc<str>,
+    /// Holds the `chat:admin` scope: every chat of the org, member lists notwithstanding.
+    pub admin: bool,
+}
+
+impl Identity {
+    /// An ordinary member.
+    pub fn new(org: impl Into<Arc<str>>, user_id: impl Into<Arc<str>>) -> Self {
+        Self {
+            org: org.into(),
+            user_id: user_id.into(),
+            admin: false,
+        }
+    }
+
+    pub fn with_admin(mut self, admin: bool) -> Self {
+        self.admin = admin;
+        self
+    }
+}
+
+/// Where a request comes from, for the limits: its long-lived connection (a socket, a
+/// stream), if any, and the peer's address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    pub conn: Option<ConnectionId>,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+impl Source {
+    pub fn new(conn: Option<ConnectionId>, ip: Option<std::net::IpAddr>) -> Self {
+        Self { conn, ip }
+    }
 }
 
 /// One client connection (a socket, an SSE stream, …), unique within the cluster.
@@ -56,6 +88,8 @@ pub struct ChatInfo {
 pub struct NewChat {
     pub created_by: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// Who may use the chat (the creator always may). `None`: every user of the org.
+    pub members: Option<Vec<String>>,
 }
 
 /// A chat's lifecycle state.
@@ -99,6 +133,24 @@ pub struct ChatSummary {
     pub updated_at: i64,
     pub head_seq: u64,
     pub epoch: String,
+    /// Who may use the chat besides org admins (the creator is always in it). `None`: every
+    /// user of the org.
+    pub members: Option<Vec<String>>,
+}
+
+impl ChatSummary {
+    /// Whether `who` may read, join and post in this chat. The org is already part of the
+    /// key, so this is about the chat's own member list.
+    pub fn admits(&self, who: &Identity) -> bool {
+        who.admin
+            || match &self.members {
+                None => true,
+                Some(list) => {
+                    self.created_by.as_deref() == Some(&*who.user_id)
+                        || list.iter().any(|m| **m == *who.user_id)
+                }
+            }
+    }
 }
 
 /// Which chats a list holds.

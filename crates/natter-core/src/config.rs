@@ -67,6 +67,8 @@ pub struct CoreConfig {
     pub max_steps: usize,
     /// How long a turn waits for a member to answer a client-run tool call.
     pub client_tool_timeout: Duration,
+    /// Message and turn rates, open connections.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Default for CoreConfig {
@@ -89,6 +91,7 @@ impl Default for CoreConfig {
             merge_delta_bytes: 4096,
             max_steps: 8,
             client_tool_timeout: Duration::from_secs(60),
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }

@@ -8,12 +8,13 @@ use tracing::warn;
 
 use crate::bus::{Bus, FollowReason, Subscription, TurnSnapshot, UserEvent, UserSubscription};
 use crate::chat::{
-    ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, ConnectionId, Identity, NewChat,
+    ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, ConnectionId, Identity, NewChat, Source,
 };
 use crate::config::{AiMode, CoreConfig};
 use crate::error::CoreError;
 use crate::event::{BusMessage, EventBody, LiveEvent, StoredEvent};
 use crate::feed::Feed;
+use crate::limits::{Admission, Limits};
 use crate::presence::Presence;
 use crate::provider::Provider;
 use crate::store::{Appended, Store, StoreError};
@@ -31,6 +32,7 @@ pub(crate) struct Inner {
     pub provider: Arc<dyn Provider>,
     pub tools: ToolRegistry,
     pub turns: TurnScheduler,
+    pub limits: Limits,
 }
 
 impl Inner {
@@ -79,6 +81,8 @@ pub struct ChatCore {
 pub struct JoinRequest {
     pub last_seq: Option<u64>,
     pub epoch: Option<String>,
+    /// When the join creates the chat: who may use it (see [`NewChat::members`]).
+    pub members: Option<Vec<String>>,
 }
 
 /// The state a member starts from.
@@ -116,6 +120,20 @@ pub struct PostOutcome {
     pub created_at: i64,
 }
 
+fn check_admits(who: &Identity, summary: &ChatSummary) -> Result<(), CoreError> {
+    if summary.admits(who) {
+        Ok(())
+    } else {
+        Err(CoreError::rejected(
+            ErrorCode::Forbidden,
+            format!(
+                "chat `{}` is open to its members only, and `{}` is not one",
+                summary.key.chat_id, who.user_id
+            ),
+        ))
+    }
+}
+
 /// Ids reach the core from every face, so the core checks their length itself.
 fn check_id(what: &str, id: &str) -> Result<(), CoreError> {
     check_id_len("request", what, id).map_err(CoreError::Rejected)
@@ -150,8 +168,10 @@ impl ChatCore {
     ) -> Self {
         telemetry::describe();
         let turns = TurnScheduler::new(config.max_concurrent_turns);
+        let limits = Limits::new(config.limits.clone());
         Self {
             inner: Arc::new(Inner {
+                limits,
                 config,
                 store,
                 bus,
@@ -182,10 +202,12 @@ impl ChatCore {
         req: JoinRequest,
     ) -> Result<JoinOutcome, CoreError> {
         check_id("chatId", &chat.chat_id)?;
+        self.authorize(who, chat).await?;
         let inner = &self.inner;
         let create = inner.config.auto_create_chats.then(|| NewChat {
             created_by: Some(who.user_id.to_string()),
             metadata: None,
+            members: req.members.clone(),
         });
         let (info, subscription) = self.subscribe_at_head(chat, create.as_ref()).await?;
 
@@ -282,27 +304,30 @@ impl ChatCore {
     /// [`Feed::current_turn`] names that turn.
     pub async fn follow(
         &self,
+        who: &Identity,
         conn: &ConnectionId,
         chat: &ChatKey,
     ) -> Result<(ChatInfo, Feed), CoreError> {
         check_id("chatId", &chat.chat_id)?;
+        self.authorize(who, chat).await?;
         let (info, subscription) = self.subscribe_at_head(chat, None).await?;
         let feed = self.feed(chat, conn, info.head_seq, subscription);
         Ok((info, feed))
     }
 
-    /// Opens a chat, creating it for `who` when it does not exist and `create` is set.
+    /// Opens a chat, creating it for `who` when it does not exist and `create` is set
+    /// (`new` then gives its metadata and members; its creator is `who`).
     pub async fn open_chat(
         &self,
         who: &Identity,
         chat: &ChatKey,
-        create: bool,
-        metadata: Option<serde_json::Value>,
+        create: Option<NewChat>,
     ) -> Result<ChatInfo, CoreError> {
         check_id("chatId", &chat.chat_id)?;
-        let new = create.then(|| NewChat {
+        self.authorize(who, chat).await?;
+        let new = create.map(|new| NewChat {
             created_by: Some(who.user_id.to_string()),
-            metadata,
+            ..new
         });
         self.inner
             .store
@@ -316,10 +341,10 @@ impl ChatCore {
         &self,
         who: &Identity,
         origin: Option<&ConnectionId>,
-        metadata: Option<serde_json::Value>,
+        new: NewChat,
     ) -> Result<ChatSummary, CoreError> {
         let chat = ChatKey::new(who.org.clone(), new_id());
-        self.open_chat(who, &chat, true, metadata).await?;
+        self.open_chat(who, &chat, Some(new)).await?;
         self.tell_user(who, &chat, FollowReason::Created, 0, origin)
             .await;
         self.chat_summary(&chat).await
@@ -360,6 +385,38 @@ impl ChatCore {
             .ok_or_else(|| not_found(chat))
     }
 
+    /// The chat's summary if it exists and `who` may use it: `not_found` for no such chat (in
+    /// `who`'s org: another org's chat of the same id is a different chat), `forbidden` for a
+    /// members-only chat `who` is not in.
+    pub async fn accessible_chat(
+        &self,
+        who: &Identity,
+        chat: &ChatKey,
+    ) -> Result<ChatSummary, CoreError> {
+        let summary = self.chat_summary(chat).await?;
+        check_admits(who, &summary)?;
+        Ok(summary)
+    }
+
+    /// Refuses `who` on a members-only chat it is not in. A chat that does not exist yet
+    /// passes: whoever creates it decides.
+    pub async fn authorize(&self, who: &Identity, chat: &ChatKey) -> Result<(), CoreError> {
+        check_id("chatId", &chat.chat_id)?;
+        match self.inner.store.chat_summary(chat).await? {
+            Some(summary) => check_admits(who, &summary),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a long-lived connection of `who` from `ip` against the connection limits.
+    pub fn admit(
+        &self,
+        who: &Identity,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<Admission, CoreError> {
+        self.inner.limits.admit(who, ip)
+    }
+
     pub async fn list_chats(
         &self,
         org: &str,
@@ -377,14 +434,12 @@ impl ChatCore {
     /// Messages after `after_seq`, oldest first (history paged by `seq`).
     pub async fn messages_after(
         &self,
+        who: &Identity,
         chat: &ChatKey,
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, CoreError> {
-        check_id("chatId", &chat.chat_id)?;
-        if self.inner.store.chat_summary(chat).await?.is_none() {
-            return Err(not_found(chat));
-        }
+        self.accessible_chat(who, chat).await?;
         Ok(self
             .inner
             .store
@@ -450,15 +505,31 @@ impl ChatCore {
         Ok(event)
     }
 
-    /// Renames and/or (un)pins a chat. The change is an event in the chat's log.
+    /// Renames and/or (un)pins a chat, or changes who may use it (only its creator or an
+    /// admin may; an empty list opens it to the org). The change is an event in the chat's log.
     pub async fn update_chat(
         &self,
         who: &Identity,
         chat: &ChatKey,
         title: Option<String>,
         pinned: Option<bool>,
+        members: Option<Vec<String>>,
     ) -> Result<ChatSummary, CoreError> {
-        self.chat_summary(chat).await?;
+        let summary = self.accessible_chat(who, chat).await?;
+        if members.is_some() && !who.admin && summary.created_by.as_deref() != Some(&*who.user_id) {
+            return Err(CoreError::rejected(
+                ErrorCode::Forbidden,
+                format!(
+                    "only the creator of chat `{}` or an admin may change its members",
+                    chat.chat_id
+                ),
+            ));
+        }
+        if let Some(list) = &members {
+            for m in list {
+                check_id("members", m)?;
+            }
+        }
         if let Some(t) = &title
             && t.chars().count() > MAX_TITLE_CHARS
         {
@@ -467,10 +538,11 @@ impl ChatCore {
                 format!("a title has at most {MAX_TITLE_CHARS} characters"),
             ));
         }
-        if title.is_some() || pinned.is_some() {
+        if title.is_some() || pinned.is_some() || members.is_some() {
             let body = EventBody::ChatUpdated {
                 title,
                 pinned,
+                members,
                 updated_by: Some(who.user_id.to_string()),
             };
             self.append_and_publish(chat, body, None).await?;
@@ -485,7 +557,7 @@ impl ChatCore {
         chat: &ChatKey,
         reason: Option<String>,
     ) -> Result<StoredEvent, CoreError> {
-        self.chat_summary(chat).await?;
+        self.accessible_chat(who, chat).await?;
         let body = EventBody::ChatEnded {
             ended_by: Some(who.user_id.to_string()),
             reason,
@@ -496,7 +568,7 @@ impl ChatCore {
     /// Deletes a chat and its whole log. Its turns stop, and its members are told and
     /// dropped.
     pub async fn delete_chat(&self, who: &Identity, chat: &ChatKey) -> Result<(), CoreError> {
-        check_id("chatId", &chat.chat_id)?;
+        self.accessible_chat(who, chat).await?;
         if !self.inner.store.delete_chat(chat).await? {
             return Err(not_found(chat));
         }
@@ -520,12 +592,14 @@ impl ChatCore {
     pub async fn regenerate(
         &self,
         who: &Identity,
+        from: &Source,
         chat: &ChatKey,
         message_id: Option<&str>,
         request_id: Option<String>,
         trace_id: Option<String>,
     ) -> Result<String, CoreError> {
         let inner = &self.inner;
+        self.accessible_chat(who, chat).await?;
         let request_id = request_id.unwrap_or_else(new_id);
         check_id("requestId", &request_id)?;
         let target = match message_id {
@@ -550,6 +624,7 @@ impl ChatCore {
                 )
             })?,
         };
+        inner.limits.turn(who, from)?;
         if let Some(old_id) = target.body.ends_turn() {
             let body = EventBody::MessageSuperseded {
                 message_id: old_id.to_owned(),
@@ -595,10 +670,11 @@ impl ChatCore {
     pub async fn post_user_message(
         &self,
         who: &Identity,
-        conn: Option<&ConnectionId>,
+        from: &Source,
         chat: &ChatKey,
         msg: UserMessageInput,
     ) -> Result<PostOutcome, CoreError> {
+        let conn = from.conn.as_ref();
         let inner = &self.inner;
         check_id("messageId", &msg.message_id)?;
         if let Some(r) = &msg.request_id {
@@ -628,6 +704,8 @@ impl ChatCore {
             ));
         }
         let ai = inner.config.ai_mode == AiMode::EveryMessage;
+        self.authorize(who, chat).await?;
+        inner.limits.message(who, from, ai)?;
         let request_id = ai.then(|| msg.request_id.clone().unwrap_or_else(new_id));
         let body = EventBody::UserMessage {
             message_id: msg.message_id,

@@ -27,6 +27,9 @@ pub enum EventBody {
         /// Free-form data the creator attached (seed 002's `metadata`, e.g. an agent binding).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         metadata: Option<Value>,
+        /// A members-only chat's member list (see [`crate::chat::NewChat::members`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<String>>,
     },
     #[serde(rename_all = "camelCase")]
     UserMessage {
@@ -123,6 +126,9 @@ pub enum EventBody {
         title: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pinned: Option<bool>,
+        /// A new member list; an empty one opens the chat to the whole org again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<String>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         updated_by: Option<String>,
     },

@@ -15,6 +15,7 @@ mod core;
 pub mod error;
 pub mod event;
 pub mod feed;
+pub mod limits;
 pub mod presence;
 pub mod presence_memory;
 pub mod provider;
@@ -24,6 +25,6 @@ pub mod tools;
 mod turn;
 
 pub use crate::core::{ChatCore, JoinOutcome, JoinRequest, PostOutcome, UserMessageInput, new_id};
-pub use chat::{ChatInfo, ChatKey, ConnectionId, Identity};
+pub use chat::{ChatInfo, ChatKey, ConnectionId, Identity, Source};
 pub use config::CoreConfig;
 pub use error::CoreError;

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use natter_core::Source;
 use natter_core::bus::Bus;
 use natter_core::bus_memory::MemoryBus;
 use natter_core::event::{EventBody, LiveEvent};
@@ -50,10 +51,7 @@ async fn the_turn_ends_live_when_its_end_cannot_be_stored() {
         Arc::new(MemoryPresence::default()),
         Arc::new(TwoTokens),
     );
-    let who = Identity {
-        org: "o".into(),
-        user_id: "ann".into(),
-    };
+    let who = Identity::new("o", "ann");
     let chat = ChatKey::new("o", "c");
     let conn: Arc<str> = "conn-1".into();
     let mut feed = core
@@ -70,7 +68,7 @@ async fn the_turn_ends_live_when_its_end_cannot_be_stored() {
         trace_id: None,
         tools: Vec::new(),
     };
-    core.post_user_message(&who, Some(&conn), &chat, input)
+    core.post_user_message(&who, &Source::new(Some(conn.clone()), None), &chat, input)
         .await
         .unwrap();
 

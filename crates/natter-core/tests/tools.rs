@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use natter_core::Source;
 use natter_core::bus_memory::MemoryBus;
 use natter_core::event::EventBody;
 use natter_core::feed::{Feed, FeedItem};
@@ -118,10 +119,7 @@ async fn setup(provider: CallsThenAnswers, config: CoreConfig) -> Setup {
         Arc::new(provider),
         tools,
     );
-    let who = Identity {
-        org: "o".into(),
-        user_id: "ann".into(),
-    };
+    let who = Identity::new("o", "ann");
     let chat = ChatKey::new("o", "c");
     let conn: Arc<str> = "conn-1".into();
     let feed = core
@@ -137,7 +135,7 @@ async fn setup(provider: CallsThenAnswers, config: CoreConfig) -> Setup {
         trace_id: None,
         tools: Vec::new(),
     };
-    core.post_user_message(&who, None, &chat, input)
+    core.post_user_message(&who, &Source::default(), &chat, input)
         .await
         .unwrap();
     Setup {
@@ -377,10 +375,7 @@ async fn max_steps_ends_the_loop_in_text() {
         Arc::new(AlwaysCalls),
         tools,
     );
-    let who = Identity {
-        org: "o".into(),
-        user_id: "ann".into(),
-    };
+    let who = Identity::new("o", "ann");
     let chat = ChatKey::new("o", "c");
     let conn: Arc<str> = "conn-1".into();
     let mut feed = core
@@ -396,7 +391,7 @@ async fn max_steps_ends_the_loop_in_text() {
         trace_id: None,
         tools: Vec::new(),
     };
-    core.post_user_message(&who, None, &chat, input)
+    core.post_user_message(&who, &Source::default(), &chat, input)
         .await
         .unwrap();
     let events = durable_until_end(&mut feed).await;
@@ -425,10 +420,7 @@ async fn tools_declared_with_a_message_are_client_run_for_its_turn() {
         }),
         ToolRegistry::default(),
     );
-    let who = Identity {
-        org: "o".into(),
-        user_id: "ann".into(),
-    };
+    let who = Identity::new("o", "ann");
     let chat = ChatKey::new("o", "c");
     let conn: Arc<str> = "conn-1".into();
     let mut feed = core
@@ -445,7 +437,7 @@ async fn tools_declared_with_a_message_are_client_run_for_its_turn() {
         trace_id: None,
         tools,
     };
-    core.post_user_message(&who, None, &chat, input)
+    core.post_user_message(&who, &Source::default(), &chat, input)
         .await
         .unwrap();
     loop {

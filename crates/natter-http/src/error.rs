@@ -1,7 +1,7 @@
 //! HTTP errors: a status and `{"error": {"code", "message"}}`, the same catalog as every face.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use natter_core::CoreError;
 use natter_protocol::{ErrorCode, WireError};
@@ -27,6 +27,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::NotFound | ErrorCode::NotJoined => StatusCode::NOT_FOUND,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+        ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TooManyJoins => StatusCode::CONFLICT,
         ErrorCode::NoActiveTurn => StatusCode::CONFLICT,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::Shutdown | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -37,7 +40,19 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.0.body() });
-        (status_of(self.0.code), Json(body)).into_response()
+        let mut response = (status_of(self.0.code), Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(ms) = self.0.retry_after_ms {
+            // Whole seconds, rounded up; the body's `retryAfterMs` is exact.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+        }
+        if matches!(
+            self.0.code,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired
+        ) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 

@@ -7,13 +7,17 @@
 //! - `GET /{chatKey}/messages?after=<seq>&limit=` → `{messages, hasMore, nextAfter}`, paged by
 //!   `seq` (messages carry their `seq`; superseded replies are left out)
 //!
-//! With auth off, a list holds every chat of the caller's org (CONTRACT §6.14).
+//! A list holds the chats the caller is a member of (created or posted in); with the scope
+//! `chat:admin`, or with auth off, every chat of the caller's org (CONTRACT §6.14).
+//! `PATCH` also takes `members` (a user id list; `[]` opens the chat to the org again): only
+//! the chat's creator or an admin may change it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use natter_core::Identity;
 use natter_core::chat::ChatScope;
 use natter_protocol::fields::{Fields, check_id_len};
 use natter_protocol::{ErrorCode, WireError};
@@ -22,7 +26,7 @@ use serde_json::{Value, json};
 use crate::Face;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::identity::{chat_key, identify};
+use crate::identity::{Caller, agree, chat_key, identify};
 use crate::realtime::wire::{chat_message, summary};
 
 type Q = Query<HashMap<String, String>>;
@@ -73,49 +77,73 @@ async fn page(
     })))
 }
 
+/// The chats a caller's list holds: its own, or the whole org's for an admin (or auth off).
+fn scope_of(caller: &Caller, who: &Identity) -> ChatScope {
+    if caller.principal.is_none() || who.admin {
+        ChatScope::Org
+    } else {
+        ChatScope::Member(who.user_id.clone())
+    }
+}
+
 pub async fn list(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(q): Q,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let f = Fields::new("list chats", &body)?;
-    let who = identify(Some(&f), &q)?;
-    page(&face, &who.org, ChatScope::Org, Some(&f), &q).await
+    let who = identify(&caller, Some(&f), &q)?;
+    page(&face, &who.org, scope_of(&caller, &who), Some(&f), &q).await
 }
 
-pub async fn list_get(State(face): State<Arc<Face>>, Query(q): Q) -> ApiResult<Json<Value>> {
-    let who = identify(None, &q)?;
-    page(&face, &who.org, ChatScope::Org, None, &q).await
+pub async fn list_get(
+    State(face): State<Arc<Face>>,
+    caller: Caller,
+    Query(q): Q,
+) -> ApiResult<Json<Value>> {
+    let who = identify(&caller, None, &q)?;
+    page(&face, &who.org, scope_of(&caller, &who), None, &q).await
 }
 
+/// Another user's list is for admins only (with auth on).
 pub async fn by_user(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Path(user): Path<String>,
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
-    let who = identify(None, &q)?;
+    let who = identify(&caller, None, &q)?;
     check_id_len("request", "userId", &user)?;
+    if caller.principal.is_some() && !who.admin {
+        agree(&who.user_id, Some(&user), "user")?;
+    }
     page(&face, &who.org, ChatScope::Member(user.into()), None, &q).await
 }
 
 pub async fn get_chat(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Path(chat): Path<String>,
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
-    let who = identify(None, &q)?;
-    let s = face.core.chat_summary(&chat_key(&who, &chat)?).await?;
+    let who = identify(&caller, None, &q)?;
+    let s = face
+        .core
+        .accessible_chat(&who, &chat_key(&who, &chat)?)
+        .await?;
     Ok(Json(summary(&s)))
 }
 
 pub async fn patch_chat(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Path(chat): Path<String>,
     Query(q): Q,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let f = Fields::new("patch chat", &body)?;
-    let who = identify(Some(&f), &q)?;
+    let who = identify(&caller, Some(&f), &q)?;
     let title = match f.opt_str("title") {
         Ok(t) => t,
         // An explicit empty title clears it ("" reads as absent above).
@@ -124,38 +152,47 @@ pub async fn patch_chat(
     let title =
         title.or_else(|| (body.get("title").and_then(Value::as_str) == Some("")).then(String::new));
     let pinned = f.opt_bool("pinned")?;
-    if title.is_none() && pinned.is_none() {
+    let members = crate::realtime::members(&f)?;
+    if title.is_none() && pinned.is_none() && members.is_none() {
         return Err(ApiError::new(
             ErrorCode::MissingField,
-            "patch chat: give `title` and/or `pinned`",
+            "patch chat: give `title`, `pinned` and/or `members`",
         ));
     }
     let key = chat_key(&who, &chat)?;
-    let s = face.core.update_chat(&who, &key, title, pinned).await?;
+    let s = face
+        .core
+        .update_chat(&who, &key, title, pinned, members)
+        .await?;
     Ok(Json(summary(&s)))
 }
 
 pub async fn delete_chat(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Path(chat): Path<String>,
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
-    let who = identify(None, &q)?;
+    let who = identify(&caller, None, &q)?;
     face.core.delete_chat(&who, &chat_key(&who, &chat)?).await?;
     Ok(Json(json!({"success": true})))
 }
 
 pub async fn messages(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Path(chat): Path<String>,
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
-    let who = identify(None, &q)?;
+    let who = identify(&caller, None, &q)?;
     let key = chat_key(&who, &chat)?;
     let after = number(None, &q, "after")?.unwrap_or(0);
     let limit = number(None, &q, "limit")?.unwrap_or(50).clamp(1, 500) as usize;
     // One extra tells whether another page follows.
-    let mut events = face.core.messages_after(&key, after, limit + 1).await?;
+    let mut events = face
+        .core
+        .messages_after(&who, &key, after, limit + 1)
+        .await?;
     let has_more = events.len() > limit;
     events.truncate(limit);
     let next_after = events.last().map(|e| e.seq).unwrap_or(after);

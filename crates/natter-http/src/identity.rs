@@ -1,21 +1,98 @@
 //! Who an HTTP request acts for. The one place identity is decided for the HTTP faces.
 //!
-//! Dev mode (until JWT lands), the same rule as the Socket.IO handshake: the org comes from
-//! `orgId` (body, then query; default `default`) and the user from `userId`. When tokens
-//! arrive, this is where the claims replace the hints.
+//! Auth on (CONTRACT §5): the org and user come from the token's claims. The token travels as
+//! `Authorization: Bearer <jwt>`, or on a GET (an `EventSource`, a WebSocket upgrade) as
+//! `?token=`. A body or query that names another `userId` or `orgId` is refused with
+//! `forbidden`: hints never change who the caller is.
+//!
+//! Auth off (development): the org comes from `orgId` (body, then query; default `default`)
+//! and the user from `userId`, the same rule as the Socket.IO handshake.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-use natter_core::{ChatKey, Identity};
+use axum::extract::{ConnectInfo, FromRequestParts, Query};
+use axum::http::Method;
+use axum::http::request::Parts;
+use natter_auth::Principal;
+use natter_core::{ChatKey, ConnectionId, Identity, Source};
 use natter_protocol::fields::{Fields, check_id_len};
 use natter_protocol::{ErrorCode, WireError};
 
+use crate::Face;
+use crate::error::{ApiError, ApiResult};
+
 pub use natter_core::chat::DEFAULT_ORG;
-/// The user of a request that names none.
+/// The user of a dev-mode request that names none.
 pub const ANONYMOUS_USER: &str = "anonymous";
 
-/// Identity hints from a JSON body (preferred) and the query string.
+/// What the transport and the token say about a request: the verified token's holder (auth
+/// on) and the peer's address. Extracting it refuses a request without a valid token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Option<Principal>,
+    pub ip: Option<IpAddr>,
+}
+
+impl Caller {
+    /// The limits' view of a request made on `conn` (a stream or socket), or on none.
+    pub fn source(&self, conn: Option<&ConnectionId>) -> Source {
+        Source::new(conn.cloned(), self.ip)
+    }
+}
+
+impl FromRequestParts<Arc<Face>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, face: &Arc<Face>) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let auth = &face.config.auth;
+        if !auth.is_on() {
+            return Ok(Self {
+                principal: None,
+                ip,
+            });
+        }
+        let from_header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(natter_auth::bearer)
+            .map(str::to_owned);
+        // Browsers cannot set headers on an EventSource or a WebSocket: GETs may carry the
+        // token in the query. POSTs may not, so tokens stay out of logged URLs where possible.
+        let from_query = || {
+            (parts.method == Method::GET)
+                .then(|| Query::<HashMap<String, String>>::try_from_uri(&parts.uri).ok())
+                .flatten()
+                .and_then(|q| q.0.get("token").filter(|t| !t.is_empty()).cloned())
+        };
+        let Some(token) = from_header.or_else(from_query) else {
+            let how = if parts.method == Method::GET {
+                "send `Authorization: Bearer <jwt>` or `?token=<jwt>`"
+            } else {
+                "send `Authorization: Bearer <jwt>`"
+            };
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("this server requires a token: {how}"),
+            ));
+        };
+        Ok(Self {
+            principal: Some(auth.verify(&token)?),
+            ip,
+        })
+    }
+}
+
+/// The identity a request acts as: the token's (hints must agree with it), or with auth off
+/// the hints from a JSON body (preferred) and the query string.
 pub fn identify(
+    caller: &Caller,
     body: Option<&Fields<'_>>,
     query: &HashMap<String, String>,
 ) -> Result<Identity, WireError> {
@@ -30,12 +107,30 @@ pub fn identify(
         }
         Ok(value)
     };
-    let org = pick("orgId")?.unwrap_or_else(|| DEFAULT_ORG.to_owned());
-    let user = pick("userId")?.unwrap_or_else(|| ANONYMOUS_USER.to_owned());
-    Ok(Identity {
-        org: org.into(),
-        user_id: user.into(),
-    })
+    let org = pick("orgId")?;
+    let user = pick("userId")?;
+    match &caller.principal {
+        Some(p) => {
+            agree(&p.identity.user_id, user.as_deref(), "user")?;
+            agree(&p.identity.org, org.as_deref(), "org")?;
+            Ok(p.identity.clone())
+        }
+        None => Ok(Identity::new(
+            org.unwrap_or_else(|| DEFAULT_ORG.to_owned()),
+            user.unwrap_or_else(|| ANONYMOUS_USER.to_owned()),
+        )),
+    }
+}
+
+/// A hint naming someone else than the token's holder is refused, never followed.
+pub fn agree(known: &str, hint: Option<&str>, what: &str) -> Result<(), WireError> {
+    match hint {
+        Some(h) if h != known => Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!("this token is for {what} `{known}`; the request names {what} `{h}`"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A chat named by a path or field, inside the caller's org.
@@ -48,4 +143,12 @@ pub fn chat_key(who: &Identity, chat_id: &str) -> Result<ChatKey, WireError> {
     }
     check_id_len("request", "chatId", chat_id)?;
     Ok(ChatKey::new(who.org.clone(), chat_id.to_owned()))
+}
+
+/// [`chat_key`] for a request that acts on the chat: refused when the chat is members-only
+/// and `who` is not a member. (A chat that does not exist passes; the call then says so.)
+pub async fn usable_chat(face: &Face, who: &Identity, chat_id: &str) -> ApiResult<ChatKey> {
+    let chat = chat_key(who, chat_id)?;
+    face.core.authorize(who, &chat).await?;
+    Ok(chat)
 }

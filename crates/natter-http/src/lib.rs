@@ -36,6 +36,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Most chats in one page of a list.
     pub max_page: usize,
+    /// Checks tokens (auth on), or lets identity hints through (auth off).
+    pub auth: natter_auth::Authenticator,
 }
 
 impl Default for HttpConfig {
@@ -47,6 +49,7 @@ impl Default for HttpConfig {
             heartbeat: Duration::from_secs(30),
             max_body_bytes: 4 * 1024 * 1024,
             max_page: 200,
+            auth: natter_auth::Authenticator::off(),
         }
     }
 }

@@ -52,6 +52,17 @@ pub enum ErrorCode {
     Unavailable,
     /// HTTP: the path exists but not with this method.
     MethodNotAllowed,
+    /// No valid token: missing, badly signed, `alg` not HS256, expired, not yet valid, or for
+    /// another issuer or audience (HTTP 401; Socket.IO `connect_error` message `unauthorized`).
+    Unauthorized,
+    /// A connected socket's token expired and was not refreshed; it is being disconnected.
+    TokenExpired,
+    /// Too many messages or turns in the window; `retryAfterMs` says when to try again.
+    RateLimited,
+    /// The user or the address has as many open connections as allowed.
+    TooManyConnections,
+    /// This socket is in as many chats as allowed; leave one first.
+    TooManyJoins,
     /// A bug on our side. Never used for bad input.
     Internal,
 }
@@ -80,6 +91,11 @@ impl ErrorCode {
         Self::Shutdown,
         Self::Unavailable,
         Self::MethodNotAllowed,
+        Self::Unauthorized,
+        Self::TokenExpired,
+        Self::RateLimited,
+        Self::TooManyConnections,
+        Self::TooManyJoins,
         Self::Internal,
     ];
 
@@ -107,6 +123,11 @@ impl ErrorCode {
             Self::Shutdown => "shutdown",
             Self::Unavailable => "unavailable",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthorized => "unauthorized",
+            Self::TokenExpired => "token_expired",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyConnections => "too_many_connections",
+            Self::TooManyJoins => "too_many_joins",
             Self::Internal => "internal",
         }
     }
@@ -124,11 +145,14 @@ impl Serialize for ErrorCode {
     }
 }
 
-/// `{code, message}`: the error body on every face.
+/// `{code, message, retryAfterMs?}`: the error body on every face.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// An error on its way to a client: a code from the catalog and a message for humans.
@@ -136,6 +160,8 @@ pub struct ErrorBody {
 pub struct WireError {
     pub code: ErrorCode,
     pub message: String,
+    /// When a retry may succeed (`rate_limited`).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl WireError {
@@ -143,6 +169,22 @@ impl WireError {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// A `rate_limited` error that tells the client when to come back.
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            // Rounded up, so a client that waits exactly this long is not refused again.
+            retry_after_ms: Some(
+                retry_after
+                    .as_millis()
+                    .saturating_add(1)
+                    .min(u64::MAX as u128) as u64,
+            ),
         }
     }
 
@@ -150,6 +192,7 @@ impl WireError {
         ErrorBody {
             code: self.code.as_str().to_owned(),
             message: self.message.clone(),
+            retry_after_ms: self.retry_after_ms,
         }
     }
 }

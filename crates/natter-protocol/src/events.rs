@@ -43,6 +43,7 @@ event_keys! {
     Abort => "abort", "ai:abort";
     MarkRead => "markRead", "message:read";
     ToolResultIn => "toolResultIn", "ai:tool_result";
+    AuthRefresh => "authRefresh", "auth:refresh";
     ChatMessage => "chatMessage", "chat:message";
     PresenceUpdate => "presenceUpdate", "presence:update";
     TypingUpdate => "typingUpdate", "typing:update";
@@ -68,6 +69,7 @@ pub const CLIENT_TO_SERVER: &[EventKey] = &[
     EventKey::Abort,
     EventKey::MarkRead,
     EventKey::ToolResultIn,
+    EventKey::AuthRefresh,
     EventKey::DiscoveryRequest,
 ];
 

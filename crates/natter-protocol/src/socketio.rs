@@ -38,7 +38,12 @@ pub struct JoinRequest {
     pub user_id: Option<String>,
     pub last_seq: Option<u64>,
     pub epoch: Option<String>,
+    /// When this join creates the chat: the users who may use it (a members-only chat).
+    pub members: Option<Vec<String>>,
 }
+
+/// Most user ids in a chat's member list.
+pub const MAX_MEMBERS: usize = 1000;
 
 impl JoinRequest {
     pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
@@ -48,6 +53,10 @@ impl JoinRequest {
             user_id: f.opt_id("userId")?,
             last_seq: f.opt_u64("lastSeq")?,
             epoch: f.opt_str("epoch")?,
+            members: match f.opt_array("members")? {
+                Some(_) => Some(f.req_id_list("members", MAX_MEMBERS)?),
+                None => None,
+            },
         })
     }
 }
@@ -110,6 +119,31 @@ impl TypingRequest {
             user_id: f.opt_id("userId")?,
         })
     }
+}
+
+/// `auth:refresh {token}`: a fresh token for a connected socket, before the old one expires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthRefreshRequest {
+    pub token: String,
+}
+
+impl AuthRefreshRequest {
+    pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        Ok(Self {
+            token: f.req_str("token")?,
+        })
+    }
+}
+
+/// The ack of `auth:refresh`: `{ok: true, expiresAt}` (ISO 8601; absent for a token without
+/// `exp`, or when auth is off).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthRefreshAck {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// `ai:abort`
@@ -364,6 +398,21 @@ pub struct ServerErrorEvent {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// With `rate_limited`: when a retry may succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ServerErrorEvent {
+    /// The `error` event for a refused client event (`event` names it) or a server notice.
+    pub fn new(e: &WireError, event: Option<String>) -> Self {
+        Self {
+            code: e.code.as_str().to_owned(),
+            message: e.message.clone(),
+            event,
+            retry_after_ms: e.retry_after_ms,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- acks

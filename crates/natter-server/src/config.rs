@@ -6,8 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use natter_auth::{AuthConfig, AuthMode, Authenticator};
 use natter_core::CoreConfig;
 use natter_core::config::AiMode;
+use natter_core::limits::{LimitsConfig, ScopedRate};
 use natter_core::provider::ToolSpec;
 use natter_http::HttpConfig;
 use natter_protocol::EventNames;
@@ -150,6 +152,57 @@ pub struct Settings {
     /// In the TOML file: `[event_names]` table of `EventKey = "wire name"`.
     #[arg(skip)]
     pub event_names: Option<BTreeMap<String, String>>,
+    /// `on` (every connection and request needs a valid token) or `off` (development:
+    /// identity from the handshake or body). Default: `on` when a JWT secret is set, else `off`.
+    #[arg(long, env = "NATTER_AUTH")]
+    pub auth: Option<String>,
+    /// HS256 secret that tokens are signed with (at least 32 bytes).
+    #[arg(long, env = "NATTER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Required `iss` of tokens (not checked when unset).
+    #[arg(long, env = "NATTER_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of tokens (not checked when unset).
+    #[arg(long, env = "NATTER_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds [default: 30].
+    #[arg(long, env = "NATTER_JWT_LEEWAY_SECS")]
+    pub jwt_leeway_secs: Option<u64>,
+    /// A scope every token must carry, e.g. `chat:connect` (not checked when unset).
+    #[arg(long, env = "NATTER_JWT_REQUIRED_SCOPE")]
+    pub jwt_required_scope: Option<String>,
+    /// Browser origins allowed to call the server (comma-separated, e.g.
+    /// `https://app.example.com`). A request whose `Origin` is not listed is refused. Defense in
+    /// depth only: tokens are what authorize. Default: any origin.
+    #[arg(long, env = "NATTER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// User messages per minute from one connection [default: 60; 0: no limit].
+    #[arg(long, env = "NATTER_MESSAGE_RATE_PER_CONNECTION")]
+    pub message_rate_per_connection: Option<u32>,
+    /// User messages per minute from one user, all connections together [default: 120].
+    #[arg(long, env = "NATTER_MESSAGE_RATE_PER_USER")]
+    pub message_rate_per_user: Option<u32>,
+    /// User messages per minute from one IP address [default: 1200].
+    #[arg(long, env = "NATTER_MESSAGE_RATE_PER_IP")]
+    pub message_rate_per_ip: Option<u32>,
+    /// AI replies started per minute from one connection [default: 20].
+    #[arg(long, env = "NATTER_TURN_RATE_PER_CONNECTION")]
+    pub turn_rate_per_connection: Option<u32>,
+    /// AI replies started per minute by one user [default: 30].
+    #[arg(long, env = "NATTER_TURN_RATE_PER_USER")]
+    pub turn_rate_per_user: Option<u32>,
+    /// AI replies started per minute from one IP address [default: 600].
+    #[arg(long, env = "NATTER_TURN_RATE_PER_IP")]
+    pub turn_rate_per_ip: Option<u32>,
+    /// Open sockets, SSE streams and WebSockets per user [default: 32; 0: no limit].
+    #[arg(long, env = "NATTER_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+    /// Open sockets, SSE streams and WebSockets per IP address [default: 512; 0: no limit].
+    #[arg(long, env = "NATTER_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Chats one socket may be in at once [default: 100; 0: no limit].
+    #[arg(long, env = "NATTER_MAX_JOINS_PER_SOCKET")]
+    pub max_joins_per_socket: Option<usize>,
 }
 
 /// A client-run tool declared in the TOML file.
@@ -211,7 +264,23 @@ impl Settings {
             client_tool_timeout_secs,
             client_tools,
             event_name,
-            event_names
+            event_names,
+            auth,
+            jwt_secret,
+            jwt_issuer,
+            jwt_audience,
+            jwt_leeway_secs,
+            jwt_required_scope,
+            allowed_origins,
+            message_rate_per_connection,
+            message_rate_per_user,
+            message_rate_per_ip,
+            turn_rate_per_connection,
+            turn_rate_per_user,
+            turn_rate_per_ip,
+            max_connections_per_user,
+            max_connections_per_ip,
+            max_joins_per_socket
         )
     }
 
@@ -257,6 +326,73 @@ pub struct ServerConfig {
     pub bus_capacity: usize,
     pub shutdown_grace: Duration,
     pub tools: ToolsConfig,
+    pub auth_mode: AuthMode,
+    /// Browser origins allowed; empty: any.
+    pub allowed_origins: Vec<String>,
+}
+
+fn auth_config(s: &Settings) -> anyhow::Result<AuthConfig> {
+    let secret = s.jwt_secret.clone().filter(|v| !v.is_empty());
+    let mode = match s.auth.as_deref() {
+        Some("on") => AuthMode::On,
+        Some("off") => AuthMode::Off,
+        Some(other) => bail!("unknown auth mode `{other}` (expected `on` or `off`)"),
+        None if secret.is_some() => AuthMode::On,
+        None => AuthMode::Off,
+    };
+    let defaults = AuthConfig::default();
+    Ok(AuthConfig {
+        mode,
+        secret,
+        issuer: s.jwt_issuer.clone().filter(|v| !v.is_empty()),
+        audience: s.jwt_audience.clone().filter(|v| !v.is_empty()),
+        leeway: s
+            .jwt_leeway_secs
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.leeway),
+        required_scope: s.jwt_required_scope.clone().filter(|v| !v.is_empty()),
+    })
+}
+
+fn limits_config(s: &Settings) -> LimitsConfig {
+    let d = LimitsConfig::default();
+    LimitsConfig {
+        messages: ScopedRate {
+            per_connection: s
+                .message_rate_per_connection
+                .unwrap_or(d.messages.per_connection),
+            per_user: s.message_rate_per_user.unwrap_or(d.messages.per_user),
+            per_ip: s.message_rate_per_ip.unwrap_or(d.messages.per_ip),
+        },
+        turns: ScopedRate {
+            per_connection: s.turn_rate_per_connection.unwrap_or(d.turns.per_connection),
+            per_user: s.turn_rate_per_user.unwrap_or(d.turns.per_user),
+            per_ip: s.turn_rate_per_ip.unwrap_or(d.turns.per_ip),
+        },
+        max_connections_per_user: s
+            .max_connections_per_user
+            .unwrap_or(d.max_connections_per_user),
+        max_connections_per_ip: s.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
+    }
+}
+
+/// Origins as browsers send them: scheme, host and port, no path or trailing slash.
+fn origins(list: Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for o in list.unwrap_or_default() {
+        let o = o.trim().trim_end_matches('/').to_owned();
+        if o.is_empty() {
+            continue;
+        }
+        let rest = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+            bail!("allowed_origins takes origins like `https://app.example.com`, got `{o}`");
+        }
+        out.push(o);
+    }
+    Ok(out)
 }
 
 /// Which tools turns may call.
@@ -339,6 +475,10 @@ fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
 impl ServerConfig {
     /// Resolves settings into a configuration. `keys` come from the environment.
     pub fn resolve(s: Settings, keys: ApiKeys) -> anyhow::Result<ServerConfig> {
+        let auth_settings = auth_config(&s)?;
+        let auth = Authenticator::new(&auth_settings).map_err(anyhow::Error::msg)?;
+        let allowed_origins = origins(s.allowed_origins.clone())?;
+        let limits = limits_config(&s);
         let provider = match s.provider.as_deref() {
             Some("openai") => ProviderKind::OpenAi,
             Some("anthropic") => ProviderKind::Anthropic,
@@ -367,7 +507,10 @@ impl ServerConfig {
                 "ANTHROPIC_API_KEY is not set (needed for --provider anthropic with the default --anthropic-base-url)"
             );
         }
-        let mut core = CoreConfig::default();
+        let mut core = CoreConfig {
+            limits,
+            ..CoreConfig::default()
+        };
         core.model = s.model.unwrap_or_else(|| match provider {
             ProviderKind::Demo => "demo".into(),
             ProviderKind::OpenAi => core.model.clone(),
@@ -470,6 +613,7 @@ impl ServerConfig {
             },
             max_body_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
             max_page: defaults.max_page,
+            auth: auth.clone(),
         };
         Ok(ServerConfig {
             listen: s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
@@ -485,6 +629,10 @@ impl ServerConfig {
             socketio: SocketIoConfig {
                 event_names,
                 chat_key_fields,
+                auth,
+                max_joins_per_socket: s
+                    .max_joins_per_socket
+                    .unwrap_or(SocketIoConfig::default().max_joins_per_socket),
             },
             http,
             max_payload_bytes,
@@ -492,6 +640,8 @@ impl ServerConfig {
             bus_capacity: s.bus_capacity.unwrap_or(256),
             shutdown_grace: secs("shutdown_grace_secs", s.shutdown_grace_secs.unwrap_or(5.0))?,
             tools,
+            auth_mode: auth_settings.mode,
+            allowed_origins,
         })
     }
 }

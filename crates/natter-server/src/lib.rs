@@ -3,6 +3,7 @@
 
 pub mod config;
 mod ops;
+mod origin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -116,11 +117,8 @@ impl Server {
                 config.http.clone(),
                 http_shutdown.clone(),
             ))
-            .layer(layer)
-            // Browsers on other origins (a dev server, a widget) may connect, polling included.
-            // Identity is not taken from cookies, so allowing any origin grants nothing extra;
-            // an origin allow-list comes with auth.
-            .layer(tower_http::cors::CorsLayer::permissive());
+            .layer(layer);
+        let router = origin::guard(router, &config.allowed_origins);
         Ok(Self {
             config,
             core,
@@ -146,7 +144,12 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", self.config.listen))?;
         let addr: SocketAddr = listener.local_addr()?;
-        tracing::info!(%addr, provider = self.core.provider_name(), database = %self.config.database, "natter listening");
+        tracing::info!(%addr, provider = self.core.provider_name(), database = %self.config.database, auth = ?self.config.auth_mode, "natter listening");
+        if self.config.auth_mode == natter_auth::AuthMode::Off {
+            tracing::warn!(
+                "auth is off: clients say who they are. Set NATTER_JWT_SECRET before exposing this server"
+            );
+        }
         // Tests and scripts read this line to find the port when listening on :0.
         println!("natter listening on http://{addr}");
         let core = self.core.clone();
@@ -169,7 +172,11 @@ impl Server {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        axum::serve(listener, self.router)
+        // The peer address feeds the per-address limits.
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
             .context("serving")?;

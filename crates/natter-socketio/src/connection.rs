@@ -1,8 +1,10 @@
 //! Per-socket state: identity and the chats the socket is in.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use natter_core::limits::Admission;
 use natter_core::{ChatKey, ConnectionId};
 use natter_protocol::{ErrorCode, WireError};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,12 @@ pub struct Membership {
 pub struct Conn {
     pub id: ConnectionId,
     pub identity: ConnIdentity,
+    /// The peer's address (for the per-address limits).
+    pub ip: Option<IpAddr>,
+    /// Counts this socket against the connection limits until it disconnects.
+    pub admission: Mutex<Option<Admission>>,
+    /// Cancelled on disconnect (ends the token-expiry watch).
+    pub closed: CancellationToken,
     /// What the client sent when connecting (query and auth).
     pub handshake: Handshake,
     chats: Mutex<HashMap<Arc<str>, Membership>>,
@@ -31,10 +39,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: ConnectionId, identity: ConnIdentity, handshake: Handshake) -> Self {
+    pub fn new(
+        id: ConnectionId,
+        identity: ConnIdentity,
+        handshake: Handshake,
+        ip: Option<IpAddr>,
+    ) -> Self {
         Self {
             id,
             identity,
+            ip,
+            admission: Mutex::new(None),
+            closed: CancellationToken::new(),
             handshake,
             chats: Mutex::new(HashMap::new()),
             serial: Arc::new(tokio::sync::Mutex::new(())),
@@ -71,6 +87,12 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Whether joining `chat_id` would take this socket past `max` chats (a rejoin would not).
+    pub fn joins_full(&self, chat_id: &str, max: usize) -> bool {
+        let chats = self.chats();
+        max > 0 && !chats.contains_key(chat_id) && chats.len() >= max
     }
 
     /// Records a membership, returning the one it replaces (a rejoin).

@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use natter_core::ChatKey;
 use natter_core::event::LiveEvent;
 use natter_core::feed::{Feed, FeedEnd, FeedItem};
 use natter_core::telemetry;
-use natter_core::{ChatKey, Identity};
 use natter_protocol::socketio::ServerErrorEvent;
-use natter_protocol::{ErrorCode, EventKey};
+use natter_protocol::{ErrorCode, EventKey, WireError};
 use serde::Serialize;
 use socketioxide::SendError;
 use socketioxide::extract::SocketRef;
@@ -107,17 +107,10 @@ pub async fn drop_member(
         ),
     };
     tracing::info!(socket = %socket.id, chat = %chat, %code, "dropping a member");
-    let body = ServerErrorEvent {
-        code: code.as_str().into(),
-        message,
-        event: None,
-    };
+    let body = ServerErrorEvent::new(&WireError::new(code, message), None);
     let name = face.config.event_names.name(EventKey::ServerError);
     let _ = emit(socket, name, &body, Duration::from_secs(1)).await;
-    let who = Identity {
-        org: conn.identity.org().clone(),
-        user_id: user_id.clone(),
-    };
+    let who = conn.identity.as_user(user_id.clone());
     face.core.leave(&who, &conn.id, chat).await;
     // disconnect() needs one free slot for its packet; if the client reads nothing at all,
     // Engine.IO's heartbeat closes the connection instead.
@@ -153,18 +146,17 @@ pub async fn run_member(
         let outcome = match item {
             Ok(FeedItem::Live(LiveEvent::ChatDeleted { .. })) => {
                 if conn.remove_if_current(&chat_id, &stop) {
-                    let body = ServerErrorEvent {
-                        code: ErrorCode::NotFound.as_str().into(),
-                        message: format!(
-                            "chat `{chat_id}` was deleted; this connection is no longer in it"
+                    let body = ServerErrorEvent::new(
+                        &WireError::new(
+                            ErrorCode::NotFound,
+                            format!(
+                                "chat `{chat_id}` was deleted; this connection is no longer in it"
+                            ),
                         ),
-                        event: None,
-                    };
+                        None,
+                    );
                     let _ = emit(&socket, names.name(EventKey::ServerError), &body, patience).await;
-                    let who = Identity {
-                        org: conn.identity.org().clone(),
-                        user_id: user_id.clone(),
-                    };
+                    let who = conn.identity.as_user(user_id.clone());
                     face.core.leave(&who, &conn.id, &chat).await;
                 }
                 return;

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use natter_core::{ChatKey, CoreError, JoinRequest as CoreJoin, UserMessageInput};
+use natter_core::{ChatKey, CoreError, JoinRequest as CoreJoin, Source, UserMessageInput};
 use natter_protocol::events::CLIENT_TO_SERVER;
 use natter_protocol::socketio::{
-    AbortAck, AbortRequest, DiscoveryAck, ErrorAck, JoinAck, JoinRequest, MarkReadAck,
-    MarkReadRequest, OkAck, PlainRequest, ServerErrorEvent, ToolResultRequest, TypingRequest,
-    UserMessageAck, UserMessageRequest,
+    AbortAck, AbortRequest, AuthRefreshAck, AuthRefreshRequest, DiscoveryAck, ErrorAck, JoinAck,
+    JoinRequest, MarkReadAck, MarkReadRequest, OkAck, PlainRequest, ServerErrorEvent,
+    ToolResultRequest, TypingRequest, UserMessageAck, UserMessageRequest,
 };
 use natter_protocol::{ErrorCode, EventKey, WireError};
 use serde::Serialize;
@@ -45,11 +45,7 @@ impl Reply {
         if let Some(ack) = self.ack {
             let _ = ack.send(&ErrorAck::from(e));
         }
-        let body = ServerErrorEvent {
-            code: e.code.as_str().to_owned(),
-            message: e.message.clone(),
-            event: Some(self.event),
-        };
+        let body = ServerErrorEvent::new(e, Some(self.event));
         let _ = self.socket.emit(
             self.face.config.event_names.name(EventKey::ServerError),
             &body,
@@ -78,14 +74,40 @@ fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
 /// Runs as a connect middleware, before the client is told it is connected, so every
 /// handler is in place before its first event can arrive.
 pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Result<(), WireError> {
-    let handshake = Handshake::new(socket.req_parts().uri.query(), auth);
+    let parts = socket.req_parts();
+    let handshake = Handshake::new(parts.uri.query(), auth);
     ConnIdentity::check(&handshake)?;
     let id = socket.id.to_string();
-    let conn = Arc::new(Conn::new(
-        id.clone().into(),
-        ConnIdentity::from_handshake(&handshake, &id),
-        handshake,
-    ));
+    let ip = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let identity = if face.config.auth.is_on() {
+        let token = handshake.field("token").or_else(|| {
+            parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(natter_auth::bearer)
+                .map(str::to_owned)
+        });
+        let token = token.ok_or_else(|| {
+            WireError::new(
+                ErrorCode::Unauthorized,
+                "no token: connect with auth `{token}`, query `token`, or `Authorization: Bearer`",
+            )
+        })?;
+        let principal = face.config.auth.verify(&token)?;
+        ConnIdentity::from_token(&principal, &handshake)?
+    } else {
+        ConnIdentity::from_handshake(&handshake, &id)
+    };
+    let admission = face
+        .core
+        .admit(&identity.resolve(None)?, ip)
+        .map_err(|e| e.to_wire())?;
+    let conn = Arc::new(Conn::new(id.clone().into(), identity, handshake, ip));
+    *conn.admission.lock().unwrap_or_else(|p| p.into_inner()) = Some(admission);
     if face
         .config
         .chat_key_fields
@@ -141,6 +163,11 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
             metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio")
                 .decrement(1.0);
             let Some(conn) = conn_of(&socket) else { return };
+            conn.closed.cancel();
+            conn.admission
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             for m in conn.drain() {
                 m.stop.cancel();
                 leave_presence(&face, &conn, &m).await;
@@ -154,6 +181,9 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
 /// `joinEvent: null`).
 pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
     let Some(conn) = conn_of(&socket) else { return };
+    if conn.identity.expires_at().is_some() {
+        tokio::spawn(watch_expiry(face.clone(), socket.clone(), conn.clone()));
+    }
     let held = conn
         .handshake_join
         .lock()
@@ -176,6 +206,7 @@ pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
         user_id: None,
         last_seq: handshake.field("lastSeq").and_then(|s| s.parse().ok()),
         epoch: handshake.field("epoch"),
+        members: None,
     };
     let _serial = match held {
         Some(guard) => guard,
@@ -190,11 +221,65 @@ pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
     join(face, socket, conn.clone(), req, reply).await;
 }
 
+/// Drops the socket when its token expires, unless `auth:refresh` moved the expiry on.
+async fn watch_expiry(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>) {
+    while let Some(expires_at) = conn.identity.expires_at() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let wait = std::time::Duration::from_secs(expires_at).saturating_sub(now);
+        tokio::select! {
+            _ = conn.closed.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if conn.identity.expires_at() != Some(expires_at) {
+            continue; // refreshed meanwhile
+        }
+        let e = WireError::new(
+            ErrorCode::TokenExpired,
+            "this connection's token has expired; send auth:refresh with a fresh token before it does, or reconnect with one",
+        );
+        let name = face.config.event_names.name(EventKey::ServerError);
+        let _ = delivery::emit(
+            &socket,
+            name,
+            &ServerErrorEvent::new(&e, None),
+            std::time::Duration::from_secs(1),
+        )
+        .await;
+        tracing::info!(socket = %socket.id, "token expired: disconnecting");
+        let _ = socket.disconnect();
+        return;
+    }
+}
+
+/// `auth:refresh {token}`: the same user's fresh token extends the connection's life.
+fn refresh(
+    face: &Face,
+    conn: &Conn,
+    event: &str,
+    data: &Value,
+) -> Result<AuthRefreshAck, WireError> {
+    let req = AuthRefreshRequest::parse(event, data)?;
+    if !face.config.auth.is_on() {
+        return Ok(AuthRefreshAck {
+            ok: true,
+            expires_at: None,
+        });
+    }
+    let principal = face.config.auth.verify(&req.token)?;
+    conn.identity.refresh(&principal)?;
+    Ok(AuthRefreshAck {
+        ok: true,
+        expires_at: i64::try_from(principal.expires_at)
+            .ok()
+            .and_then(|s| s.checked_mul(1000))
+            .map(natter_protocol::time::iso8601),
+    })
+}
+
 async fn leave_presence(face: &Face, conn: &Conn, m: &Membership) {
-    let who = natter_core::Identity {
-        org: conn.identity.org().clone(),
-        user_id: m.user_id.clone(),
-    };
+    let who = conn.identity.as_user(m.user_id.clone());
     face.core.leave(&who, &conn.id, &m.chat).await;
 }
 
@@ -256,6 +341,10 @@ async fn dispatch(
             let r = tool_result(&face, &conn, &event, &data).await;
             reply.result(r);
         }
+        EventKey::AuthRefresh => {
+            let r = refresh(&face, &conn, &event, &data);
+            reply.result(r);
+        }
         // Server→client keys are never registered as handlers.
         _ => reply.err(&WireError::new(
             ErrorCode::UnknownEvent,
@@ -273,6 +362,13 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
             )
         })?;
         let who = conn.identity.resolve(req.user_id.as_deref())?;
+        let max = face.config.max_joins_per_socket;
+        if conn.joins_full(&chat_id, max) {
+            return Err(WireError::new(
+                ErrorCode::TooManyJoins,
+                format!("this connection is in {max} chats, the most allowed; leave one first"),
+            ));
+        }
         Ok::<_, WireError>((ChatKey::new(who.org.clone(), chat_id), who))
     })();
     let (chat, who) = match prepared {
@@ -287,6 +383,7 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     let request = CoreJoin {
         last_seq: req.last_seq,
         epoch: req.epoch.clone(),
+        members: req.members.clone(),
     };
     let joined = face.core.join(&who, &conn.id, &chat, request).await;
     // The old membership's presence goes unless the new one (same user) replaced it.
@@ -386,7 +483,12 @@ async fn user_message(
     };
     let out = face
         .core
-        .post_user_message(&who, Some(&conn.id), &chat, input)
+        .post_user_message(
+            &who,
+            &Source::new(Some(conn.id.clone()), conn.ip),
+            &chat,
+            input,
+        )
         .await
         .map_err(core_err)?;
     conn.identity.adopt(&who);

@@ -1,14 +1,22 @@
 //! Who a connection is. The one place identity is decided for the Socket.IO face.
 //!
-//! Dev mode (the only mode until JWT lands): the org comes from the handshake
-//! (`auth.orgId` or query `orgId`, default `default`) and the user from `auth.userId` or
-//! query `userId`. A connection that names no user takes the `userId` of its first payload
-//! that carries one; from then on, as with a named connection, a payload naming another user
-//! is refused with `forbidden`, so clients behave the same once tokens are required.
+//! Auth on (CONTRACT §5): the handshake carries a token (`auth.token`, query `token`, or an
+//! `Authorization: Bearer` header) and the org and user are its claims, fixed for the life of
+//! the connection. A handshake or payload naming another user or org is refused with
+//! `forbidden`. `auth:refresh {token}` swaps in a fresh token for the same user before the
+//! old one expires; a socket whose token expires is told (`error token_expired`) and dropped.
+//!
+//! Auth off (development): the org comes from the handshake (`auth.orgId` or query `orgId`,
+//! default `default`) and the user from `auth.userId` or query `userId`. A connection that
+//! names no user takes the `userId` of its first payload that carries one; from then on, as
+//! with a named connection, a payload naming another user is refused with `forbidden`, so
+//! clients behave the same once tokens are required.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use natter_auth::Principal;
 use natter_core::Identity;
 use natter_protocol::{ErrorCode, WireError};
 use serde_json::Value;
@@ -75,20 +83,80 @@ pub struct ConnIdentity {
     org: Arc<str>,
     user: Mutex<Option<Arc<str>>>,
     anonymous: Arc<str>,
+    /// The token's `chat:admin` scope (auth on).
+    admin: AtomicBool,
+    /// When the connection's token stops being accepted, Unix seconds; 0 with auth off.
+    expires_at: AtomicU64,
 }
 
 impl ConnIdentity {
+    /// Auth off: identity from the handshake's hints.
     pub fn from_handshake(h: &Handshake, socket_id: &str) -> Self {
         let org = h.field("orgId").unwrap_or_else(|| DEFAULT_ORG.to_owned());
         Self {
             org: org.into(),
             user: Mutex::new(h.field("userId").map(Into::into)),
             anonymous: format!("anon-{socket_id}").into(),
+            admin: AtomicBool::new(false),
+            expires_at: AtomicU64::new(0),
         }
+    }
+
+    /// Auth on: identity from a verified token. Handshake hints must agree with it.
+    pub fn from_token(p: &Principal, h: &Handshake) -> Result<Self, WireError> {
+        for (field, known, what) in [
+            ("userId", &p.identity.user_id, "user"),
+            ("orgId", &p.identity.org, "org"),
+        ] {
+            if let Some(hint) = h.field(field)
+                && hint != **known
+            {
+                return Err(WireError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "this token is for {what} `{known}`; the handshake names {what} `{hint}`"
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            org: p.identity.org.clone(),
+            user: Mutex::new(Some(p.identity.user_id.clone())),
+            anonymous: p.identity.user_id.clone(),
+            admin: AtomicBool::new(p.identity.admin),
+            expires_at: AtomicU64::new(p.expires_at),
+        })
     }
 
     pub fn org(&self) -> &Arc<str> {
         &self.org
+    }
+
+    /// `user_id` of this connection's org, with this connection's rights.
+    pub fn as_user(&self, user_id: Arc<str>) -> Identity {
+        Identity::new(self.org.clone(), user_id).with_admin(self.admin.load(Ordering::Relaxed))
+    }
+
+    /// When the token stops being accepted (Unix seconds); `None` with auth off.
+    pub fn expires_at(&self) -> Option<u64> {
+        match self.expires_at.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Takes a refreshed token: it must be for the same org and user.
+    pub fn refresh(&self, p: &Principal) -> Result<(), WireError> {
+        let user = self.user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if p.identity.org != self.org || Some(&p.identity.user_id) != user.as_ref() {
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                "a refreshed token must be for the same org and user as the connection",
+            ));
+        }
+        self.admin.store(p.identity.admin, Ordering::Relaxed);
+        self.expires_at.store(p.expires_at, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Refuses a handshake whose ids are over the length limit (a `connect_error`).
@@ -120,10 +188,7 @@ impl ConnIdentity {
             (None, Some(hint)) => hint.into(),
             (None, None) => self.anonymous.clone(),
         };
-        Ok(Identity {
-            org: self.org.clone(),
-            user_id,
-        })
+        Ok(self.as_user(user_id))
     }
 }
 

@@ -22,6 +22,10 @@ pub struct SocketIoConfig {
     /// Handshake fields (query or auth) that name a chat to join at once, e.g. `consultationId`.
     /// `chatId` is always one.
     pub chat_key_fields: Vec<String>,
+    /// Checks handshake tokens (auth on), or lets identity hints through (auth off).
+    pub auth: natter_auth::Authenticator,
+    /// Most chats one socket may be in at once; 0: no limit.
+    pub max_joins_per_socket: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -29,6 +33,8 @@ impl Default for SocketIoConfig {
         Self {
             event_names: EventNames::default(),
             chat_key_fields: vec!["chatId".into()],
+            auth: natter_auth::Authenticator::off(),
+            max_joins_per_socket: 100,
         }
     }
 }
@@ -48,8 +54,21 @@ pub fn attach(io: &SocketIo, core: ChatCore, config: SocketIoConfig) {
         let face = face.clone();
         move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
             let face = face.clone();
-            // A refused handshake reaches the client as `connect_error` with this message.
-            async move { handlers::prepare(face, socket, auth.ok()).map_err(|e| e.message) }
+            // A refused handshake reaches the client as `connect_error` with this message:
+            // the bare code for auth and limits (CONTRACT §6.15: `unauthorized`), which
+            // clients match on; the reason is logged.
+            async move {
+                handlers::prepare(face, socket, auth.ok()).map_err(|e| {
+                    use natter_protocol::ErrorCode as C;
+                    match e.code {
+                        C::Unauthorized | C::Forbidden | C::TooManyConnections => {
+                            tracing::info!(code = %e.code, reason = %e.message, "handshake refused");
+                            e.code.as_str().to_owned()
+                        }
+                        _ => e.message,
+                    }
+                })
+            }
         }
     };
     let connected = move |socket: SocketRef| {

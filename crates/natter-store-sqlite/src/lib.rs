@@ -216,7 +216,12 @@ async fn apply_to_summary(
                 .await
                 .map_err(backend)?;
         }
-        EventBody::ChatUpdated { title, pinned, .. } => {
+        EventBody::ChatUpdated {
+            title,
+            pinned,
+            members,
+            ..
+        } => {
             run(
                 "UPDATE chats SET title = COALESCE(?3, title), pinned = COALESCE(?4, pinned)
                  WHERE org = ?1 AND chat_id = ?2",
@@ -226,6 +231,13 @@ async fn apply_to_summary(
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
+            if let Some(members) = members {
+                run("UPDATE chats SET members = ?3 WHERE org = ?1 AND chat_id = ?2")
+                    .bind(members_column(Some(members)))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            }
         }
         EventBody::ChatEnded { .. } => {
             run("UPDATE chats SET status = ?3 WHERE org = ?1 AND chat_id = ?2")
@@ -252,7 +264,14 @@ async fn apply_to_summary(
 }
 
 const SUMMARY_COLUMNS: &str = "chat_id, epoch, head_seq, created_at, title, pinned, status, \
-                               created_by, metadata, updated_at";
+                               created_by, metadata, updated_at, members";
+
+/// The `members` column: a JSON array, or NULL for an org-wide chat (also for an empty list).
+fn members_column(members: Option<&Vec<String>>) -> Option<String> {
+    members
+        .filter(|m| !m.is_empty())
+        .and_then(|m| serde_json::to_string(m).ok())
+}
 
 fn row_to_summary(org: &str, r: &sqlx::sqlite::SqliteRow) -> Result<ChatSummary, StoreError> {
     let chat_id: String = r.try_get("chat_id").map_err(backend)?;
@@ -268,6 +287,10 @@ fn row_to_summary(org: &str, r: &sqlx::sqlite::SqliteRow) -> Result<ChatSummary,
         updated_at: r.try_get("updated_at").map_err(backend)?,
         head_seq: r.try_get::<i64, _>("head_seq").map_err(backend)? as u64,
         epoch: r.try_get("epoch").map_err(backend)?,
+        members: r
+            .try_get::<Option<String>, _>("members")
+            .map_err(backend)?
+            .and_then(|m| serde_json::from_str(&m).ok()),
     })
 }
 
@@ -303,8 +326,8 @@ impl Store for SqliteStore {
         };
         let metadata = new.metadata.as_ref().map(|m| m.to_string());
         sqlx::query(
-            "INSERT INTO chats (org, chat_id, epoch, head_seq, created_at, updated_at, created_by, metadata)
-             VALUES (?, ?, ?, 1, ?, ?, ?, ?)",
+            "INSERT INTO chats (org, chat_id, epoch, head_seq, created_at, updated_at, created_by, metadata, members)
+             VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)",
         )
         .bind(&*chat.org)
         .bind(&*chat.chat_id)
@@ -313,6 +336,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(&new.created_by)
         .bind(metadata)
+        .bind(members_column(new.members.as_ref()))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -328,6 +352,7 @@ impl Store for SqliteStore {
         let body = EventBody::ChatCreated {
             created_by: new.created_by.clone(),
             metadata: new.metadata.clone(),
+            members: new.members.clone().filter(|m| !m.is_empty()),
         };
         insert_event(&mut tx, chat, 1, &body, now).await?;
         tx.commit().await.map_err(backend)?;
@@ -606,7 +631,41 @@ mod tests {
         NewChat {
             created_by: Some(user.into()),
             metadata: Some(serde_json::json!({"agentName": "helper"})),
+            members: None,
         }
+    }
+
+    #[tokio::test]
+    async fn member_lists_are_kept_with_the_chat() {
+        let dir = tempdir();
+        let s = store(&dir).await;
+        let a = ChatKey::new("org", "private");
+        let new = NewChat {
+            members: Some(vec!["bob".into()]),
+            ..creator("ann")
+        };
+        s.open_chat(&a, Some(&new)).await.unwrap();
+        let sum = s.chat_summary(&a).await.unwrap().unwrap();
+        assert_eq!(sum.members, Some(vec!["bob".to_owned()]));
+        let ann = natter_core::Identity::new("org", "ann");
+        let bob = natter_core::Identity::new("org", "bob");
+        let cat = natter_core::Identity::new("org", "cat");
+        assert!(sum.admits(&ann) && sum.admits(&bob) && !sum.admits(&cat));
+        assert!(sum.admits(&cat.clone().with_admin(true)));
+        let change = |members: Vec<String>| EventBody::ChatUpdated {
+            title: None,
+            pinned: None,
+            members: Some(members),
+            updated_by: Some("ann".into()),
+        };
+        s.append(&a, change(vec!["cat".into()]), 20).await.unwrap();
+        let sum = s.chat_summary(&a).await.unwrap().unwrap();
+        assert!(sum.admits(&cat) && !sum.admits(&bob));
+        // An empty list opens the chat to the org again.
+        s.append(&a, change(vec![]), 21).await.unwrap();
+        let sum = s.chat_summary(&a).await.unwrap().unwrap();
+        assert_eq!(sum.members, None);
+        assert!(sum.admits(&bob));
     }
 
     #[tokio::test]
@@ -648,12 +707,14 @@ mod tests {
         let rename = EventBody::ChatUpdated {
             title: Some("Refunds".into()),
             pinned: None,
+            members: None,
             updated_by: None,
         };
         s.append(&b, rename, 12).await.unwrap();
         let pin = EventBody::ChatUpdated {
             title: None,
             pinned: Some(true),
+            members: None,
             updated_by: None,
         };
         s.append(&b, pin, 13).await.unwrap();

@@ -67,7 +67,16 @@ export function tempDir() {
  * `openai` (the fake's Chat Completions endpoint, OPENAI_API_KEY) or `anthropic` (its
  * `/v1/messages`, ANTHROPIC_API_KEY). Retries are fast by default so retry tests stay short.
  */
-export async function startNatter({ upstream, dataDir, args = [], env = {}, listen = "127.0.0.1:0", durability = "normal", provider = "openai" }) {
+/**
+ * Rate limits off: the suites send bursts from one user and one address that the defaults
+ * (sized for people typing) would refuse. `limits.test.mjs` sets its own and tests them.
+ */
+export const NO_RATE_LIMITS = [
+  "--message-rate-per-connection", "0", "--message-rate-per-user", "0", "--message-rate-per-ip", "0",
+  "--turn-rate-per-connection", "0", "--turn-rate-per-user", "0", "--turn-rate-per-ip", "0",
+];
+
+export async function startNatter({ upstream, dataDir, args = [], env = {}, listen = "127.0.0.1:0", durability = "normal", provider = "openai", rateLimits = NO_RATE_LIMITS }) {
   const upstreamArgs = !upstream
     ? []
     : provider === "anthropic"
@@ -80,6 +89,7 @@ export async function startNatter({ upstream, dataDir, args = [], env = {}, list
     "--sqlite-durability", durability,
     ...upstreamArgs,
     "--retry-base-delay-ms", "50",
+    ...rateLimits,
     ...args,
   ];
   const keyEnv = provider === "anthropic" ? { ANTHROPIC_API_KEY: "test-anthropic-key" } : { OPENAI_API_KEY: "test-key" };

@@ -38,6 +38,7 @@ impl Store for LogStore {
                 body: EventBody::ChatCreated {
                     created_by: None,
                     metadata: None,
+                    members: None,
                 },
             });
         }

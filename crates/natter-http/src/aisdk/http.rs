@@ -19,7 +19,7 @@ use super::TurnStream;
 use crate::Face;
 use crate::body::JsonBody;
 use crate::error::ApiResult;
-use crate::identity::identify;
+use crate::identity::{Caller, identify};
 
 fn sse(face: &Face, stream: TurnStream) -> Response {
     let body = stream
@@ -48,21 +48,23 @@ fn sse(face: &Face, stream: TurnStream) -> Response {
 
 pub async fn post_chat(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(query): Query<HashMap<String, String>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let f = Fields::new("POST /api/chat", &body)?;
-    let who = identify(Some(&f), &query)?;
-    let stream = super::send(&face, &who, &f).await?;
+    let who = identify(&caller, Some(&f), &query)?;
+    let stream = super::send(&face, &who, &caller, &f).await?;
     Ok(sse(&face, stream))
 }
 
 pub async fn resume_stream(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Path(chat_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let who = identify(None, &query)?;
+    let who = identify(&caller, None, &query)?;
     Ok(match super::resume(&face, &who, &chat_id).await? {
         Some(stream) => sse(&face, stream),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -71,12 +73,13 @@ pub async fn resume_stream(
 
 pub async fn stop(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Path(chat_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<serde_json::Value>> {
     let f = Fields::new("POST /api/chat/{id}/stop", &body)?;
-    let who = identify(Some(&f), &query)?;
+    let who = identify(&caller, Some(&f), &query)?;
     let request_id = super::stop(&face, &who, &chat_id).await?;
     Ok(Json(json!({"ok": true, "requestId": request_id})))
 }

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::Stream;
+use natter_core::chat::NewChat;
 use natter_core::feed::{Feed, FeedEnd};
 use natter_core::{ChatKey, ConnectionId, Identity, UserMessageInput};
 use natter_protocol::ErrorCode;
@@ -18,7 +19,7 @@ use serde_json::Value;
 
 use crate::Face;
 use crate::error::{ApiError, ApiResult};
-use crate::identity::chat_key;
+use crate::identity::{Caller, chat_key, usable_chat};
 use chunks::TurnChunks;
 
 /// A new connection id for one HTTP request or WebSocket request.
@@ -99,23 +100,35 @@ impl TurnStream {
 }
 
 /// `send` (HTTP POST body or WebSocket frame): `{id, messages, trigger, messageId?}`.
-pub(crate) async fn send(face: &Face, who: &Identity, f: &Fields<'_>) -> ApiResult<TurnStream> {
-    let chat = chat_key(who, &f.req_id("id")?)?;
+pub(crate) async fn send(
+    face: &Face,
+    who: &Identity,
+    caller: &Caller,
+    f: &Fields<'_>,
+) -> ApiResult<TurnStream> {
+    let chat = usable_chat(face, who, &f.req_id("id")?).await?;
     let trigger = f
         .opt_str("trigger")?
         .unwrap_or_else(|| "submit-message".into());
     let trace_id = f.opt_id("traceId")?;
     let conn = request_conn("aisdk");
     match trigger.as_str() {
-        "submit-message" => submit(face, who, &chat, &conn, f, trace_id).await,
+        "submit-message" => submit(face, who, caller, &chat, &conn, f, trace_id).await,
         "regenerate-message" => {
             let message_id = f.opt_id("messageId")?;
-            face.core.open_chat(who, &chat, false, None).await?;
+            face.core.open_chat(who, &chat, None).await?;
             // Follow before the turn is queued, so its start is not missed.
-            let (_, feed) = face.core.follow(&conn, &chat).await?;
+            let (_, feed) = face.core.follow(who, &conn, &chat).await?;
             let request_id = face
                 .core
-                .regenerate(who, &chat, message_id.as_deref(), None, trace_id)
+                .regenerate(
+                    who,
+                    &caller.source(Some(&conn)),
+                    &chat,
+                    message_id.as_deref(),
+                    None,
+                    trace_id,
+                )
                 .await?;
             Ok(TurnStream::new(
                 Some(feed),
@@ -133,6 +146,7 @@ pub(crate) async fn send(face: &Face, who: &Identity, f: &Fields<'_>) -> ApiResu
 async fn submit(
     face: &Face,
     who: &Identity,
+    caller: &Caller,
     chat: &ChatKey,
     conn: &ConnectionId,
     f: &Fields<'_>,
@@ -148,7 +162,7 @@ async fn submit(
     let m = Fields::new("messages[last]", last)?;
     match m.opt_str("role")?.as_deref() {
         Some("user") => {}
-        Some("assistant") => return continue_after_tools(face, chat, conn, last).await,
+        Some("assistant") => return continue_after_tools(face, who, chat, conn, last).await,
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,
@@ -177,11 +191,13 @@ async fn submit(
         tools,
     };
     let create = face.core.config().auto_create_chats;
-    face.core.open_chat(who, chat, create, None).await?;
-    let (_, feed) = face.core.follow(conn, chat).await?;
+    face.core
+        .open_chat(who, chat, create.then(NewChat::default))
+        .await?;
+    let (_, feed) = face.core.follow(who, conn, chat).await?;
     let posted = face
         .core
-        .post_user_message(who, Some(conn), chat, input)
+        .post_user_message(who, &caller.source(Some(conn)), chat, input)
         .await?;
     let Some(request_id) = posted.request_id else {
         // The chat's AI mode is off: the message is stored, and no reply comes.
@@ -215,6 +231,7 @@ async fn submit(
 /// waiting for, and the stream goes on with that turn, on the same assistant message.
 async fn continue_after_tools(
     face: &Face,
+    who: &Identity,
     chat: &ChatKey,
     conn: &ConnectionId,
     message: &Value,
@@ -259,7 +276,7 @@ async fn continue_after_tools(
     };
     let turn = turn.clone();
     // Follow before answering, so nothing after the answer is missed.
-    let (_, feed) = face.core.follow(conn, chat).await?;
+    let (_, feed) = face.core.follow(who, conn, chat).await?;
     let mut first = Vec::new();
     let known = if feed
         .current_turn()
@@ -284,7 +301,7 @@ pub(crate) async fn resume(
 ) -> ApiResult<Option<TurnStream>> {
     let chat = chat_key(who, chat_id)?;
     let conn = request_conn("aisdk-resume");
-    let feed = match face.core.follow(&conn, &chat).await {
+    let feed = match face.core.follow(who, &conn, &chat).await {
         Ok((_, feed)) => feed,
         // The SDK asks on mount, for new chats too: nothing to resume.
         Err(e) if e.to_wire().code == ErrorCode::NotFound => return Ok(None),
@@ -321,7 +338,7 @@ async fn replay_running(
 /// Stops the chat's running turn; it ends with its partial text kept.
 pub(crate) async fn stop(face: &Face, who: &Identity, chat_id: &str) -> ApiResult<String> {
     let chat = chat_key(who, chat_id)?;
-    face.core.chat_summary(&chat).await?;
+    face.core.accessible_chat(who, &chat).await?;
     Ok(face
         .core
         .abort(&chat, None, Some("stopped by the client".into()))

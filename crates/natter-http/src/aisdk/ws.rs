@@ -25,17 +25,26 @@ use tokio_util::sync::CancellationToken;
 
 use super::TurnStream;
 use crate::Face;
-use crate::identity::identify;
+use crate::error::ApiResult;
+use crate::identity::{Caller, identify};
 
 type Active = Arc<Mutex<HashMap<String, CancellationToken>>>;
 
 pub async fn upgrade(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
-) -> Response {
-    ws.max_message_size(face.config.max_body_bytes)
-        .on_upgrade(move |socket| run(face, query, socket))
+) -> ApiResult<Response> {
+    // Refused before the upgrade, so the client sees the HTTP status and error body.
+    let who = identify(&caller, None, &query)?;
+    let admission = face.core.admit(&who, caller.ip)?;
+    Ok(ws
+        .max_message_size(face.config.max_body_bytes)
+        .on_upgrade(move |socket| async move {
+            run(face, caller, query, socket).await;
+            drop(admission);
+        }))
 }
 
 fn frame_of(kind: &str, request_id: &str) -> Value {
@@ -46,7 +55,7 @@ fn error_frame(request_id: &str, e: &WireError) -> Value {
     json!({"type": "error", "requestId": request_id, "errorText": format!("{}: {}", e.code, e.message)})
 }
 
-async fn run(face: Arc<Face>, query: HashMap<String, String>, socket: WebSocket) {
+async fn run(face: Arc<Face>, caller: Caller, query: HashMap<String, String>, socket: WebSocket) {
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Value>(256);
     let writer = tokio::spawn(async move {
@@ -63,10 +72,20 @@ async fn run(face: Arc<Face>, query: HashMap<String, String>, socket: WebSocket)
     });
     let active: Active = Arc::default();
     let mut requests = JoinSet::new();
+    let expiry = token_expiry(&caller);
+    tokio::pin!(expiry);
     loop {
         let message = tokio::select! {
             m = incoming.next() => m,
             _ = face.shutdown.cancelled() => break,
+            _ = &mut expiry => {
+                let e = WireError::new(
+                    ErrorCode::TokenExpired,
+                    "the token this socket was opened with has expired; reconnect with a fresh one",
+                );
+                let _ = out.send(error_frame("", &e)).await;
+                break;
+            }
         };
         let Some(message) = message else { break };
         let text = match message {
@@ -95,7 +114,7 @@ async fn run(face: Arc<Face>, query: HashMap<String, String>, socket: WebSocket)
                 let face = face.clone();
                 let out = out.clone();
                 let active = active.clone();
-                let who = frame_identity(&parsed, &query);
+                let who = frame_identity(&caller, &parsed, &query);
                 requests.spawn(async move {
                     serve_request(&face, &who, &parsed, kind, &request_id, &cancel, &out).await;
                     if let Ok(mut map) = active.lock() {
@@ -123,14 +142,28 @@ enum Kind {
     Resume,
 }
 
-/// Identity hints from the frame's `body`, then the socket URL's query.
-fn frame_identity(frame: &Value, query: &HashMap<String, String>) -> Result<Identity, WireError> {
-    match frame.get("body").filter(|b| b.is_object()) {
+/// Identity hints from the frame's `body`, then the socket URL's query (with auth on they
+/// must agree with the token the socket was opened with).
+fn frame_identity(
+    caller: &Caller,
+    frame: &Value,
+    query: &HashMap<String, String>,
+) -> Result<(Identity, Caller), WireError> {
+    let who = match frame.get("body").filter(|b| b.is_object()) {
         Some(body) => {
             let f = Fields::new("body", body)?;
-            identify(Some(&f), query)
+            identify(caller, Some(&f), query)?
         }
-        None => identify(None, query),
+        None => identify(caller, None, query)?,
+    };
+    Ok((who, caller.clone()))
+}
+
+/// Resolves when the caller's token stops being accepted; never with auth off.
+pub(crate) async fn token_expiry(caller: &Caller) {
+    match &caller.principal {
+        Some(p) => tokio::time::sleep(p.remaining()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -179,7 +212,7 @@ fn accept(frame: &Value, active: &Active) -> Result<Accepted, (String, WireError
 
 async fn serve_request(
     face: &Face,
-    who: &Result<Identity, WireError>,
+    who: &Result<(Identity, Caller), WireError>,
     frame: &Value,
     kind: Kind,
     request_id: &str,
@@ -187,10 +220,13 @@ async fn serve_request(
     out: &mpsc::Sender<Value>,
 ) {
     let started: Result<Option<TurnStream>, WireError> = async {
-        let who = who.clone()?;
+        let (who, caller) = who.clone()?;
         let f = Fields::new("frame", frame)?;
         match kind {
-            Kind::Send => super::send(face, &who, &f).await.map(Some).map_err(|e| e.0),
+            Kind::Send => super::send(face, &who, &caller, &f)
+                .await
+                .map(Some)
+                .map_err(|e| e.0),
             Kind::Resume => {
                 let chat_id = f.req_id("id")?;
                 super::resume(face, &who, &chat_id).await.map_err(|e| e.0)

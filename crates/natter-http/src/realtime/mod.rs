@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Query, State};
 use natter_core::bus::FollowReason;
+use natter_core::chat::NewChat;
 use natter_core::{ChatKey, Identity, UserMessageInput};
 use natter_protocol::ErrorCode;
 use natter_protocol::fields::Fields;
@@ -19,7 +20,7 @@ use crate::Face;
 use crate::aisdk::request_conn;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::identity::{chat_key, identify};
+use crate::identity::{Caller, identify, usable_chat};
 
 type Q = Query<HashMap<String, String>>;
 
@@ -27,23 +28,45 @@ fn ok() -> Json<Value> {
     Json(json!({"success": true}))
 }
 
-/// The caller and the chat a body names with `chatKey`.
-fn target(f: &Fields<'_>, query: &HashMap<String, String>) -> ApiResult<(Identity, ChatKey)> {
-    let who = identify(Some(f), query)?;
-    let chat = chat_key(&who, &f.req_id("chatKey")?)?;
+/// The caller and the chat a body names with `chatKey` (refused if it is members-only and the
+/// caller is not a member).
+async fn target(
+    face: &Face,
+    caller: &Caller,
+    f: &Fields<'_>,
+    query: &HashMap<String, String>,
+) -> ApiResult<(Identity, ChatKey)> {
+    let who = identify(caller, Some(f), query)?;
+    let chat = usable_chat(face, &who, &f.req_id("chatKey")?).await?;
     Ok((who, chat))
 }
 
-/// `{orgId, userId, metadata?}` → `{chatKey}`. The user's SSE streams get `new_chat_created`.
+/// An optional `members` list of user ids (a members-only chat).
+pub(crate) fn members(f: &Fields<'_>) -> ApiResult<Option<Vec<String>>> {
+    match f.opt_array("members")? {
+        None => Ok(None),
+        Some(_) => Ok(Some(
+            f.req_id_list("members", natter_protocol::socketio::MAX_MEMBERS)?,
+        )),
+    }
+}
+
+/// `{orgId, userId, metadata?, members?}` → `{chatKey}`. The user's SSE streams get
+/// `new_chat_created`. With `members`, only they (and the creator, and org admins) may use it.
 pub async fn create(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(q): Q,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let f = Fields::new("create", &body)?;
-    let who = identify(Some(&f), &q)?;
-    let metadata = f.opt_object("metadata")?;
-    let summary = face.core.create_chat(&who, None, metadata).await?;
+    let who = identify(&caller, Some(&f), &q)?;
+    let new = NewChat {
+        created_by: None,
+        metadata: f.opt_object("metadata")?,
+        members: members(&f)?,
+    };
+    let summary = face.core.create_chat(&who, None, new).await?;
     Ok(Json(json!({"chatKey": &*summary.key.chat_id})))
 }
 
@@ -51,11 +74,12 @@ pub async fn create(
 /// message is stored; the reply follows over SSE.
 pub async fn send(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(q): Q,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let f = Fields::new("send", &body)?;
-    let (who, chat) = target(&f, &q)?;
+    let (who, chat) = target(&face, &caller, &f, &q).await?;
     let message = body
         .get("message")
         .filter(|m| !m.is_null())
@@ -69,13 +93,13 @@ pub async fn send(
         trace_id: f.opt_id("traceId")?,
         tools: Vec::new(),
     };
-    let info = face.core.open_chat(&who, &chat, false, None).await?;
+    let info = face.core.open_chat(&who, &chat, None).await?;
     // The user's streams follow the chat from here, so the reply reaches every tab.
     face.core
         .tell_user(&who, &chat, FollowReason::Posted, info.head_seq, None)
         .await;
     face.core
-        .post_user_message(&who, None, &chat, input)
+        .post_user_message(&who, &caller.source(None), &chat, input)
         .await?;
     Ok(ok())
 }
@@ -83,12 +107,13 @@ pub async fn send(
 /// `{orgId, chatKey, userId}` → `{chat}` (seed 002's `Chat` with its latest messages).
 pub async fn load(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(q): Q,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let f = Fields::new("load", &body)?;
-    let (who, chat) = target(&f, &q)?;
-    let summary = face.core.chat_summary(&chat).await?;
+    let (who, chat) = target(&face, &caller, &f, &q).await?;
+    let summary = face.core.accessible_chat(&who, &chat).await?;
     let messages = face
         .core
         .recent_messages(&chat, face.core.config().join_history)
@@ -102,11 +127,12 @@ pub async fn load(
 /// `{orgId, chatKey, userId, typing}`: the chat's streams get `typing` / `stopped_typing`.
 pub async fn typing(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(q): Q,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let f = Fields::new("typing", &body)?;
-    let (who, chat) = target(&f, &q)?;
+    let (who, chat) = target(&face, &caller, &f, &q).await?;
     let typing = f.opt_bool("typing")?.unwrap_or(true);
     set_typing(&face, &who, &chat, typing).await?;
     Ok(ok())
@@ -123,11 +149,12 @@ async fn set_typing(face: &Face, who: &Identity, chat: &ChatKey, typing: bool) -
 /// `chat_ended`. `data.reason` is kept.
 pub async fn end(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(q): Q,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let f = Fields::new("end", &body)?;
-    let (who, chat) = target(&f, &q)?;
+    let (who, chat) = target(&face, &caller, &f, &q).await?;
     let reason = match f.opt_object("data")? {
         Some(data) => Fields::new("end.data", &data)?.opt_str("reason")?,
         None => None,
@@ -142,12 +169,13 @@ pub async fn end(
 /// refused with `invalid_field` (never silently dropped).
 pub async fn event(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(q): Q,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let f = Fields::new("event", &body)?;
     let kind = f.req_str("type")?;
-    let (who, chat) = target(&f, &q)?;
+    let (who, chat) = target(&face, &caller, &f, &q).await?;
     match kind.as_str() {
         "typing" => set_typing(&face, &who, &chat, true).await?,
         "stopped_typing" => set_typing(&face, &who, &chat, false).await?,

@@ -31,28 +31,48 @@ use tokio::task::JoinSet;
 use super::wire::{self, chat_event, chat_message};
 use crate::Face;
 use crate::aisdk::request_conn;
+use crate::aisdk::ws::token_expiry;
 use crate::error::{ApiError, ApiResult};
-use crate::identity::{chat_key, identify};
+use crate::identity::{Caller, chat_key, identify};
+
+/// The `error` event a stream ends with when its token expires; pending with auth off.
+fn token_expiry_event(
+    caller: &Caller,
+    stream: &StreamTask,
+) -> impl std::future::Future<Output = Event> + Send + 'static {
+    let caller = caller.clone();
+    let notice = stream.error_event(
+        stream.named.as_ref().map(|k| &*k.chat_id).unwrap_or(""),
+        ErrorCode::TokenExpired,
+        "the token this stream was opened with has expired; reconnect with a fresh one",
+    );
+    async move {
+        token_expiry(&caller).await;
+        notice
+    }
+}
 
 /// Events queued for one stream before its writer is considered stuck.
 const STREAM_QUEUE: usize = 1024;
 
 pub async fn open(
     State(face): State<Arc<Face>>,
+    caller: Caller,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let who = identify(None, &query)?;
+    let who = identify(&caller, None, &query)?;
     let conn = request_conn("sse");
     let named = match query.get("chatKey").filter(|k| !k.is_empty()) {
         Some(key) => {
             let key = chat_key(&who, key)?;
-            // An unknown chat fails before streaming, as a 404.
-            face.core.chat_summary(&key).await?;
+            // An unknown chat (or one the caller may not use) fails before streaming.
+            face.core.accessible_chat(&who, &key).await?;
             Some(key)
         }
         None => None,
     };
+    let admission = face.core.admit(&who, caller.ip)?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -86,7 +106,11 @@ pub async fn open(
         named: named.clone(),
         tx,
     };
-    tokio::spawn(stream.run(user_channel, named, last_event_id));
+    let expiry = token_expiry_event(&caller, &stream);
+    tokio::spawn(async move {
+        stream.run(user_channel, named, last_event_id, expiry).await;
+        drop(admission);
+    });
     let heartbeat = face.config.heartbeat;
     let body = tokio_stream_from(rx)
         .take_until(face.shutdown.clone().cancelled_owned())
@@ -122,7 +146,9 @@ impl StreamTask {
         mut user_channel: UserSubscription,
         named: Option<ChatKey>,
         last_event_id: Option<u64>,
+        expiry: impl std::future::Future<Output = Event>,
     ) {
+        tokio::pin!(expiry);
         let this = Arc::new(self);
         let mut members: JoinSet<()> = JoinSet::new();
         let mut following: HashSet<Arc<str>> = HashSet::new();
@@ -133,6 +159,12 @@ impl StreamTask {
         loop {
             tokio::select! {
                 _ = this.tx.closed() => break,
+                notice = &mut expiry => {
+                    // The token ran out: say so and end the stream; the client reconnects
+                    // with a fresh one (`Last-Event-ID` picks up where this ended).
+                    this.send(notice).await;
+                    break;
+                }
                 event = user_channel.rx.recv() => {
                     let event = match event {
                         Ok(e) => e,
@@ -176,6 +208,20 @@ impl StreamTask {
         self.tx.send(event).await.is_ok()
     }
 
+    fn error_event(&self, chat_id: &str, code: ErrorCode, message: &str) -> Event {
+        let data = json!({"code": code.as_str(), "message": message});
+        let ev = chat_event(
+            "error",
+            &self.who.org,
+            chat_id,
+            &self.who.user_id,
+            now_millis(),
+            Some(data),
+            None,
+        );
+        sse_event("error", &ev, None)
+    }
+
     /// Joins `chat` from `after_seq` (replaying what came after it) and streams it.
     async fn follow(
         self: Arc<Self>,
@@ -197,6 +243,7 @@ impl StreamTask {
                 JoinRequest {
                     last_seq: after_seq,
                     epoch: Some(epoch),
+                    members: None,
                 },
             )
             .await

@@ -134,7 +134,7 @@ pub fn chat_event(
 
 /// Seed 002's `ChatSummary` (plus `createdAt` and `seq`, the chat's head).
 pub fn summary(s: &ChatSummary) -> Value {
-    json!({
+    let mut v = json!({
         "chatKey": &*s.key.chat_id,
         "title": s.title.clone().unwrap_or_default(),
         "userId": s.created_by,
@@ -145,7 +145,12 @@ pub fn summary(s: &ChatSummary) -> Value {
         "metadata": s.metadata.clone().unwrap_or_else(|| json!({})),
         "isBackground": false,
         "seq": s.head_seq,
-    })
+    });
+    // Only members-only chats carry the field, so org-wide ones keep seed 002's exact shape.
+    if let (Some(members), Some(obj)) = (&s.members, v.as_object_mut()) {
+        obj.insert("members".into(), json!(members));
+    }
+    v
 }
 
 /// Seed 002's full `Chat`, with its latest messages.
