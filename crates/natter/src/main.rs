@@ -18,6 +18,54 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Mint an HS256 token for a user (development, scripts, and as a reference for the
+    /// backend that mints tokens in production).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The secret the server verifies with (the same as `natter serve`).
+    #[arg(long, env = "NATTER_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// The tenant: chats of other orgs are invisible to this token.
+    #[arg(long, default_value = "default")]
+    org: String,
+    #[arg(long)]
+    user: String,
+    /// Scopes, comma-separated (e.g. `chat:connect,chat:admin`).
+    #[arg(long, value_delimiter = ',')]
+    scopes: Vec<String>,
+    /// Seconds until the token expires.
+    #[arg(long, default_value_t = 3600)]
+    ttl_secs: u64,
+    #[arg(long, env = "NATTER_JWT_ISSUER")]
+    issuer: Option<String>,
+    #[arg(long, env = "NATTER_JWT_AUDIENCE")]
+    audience: Option<String>,
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    if args.jwt_secret.len() < natter_auth::MIN_SECRET_BYTES {
+        anyhow::bail!(
+            "the JWT secret must be at least {} bytes",
+            natter_auth::MIN_SECRET_BYTES
+        );
+    }
+    let scopes: Vec<&str> = args.scopes.iter().map(String::as_str).collect();
+    let mut claims = natter_auth::claims_for(
+        &args.org,
+        &args.user,
+        &scopes,
+        std::time::Duration::from_secs(args.ttl_secs),
+    );
+    claims.iss = args.issuer;
+    claims.aud = args.audience;
+    println!(
+        "{}",
+        natter_auth::mint(&args.jwt_secret, &claims).map_err(anyhow::Error::msg)?
+    );
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -108,6 +156,7 @@ fn main() -> std::process::ExitCode {
             init_logs(&args.log_format);
             runtime.block_on(serve(args))
         }
+        Command::Token(args) => token(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
