@@ -27,6 +27,7 @@ use natter_protocol::time::now_millis;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::wire::{self, chat_event, chat_message};
 use crate::Face;
@@ -52,7 +53,11 @@ fn token_expiry_event(
     }
 }
 
-/// Events queued for one stream before its writer is considered stuck.
+/// Events queued for one stream. A client that leaves it full for the core's
+/// `slow_consumer_timeout` is given up on: the stream stops following its chats (leaving
+/// presence), and once the client reads what is queued it gets `error slow_consumer` and the
+/// stream ends; it reconnects with `Last-Event-ID`. So a stuck reader holds at most this many
+/// events, and never slows the chat for anyone else.
 const STREAM_QUEUE: usize = 1024;
 
 pub async fn open(
@@ -99,12 +104,15 @@ pub async fn open(
         None,
     );
     let _ = tx.try_send(sse_event("reconnected", &hello, None));
+    let ending: Ending = Arc::default();
     let stream = StreamTask {
         face: face.clone(),
         who,
         conn,
         named: named.clone(),
         tx,
+        stop: CancellationToken::new(),
+        ending: ending.clone(),
     };
     let expiry = token_expiry_event(&caller, &stream);
     tokio::spawn(async move {
@@ -112,7 +120,13 @@ pub async fn open(
         drop(admission);
     });
     let heartbeat = face.config.heartbeat;
+    let last_words =
+        futures::stream::once(
+            async move { ending.lock().unwrap_or_else(|p| p.into_inner()).take() },
+        )
+        .filter_map(std::future::ready);
     let body = tokio_stream_from(rx)
+        .chain(last_words)
         .take_until(face.shutdown.clone().cancelled_owned())
         .map(Ok::<_, Infallible>);
     Ok(Sse::new(body)
@@ -132,12 +146,18 @@ fn sse_event(kind: &str, data: &Value, id: Option<u64>) -> Event {
     }
 }
 
+/// The event a stream ends with after its queue drains (set when the stream is given up on).
+type Ending = Arc<std::sync::Mutex<Option<Event>>>;
+
 struct StreamTask {
     face: Arc<Face>,
     who: Identity,
     conn: ConnectionId,
     named: Option<ChatKey>,
     tx: mpsc::Sender<Event>,
+    /// Cancelled when the stream is given up on: every task of it ends, dropping `tx`.
+    stop: CancellationToken,
+    ending: Ending,
 }
 
 impl StreamTask {
@@ -159,6 +179,7 @@ impl StreamTask {
         loop {
             tokio::select! {
                 _ = this.tx.closed() => break,
+                _ = this.stop.cancelled() => break,
                 notice = &mut expiry => {
                     // The token ran out: say so and end the stream; the client reconnects
                     // with a fresh one (`Last-Event-ID` picks up where this ended).
@@ -204,8 +225,32 @@ impl StreamTask {
         while members.join_next().await.is_some() {}
     }
 
+    /// Queues an event, waiting at most the slow-consumer timeout for room. False when the
+    /// client is gone or the stream was given up on.
     async fn send(&self, event: Event) -> bool {
-        self.tx.send(event).await.is_ok()
+        if self.stop.is_cancelled() {
+            return false;
+        }
+        let patience = self.face.core.config().slow_consumer_timeout;
+        match tokio::time::timeout(patience, self.tx.send(event)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                self.give_up(self.error_event(
+                    self.named.as_ref().map(|k| &*k.chat_id).unwrap_or(""),
+                    ErrorCode::SlowConsumer,
+                    "this stream fell too far behind; reconnect with Last-Event-ID to catch up",
+                ));
+                false
+            }
+        }
+    }
+
+    /// Ends the stream with `last` after what is queued, and stops following every chat.
+    fn give_up(&self, last: Event) {
+        tracing::info!(conn = %self.conn, "SSE stream given up on as a slow consumer");
+        metrics::counter!(natter_core::telemetry::SLOW_CONSUMERS).increment(1);
+        *self.ending.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+        self.stop.cancel();
     }
 
     fn error_event(&self, chat_id: &str, code: ErrorCode, message: &str) -> Event {
@@ -299,22 +344,16 @@ impl StreamTask {
         loop {
             let item = tokio::select! {
                 _ = self.tx.closed() => return,
+                _ = self.stop.cancelled() => return,
                 item = feed.next() => item,
             };
             let Ok(item) = item else {
                 // Fell behind or the bus closed: the client reconnects and replays by id.
-                let ev = chat_event(
-                    "error",
-                    &self.who.org,
+                self.give_up(self.error_event(
                     &chat.chat_id,
-                    &self.who.user_id,
-                    now_millis(),
-                    Some(
-                        json!({"code": "slow_consumer", "message": "this stream fell behind; reconnect to catch up"}),
-                    ),
-                    None,
-                );
-                self.send(sse_event("error", &ev, None)).await;
+                    ErrorCode::SlowConsumer,
+                    "this stream fell behind; reconnect with Last-Event-ID to catch up",
+                ));
                 return;
             };
             let events = match &item {
