@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint an HS256 token for a user (development, scripts, and as a reference for the
     /// backend that mints tokens in production).
     Token(TokenArgs),
@@ -117,7 +117,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => Settings::from_toml_file(path)?,
         None => Settings::default(),
