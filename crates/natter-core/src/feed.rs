@@ -144,6 +144,26 @@ impl Feed {
         }
     }
 
+    /// The next item if one is already there (queued, or waiting on the bus), without
+    /// waiting for a new one. Lets a face merge a slow member's backlog of tokens.
+    pub async fn next_if_ready(&mut self) -> Option<Result<FeedItem, FeedEnd>> {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(Ok(item));
+            }
+            let step = match self.subscription.rx.try_recv() {
+                Ok(message) => self.accept(&message).await,
+                Err(TryRecvError::Lagged(_)) => self.resync().await,
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Closed) => Err(FeedEnd::Closed),
+            };
+            if let Err(end) = step {
+                return Some(Err(end));
+            }
+        }
+    }
+
     async fn accept(&mut self, message: &BusMessage) -> Result<(), FeedEnd> {
         match message {
             BusMessage::Durable { event, origin } => {

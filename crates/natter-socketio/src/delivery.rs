@@ -8,6 +8,11 @@
 //! whose socket stays full past the timeout, or that falls further behind than the replay
 //! limit, gets `error {code: "slow_consumer"}` and is disconnected; it recovers by rejoining
 //! with `lastSeq`. Memory per member is bounded and the turn never waits for anyone.
+//!
+//! Before that bound, a member whose last emit had to wait for room is behind: the tokens
+//! already queued for it are merged into one `ai:token` (`index` of the first, `through` of
+//! the last, CONTRACT §6.4) of at most [`MAX_MERGED_TOKEN_BYTES`], so it catches up in fewer,
+//! larger packets instead of one per token.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +42,9 @@ pub enum EmitFailed {
     Full,
 }
 
+/// Most token text merged into one `ai:token` for a member that is behind.
+pub const MAX_MERGED_TOKEN_BYTES: usize = 16 * 1024;
+
 /// Emits, waiting for room in the socket's buffer for at most `patience`.
 pub async fn emit<T: Serialize + ?Sized>(
     socket: &Socket,
@@ -44,15 +52,29 @@ pub async fn emit<T: Serialize + ?Sized>(
     payload: &T,
     patience: Duration,
 ) -> Result<(), EmitFailed> {
+    emit_noting_wait(socket, event, payload, patience)
+        .await
+        .map(|_| ())
+}
+
+/// [`emit`], saying whether it had to wait for room (the member is behind).
+async fn emit_noting_wait<T: Serialize + ?Sized>(
+    socket: &Socket,
+    event: &str,
+    payload: &T,
+    patience: Duration,
+) -> Result<bool, EmitFailed> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
+    let mut waited = false;
     loop {
         match socket.emit(event, payload) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(waited),
             Err(SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
                 if started.elapsed() >= patience {
                     return Err(EmitFailed::Full);
                 }
+                waited = true;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
@@ -62,7 +84,7 @@ pub async fn emit<T: Serialize + ?Sized>(
             Err(e) => {
                 // A serialization error: a bug on our side, never caused by input.
                 tracing::error!(error = %e, event, "emit failed");
-                return Ok(());
+                return Ok(waited);
             }
         }
     }
@@ -124,6 +146,49 @@ pub async fn drop_member(
     }
 }
 
+/// Merges the tokens already queued after `first` (same turn, consecutive indexes) into one
+/// item. Returns it and the first item that did not fit, if one was read.
+async fn merge_ready_tokens(
+    feed: &mut Feed,
+    first: FeedItem,
+) -> (FeedItem, Option<Result<FeedItem, FeedEnd>>) {
+    let FeedItem::Tokens {
+        turn,
+        index,
+        mut through,
+        text,
+    } = first
+    else {
+        return (first, None);
+    };
+    let mut merged = String::from(&*text);
+    let mut next = None;
+    while merged.len() < MAX_MERGED_TOKEN_BYTES {
+        match feed.next_if_ready().await {
+            Some(Ok(FeedItem::Tokens {
+                turn: t,
+                index: i,
+                through: th,
+                text: more,
+            })) if t.message_id == turn.message_id && i == through + 1 => {
+                merged.push_str(&more);
+                through = th;
+            }
+            other => {
+                next = other;
+                break;
+            }
+        }
+    }
+    let item = FeedItem::Tokens {
+        turn,
+        index,
+        through,
+        text: merged.into(),
+    };
+    (item, next)
+}
+
 /// Sends a member's feed to its socket until the member leaves or the socket closes.
 pub async fn run_member(
     face: Arc<Face>,
@@ -137,11 +202,25 @@ pub async fn run_member(
     let chat_id = chat.chat_id.clone();
     let patience = face.core.config().slow_consumer_timeout;
     let names = &face.config.event_names;
+    // Whether the last emit had to wait for room, and an item read ahead while merging.
+    let mut behind = false;
+    let mut held: Option<Result<FeedItem, FeedEnd>> = None;
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            item = feed.next() => item,
+        let item = match held.take() {
+            Some(item) => item,
+            None => tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                item = feed.next() => item,
+            },
+        };
+        let item = match item {
+            Ok(tokens @ FeedItem::Tokens { .. }) if behind => {
+                let (merged, next) = merge_ready_tokens(&mut feed, tokens).await;
+                held = next;
+                Ok(merged)
+            }
+            other => other,
         };
         let outcome = match item {
             Ok(FeedItem::Live(LiveEvent::ChatDeleted { .. })) => {
@@ -162,12 +241,15 @@ pub async fn run_member(
                 return;
             }
             Ok(item) => match wire::feed_item(&chat_id, &item) {
-                Some((key, payload)) => emit(&socket, names.name(key), &*payload, patience)
-                    .await
-                    .map_err(|e| match e {
-                        EmitFailed::Closed => None,
-                        EmitFailed::Full => Some(DropReason::SlowConsumer),
-                    }),
+                Some((key, payload)) => {
+                    emit_noting_wait(&socket, names.name(key), &*payload, patience)
+                        .await
+                        .map(|waited| behind = waited)
+                        .map_err(|e| match e {
+                            EmitFailed::Closed => None,
+                            EmitFailed::Full => Some(DropReason::SlowConsumer),
+                        })
+                }
                 None => Ok(()),
             },
             Err(FeedEnd::Closed) => Err(None),
