@@ -759,4 +759,70 @@ mod tests {
         let cfg = ServerConfig::resolve(local, ApiKeys::default()).unwrap();
         assert_eq!(cfg.api_key, None);
     }
+
+    #[test]
+    fn auth_mode_follows_the_secret_and_refuses_what_cannot_work() {
+        let resolve = |s: Settings| ServerConfig::resolve(s, ApiKeys::default());
+        let secret = Some("s".repeat(40));
+        assert_eq!(
+            resolve(Settings::default()).unwrap().auth_mode,
+            AuthMode::Off
+        );
+        let with_secret = Settings {
+            jwt_secret: secret.clone(),
+            ..Default::default()
+        };
+        assert_eq!(resolve(with_secret).unwrap().auth_mode, AuthMode::On);
+        let forced_off = Settings {
+            jwt_secret: secret,
+            auth: Some("off".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(forced_off).unwrap().auth_mode, AuthMode::Off);
+        let on_without = Settings {
+            auth: Some("on".into()),
+            ..Default::default()
+        };
+        assert!(
+            resolve(on_without)
+                .unwrap_err()
+                .to_string()
+                .contains("NATTER_JWT_SECRET")
+        );
+        let short = Settings {
+            jwt_secret: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(
+            resolve(short)
+                .unwrap_err()
+                .to_string()
+                .contains("at least 32")
+        );
+        let bad_origin = Settings {
+            allowed_origins: Some(vec![
+                "https://ok.example".into(),
+                "app.example.com/x".into(),
+            ]),
+            ..Default::default()
+        };
+        assert!(
+            resolve(bad_origin)
+                .unwrap_err()
+                .to_string()
+                .contains("allowed_origins")
+        );
+        let origins = Settings {
+            allowed_origins: Some(vec!["https://app.example.com/".into()]),
+            turn_rate_per_user: Some(0),
+            ..Default::default()
+        };
+        let cfg = resolve(origins).unwrap();
+        assert_eq!(
+            cfg.allowed_origins,
+            vec!["https://app.example.com".to_owned()]
+        );
+        assert_eq!(cfg.core.limits.turns.per_user, 0);
+        assert_eq!(cfg.core.limits.turns.per_connection, 20);
+    }
 }
