@@ -65,6 +65,8 @@ pub struct Feed {
     /// The most recently ended turn: its late tokens are dropped.
     ended_turn: Option<Arc<str>>,
     ready: VecDeque<FeedItem>,
+    /// The turn already running when this feed started (its tokens so far were replayed).
+    joined_turn: Option<Arc<str>>,
 }
 
 impl Feed {
@@ -91,6 +93,7 @@ impl Feed {
             cursor: None,
             ended_turn: None,
             ready: VecDeque::new(),
+            joined_turn: None,
         };
         // A new member sees the running turn's tokens so far, one event per index.
         if let Some(snapshot) = snapshot {
@@ -102,12 +105,25 @@ impl Feed {
                     text: text.clone(),
                 });
             }
+            feed.joined_turn = Some(snapshot.turn.message_id.clone());
             feed.cursor = Some(TurnCursor {
                 next_index: snapshot.tokens.len() as u64,
                 turn: snapshot.turn,
             });
         }
         feed
+    }
+
+    /// Whether `item` is a token of the turn that was already running when this feed started.
+    /// A face must not merge those: its replayed tokens are never merged (CONTRACT §6.4), and
+    /// the member may hold more of the turn from an earlier connection than the replay gave,
+    /// so a merged live event could straddle the index the client expects next, which the
+    /// client recipe cannot use. Tokens of turns that start while the feed runs are safe.
+    pub fn joined_mid_turn(&self, item: &FeedItem) -> bool {
+        match (item, &self.joined_turn) {
+            (FeedItem::Tokens { turn, .. }, Some(message_id)) => turn.message_id == *message_id,
+            _ => false,
+        }
     }
 
     pub fn chat(&self) -> &ChatKey {
@@ -305,7 +321,19 @@ impl Feed {
             _ => 0,
         };
         let to = snapshot.tokens.len() as u64;
-        if from < to {
+        if from < to && self.joined_turn.as_ref() == Some(&snapshot.turn.message_id) {
+            // The turn running at the join: one item per index, never a run that could
+            // straddle what the member holds from an earlier connection (see
+            // [`Self::joined_mid_turn`]).
+            for (i, text) in snapshot.tokens.iter().enumerate().skip(from as usize) {
+                self.ready.push_back(FeedItem::Tokens {
+                    turn: snapshot.turn.clone(),
+                    index: i as u64,
+                    through: i as u64,
+                    text: text.clone(),
+                });
+            }
+        } else if from < to {
             let text: String = snapshot.tokens[from as usize..]
                 .iter()
                 .map(|t| &**t)

@@ -106,6 +106,10 @@ impl Server {
             // max_payload only bounds polling; WebSocket messages have their own limit.
             .ws_max_message_size(usize::try_from(config.max_payload_bytes).unwrap_or(usize::MAX))
             .max_buffer_size(config.socket_buffer)
+            // How long an Engine.IO connection may stay without a Socket.IO connect. socketioxide
+            // also keeps a refused handshake's connection (about 20 KB) until then, so this
+            // bounds what refused clients (bad tokens, over a cap) can hold: 10 s, not 45.
+            .connect_timeout(Duration::from_secs(10))
             .build_layer();
         natter_socketio::attach(&io, core.clone(), config.socketio.clone());
         let ops = ops::Ops::new(core.clone(), bus)?;

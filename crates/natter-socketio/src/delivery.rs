@@ -12,7 +12,8 @@
 //! Before that bound, a member whose last emit had to wait for room is behind: the tokens
 //! already queued for it are merged into one `ai:token` (`index` of the first, `through` of
 //! the last, CONTRACT §6.4) of at most [`MAX_MERGED_TOKEN_BYTES`], so it catches up in fewer,
-//! larger packets instead of one per token.
+//! larger packets instead of one per token. Only tokens of turns that started after the join
+//! are merged (see [`Feed::joined_mid_turn`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,8 +100,18 @@ pub enum DropReason {
     Unavailable,
 }
 
-/// Tells the client why, takes it out of the chat's presence, and disconnects it. It
-/// recovers by reconnecting and rejoining with `lastSeq`.
+/// How long a dropped member's `error` and disconnect packets wait for room in its socket's
+/// buffer. A member is dropped because its buffer stayed full, so they usually cannot be
+/// queued at once. Longer than Engine.IO's heartbeat (ping every 25 s, 20 s to answer): a
+/// client that never reads again is closed by the heartbeat first (its ping cannot be queued
+/// either), and one that reads again, however late, gets both, so it is never left connected
+/// but silently out of the chat.
+pub const DROP_NOTICE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Takes the member out of the chat's presence, tells the client why, and disconnects it. It
+/// recovers by reconnecting and rejoining with `lastSeq`. The `error` and the disconnect are
+/// sent by a task of their own that waits (up to [`DROP_NOTICE_PATIENCE`]) for the client to
+/// read again, so the caller does not wait for a stalled client.
 pub async fn drop_member(
     face: &Face,
     socket: &SocketRef,
@@ -129,21 +140,32 @@ pub async fn drop_member(
         ),
     };
     tracing::info!(socket = %socket.id, chat = %chat, %code, "dropping a member");
-    let body = ServerErrorEvent::new(&WireError::new(code, message), None);
-    let name = face.config.event_names.name(EventKey::ServerError);
-    let _ = emit(socket, name, &body, Duration::from_secs(1)).await;
     let who = conn.identity.as_user(user_id.clone());
     face.core.leave(&who, &conn.id, chat).await;
-    // disconnect() needs one free slot for its packet; if the client reads nothing at all,
-    // Engine.IO's heartbeat closes the connection instead.
-    for _ in 0..50 {
-        match socket.clone().disconnect() {
-            Err(socketioxide::SocketError::InternalChannelFull) => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            _ => return,
+    let body = ServerErrorEvent::new(&WireError::new(code, message), None);
+    let name = face
+        .config
+        .event_names
+        .name(EventKey::ServerError)
+        .to_owned();
+    let socket = socket.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        if emit(&socket, &name, &body, DROP_NOTICE_PATIENCE).await == Err(EmitFailed::Closed) {
+            return;
         }
-    }
+        // disconnect() needs one free slot for its packet.
+        let mut pause = Duration::from_millis(1);
+        while let Err(socketioxide::SocketError::InternalChannelFull) = socket.clone().disconnect()
+        {
+            if started.elapsed() >= DROP_NOTICE_PATIENCE {
+                tracing::warn!(socket = %socket.id, "could not disconnect a dropped member");
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    });
 }
 
 /// Merges the tokens already queued after `first` (same turn, consecutive indexes) into one
@@ -215,7 +237,7 @@ pub async fn run_member(
             },
         };
         let item = match item {
-            Ok(tokens @ FeedItem::Tokens { .. }) if behind => {
+            Ok(tokens @ FeedItem::Tokens { .. }) if behind && !feed.joined_mid_turn(&tokens) => {
                 let (merged, next) = merge_ready_tokens(&mut feed, tokens).await;
                 held = next;
                 Ok(merged)
