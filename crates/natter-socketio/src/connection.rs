@@ -36,6 +36,23 @@ pub struct Conn {
     /// Held from the connect middleware until the handshake's chat is joined, so events the
     /// client sends right after connecting wait for that join.
     pub handshake_join: Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
+    /// The last event queued on this connection: the next one waits for it to finish.
+    order_tail: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+/// An event's place in its connection's order (see [`Conn::queue_event`]).
+pub struct InOrder {
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    _done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl InOrder {
+    /// Waits until every event received before this one has been handled.
+    pub async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            let _ = previous.await;
+        }
+    }
 }
 
 impl Conn {
@@ -55,6 +72,24 @@ impl Conn {
             chats: Mutex::new(HashMap::new()),
             serial: Arc::new(tokio::sync::Mutex::new(())),
             handshake_join: Mutex::new(None),
+            order_tail: Mutex::new(None),
+        }
+    }
+
+    /// Takes the next place in this connection's event order. Call it synchronously when the
+    /// packet is read (socketioxide spawns each handler as its own task, and tasks do not
+    /// start in spawn order); the event then waits for its predecessor with
+    /// [`InOrder::wait`], and its successor waits until the returned value is dropped.
+    pub fn queue_event(&self) -> InOrder {
+        let (done, next) = tokio::sync::oneshot::channel();
+        let previous = self
+            .order_tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(next);
+        InOrder {
+            previous,
+            _done: done,
         }
     }
 

@@ -134,7 +134,18 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
             name,
             move |socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
                 let face = face.clone();
-                async move { dispatch(face, socket, key, data.ok(), Some(ack)).await }
+                // Synchronously, as the packet is read: the events keep the client's order.
+                let order = conn_of(&socket).map(|c| c.queue_event());
+                async move {
+                    let _order = match order {
+                        Some(mut o) => {
+                            o.wait().await;
+                            Some(o)
+                        }
+                        None => None,
+                    };
+                    dispatch(face, socket, key, data.ok(), Some(ack)).await
+                }
             },
         );
     }
