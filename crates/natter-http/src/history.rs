@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use natter_core::Identity;
 use natter_core::chat::ChatScope;
 use natter_protocol::fields::{Fields, check_id_len};
@@ -27,6 +27,7 @@ use crate::Face;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::{Caller, agree, chat_key, identify};
+use crate::path::Segment;
 use crate::realtime::wire::{chat_message, summary};
 
 type Q = Query<HashMap<String, String>>;
@@ -110,7 +111,7 @@ pub async fn list_get(
 pub async fn by_user(
     State(face): State<Arc<Face>>,
     caller: Caller,
-    Path(user): Path<String>,
+    Segment(user): Segment,
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
     let who = identify(&caller, None, &q)?;
@@ -124,7 +125,7 @@ pub async fn by_user(
 pub async fn get_chat(
     State(face): State<Arc<Face>>,
     caller: Caller,
-    Path(chat): Path<String>,
+    Segment(chat): Segment,
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
     let who = identify(&caller, None, &q)?;
@@ -138,7 +139,7 @@ pub async fn get_chat(
 pub async fn patch_chat(
     State(face): State<Arc<Face>>,
     caller: Caller,
-    Path(chat): Path<String>,
+    Segment(chat): Segment,
     Query(q): Q,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
@@ -170,7 +171,7 @@ pub async fn patch_chat(
 pub async fn delete_chat(
     State(face): State<Arc<Face>>,
     caller: Caller,
-    Path(chat): Path<String>,
+    Segment(chat): Segment,
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
     let who = identify(&caller, None, &q)?;
@@ -181,7 +182,7 @@ pub async fn delete_chat(
 pub async fn messages(
     State(face): State<Arc<Face>>,
     caller: Caller,
-    Path(chat): Path<String>,
+    Segment(chat): Segment,
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
     let who = identify(&caller, None, &q)?;

@@ -11,6 +11,7 @@ mod body;
 pub mod error;
 pub mod history;
 pub mod identity;
+mod path;
 pub mod realtime;
 
 use std::sync::Arc;

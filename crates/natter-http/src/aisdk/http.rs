@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -20,6 +20,7 @@ use crate::Face;
 use crate::body::JsonBody;
 use crate::error::ApiResult;
 use crate::identity::{Caller, identify};
+use crate::path::Segment;
 
 fn sse(face: &Face, stream: TurnStream) -> Response {
     let body = stream
@@ -61,7 +62,7 @@ pub async fn post_chat(
 pub async fn resume_stream(
     State(face): State<Arc<Face>>,
     caller: Caller,
-    Path(chat_id): Path<String>,
+    Segment(chat_id): Segment,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let who = identify(&caller, None, &query)?;
@@ -74,7 +75,7 @@ pub async fn resume_stream(
 pub async fn stop(
     State(face): State<Arc<Face>>,
     caller: Caller,
-    Path(chat_id): Path<String>,
+    Segment(chat_id): Segment,
     Query(query): Query<HashMap<String, String>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<serde_json::Value>> {
