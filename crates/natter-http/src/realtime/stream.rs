@@ -12,10 +12,11 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event as SseFrame, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use natter_core::bus::{FollowReason, UserSubscription};
@@ -53,12 +54,20 @@ fn token_expiry_event(
     }
 }
 
-/// Events queued for one stream. A client that leaves it full for the core's
-/// `slow_consumer_timeout` is given up on: the stream stops following its chats (leaving
-/// presence), and once the client reads what is queued it gets `error slow_consumer` and the
-/// stream ends; it reconnects with `Last-Event-ID`. So a stuck reader holds at most this many
-/// events, and never slows the chat for anyone else.
+/// Events queued for one stream, and the bytes of their data. A client that leaves either
+/// full for the core's `slow_consumer_timeout` is given up on: the stream stops following its
+/// chats (leaving presence), and once the client reads what is queued it gets `error
+/// slow_consumer` and the stream ends; it reconnects with `Last-Event-ID`. So a stuck reader
+/// holds at most this much (one event may pass the byte bound when the queue is empty, so a
+/// single large message always goes through), and never slows the chat for anyone else.
 const STREAM_QUEUE: usize = 1024;
+const STREAM_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
+/// An SSE event on its way out, with the size of its data (for the byte bound).
+struct Event {
+    frame: SseFrame,
+    bytes: usize,
+}
 
 pub async fn open(
     State(face): State<Arc<Face>>,
@@ -103,7 +112,10 @@ pub async fn open(
         Some(json!({"connectionType": "sse", "connId": &*conn})),
         None,
     );
-    let _ = tx.try_send(sse_event("reconnected", &hello, None));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let hello = sse_event("reconnected", &hello, None);
+    queued.fetch_add(hello.bytes, Ordering::Relaxed);
+    let _ = tx.try_send(hello);
     let ending: Ending = Arc::default();
     let stream = StreamTask {
         face: face.clone(),
@@ -111,6 +123,7 @@ pub async fn open(
         conn,
         named: named.clone(),
         tx,
+        queued: queued.clone(),
         stop: CancellationToken::new(),
         ending: ending.clone(),
     };
@@ -120,12 +133,15 @@ pub async fn open(
         drop(admission);
     });
     let heartbeat = face.config.heartbeat;
-    let last_words =
-        futures::stream::once(
-            async move { ending.lock().unwrap_or_else(|p| p.into_inner()).take() },
-        )
-        .filter_map(std::future::ready);
-    let body = tokio_stream_from(rx)
+    let last_words = futures::stream::once(async move {
+        ending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|e| e.frame)
+    })
+    .filter_map(std::future::ready);
+    let body = tokio_stream_from(rx, queued)
         .chain(last_words)
         .take_until(face.shutdown.clone().cancelled_owned())
         .map(Ok::<_, Infallible>);
@@ -134,16 +150,25 @@ pub async fn open(
         .into_response())
 }
 
-fn tokio_stream_from(mut rx: mpsc::Receiver<Event>) -> impl futures::Stream<Item = Event> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Event>,
+    queued: Arc<AtomicUsize>,
+) -> impl futures::Stream<Item = SseFrame> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(move |e| {
+        queued.fetch_sub(e.bytes, Ordering::Relaxed);
+        e.frame
+    })
 }
 
 fn sse_event(kind: &str, data: &Value, id: Option<u64>) -> Event {
-    let e = Event::default().event(kind).data(data.to_string());
-    match id {
+    let data = data.to_string();
+    let bytes = data.len() + kind.len();
+    let e = SseFrame::default().event(kind).data(data);
+    let frame = match id {
         Some(id) => e.id(id.to_string()),
         None => e,
-    }
+    };
+    Event { frame, bytes }
 }
 
 /// The event a stream ends with after its queue drains (set when the stream is given up on).
@@ -155,6 +180,8 @@ struct StreamTask {
     conn: ConnectionId,
     named: Option<ChatKey>,
     tx: mpsc::Sender<Event>,
+    /// Bytes of event data queued and not yet taken by the response body.
+    queued: Arc<AtomicUsize>,
     /// Cancelled when the stream is given up on: every task of it ends, dropping `tx`.
     stop: CancellationToken,
     ending: Ending,
@@ -232,7 +259,24 @@ impl StreamTask {
             return false;
         }
         let patience = self.face.core.config().slow_consumer_timeout;
-        match tokio::time::timeout(patience, self.tx.send(event)).await {
+        let queued = async {
+            // The byte bound: wait for the reader to take some, unless nothing is queued.
+            loop {
+                let now = self.queued.load(Ordering::Relaxed);
+                if now == 0 || now + event.bytes <= STREAM_QUEUE_BYTES {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            self.queued.fetch_add(event.bytes, Ordering::Relaxed);
+            let bytes = event.bytes;
+            let sent = self.tx.send(event).await;
+            if sent.is_err() {
+                self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            }
+            sent
+        };
+        match tokio::time::timeout(patience, queued).await {
             Ok(sent) => sent.is_ok(),
             Err(_) => {
                 self.give_up(self.error_event(
