@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn defaults_cover_every_key() {
         let names = EventNames::default();
-        assert_eq!(names.discovery().events.len(), 21);
+        assert_eq!(names.discovery().events.len(), 22);
         assert_eq!(names.name(EventKey::AiToken), "ai:token");
         assert_eq!(names.inbound("user:message"), Some(EventKey::UserMessage));
         // The read receipt shares its name in both directions; inbound it is markRead.

@@ -13,7 +13,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::http::retry_after;
-use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use natter_core::event::Usage;
 use natter_core::provider::{
@@ -170,7 +169,7 @@ fn is_context_error(message: &str) -> bool {
     .any(|p| m.contains(p))
 }
 
-fn status_error(
+pub(crate) fn status_error(
     status: reqwest::StatusCode,
     headers: &reqwest::header::HeaderMap,
     body: &str,
@@ -335,7 +334,7 @@ impl Parser {
                 events.push(ProviderEvent::Usage(Usage {
                     prompt_tokens: self.input_tokens,
                     completion_tokens: self.output_tokens,
-                    total_tokens: self.input_tokens + self.output_tokens,
+                    total_tokens: self.input_tokens.saturating_add(self.output_tokens),
                 }));
                 events.push(ProviderEvent::Finish(finish_reason(
                     self.stop_reason.as_deref(),
@@ -371,8 +370,8 @@ impl Parser {
         let n = |k: &str| u.get(k).and_then(Value::as_u64);
         if let Some(input) = n("input_tokens") {
             self.input_tokens = input
-                + n("cache_creation_input_tokens").unwrap_or(0)
-                + n("cache_read_input_tokens").unwrap_or(0);
+                .saturating_add(n("cache_creation_input_tokens").unwrap_or(0))
+                .saturating_add(n("cache_read_input_tokens").unwrap_or(0));
         }
         if let Some(output) = n("output_tokens") {
             self.output_tokens = output;
@@ -438,48 +437,59 @@ impl Provider for AnthropicProvider {
             let body = response.text().await.unwrap_or_default();
             return Err(status_error(status, &headers, &body));
         }
-        let events = response.bytes_stream().eventsource();
-        // State: the parser, and whether the stream already ended (finish or error).
-        let stream = futures::stream::unfold(
-            (events, Parser::default(), false),
-            |(mut events, mut parser, ended)| async move {
-                if ended {
-                    return None;
-                }
-                loop {
-                    match events.next().await {
-                        None => {
-                            let err = ProviderError::new(
-                                ProviderErrorKind::Cut,
-                                "the upstream stream ended without message_stop",
-                            );
-                            return Some((vec![Err(err)], (events, parser, true)));
-                        }
-                        Some(Err(e)) => {
-                            let err = ProviderError::new(
-                                ProviderErrorKind::Cut,
-                                format!("the upstream stream broke: {e}"),
-                            );
-                            return Some((vec![Err(err)], (events, parser, true)));
-                        }
-                        Some(Ok(event)) => match parser.on_event(&event.event, &event.data) {
-                            Ok(list) if list.is_empty() => continue,
-                            Ok(list) => {
-                                let done = parser.done;
-                                return Some((
-                                    list.into_iter().map(Ok).collect(),
-                                    (events, parser, done),
-                                ));
-                            }
-                            Err(e) => return Some((vec![Err(e)], (events, parser, true))),
-                        },
-                    }
-                }
-            },
-        )
-        .flat_map(futures::stream::iter);
-        Ok(Box::pin(stream))
+        Ok(events(response.bytes_stream()))
     }
+}
+
+/// The provider events of an upstream response body (the SSE byte stream), however the
+/// transport splits it into chunks.
+pub(crate) fn events<S, B, E>(body: S) -> ProviderStream
+where
+    S: futures::Stream<Item = Result<B, E>> + Send + Unpin + 'static,
+    B: AsRef<[u8]> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let events = crate::sse::events(body);
+    // State: the parser, and whether the stream already ended (finish or error).
+    let stream = futures::stream::unfold(
+        (events, Parser::default(), false),
+        |(mut events, mut parser, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                match events.next().await {
+                    None => {
+                        let err = ProviderError::new(
+                            ProviderErrorKind::Cut,
+                            "the upstream stream ended without message_stop",
+                        );
+                        return Some((vec![Err(err)], (events, parser, true)));
+                    }
+                    Some(Err(e)) => {
+                        let err = ProviderError::new(
+                            ProviderErrorKind::Cut,
+                            format!("the upstream stream broke: {e}"),
+                        );
+                        return Some((vec![Err(err)], (events, parser, true)));
+                    }
+                    Some(Ok(event)) => match parser.on_event(&event.event, &event.data) {
+                        Ok(list) if list.is_empty() => continue,
+                        Ok(list) => {
+                            let done = parser.done;
+                            return Some((
+                                list.into_iter().map(Ok).collect(),
+                                (events, parser, done),
+                            ));
+                        }
+                        Err(e) => return Some((vec![Err(e)], (events, parser, true))),
+                    },
+                }
+            }
+        },
+    )
+    .flat_map(futures::stream::iter);
+    Box::pin(stream)
 }
 
 #[cfg(test)]
@@ -525,7 +535,7 @@ mod tests {
         Ok(ProviderEvent::Usage(Usage {
             prompt_tokens: p,
             completion_tokens: c,
-            total_tokens: p + c,
+            total_tokens: p.saturating_add(c),
         }))
     }
 
@@ -726,6 +736,27 @@ data: {"type":"message_stop"}
             run(&cut),
             vec![text("Hello"), text(" world"), Err(ProviderErrorKind::Cut)]
         );
+    }
+
+    #[test]
+    fn huge_usage_counts_do_not_overflow() {
+        // Found while fuzzing: the token sums overflowed (a panic with overflow checks).
+        let max = u64::MAX;
+        let sse = format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"usage\":{{\"input_tokens\":{max},\"cache_read_input_tokens\":{max},\"output_tokens\":1}}}}}}\n\n\
+             event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        );
+        assert_eq!(run(&sse), vec![usage(max, 1), finish("stop")]);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        // Found by fuzzing: eventsource-stream 0.2.3 panics on a body starting with a BOM.
+        let body = format!("\u{feff}{TEXT}").into_bytes();
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(body)]);
+        let got: Vec<_> = futures::executor::block_on(super::events(body).collect());
+        let got: Vec<_> = got.into_iter().map(|r| r.map_err(|e| e.kind)).collect();
+        assert_eq!(got, run(TEXT));
     }
 
     #[test]

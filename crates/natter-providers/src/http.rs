@@ -20,9 +20,40 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
+    // Both capped at an hour: `Duration::from_secs_f64` panics on a value too big for it.
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
+        return (ms.is_finite() && ms >= 0.0)
+            .then(|| Duration::from_secs_f64(ms.min(3_600_000.0) / 1000.0));
     }
     let secs = get("retry-after")?.parse::<f64>().ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn got(pairs: &[(&'static str, &str)]) -> Option<Duration> {
+        let mut h = reqwest::header::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        retry_after(&h)
+    }
+
+    #[test]
+    fn retry_after_is_read_and_capped() {
+        assert_eq!(
+            got(&[("retry-after-ms", "1500")]),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(got(&[("retry-after", "2")]), Some(Duration::from_secs(2)));
+        // Found by fuzzing: a huge `retry-after-ms` panicked in `Duration::from_secs_f64`.
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(got(&[("retry-after-ms", "1e30")]), hour);
+        assert_eq!(got(&[("retry-after", "1e300")]), hour);
+        for bad in ["-1", "NaN", "inf", "soon"] {
+            assert_eq!(got(&[("retry-after-ms", bad)]), None, "{bad}");
+        }
+    }
 }

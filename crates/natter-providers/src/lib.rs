@@ -8,5 +8,9 @@
 
 pub mod anthropic;
 pub mod demo;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod openai;
+mod sse;

@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::http::retry_after;
-use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use natter_core::event::Usage;
 use natter_core::provider::{
@@ -134,7 +133,7 @@ fn error_message(body: &str) -> String {
     msg.chars().take(500).collect()
 }
 
-fn status_error(
+pub(crate) fn status_error(
     status: reqwest::StatusCode,
     headers: &reqwest::header::HeaderMap,
     body: &str,
@@ -248,7 +247,8 @@ impl ToolCallAssembler {
         self.latest.clear();
         std::mem::take(&mut self.calls)
             .into_iter()
-            .filter(|c| !c.name.is_empty() || !c.arguments.is_empty())
+            // Blank arguments count as none: whitespace-only fragments are no call.
+            .filter(|c| !c.name.is_empty() || !c.arguments.trim().is_empty())
             .map(|c| ToolCall {
                 id: c.id.unwrap_or_else(made_up_call_id),
                 name: c.name,
@@ -362,7 +362,7 @@ fn parse_chunk(data: &str, calls: &mut ToolCallAssembler) -> Result<Chunk, Provi
         events.push(ProviderEvent::Usage(Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: n("total_tokens").unwrap_or(prompt + completion),
+            total_tokens: n("total_tokens").unwrap_or(prompt.saturating_add(completion)),
         }));
     }
     Ok(Chunk::Events(events))
@@ -421,35 +421,46 @@ impl Provider for OpenAiProvider {
             let body = response.text().await.unwrap_or_default();
             return Err(status_error(status, &headers, &body));
         }
-        let events = response.bytes_stream().eventsource();
-        // State: the tool calls being assembled, and whether `[DONE]` or an error already
-        // ended the stream.
-        let state = (events, ToolCallAssembler::default(), false);
-        let stream = futures::stream::unfold(state, |(mut events, mut calls, ended)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                match events.next().await {
-                    None => return None,
-                    Some(Err(e)) => {
-                        let err = ProviderError::new(
-                            ProviderErrorKind::Cut,
-                            format!("the upstream stream broke: {e}"),
-                        );
-                        return Some((vec![Err(err)], (events, calls, true)));
-                    }
-                    Some(Ok(event)) => match step(&event.data, &mut calls) {
-                        (items, false) if items.is_empty() => continue,
-                        (items, true) if items.is_empty() => return None,
-                        (items, ended) => return Some((items, (events, calls, ended))),
-                    },
-                }
-            }
-        })
-        .flat_map(futures::stream::iter);
-        Ok(Box::pin(stream))
+        Ok(events(response.bytes_stream()))
     }
+}
+
+/// The provider events of an upstream response body (the SSE byte stream), however the
+/// transport splits it into chunks.
+pub(crate) fn events<S, B, E>(body: S) -> ProviderStream
+where
+    S: futures::Stream<Item = Result<B, E>> + Send + Unpin + 'static,
+    B: AsRef<[u8]> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let events = crate::sse::events(body);
+    // State: the tool calls being assembled, and whether `[DONE]` or an error already
+    // ended the stream.
+    let state = (events, ToolCallAssembler::default(), false);
+    let stream = futures::stream::unfold(state, |(mut events, mut calls, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            match events.next().await {
+                None => return None,
+                Some(Err(e)) => {
+                    let err = ProviderError::new(
+                        ProviderErrorKind::Cut,
+                        format!("the upstream stream broke: {e}"),
+                    );
+                    return Some((vec![Err(err)], (events, calls, true)));
+                }
+                Some(Ok(event)) => match step(&event.data, &mut calls) {
+                    (items, false) if items.is_empty() => continue,
+                    (items, true) if items.is_empty() => return None,
+                    (items, ended) => return Some((items, (events, calls, ended))),
+                },
+            }
+        }
+    })
+    .flat_map(futures::stream::iter);
+    Box::pin(stream)
 }
 
 #[cfg(test)]
@@ -758,6 +769,52 @@ data: {"choices":[{"index":0,"delta":{"content":"after the end"}}]}
         assert_eq!(events(sse), vec![call("call_z", "ping", "{}")]);
         // No calls: `[DONE]` just ends.
         assert!(run("data: [DONE]\n").is_empty());
+    }
+
+    #[test]
+    fn huge_usage_counts_do_not_overflow() {
+        // Found while fuzzing: `prompt_tokens + completion_tokens` overflowed (a panic with
+        // overflow checks, a wrapped total without).
+        let max = u64::MAX;
+        let chunk =
+            format!(r#"{{"choices":[],"usage":{{"prompt_tokens":{max},"completion_tokens":1}}}}"#);
+        assert_eq!(
+            parse(&chunk).unwrap(),
+            Chunk::Events(vec![ProviderEvent::Usage(Usage {
+                prompt_tokens: max,
+                completion_tokens: 1,
+                total_tokens: max
+            })])
+        );
+    }
+
+    #[test]
+    fn whitespace_fragments_make_no_call() {
+        // Found by fuzzing: a nameless fragment of blank arguments made a phantom call (and
+        // turned a `stop` into `tool_calls`).
+        let sse = r#"data: {"choices":[{"index":0,"delta":{"content":"Hi","tool_calls":[{"index":0,"function":{"arguments":" "}}]},"finish_reason":"stop"}]}
+"#;
+        assert_eq!(
+            events(sse),
+            vec![ProviderEvent::TextDelta("Hi".into()), finish("stop")]
+        );
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        // Found by fuzzing: eventsource-stream 0.2.3 panics on a body starting with a BOM.
+        let body = b"\xEF\xBB\xBFdata: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+        for cut in [0, 1, 2, 3, 4] {
+            let chunks = vec![body[..cut].to_vec(), body[cut..].to_vec()];
+            let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+            let got: Vec<_> = futures::executor::block_on(super::events(body).collect());
+            let got: Vec<ProviderEvent> = got.into_iter().map(Result::unwrap).collect();
+            assert_eq!(
+                got,
+                vec![ProviderEvent::TextDelta("hi".into())],
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

@@ -184,6 +184,7 @@ const DEFAULT_NAMES = {
   abort: "ai:abort",
   markRead: "message:read",
   toolResultIn: "ai:tool_result",
+  authRefresh: "auth:refresh",
   chatMessage: "chat:message",
   presenceUpdate: "presence:update",
   typingUpdate: "typing:update",
@@ -201,7 +202,7 @@ const DEFAULT_NAMES = {
 
 test("discovery: every EventKey with the contract's default names", () =>
   withClients(async (open) => {
-    assert.equal(Object.keys(DEFAULT_NAMES).length, 21);
+    assert.equal(Object.keys(DEFAULT_NAMES).length, 22);
     const c = await open(natter.url, { query: { userId: "disco" } });
     const ack = await c.emit("meta:events:request", {});
     assert.deepEqual(ack, { ok: true, version: 1, events: DEFAULT_NAMES });
