@@ -1,0 +1,200 @@
+//! The local model behind the Provider seam: the same events as a remote provider, made on
+//! blocking threads, one generation per loaded instance at a time.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use natter_core::event::Usage;
+use natter_core::provider::{
+    CompletionRequest, Provider, ProviderError, ProviderErrorKind, ProviderEvent, ProviderStream,
+};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::chat_template::{self, TemplateMessage};
+use crate::model::{FinishReason, LocalModel, ModelError, SamplingOptions, WeightFormat};
+
+/// Settings for [`LocalProvider`].
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Generations that may run at once, each with its own KV cache (the weights are
+    /// shared). Each uses every core, so more than one mostly helps short replies.
+    pub workers: usize,
+    /// Reply length when the request names none.
+    pub default_max_tokens: usize,
+    pub sampling: SamplingOptions,
+    pub weight_format: WeightFormat,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            default_max_tokens: 512,
+            sampling: SamplingOptions::default(),
+            weight_format: WeightFormat::default(),
+        }
+    }
+}
+
+pub struct LocalProvider {
+    idle: Arc<Mutex<Vec<LocalModel>>>,
+    slots: Arc<Semaphore>,
+    options: LocalOptions,
+    /// Each generation's seed is the configured seed plus this count, so a server run is
+    /// reproducible while a regenerated reply still differs.
+    generations: AtomicU64,
+}
+
+impl LocalProvider {
+    /// Loads the model file (a few seconds: the weights are read and re-quantized).
+    pub fn load(path: &Path, options: LocalOptions) -> Result<Self, ModelError> {
+        let model = LocalModel::load(path, options.weight_format)?;
+        let workers = options.workers.max(1);
+        let mut idle = Vec::with_capacity(workers);
+        for _ in 1..workers {
+            idle.push(model.fork());
+        }
+        idle.push(model);
+        Ok(Self {
+            idle: Arc::new(Mutex::new(idle)),
+            slots: Arc::new(Semaphore::new(workers)),
+            options,
+            generations: AtomicU64::new(0),
+        })
+    }
+}
+
+fn failed(kind: ProviderErrorKind, message: impl Into<String>) -> ProviderError {
+    ProviderError::new(kind, message)
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError> {
+        let max_tokens = request
+            .max_tokens
+            .map_or(self.options.default_max_tokens, |n| n as usize)
+            .max(1);
+        let mut sampling = self.options.sampling;
+        if let Some(t) = request.temperature {
+            sampling.temperature = f64::from(t);
+        }
+        sampling.seed = sampling
+            .seed
+            .wrapping_add(self.generations.fetch_add(1, Ordering::Relaxed));
+        // Tools are not offered: SmolLM2-135M was not trained to call them.
+        let messages: Vec<TemplateMessage<'_>> =
+            request.messages.iter().map(TemplateMessage::from).collect();
+
+        // Waiting here for a free instance is where a busy server queues turns; dropping
+        // the stream (an abort) while waiting gives the place up.
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
+            failed(
+                ProviderErrorKind::Unavailable,
+                "the local model is shut down",
+            )
+        })?;
+        let mut model = self
+            .idle
+            .lock()
+            .map_err(|_| {
+                failed(
+                    ProviderErrorKind::Unavailable,
+                    "the local model failed earlier",
+                )
+            })?
+            .pop()
+            .ok_or_else(|| failed(ProviderErrorKind::Unavailable, "no idle model instance"))?;
+
+        let prompt = chat_template::encode(model.tokenizer(), &messages).ok_or_else(|| {
+            failed(
+                ProviderErrorKind::Protocol,
+                "the model is not a ChatML model",
+            )
+        });
+        // Leave room for at least a short reply; older messages are left out to fit.
+        let budget = LocalModel::MAX_POSITIONS.saturating_sub(max_tokens.min(1024));
+        let prompt = prompt.and_then(|p| {
+            p.fit(budget).ok_or_else(|| {
+                failed(
+                    ProviderErrorKind::ContextTooLong,
+                    format!(
+                        "the last message does not fit the local model's context ({budget} tokens)"
+                    ),
+                )
+            })
+        });
+        let prompt = match prompt {
+            Ok(p) => p,
+            Err(e) => {
+                self.give_back(model);
+                return Err(e);
+            }
+        };
+
+        let (tx, rx) = mpsc::channel::<Result<ProviderEvent, ProviderError>>(64);
+        let idle = self.idle.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = model.generate(&prompt, max_tokens, &sampling, |piece| {
+                if tx.is_closed() {
+                    return ControlFlow::Break(());
+                }
+                if !piece.is_empty()
+                    && tx
+                        .blocking_send(Ok(ProviderEvent::TextDelta(piece.to_owned())))
+                        .is_err()
+                {
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
+            let tail: Vec<Result<ProviderEvent, ProviderError>> = match result {
+                Ok(g) if g.finish == FinishReason::Cancelled => Vec::new(),
+                Ok(g) => {
+                    let reason = match g.finish {
+                        FinishReason::Length => "length",
+                        _ => "stop",
+                    };
+                    let (prompt_tokens, completion_tokens) =
+                        (g.prompt_tokens as u64, g.completion_tokens as u64);
+                    vec![
+                        Ok(ProviderEvent::Finish(reason.into())),
+                        Ok(ProviderEvent::Usage(Usage {
+                            prompt_tokens,
+                            completion_tokens,
+                            total_tokens: prompt_tokens + completion_tokens,
+                        })),
+                    ]
+                }
+                Err(e) => vec![Err(failed(ProviderErrorKind::StreamError, e.to_string()))],
+            };
+            for item in tail {
+                if tx.blocking_send(item).is_err() {
+                    break;
+                }
+            }
+            if let Ok(mut idle) = idle.lock() {
+                idle.push(model);
+            }
+            drop(permit);
+        });
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })))
+    }
+}
+
+impl LocalProvider {
+    fn give_back(&self, model: LocalModel) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(model);
+        }
+    }
+}
