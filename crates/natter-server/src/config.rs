@@ -2,7 +2,7 @@
 //! an optional TOML file, in that order of precedence, then defaults.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -36,9 +36,10 @@ pub struct Settings {
     /// Database URL [default: sqlite://./natter-data/natter.db].
     #[arg(long, env = "NATTER_DATABASE")]
     pub database: Option<String>,
-    /// LLM provider: `openai` (any OpenAI-compatible endpoint), `anthropic` (Messages API) or
-    /// `demo` (canned, offline). Default: `openai` when an OpenAI key is set, else `anthropic`
-    /// when ANTHROPIC_API_KEY is set, else `demo`.
+    /// LLM provider: `openai` (any OpenAI-compatible endpoint), `anthropic` (Messages API),
+    /// `local` (SmolLM2 on the CPU, offline; `natter model pull` fetches it) or `demo` (canned).
+    /// Default: `openai` when an OpenAI key is set, else `anthropic` when ANTHROPIC_API_KEY is
+    /// set, else `local` when the model file is present, else `demo`.
     #[arg(long, env = "NATTER_PROVIDER")]
     pub provider: Option<String>,
     /// Model name sent to the provider [default: gpt-4o-mini; claude-sonnet-4-5 for anthropic].
@@ -203,6 +204,24 @@ pub struct Settings {
     /// Chats one socket may be in at once [default: 100; 0: no limit].
     #[arg(long, env = "NATTER_MAX_JOINS_PER_SOCKET")]
     pub max_joins_per_socket: Option<usize>,
+    /// The local model's GGUF file [default: natter-data/models/SmolLM2-135M-Instruct.Q4_1.gguf].
+    #[arg(long, env = "NATTER_MODEL_PATH")]
+    pub model_path: Option<PathBuf>,
+    /// Local generations running at once, each with its own KV cache [default: 1].
+    #[arg(long, env = "NATTER_LOCAL_WORKERS")]
+    pub local_workers: Option<usize>,
+    /// Local model sampling temperature; 0 is greedy [default: 0.2].
+    #[arg(long, env = "NATTER_LOCAL_TEMPERATURE")]
+    pub local_temperature: Option<f64>,
+    /// Local model nucleus (top-p) sampling [default: 0.9].
+    #[arg(long, env = "NATTER_LOCAL_TOP_P")]
+    pub local_top_p: Option<f64>,
+    /// Local model sampling seed; each generation adds its count [default: 299792458].
+    #[arg(long, env = "NATTER_LOCAL_SEED")]
+    pub local_seed: Option<u64>,
+    /// Longest local reply in tokens [default: 512].
+    #[arg(long, env = "NATTER_LOCAL_MAX_TOKENS")]
+    pub local_max_tokens: Option<usize>,
 }
 
 /// A client-run tool declared in the TOML file.
@@ -280,7 +299,13 @@ impl Settings {
             turn_rate_per_ip,
             max_connections_per_user,
             max_connections_per_ip,
-            max_joins_per_socket
+            max_joins_per_socket,
+            model_path,
+            local_workers,
+            local_temperature,
+            local_top_p,
+            local_seed,
+            local_max_tokens
         )
     }
 
@@ -295,7 +320,45 @@ impl Settings {
 pub enum ProviderKind {
     OpenAi,
     Anthropic,
+    /// SmolLM2 on the CPU (`natter-local-model`).
+    Local,
     Demo,
+}
+
+/// The model file under the default data dir.
+pub const DEFAULT_MODEL_PATH: &str = "natter-data/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Settings of the local model provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalModelConfig {
+    pub path: PathBuf,
+    pub workers: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+    pub max_tokens: usize,
+}
+
+fn local_model_config(s: &Settings) -> anyhow::Result<LocalModelConfig> {
+    let temperature = s.local_temperature.unwrap_or(0.2);
+    if !(0.0..=5.0).contains(&temperature) {
+        bail!("local_temperature must be between 0 and 5, got {temperature}");
+    }
+    let top_p = s.local_top_p.unwrap_or(0.9);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        bail!("local_top_p must be in (0, 1], got {top_p}");
+    }
+    Ok(LocalModelConfig {
+        path: s
+            .model_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_PATH)),
+        workers: s.local_workers.unwrap_or(1).clamp(1, 64),
+        temperature,
+        top_p,
+        seed: s.local_seed.unwrap_or(299_792_458),
+        max_tokens: s.local_max_tokens.unwrap_or(512).clamp(1, 4096),
+    })
 }
 
 /// API keys, read from the environment by the binary (never from flags or the TOML file).
@@ -314,6 +377,9 @@ pub struct ServerConfig {
     pub database: String,
     pub sqlite_durability: Durability,
     pub provider: ProviderKind,
+    /// Why the provider is `demo` when nobody asked for it (logged at startup).
+    pub provider_note: Option<String>,
+    pub local_model: LocalModelConfig,
     pub openai_base_url: String,
     pub anthropic_base_url: String,
     /// The key for the chosen provider.
@@ -479,16 +545,30 @@ impl ServerConfig {
         let auth = Authenticator::new(&auth_settings).map_err(anyhow::Error::msg)?;
         let allowed_origins = origins(s.allowed_origins.clone())?;
         let limits = limits_config(&s);
+        let local_model = local_model_config(&s)?;
+        let mut provider_note = None;
         let provider = match s.provider.as_deref() {
             Some("openai") => ProviderKind::OpenAi,
             Some("anthropic") => ProviderKind::Anthropic,
+            Some("local") if !local_model.path.is_file() => bail!(
+                "--provider local: no model file at {} (run `natter model pull`, or set --model-path)",
+                local_model.path.display()
+            ),
+            Some("local") => ProviderKind::Local,
             Some("demo") => ProviderKind::Demo,
-            Some(other) => {
-                bail!("unknown provider `{other}` (expected `openai`, `anthropic` or `demo`)")
-            }
+            Some(other) => bail!(
+                "unknown provider `{other}` (expected `openai`, `anthropic`, `local` or `demo`)"
+            ),
             None if keys.openai.is_some() => ProviderKind::OpenAi,
             None if keys.anthropic.is_some() => ProviderKind::Anthropic,
-            None => ProviderKind::Demo,
+            None if local_model.path.is_file() => ProviderKind::Local,
+            None => {
+                provider_note = Some(format!(
+                    "no model at {}: using the demo provider; `natter model pull` fetches a real offline model (about 93 MB)",
+                    local_model.path.display()
+                ));
+                ProviderKind::Demo
+            }
         };
         let anthropic_base_url = s
             .anthropic_base_url
@@ -496,7 +576,7 @@ impl ServerConfig {
         let api_key = match provider {
             ProviderKind::OpenAi => keys.openai,
             ProviderKind::Anthropic => keys.anthropic,
-            ProviderKind::Demo => None,
+            ProviderKind::Local | ProviderKind::Demo => None,
         };
         // Without a key only a local endpoint (a proxy that adds it, a fake) makes sense.
         if provider == ProviderKind::Anthropic
@@ -513,6 +593,7 @@ impl ServerConfig {
         };
         core.model = s.model.unwrap_or_else(|| match provider {
             ProviderKind::Demo => "demo".into(),
+            ProviderKind::Local => "SmolLM2-135M-Instruct".into(),
             ProviderKind::OpenAi => core.model.clone(),
             ProviderKind::Anthropic => DEFAULT_ANTHROPIC_MODEL.into(),
         });
@@ -620,6 +701,8 @@ impl ServerConfig {
             database,
             sqlite_durability,
             provider,
+            provider_note,
+            local_model,
             openai_base_url: s
                 .openai_base_url
                 .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_owned()),
@@ -719,6 +802,55 @@ mod tests {
             ..Default::default()
         };
         assert!(ServerConfig::resolve(bad, ApiKeys::default()).is_err());
+    }
+
+    #[test]
+    fn local_model_selection() {
+        let dir = std::env::temp_dir().join(format!("natter-cfg-local-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let present = dir.join("model.gguf");
+        std::fs::write(&present, b"GGUF").unwrap();
+        let missing = dir.join("none.gguf");
+        let with = |path: &Path, provider: Option<&str>| Settings {
+            model_path: Some(path.to_owned()),
+            provider: provider.map(str::to_owned),
+            ..Default::default()
+        };
+        // No provider, no key: the model file decides between local and demo.
+        let cfg = ServerConfig::resolve(with(&present, None), ApiKeys::default()).unwrap();
+        assert_eq!(cfg.provider, ProviderKind::Local);
+        assert_eq!(cfg.local_model.path, present);
+        assert_eq!(cfg.core.model, "SmolLM2-135M-Instruct");
+        let cfg = ServerConfig::resolve(with(&missing, None), ApiKeys::default()).unwrap();
+        assert_eq!(cfg.provider, ProviderKind::Demo);
+        assert!(cfg.provider_note.unwrap().contains("natter model pull"));
+        // A key still wins over the local model.
+        let keys = ApiKeys {
+            openai: Some("sk".into()),
+            anthropic: None,
+        };
+        let cfg = ServerConfig::resolve(with(&present, None), keys).unwrap();
+        assert_eq!(cfg.provider, ProviderKind::OpenAi);
+        // Asked for by name: the file must be there.
+        let err = ServerConfig::resolve(with(&missing, Some("local")), ApiKeys::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no model file at") && err.contains("natter model pull"),
+            "{err}"
+        );
+        // Sampling settings are checked.
+        let bad = Settings {
+            local_top_p: Some(0.0),
+            ..with(&present, None)
+        };
+        assert!(ServerConfig::resolve(bad, ApiKeys::default()).is_err());
+        let bad = Settings {
+            local_temperature: Some(-1.0),
+            ..with(&present, None)
+        };
+        assert!(ServerConfig::resolve(bad, ApiKeys::default()).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

