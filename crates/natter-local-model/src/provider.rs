@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use natter_core::event::Usage;
 use natter_core::provider::{
-    CompletionRequest, Provider, ProviderError, ProviderErrorKind, ProviderEvent, ProviderStream,
+    CompletionRequest, PromptMessage, Provider, ProviderError, ProviderErrorKind, ProviderEvent,
+    ProviderStream,
 };
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::chat_template::{self, TemplateMessage};
 use crate::model::{FinishReason, LocalModel, ModelError, SamplingOptions, WeightFormat};
+use crate::tokenizer::Tokenizer;
 
 /// Settings for [`LocalProvider`].
 #[derive(Debug, Clone)]
@@ -26,6 +28,9 @@ pub struct LocalOptions {
     pub default_max_tokens: usize,
     pub sampling: SamplingOptions,
     pub weight_format: WeightFormat,
+    /// Positions a generation may use, prompt and reply (at most
+    /// [`LocalModel::MAX_POSITIONS`]). Older messages are left out to fit.
+    pub context_tokens: usize,
 }
 
 impl Default for LocalOptions {
@@ -35,11 +40,13 @@ impl Default for LocalOptions {
             default_max_tokens: 512,
             sampling: SamplingOptions::default(),
             weight_format: WeightFormat::default(),
+            context_tokens: LocalModel::MAX_POSITIONS,
         }
     }
 }
 
 pub struct LocalProvider {
+    tokenizer: Arc<Tokenizer>,
     idle: Arc<Mutex<Vec<LocalModel>>>,
     slots: Arc<Semaphore>,
     options: LocalOptions,
@@ -54,11 +61,11 @@ impl LocalProvider {
         let model = LocalModel::load(path, options.weight_format)?;
         let workers = options.workers.max(1);
         let mut idle = Vec::with_capacity(workers);
-        for _ in 1..workers {
+        for _ in 0..workers {
             idle.push(model.fork());
         }
-        idle.push(model);
         Ok(Self {
+            tokenizer: model.tokenizer().clone(),
             idle: Arc::new(Mutex::new(idle)),
             slots: Arc::new(Semaphore::new(workers)),
             options,
@@ -89,9 +96,15 @@ impl Provider for LocalProvider {
         sampling.seed = sampling
             .seed
             .wrapping_add(self.generations.fetch_add(1, Ordering::Relaxed));
-        // Tools are not offered: SmolLM2-135M was not trained to call them.
-        let messages: Vec<TemplateMessage<'_>> =
-            request.messages.iter().map(TemplateMessage::from).collect();
+        // Leave room for at least a short reply; older messages are left out to fit.
+        let context = self.options.context_tokens.min(LocalModel::MAX_POSITIONS);
+        let budget = context.saturating_sub(max_tokens.min(context / 4));
+        // Tokenizing a long context is CPU work: not on the async runtime's threads.
+        let tokenizer = self.tokenizer.clone();
+        let messages = request.messages;
+        let prompt = tokio::task::spawn_blocking(move || prompt_ids(&tokenizer, &messages, budget))
+            .await
+            .map_err(|_| failed(ProviderErrorKind::Protocol, "encoding the prompt failed"))??;
 
         // Waiting here for a free instance is where a busy server queues turns; dropping
         // the stream (an abort) while waiting gives the place up.
@@ -112,32 +125,6 @@ impl Provider for LocalProvider {
             })?
             .pop()
             .ok_or_else(|| failed(ProviderErrorKind::Unavailable, "no idle model instance"))?;
-
-        let prompt = chat_template::encode(model.tokenizer(), &messages).ok_or_else(|| {
-            failed(
-                ProviderErrorKind::Protocol,
-                "the model is not a ChatML model",
-            )
-        });
-        // Leave room for at least a short reply; older messages are left out to fit.
-        let budget = LocalModel::MAX_POSITIONS.saturating_sub(max_tokens.min(1024));
-        let prompt = prompt.and_then(|p| {
-            p.fit(budget).ok_or_else(|| {
-                failed(
-                    ProviderErrorKind::ContextTooLong,
-                    format!(
-                        "the last message does not fit the local model's context ({budget} tokens)"
-                    ),
-                )
-            })
-        });
-        let prompt = match prompt {
-            Ok(p) => p,
-            Err(e) => {
-                self.give_back(model);
-                return Err(e);
-            }
-        };
 
         let (tx, rx) = mpsc::channel::<Result<ProviderEvent, ProviderError>>(64);
         let idle = self.idle.clone();
@@ -191,10 +178,24 @@ impl Provider for LocalProvider {
     }
 }
 
-impl LocalProvider {
-    fn give_back(&self, model: LocalModel) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(model);
-        }
-    }
+/// The ChatML prompt within `budget` tokens (tools are not offered: SmolLM2-135M was not
+/// trained to call them).
+fn prompt_ids(
+    tokenizer: &Tokenizer,
+    messages: &[PromptMessage],
+    budget: usize,
+) -> Result<Vec<u32>, ProviderError> {
+    let messages: Vec<TemplateMessage<'_>> = messages.iter().map(TemplateMessage::from).collect();
+    let prompt = chat_template::encode(tokenizer, &messages).ok_or_else(|| {
+        failed(
+            ProviderErrorKind::Protocol,
+            "the model is not a ChatML model",
+        )
+    })?;
+    prompt.fit(budget).ok_or_else(|| {
+        failed(
+            ProviderErrorKind::ContextTooLong,
+            format!("the last message does not fit the local model's context ({budget} tokens)"),
+        )
+    })
 }
