@@ -128,6 +128,8 @@ impl Provider for LocalProvider {
 
         let (tx, rx) = mpsc::channel::<Result<ProviderEvent, ProviderError>>(64);
         let idle = self.idle.clone();
+        // `fit` left at least min(max_tokens, context / 4) positions for the reply.
+        let max_tokens = max_tokens.min(context.saturating_sub(prompt.len()));
         tokio::task::spawn_blocking(move || {
             let result = model.generate(&prompt, max_tokens, &sampling, |piece| {
                 if tx.is_closed() {
