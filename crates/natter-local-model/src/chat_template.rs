@@ -39,7 +39,7 @@ impl<'a> From<&'a PromptMessage> for TemplateMessage<'a> {
 
 fn with_default_system<'a>(messages: &[TemplateMessage<'a>]) -> Vec<TemplateMessage<'a>> {
     let mut all = Vec::with_capacity(messages.len() + 1);
-    if messages.first().is_none_or(|m| m.role != "system") && !messages.is_empty() {
+    if messages.first().is_some_and(|m| m.role != "system") {
         all.push(TemplateMessage {
             role: "system",
             content: DEFAULT_SYSTEM_PROMPT,

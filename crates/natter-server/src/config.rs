@@ -328,36 +328,38 @@ pub enum ProviderKind {
 /// The model file under the default data dir.
 pub const DEFAULT_MODEL_PATH: &str = "natter-data/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Settings of the local model provider.
+/// Settings of the local model provider; `None` takes `natter-local-model`'s default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalModelConfig {
     pub path: PathBuf,
-    pub workers: usize,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub seed: u64,
-    pub max_tokens: usize,
+    pub workers: Option<usize>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
+    pub max_tokens: Option<usize>,
 }
 
 fn local_model_config(s: &Settings) -> anyhow::Result<LocalModelConfig> {
-    let temperature = s.local_temperature.unwrap_or(0.2);
-    if !(0.0..=5.0).contains(&temperature) {
-        bail!("local_temperature must be between 0 and 5, got {temperature}");
+    if let Some(t) = s.local_temperature
+        && !(0.0..=5.0).contains(&t)
+    {
+        bail!("local_temperature must be between 0 and 5, got {t}");
     }
-    let top_p = s.local_top_p.unwrap_or(0.9);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        bail!("local_top_p must be in (0, 1], got {top_p}");
+    if let Some(p) = s.local_top_p
+        && !(p > 0.0 && p <= 1.0)
+    {
+        bail!("local_top_p must be in (0, 1], got {p}");
     }
     Ok(LocalModelConfig {
         path: s
             .model_path
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_PATH)),
-        workers: s.local_workers.unwrap_or(1).clamp(1, 64),
-        temperature,
-        top_p,
-        seed: s.local_seed.unwrap_or(299_792_458),
-        max_tokens: s.local_max_tokens.unwrap_or(512).clamp(1, 4096),
+        workers: s.local_workers.map(|n| n.clamp(1, 64)),
+        temperature: s.local_temperature,
+        top_p: s.local_top_p,
+        seed: s.local_seed,
+        max_tokens: s.local_max_tokens.map(|n| n.clamp(1, 4096)),
     })
 }
 

@@ -62,16 +62,18 @@ fn provider(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
 fn local_provider(c: &config::LocalModelConfig) -> anyhow::Result<Arc<dyn Provider>> {
     use natter_local_model::{LocalOptions, LocalProvider, SamplingOptions};
     let started = std::time::Instant::now();
+    let defaults = LocalOptions::default();
+    let sampling = defaults.sampling;
     let options = LocalOptions {
-        workers: c.workers,
-        default_max_tokens: c.max_tokens,
+        workers: c.workers.unwrap_or(defaults.workers),
+        default_max_tokens: c.max_tokens.unwrap_or(defaults.default_max_tokens),
         sampling: SamplingOptions {
-            temperature: c.temperature,
-            top_p: c.top_p,
-            seed: c.seed,
-            ..SamplingOptions::default()
+            temperature: c.temperature.unwrap_or(sampling.temperature),
+            top_p: c.top_p.unwrap_or(sampling.top_p),
+            seed: c.seed.unwrap_or(sampling.seed),
+            ..sampling
         },
-        ..LocalOptions::default()
+        ..defaults
     };
     let provider = LocalProvider::load(&c.path, options)
         .map_err(|e| anyhow::anyhow!("loading the local model {}: {e}", c.path.display()))?;
