@@ -147,6 +147,8 @@ impl Serialize for ErrorCode {
 
 /// `{code, message, retryAfterMs?}`: the error body on every face.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub code: String,

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 macro_rules! event_keys {
     ($($variant:ident => $key:literal, $wire:literal;)*) => {
@@ -168,7 +168,9 @@ impl EventNames {
 }
 
 /// `meta:events:response`: `{version: 1, events: {<EventKey>: <wire name>}}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 pub struct DiscoveryResponse {
     pub version: u32,
     pub events: BTreeMap<String, String>,

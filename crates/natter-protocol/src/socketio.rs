@@ -3,7 +3,9 @@
 //! Inbound payloads are parsed with [`Fields`](crate::fields::Fields) so every bad field gets
 //! its own error; outbound payloads are plain serde structs in camelCase.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ErrorBody, WireError};
@@ -138,9 +140,12 @@ impl AuthRefreshRequest {
 
 /// The ack of `auth:refresh`: `{ok: true, expiresAt}` (ISO 8601; absent for a token without
 /// `exp`, or when auth is off).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct AuthRefreshAck {
+    #[cfg_attr(test, ts(type = "true"))]
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
@@ -204,13 +209,16 @@ impl MarkReadRequest {
 
 // ---------------------------------------------------------------- server → client
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessageEvent {
     pub chat_id: String,
     pub message_id: String,
     pub user_id: String,
-    pub role: &'static str,
+    #[cfg_attr(test, ts(type = "\"user\""))]
+    pub role: Cow<'static, str>,
     pub text: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parts: Option<Value>,
@@ -222,7 +230,9 @@ pub struct ChatMessageEvent {
     pub trace_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     pub prompt_tokens: u64,
@@ -230,12 +240,15 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct AiMessageEvent {
     pub chat_id: String,
     pub message_id: String,
-    pub role: &'static str,
+    #[cfg_attr(test, ts(type = "\"assistant\""))]
+    pub role: Cow<'static, str>,
     pub text: String,
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -250,14 +263,17 @@ pub struct AiMessageEvent {
 }
 
 /// Either message shape, for the join ack's `messages`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum HistoryMessage {
     User(ChatMessageEvent),
     Assistant(AiMessageEvent),
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct AiErrorEvent {
     pub chat_id: String,
@@ -301,7 +317,9 @@ impl ToolResultRequest {
 }
 
 /// `ai:tool_call`: the model called a tool; `executor: "client"` asks a member to run it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct AiToolCallEvent {
     pub chat_id: String,
@@ -310,6 +328,7 @@ pub struct AiToolCallEvent {
     pub tool_call_id: String,
     pub name: String,
     pub arguments: Value,
+    #[cfg_attr(test, ts(type = "\"server\" | \"client\""))]
     pub executor: String,
     pub seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -317,7 +336,9 @@ pub struct AiToolCallEvent {
 }
 
 /// `ai:tool_result`: a tool call's outcome (exactly one of `result` and `error`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct AiToolResultEvent {
     pub chat_id: String,
@@ -334,7 +355,9 @@ pub struct AiToolResultEvent {
     pub trace_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct MessageReadEvent {
     pub chat_id: String,
@@ -346,14 +369,18 @@ pub struct MessageReadEvent {
     pub trace_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceUpdateEvent {
     pub chat_id: String,
     pub online_user_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct TypingUpdateEvent {
     pub chat_id: String,
@@ -363,11 +390,14 @@ pub struct TypingUpdateEvent {
     pub trace_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct AiProcessingEvent {
     pub chat_id: String,
-    pub status: &'static str,
+    #[cfg_attr(test, ts(type = "\"queued\" | \"working\" | \"retrying\""))]
+    pub status: Cow<'static, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -377,13 +407,15 @@ pub struct AiProcessingEvent {
     pub trace_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct AiTokenEvent<'a> {
-    pub chat_id: &'a str,
-    pub request_id: &'a str,
-    pub message_id: &'a str,
-    pub token: &'a str,
+    pub chat_id: Cow<'a, str>,
+    pub request_id: Cow<'a, str>,
+    pub message_id: Cow<'a, str>,
+    pub token: Cow<'a, str>,
     pub index: u64,
     /// Set when this event covers the run `index..=through` (a coalesced catch-up).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -391,7 +423,9 @@ pub struct AiTokenEvent<'a> {
 }
 
 /// The `error` event: a protocol-level error not tied to one ack.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct ServerErrorEvent {
     pub code: String,
@@ -418,8 +452,11 @@ impl ServerErrorEvent {
 // ---------------------------------------------------------------- acks
 
 /// `{ok: false, error: {code, message}}`
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 pub struct ErrorAck {
+    #[cfg_attr(test, ts(type = "false"))]
     pub ok: bool,
     pub error: ErrorBody,
 }
@@ -434,8 +471,11 @@ impl From<&WireError> for ErrorAck {
 }
 
 /// `{ok: true}` for events that return nothing else.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 pub struct OkAck {
+    #[cfg_attr(test, ts(type = "true"))]
     pub ok: bool,
 }
 
@@ -443,9 +483,12 @@ impl OkAck {
     pub const OK: OkAck = OkAck { ok: true };
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct JoinAck {
+    #[cfg_attr(test, ts(type = "true"))]
     pub ok: bool,
     pub chat_id: String,
     pub seq: u64,
@@ -455,9 +498,12 @@ pub struct JoinAck {
     pub messages: Vec<HistoryMessage>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct UserMessageAck {
+    #[cfg_attr(test, ts(type = "true"))]
     pub ok: bool,
     pub message_id: String,
     pub seq: u64,
@@ -467,23 +513,32 @@ pub struct UserMessageAck {
 }
 
 /// The ack of `meta:events:request`: `{ok: true, version, events}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 pub struct DiscoveryAck {
+    #[cfg_attr(test, ts(type = "true"))]
     pub ok: bool,
     #[serde(flatten)]
     pub body: crate::events::DiscoveryResponse,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct AbortAck {
+    #[cfg_attr(test, ts(type = "true"))]
     pub ok: bool,
     pub request_id: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 #[serde(rename_all = "camelCase")]
 pub struct MarkReadAck {
+    #[cfg_attr(test, ts(type = "true"))]
     pub ok: bool,
     pub seq: u64,
 }
@@ -525,10 +580,10 @@ mod tests {
     #[test]
     fn token_event_shape() {
         let t = AiTokenEvent {
-            chat_id: "c",
-            request_id: "r",
-            message_id: "m",
-            token: "hi",
+            chat_id: "c".into(),
+            request_id: "r".into(),
+            message_id: "m".into(),
+            token: "hi".into(),
             index: 3,
             through: None,
         };

@@ -49,7 +49,7 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
             chat_id: chat_id.to_owned(),
             message_id: message_id.clone(),
             user_id: user_id.clone(),
-            role: "user",
+            role: "user".into(),
             text: text.clone(),
             parts: parts.clone(),
             created_at: iso8601(event.created_at),
@@ -68,7 +68,7 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
         } => Some(HistoryMessage::Assistant(AiMessageEvent {
             chat_id: chat_id.to_owned(),
             message_id: message_id.clone(),
-            role: "assistant",
+            role: "assistant".into(),
             text: text.clone(),
             created_at: iso8601(event.created_at),
             usage: u.as_ref().map(usage),
@@ -205,10 +205,10 @@ pub fn feed_item(chat_id: &str, item: &FeedItem) -> Option<Outgoing> {
         } => raw(
             EventKey::AiToken,
             &AiTokenEvent {
-                chat_id,
-                request_id: &turn.request_id,
-                message_id: &turn.message_id,
-                token: text,
+                chat_id: chat_id.into(),
+                request_id: (&*turn.request_id).into(),
+                message_id: (&*turn.message_id).into(),
+                token: (&**text).into(),
                 index: *index,
                 through: (through > index).then_some(*through),
             },
@@ -224,7 +224,7 @@ pub fn feed_item(chat_id: &str, item: &FeedItem) -> Option<Outgoing> {
                 EventKey::AiProcessing,
                 &AiProcessingEvent {
                     chat_id: chat_id.to_owned(),
-                    status: status.as_str(),
+                    status: status.as_str().into(),
                     eta_ms: *eta_ms,
                     reason: reason.clone(),
                     request_id: request_id.to_string(),

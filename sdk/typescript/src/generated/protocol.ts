@@ -1,0 +1,247 @@
+// Generated from the Rust crate natter-protocol by ts-rs: do not edit.
+// Regenerate with `NATTER_UPDATE_TS=1 cargo test -p natter-protocol typescript`.
+
+export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]?: JsonValue } | null;
+
+export type JoinPayload = { 
+/**
+ * A number is accepted too and read as its decimal string.
+ */
+chatId?: string | number, userId?: string | number, lastSeq?: number, epoch?: string, 
+/**
+ * When this join creates the chat: the only users who may use it.
+ */
+members?: Array<string>, traceId?: string, };
+
+export type LeavePayload = { chatId?: string | number, traceId?: string, };
+
+export type UserMessagePayload = { chatId?: string | number, 
+/**
+ * The client's id for the message; sending the same id twice stores it once.
+ */
+messageId: string, userId?: string | number, text: string, parts?: Array<{ type: "text" | "image" | "file"; value: unknown }>, 
+/**
+ * Correlates the turn's events (`ai:token`, `ai:message`, …) with this message.
+ */
+requestId?: string, 
+/**
+ * Client-run tools offered to the model for this message only.
+ */
+tools?: Array<ClientTool>, traceId?: string, };
+
+export type ClientTool = { name: string, description?: string, 
+/**
+ * A JSON Schema for the arguments.
+ */
+parameters?: JsonValue, };
+
+export type TypingPayload = { chatId?: string | number, userId?: string | number, traceId?: string, };
+
+export type AbortPayload = { chatId?: string | number, requestId?: string, reason?: string, traceId?: string, };
+
+export type MarkReadPayload = { chatId?: string | number, userId?: string | number, messageIds: Array<string>, 
+/**
+ * ISO 8601.
+ */
+readAt: string, traceId?: string, };
+
+export type ToolResultPayload = { chatId?: string | number, requestId?: string, toolCallId: string, result?: JsonValue, error?: string, traceId?: string, };
+
+export type AuthRefreshPayload = { token: string, };
+
+export type DiscoveryRequestPayload = { traceId?: string, };
+
+export type ChatMessageEvent = { chatId: string, messageId: string, userId: string, role: "user", text: string, parts?: JsonValue, createdAt: string, seq: number, requestId?: string, traceId?: string, };
+
+export type Usage = { promptTokens: number, completionTokens: number, totalTokens: number, };
+
+export type AiMessageEvent = { chatId: string, messageId: string, role: "assistant", text: string, createdAt: string, usage?: Usage, options?: Array<string>, requestId: string, finishReason: string, seq: number, traceId?: string, };
+
+export type HistoryMessage = ChatMessageEvent | AiMessageEvent;
+
+export type AiErrorEvent = { chatId: string, code: string, message: string, details?: JsonValue, requestId: string, retryable: boolean, 
+/**
+ * Present when the error ended a turn (it is then in the chat's log).
+ */
+seq?: number, traceId?: string, };
+
+export type AiToolCallEvent = { chatId: string, requestId: string, messageId: string, toolCallId: string, name: string, arguments: JsonValue, executor: "server" | "client", seq: number, traceId?: string, };
+
+export type AiToolResultEvent = { chatId: string, requestId: string, messageId: string, toolCallId: string, name: string, result?: JsonValue, error?: string, seq: number, traceId?: string, };
+
+export type MessageReadEvent = { chatId: string, userId: string, messageIds: Array<string>, readAt: string, seq: number, traceId?: string, };
+
+export type PresenceUpdateEvent = { chatId: string, onlineUserIds: Array<string>, };
+
+export type TypingUpdateEvent = { chatId: string, userId: string, typing: boolean, traceId?: string, };
+
+export type AiProcessingEvent = { chatId: string, status: "queued" | "working" | "retrying", etaMs?: number, reason?: string, requestId: string, traceId?: string, };
+
+export type AiTokenEvent = { chatId: string, requestId: string, messageId: string, token: string, index: number, 
+/**
+ * Set when this event covers the run `index..=through` (a coalesced catch-up).
+ */
+through?: number, };
+
+export type ServerErrorEvent = { code: string, message: string, event?: string, 
+/**
+ * With `rate_limited`: when a retry may succeed.
+ */
+retryAfterMs?: number, };
+
+export type DiscoveryResponse = { version: number, events: { [key in string]: string }, };
+
+export type ErrorBody = { code: string, message: string, retryAfterMs?: number, };
+
+export type ErrorAck = { ok: false, error: ErrorBody, };
+
+export type OkAck = { ok: true, };
+
+export type JoinAck = { ok: true, chatId: string, seq: number, epoch: string, recovered: boolean, onlineUserIds: Array<string>, messages: Array<HistoryMessage>, };
+
+export type UserMessageAck = { ok: true, messageId: string, seq: number, chatId: string, 
+/**
+ * True when this `messageId` was already stored: nothing new happened.
+ */
+duplicate: boolean, };
+
+export type AbortAck = { ok: true, requestId: string, };
+
+export type MarkReadAck = { ok: true, seq: number, };
+
+export type AuthRefreshAck = { ok: true, expiresAt?: string, };
+
+export type DiscoveryAck = { ok: true, version: number, events: { [key in string]: string }, };
+
+/** Events a client sends, by default wire name. */
+export interface ClientToServerEvents {
+  "chat:join": JoinPayload;
+  "chat:leave": LeavePayload;
+  "user:message": UserMessagePayload;
+  "typing:start": TypingPayload;
+  "typing:stop": TypingPayload;
+  "ai:abort": AbortPayload;
+  "message:read": MarkReadPayload;
+  "ai:tool_result": ToolResultPayload;
+  "auth:refresh": AuthRefreshPayload;
+  "meta:events:request": DiscoveryRequestPayload;
+}
+
+/** Events the server sends, by default wire name. */
+export interface ServerToClientEvents {
+  "chat:message": ChatMessageEvent;
+  "presence:update": PresenceUpdateEvent;
+  "typing:update": TypingUpdateEvent;
+  "ai:processing": AiProcessingEvent;
+  "ai:token": AiTokenEvent;
+  "ai:message": AiMessageEvent;
+  "ai:error": AiErrorEvent;
+  "ai:tool_call": AiToolCallEvent;
+  "ai:tool_result": AiToolResultEvent;
+  "message:read": MessageReadEvent;
+  "meta:events:response": DiscoveryResponse;
+  "error": ServerErrorEvent;
+}
+
+/** Every event by default wire name, both directions (seed 001's `ChatEvents`). */
+export interface ChatEvents {
+  "chat:join": JoinPayload;
+  "chat:leave": LeavePayload;
+  "user:message": UserMessagePayload;
+  "typing:start": TypingPayload;
+  "typing:stop": TypingPayload;
+  "ai:abort": AbortPayload;
+  "message:read": MarkReadPayload | MessageReadEvent;
+  "ai:tool_result": ToolResultPayload | AiToolResultEvent;
+  "auth:refresh": AuthRefreshPayload;
+  "meta:events:request": DiscoveryRequestPayload;
+  "chat:message": ChatMessageEvent;
+  "presence:update": PresenceUpdateEvent;
+  "typing:update": TypingUpdateEvent;
+  "ai:processing": AiProcessingEvent;
+  "ai:token": AiTokenEvent;
+  "ai:message": AiMessageEvent;
+  "ai:error": AiErrorEvent;
+  "ai:tool_call": AiToolCallEvent;
+  "meta:events:response": DiscoveryResponse;
+  "error": ServerErrorEvent;
+}
+
+/** The ack of each client event: `{ok: true, …}` or `{ok: false, error}`. */
+export interface ClientAcks {
+  "chat:join": JoinAck | ErrorAck;
+  "chat:leave": OkAck | ErrorAck;
+  "user:message": UserMessageAck | ErrorAck;
+  "typing:start": OkAck | ErrorAck;
+  "typing:stop": OkAck | ErrorAck;
+  "ai:abort": AbortAck | ErrorAck;
+  "message:read": MarkReadAck | ErrorAck;
+  "ai:tool_result": OkAck | ErrorAck;
+  "auth:refresh": AuthRefreshAck | ErrorAck;
+  "meta:events:request": DiscoveryAck | ErrorAck;
+}
+
+/** A logical event, independent of its wire name. */
+export type EventKey =
+  | "join"
+  | "leave"
+  | "userMessage"
+  | "typingStart"
+  | "typingStop"
+  | "abort"
+  | "markRead"
+  | "toolResultIn"
+  | "authRefresh"
+  | "chatMessage"
+  | "presenceUpdate"
+  | "typingUpdate"
+  | "aiProcessing"
+  | "aiToken"
+  | "aiMessage"
+  | "aiError"
+  | "aiToolCall"
+  | "aiToolResult"
+  | "readReceipt"
+  | "discoveryRequest"
+  | "discoveryResponse"
+  | "serverError";
+
+/** The wire name of every event key when the server remaps none. */
+export const DEFAULT_EVENT_NAMES = {
+  join: "chat:join",
+  leave: "chat:leave",
+  userMessage: "user:message",
+  typingStart: "typing:start",
+  typingStop: "typing:stop",
+  abort: "ai:abort",
+  markRead: "message:read",
+  toolResultIn: "ai:tool_result",
+  authRefresh: "auth:refresh",
+  chatMessage: "chat:message",
+  presenceUpdate: "presence:update",
+  typingUpdate: "typing:update",
+  aiProcessing: "ai:processing",
+  aiToken: "ai:token",
+  aiMessage: "ai:message",
+  aiError: "ai:error",
+  aiToolCall: "ai:tool_call",
+  aiToolResult: "ai:tool_result",
+  readReceipt: "message:read",
+  discoveryRequest: "meta:events:request",
+  discoveryResponse: "meta:events:response",
+  serverError: "error",
+} as const satisfies Record<EventKey, string>;
+
+/** Event keys of the events a client sends. */
+export const CLIENT_EVENT_KEYS = [
+  "join",
+  "leave",
+  "userMessage",
+  "typingStart",
+  "typingStop",
+  "abort",
+  "markRead",
+  "toolResultIn",
+  "authRefresh",
+  "discoveryRequest",
+] as const satisfies readonly EventKey[];
