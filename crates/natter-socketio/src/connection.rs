@@ -9,6 +9,7 @@ use natter_core::{ChatKey, ConnectionId};
 use natter_protocol::{ErrorCode, WireError};
 use tokio_util::sync::CancellationToken;
 
+use crate::flat::Profile;
 use crate::identity::{ConnIdentity, Handshake};
 
 /// A socket's membership in one chat: its delivery task stops when `stop` is cancelled.
@@ -30,6 +31,8 @@ pub struct Conn {
     pub closed: CancellationToken,
     /// What the client sent when connecting (query and auth).
     pub handshake: Handshake,
+    /// How this connection names its events (handshake `profile`).
+    pub profile: Profile,
     chats: Mutex<HashMap<Arc<str>, Membership>>,
     /// Socket.IO runs handlers concurrently; a client's events are applied in the order sent.
     pub serial: Arc<tokio::sync::Mutex<()>>,
@@ -60,6 +63,7 @@ impl Conn {
         id: ConnectionId,
         identity: ConnIdentity,
         handshake: Handshake,
+        profile: Profile,
         ip: Option<IpAddr>,
     ) -> Self {
         Self {
@@ -69,6 +73,7 @@ impl Conn {
             admission: Mutex::new(None),
             closed: CancellationToken::new(),
             handshake,
+            profile,
             chats: Mutex::new(HashMap::new()),
             serial: Arc::new(tokio::sync::Mutex::new(())),
             handshake_join: Mutex::new(None),

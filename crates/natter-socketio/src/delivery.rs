@@ -23,7 +23,7 @@ use natter_core::event::LiveEvent;
 use natter_core::feed::{Feed, FeedEnd, FeedItem};
 use natter_core::telemetry;
 use natter_protocol::socketio::ServerErrorEvent;
-use natter_protocol::{ErrorCode, EventKey, WireError};
+use natter_protocol::{ErrorCode, EventKey, EventNames, WireError};
 use serde::Serialize;
 use socketioxide::SendError;
 use socketioxide::extract::SocketRef;
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Face;
 use crate::connection::Conn;
+use crate::flat::{Outbound, Profile};
 use crate::wire;
 
 /// Why an emit did not happen.
@@ -56,6 +57,38 @@ pub async fn emit<T: Serialize + ?Sized>(
     emit_noting_wait(socket, event, payload, patience)
         .await
         .map(|_| ())
+}
+
+/// Emits the event `key` as `profile` names it (see [`Outbound`]), waiting for room as
+/// [`emit`] does; says whether it had to wait. `chat_id` is the chat the event is about when
+/// its payload does not say (the flat profile's `conversation_id`).
+pub async fn emit_event<T: Serialize + ?Sized>(
+    socket: &Socket,
+    profile: Profile,
+    names: &EventNames,
+    key: EventKey,
+    payload: &T,
+    chat_id: Option<&str>,
+    patience: Duration,
+) -> Result<bool, EmitFailed> {
+    match Outbound::new(profile, key, names.name(key), payload, chat_id) {
+        Some(out) => emit_noting_wait(socket, out.name(), &out, patience).await,
+        None => Ok(false),
+    }
+}
+
+/// Emits the event `key` as `profile` names it, once, without waiting for room (acks'
+/// companions: `error`, `meta:events:response`). Lost if the socket's buffer is full.
+pub fn send_now<T: Serialize + ?Sized>(
+    socket: &Socket,
+    profile: Profile,
+    names: &EventNames,
+    key: EventKey,
+    payload: &T,
+) {
+    if let Some(out) = Outbound::new(profile, key, names.name(key), payload, None) {
+        let _ = socket.emit(out.name(), &out);
+    }
 }
 
 /// [`emit`], saying whether it had to wait for room (the member is behind).
@@ -148,10 +181,16 @@ pub async fn drop_member(
         .event_names
         .name(EventKey::ServerError)
         .to_owned();
+    let profile = conn.profile;
+    let chat_id = chat.chat_id.clone();
     let socket = socket.clone();
     tokio::spawn(async move {
         let started = Instant::now();
-        if emit(&socket, &name, &body, DROP_NOTICE_PATIENCE).await == Err(EmitFailed::Closed) {
+        if let Some(out) =
+            Outbound::new(profile, EventKey::ServerError, &name, &body, Some(&chat_id))
+            && emit(&socket, out.name(), &out, DROP_NOTICE_PATIENCE).await
+                == Err(EmitFailed::Closed)
+        {
             return;
         }
         // disconnect() needs one free slot for its packet.
@@ -256,7 +295,16 @@ pub async fn run_member(
                         ),
                         None,
                     );
-                    let _ = emit(&socket, names.name(EventKey::ServerError), &body, patience).await;
+                    let _ = emit_event(
+                        &socket,
+                        conn.profile,
+                        names,
+                        EventKey::ServerError,
+                        &body,
+                        Some(&chat_id),
+                        patience,
+                    )
+                    .await;
                     let who = conn.identity.as_user(user_id.clone());
                     face.core.leave(&who, &conn.id, &chat).await;
                 }
@@ -264,7 +312,8 @@ pub async fn run_member(
             }
             Ok(item) => match wire::feed_item(&chat_id, &item) {
                 Some((key, payload)) => {
-                    emit_noting_wait(&socket, names.name(key), &*payload, patience)
+                    let chat = Some(&*chat_id);
+                    emit_event(&socket, conn.profile, names, key, &*payload, chat, patience)
                         .await
                         .map(|waited| behind = waited)
                         .map_err(|e| match e {

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Conn, Membership};
 use crate::delivery::{self, DropReason, EmitFailed};
+use crate::flat::{FlatIn, Profile};
 use crate::identity::{ConnIdentity, Handshake};
 use crate::{Face, wire};
 
@@ -46,8 +47,12 @@ impl Reply {
             let _ = ack.send(&ErrorAck::from(e));
         }
         let body = ServerErrorEvent::new(e, Some(self.event));
-        let _ = self.socket.emit(
-            self.face.config.event_names.name(EventKey::ServerError),
+        let profile = conn_of(&self.socket).map_or(Profile::Default, |c| c.profile);
+        delivery::send_now(
+            &self.socket,
+            profile,
+            &self.face.config.event_names,
+            EventKey::ServerError,
             &body,
         );
     }
@@ -71,12 +76,36 @@ fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
     socket.extensions.get::<Arc<Conn>>()
 }
 
+/// Seed 004 names its chats `conversation_id`; tried after the configured chat-key fields.
+const FLAT_CHAT_KEY_FIELD: &str = "conversation_id";
+
+/// The chat the handshake asks to join at once: the first configured chat-key field present,
+/// else `conversation_id`.
+fn handshake_chat(face: &Face, handshake: &Handshake) -> Option<String> {
+    face.config
+        .chat_key_fields
+        .iter()
+        .map(String::as_str)
+        .chain([FLAT_CHAT_KEY_FIELD])
+        .find_map(|f| handshake.field(f))
+}
+
+/// How a client event registered on a socket is handled.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// A contract event (CONTRACT §1).
+    Contract(EventKey),
+    /// A flat-profile event: translated to its contract event, then handled as that.
+    Flat(FlatIn),
+}
+
 /// Runs as a connect middleware, before the client is told it is connected, so every
 /// handler is in place before its first event can arrive.
 pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Result<(), WireError> {
     let parts = socket.req_parts();
     let handshake = Handshake::new(parts.uri.query(), auth);
     ConnIdentity::check(&handshake)?;
+    let profile = Profile::from_handshake(&handshake)?;
     let id = socket.id.to_string();
     let ip = parts
         .extensions
@@ -106,14 +135,15 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
         .core
         .admit(&identity.resolve(None)?, ip)
         .map_err(|e| e.to_wire())?;
-    let conn = Arc::new(Conn::new(id.clone().into(), identity, handshake, ip));
+    let conn = Arc::new(Conn::new(
+        id.clone().into(),
+        identity,
+        handshake,
+        profile,
+        ip,
+    ));
     *conn.admission.lock().unwrap_or_else(|p| p.into_inner()) = Some(admission);
-    if face
-        .config
-        .chat_key_fields
-        .iter()
-        .any(|f| conn.handshake.field(f).is_some())
-    {
+    if handshake_chat(&face, &conn.handshake).is_some() {
         // Nothing else holds the new lock yet, so this cannot fail; if it somehow did, the
         // join below would simply take the lock in turn.
         if let Ok(guard) = conn.serial.clone().try_lock_owned() {
@@ -126,10 +156,24 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
     socket.extensions.insert(conn);
     metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio").increment(1.0);
 
-    for key in CLIENT_TO_SERVER {
-        let key = *key;
+    let mut routes: Vec<(String, Route)> = CLIENT_TO_SERVER
+        .iter()
+        .map(|key| {
+            let name = face.config.event_names.name(*key).to_owned();
+            (name, Route::Contract(*key))
+        })
+        .collect();
+    if profile == Profile::Flat {
+        // Registered last, so on a flat connection `message`, `join` and `leave` are the flat
+        // events even if a contract event was renamed to one of those names.
+        routes.extend(
+            FlatIn::ALL
+                .iter()
+                .map(|e| (e.name().to_owned(), Route::Flat(*e))),
+        );
+    }
+    for (name, route) in routes {
         let face = face.clone();
-        let name = face.config.event_names.name(key).to_owned();
         socket.on(
             name,
             move |socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
@@ -144,7 +188,15 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
                         }
                         None => None,
                     };
-                    dispatch(face, socket, key, data.ok(), Some(ack)).await
+                    match route {
+                        Route::Contract(key) => {
+                            let event = face.config.event_names.name(key).to_owned();
+                            dispatch(face, socket, key, event, data.ok(), Some(ack)).await
+                        }
+                        Route::Flat(flat) => {
+                            dispatch_flat(face, socket, flat, data.ok(), Some(ack)).await
+                        }
+                    }
                 }
             },
         );
@@ -201,12 +253,7 @@ pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
         .unwrap_or_else(|p| p.into_inner())
         .take();
     let handshake = &conn.handshake;
-    let Some(chat_id) = face
-        .config
-        .chat_key_fields
-        .iter()
-        .find_map(|f| handshake.field(f))
-    else {
+    let Some(chat_id) = handshake_chat(&face, handshake) else {
         return;
     };
     let req = JoinRequest {
@@ -250,11 +297,13 @@ async fn watch_expiry(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>) {
             ErrorCode::TokenExpired,
             "this connection's token has expired; send auth:refresh with a fresh token before it does, or reconnect with one",
         );
-        let name = face.config.event_names.name(EventKey::ServerError);
-        let _ = delivery::emit(
+        let _ = delivery::emit_event(
             &socket,
-            name,
+            conn.profile,
+            &face.config.event_names,
+            EventKey::ServerError,
             &ServerErrorEvent::new(&e, None),
+            None,
             std::time::Duration::from_secs(1),
         )
         .await;
@@ -294,14 +343,41 @@ async fn leave_presence(face: &Face, conn: &Conn, m: &Membership) {
     face.core.leave(&who, &conn.id, &m.chat).await;
 }
 
+/// A flat-profile event: its payload becomes the contract payload of the event it stands for,
+/// which is then handled exactly as that event (errors name the flat event).
+async fn dispatch_flat(
+    face: Arc<Face>,
+    socket: SocketRef,
+    flat: FlatIn,
+    data: Option<Value>,
+    ack: Option<AckSender>,
+) {
+    let data = data.unwrap_or(Value::Null);
+    let new_message_id = || uuid::Uuid::now_v7().to_string();
+    match flat.translate(&data, new_message_id) {
+        Ok((key, payload)) => {
+            let event = flat.name().to_owned();
+            dispatch(face, socket, key, event, Some(payload), ack).await
+        }
+        Err(e) => Reply {
+            socket,
+            ack,
+            event: flat.name().to_owned(),
+            face,
+        }
+        .err(&e),
+    }
+}
+
+/// Handles the client event `key`; `event` is the wire name it arrived under (for errors).
 async fn dispatch(
     face: Arc<Face>,
     socket: SocketRef,
     key: EventKey,
+    event: String,
     data: Option<Value>,
     ack: Option<AckSender>,
 ) {
-    let event = face.config.event_names.name(key).to_owned();
     let reply = Reply {
         socket: socket.clone(),
         ack,
@@ -344,8 +420,13 @@ async fn dispatch(
         }
         EventKey::DiscoveryRequest => {
             let body = face.config.event_names.discovery();
-            let name = face.config.event_names.name(EventKey::DiscoveryResponse);
-            let _ = socket.emit(name, &body);
+            delivery::send_now(
+                &socket,
+                conn.profile,
+                &face.config.event_names,
+                EventKey::DiscoveryResponse,
+                &body,
+            );
             reply.ok(&DiscoveryAck { ok: true, body });
         }
         EventKey::ToolResultIn => {
@@ -412,8 +493,19 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     let names = &face.config.event_names;
     for event in &outcome.replay {
         if let Some((key, payload)) = wire::durable(&chat.chat_id, event) {
-            match delivery::emit(&socket, names.name(key), &*payload, patience).await {
-                Ok(()) => {}
+            let chat_id = Some(&*chat.chat_id);
+            match delivery::emit_event(
+                &socket,
+                conn.profile,
+                names,
+                key,
+                &*payload,
+                chat_id,
+                patience,
+            )
+            .await
+            {
+                Ok(_) => {}
                 Err(EmitFailed::Closed) => {
                     return face.core.leave(&who, &conn.id, &chat).await;
                 }

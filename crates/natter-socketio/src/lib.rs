@@ -4,6 +4,7 @@
 
 mod connection;
 mod delivery;
+mod flat;
 mod handlers;
 pub mod identity;
 mod wire;
@@ -56,7 +57,8 @@ pub fn attach(io: &SocketIo, core: ChatCore, config: SocketIoConfig) {
             let face = face.clone();
             // A refused handshake reaches the client as `connect_error` with this message:
             // the bare code for auth and limits (CONTRACT §6.15: `unauthorized`), which
-            // clients match on; the reason is logged.
+            // clients match on, the reason being logged; otherwise `code: reason`, so the
+            // client can match the code and a person can read why.
             async move {
                 handlers::prepare(face, socket, auth.ok()).map_err(|e| {
                     use natter_protocol::ErrorCode as C;
@@ -65,7 +67,7 @@ pub fn attach(io: &SocketIo, core: ChatCore, config: SocketIoConfig) {
                             tracing::info!(code = %e.code, reason = %e.message, "handshake refused");
                             e.code.as_str().to_owned()
                         }
-                        _ => e.message,
+                        _ => format!("{}: {}", e.code, e.message),
                     }
                 })
             }
