@@ -4,6 +4,7 @@
 pub mod config;
 mod ops;
 mod origin;
+mod playground;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,6 +155,7 @@ impl Server {
                 config.http.clone(),
                 http_shutdown.clone(),
             ))
+            .merge(playground::router())
             .layer(layer);
         let router = origin::guard(router, &config.allowed_origins);
         Ok(Self {

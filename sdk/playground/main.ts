@@ -1,0 +1,564 @@
+// The Natter playground: one page, no framework. Join a chat under a name, talk to the
+// assistant, and watch what the other members see: presence, typing, the reply streaming in,
+// read receipts, stop. `?chat=…&user=…` fill the form (two tabs on one chat is the demo);
+// `?token=…` is sent as the handshake's `auth.token` when the server has auth on.
+import { AIChatSocket } from "../typescript/src/index.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Elements
+
+function byId<T extends HTMLElement>(id: string): T {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`the page has no #${id}`);
+  return el as T;
+}
+
+const ui = {
+  status: byId<HTMLSpanElement>("connection-status"),
+  joinForm: byId<HTMLFormElement>("join-form"),
+  chatInput: byId<HTMLInputElement>("chat-id"),
+  userInput: byId<HTMLInputElement>("user-name"),
+  joinButton: byId<HTMLButtonElement>("join-button"),
+  leaveButton: byId<HTMLButtonElement>("leave-button"),
+  messages: byId<HTMLOListElement>("messages"),
+  typing: byId<HTMLParagraphElement>("typing-indicator"),
+  composer: byId<HTMLFormElement>("composer"),
+  input: byId<HTMLTextAreaElement>("message-input"),
+  sendButton: byId<HTMLButtonElement>("send-button"),
+  stopButton: byId<HTMLButtonElement>("stop-button"),
+  error: byId<HTMLParagraphElement>("error"),
+  presence: byId<HTMLUListElement>("presence"),
+  aiStatus: byId<HTMLParagraphElement>("ai-status"),
+};
+
+// ---------------------------------------------------------------------------------------------
+// State of the joined chat
+
+/** Typing stops counting as typing after this long without a keystroke. */
+const TYPING_IDLE_MS = 2500;
+/** Forget another member's "typing" if its stop never arrives (a dropped connection). */
+const TYPING_EXPIRY_MS = 10000;
+
+type ConnectionState = "idle" | "connecting" | "connected" | "disconnected" | "error";
+
+interface Session {
+  socket: AIChatSocket;
+  chatId: string;
+  userId: string;
+  /** Whether a join ack has been shown: the first fills the list, later ones recover. */
+  joinedOnce: boolean;
+  /** Each shown message by id, for receipts, streaming and de-duplication. */
+  elements: Map<string, HTMLLIElement>;
+  /** requestIds of turns that started and have not ended: Stop is enabled while any runs. */
+  runningTurns: Set<string>;
+  /** Other members typing, each with the timer that forgets them. */
+  typers: Map<string, number>;
+  /** Own messages' readers, by messageId. */
+  readers: Map<string, Set<string>>;
+  /** Messages from others waiting for the tab to be visible before they count as read. */
+  unread: string[];
+  typingSent: boolean;
+  typingTimer: number | undefined;
+}
+
+let session: Session | null = null;
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/** A v4 UUID. `crypto.randomUUID` exists only in secure contexts; a LAN http:// page is not one. */
+function newId(): string {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = ((b[6] ?? 0) & 0x0f) | 0x40;
+  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+function setStatus(state: ConnectionState, text: string): void {
+  ui.status.dataset.state = state;
+  ui.status.textContent = text;
+}
+
+function showError(message: string | null): void {
+  ui.error.hidden = message === null;
+  ui.error.textContent = message ?? "";
+}
+
+function setAiStatus(state: string, text: string): void {
+  ui.aiStatus.dataset.state = state;
+  ui.aiStatus.textContent = text;
+}
+
+/** `code: message` for a NatterError, a server `{code, message}`, or any thrown value. */
+function describeError(e: unknown): string {
+  if (e && typeof e === "object") {
+    const o = e as { code?: unknown; message?: unknown };
+    if (typeof o.message === "string") {
+      return typeof o.code === "string" && !o.message.startsWith(o.code) ? `${o.code}: ${o.message}` : o.message;
+    }
+  }
+  return String(e);
+}
+
+/** A string field of an `ai:error`'s free-form `details`, if it has one. */
+function detail(details: unknown, key: string): string | undefined {
+  if (typeof details !== "object" || details === null || Array.isArray(details)) return undefined;
+  const value = (details as Record<string, unknown>)[key];
+  return typeof value === "string" ? value : undefined;
+}
+
+function formatTime(iso: unknown): string {
+  if (typeof iso !== "string") return "";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? "" : d.toLocaleTimeString();
+}
+
+/** Keeps the list pinned to the newest message unless the reader scrolled up. */
+function withScroll(change: () => void): void {
+  const list = ui.messages;
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  change();
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+
+interface Shown {
+  messageId: string;
+  role: "user" | "assistant";
+  userId: string;
+  text: string;
+  createdAt?: string | undefined;
+}
+
+/** The element showing message `m`, made and appended if it is new. */
+function messageElement(s: Session, m: Shown): HTMLLIElement {
+  const existing = s.elements.get(m.messageId);
+  if (existing) return existing;
+  const li = document.createElement("li");
+  li.className = "message";
+  li.dataset.testid = "message";
+  li.dataset.messageId = m.messageId;
+  li.dataset.role = m.role;
+  li.dataset.userId = m.userId;
+  li.dataset.state = "done";
+  if (m.role === "user" && m.userId === s.userId) li.classList.add("mine");
+
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const author = document.createElement("span");
+  author.className = "author";
+  author.textContent = m.role === "assistant" ? "assistant" : m.userId;
+  const time = document.createElement("time");
+  time.className = "time";
+  time.textContent = formatTime(m.createdAt);
+  meta.append(author, time);
+
+  const text = document.createElement("div");
+  text.className = "text";
+  text.dataset.testid = "message-text";
+  text.textContent = m.text;
+
+  const note = document.createElement("div");
+  note.className = "note";
+  note.dataset.testid = "message-note";
+
+  const receipt = document.createElement("div");
+  receipt.className = "receipt";
+  receipt.dataset.testid = "read-receipt";
+
+  li.append(meta, text, note, receipt);
+  s.elements.set(m.messageId, li);
+  withScroll(() => ui.messages.append(li));
+  return li;
+}
+
+/** The message's part with `className` (text, time, note, receipt); messageElement makes them all. */
+function part(li: HTMLLIElement, className: "text" | "time" | "note" | "receipt"): HTMLElement {
+  const found = li.querySelector<HTMLElement>(`.${className}`);
+  if (found) return found;
+  // Unreachable for elements made by messageElement; never write over the whole message.
+  const made = document.createElement("div");
+  made.className = className;
+  li.append(made);
+  return made;
+}
+
+function renderPresence(s: Session, online: readonly string[]): void {
+  const users = [...new Set(online)].sort();
+  ui.presence.replaceChildren(
+    ...users.map((u) => {
+      const li = document.createElement("li");
+      li.dataset.userId = u;
+      li.textContent = u === s.userId ? `${u} (you)` : u;
+      if (u === s.userId) li.classList.add("me");
+      return li;
+    }),
+  );
+}
+
+function renderTyping(s: Session): void {
+  const names = [...s.typers.keys()].sort();
+  ui.typing.textContent =
+    names.length === 0
+      ? ""
+      : names.length === 1
+        ? `${names[0]} is typing…`
+        : names.length === 2
+          ? `${names[0]} and ${names[1]} are typing…`
+          : `${names.length} people are typing…`;
+}
+
+function renderRunning(s: Session): void {
+  const running = s.runningTurns.size > 0;
+  ui.stopButton.disabled = !running;
+  if (!running) setAiStatus("idle", "idle");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read receipts
+
+/** Marks messages from other members read, once this tab is actually visible. */
+function markRead(s: Session, messageIds: string[]): void {
+  s.unread.push(...messageIds);
+  flushRead(s);
+}
+
+function flushRead(s: Session): void {
+  if (s.unread.length === 0 || document.visibilityState !== "visible") return;
+  const messageIds = s.unread.splice(0);
+  // Sent once joined (the SDK queues until then); a refusal reaches onServerError.
+  s.socket.markRead({ userId: s.userId, messageIds, readAt: new Date().toISOString() }).catch(() => undefined);
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (session) flushRead(session);
+});
+
+function onReadReceipt(s: Session, e: { userId: string; messageIds: string[] }): void {
+  if (e.userId === s.userId) return;
+  for (const id of e.messageIds) {
+    const li = s.elements.get(id);
+    if (!li || li.dataset.userId !== s.userId || li.dataset.role !== "user") continue;
+    const readers = s.readers.get(id) ?? new Set<string>();
+    readers.add(e.userId);
+    s.readers.set(id, readers);
+    part(li, "receipt").textContent = `read by ${[...readers].sort().join(", ")}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The assistant's turns
+
+function assistantElement(s: Session, messageId: string, createdAt?: string): HTMLLIElement {
+  return messageElement(s, { messageId, role: "assistant", userId: "assistant", text: "", createdAt });
+}
+
+function turnStarted(s: Session, requestId: string): void {
+  // A late event of a turn that already ended must not enable Stop again.
+  if (s.socket.hasTurnEnded(requestId)) return;
+  s.runningTurns.add(requestId);
+  renderRunning(s);
+}
+
+function turnEnded(s: Session, requestId: string): void {
+  s.runningTurns.delete(requestId);
+  renderRunning(s);
+}
+
+function showHistory(s: Session, messages: ReadonlyArray<{ messageId: string; role: string; text: string; createdAt?: string; userId?: string; finishReason?: string }>): void {
+  ui.messages.replaceChildren();
+  s.elements.clear();
+  const fromOthers: string[] = [];
+  for (const m of messages) {
+    const assistant = m.role === "assistant";
+    const userId = assistant ? "assistant" : (m.userId ?? "");
+    const li = messageElement(s, { messageId: m.messageId, role: assistant ? "assistant" : "user", userId, text: m.text, createdAt: m.createdAt });
+    if (m.finishReason === "aborted") {
+      li.dataset.state = "aborted";
+      part(li, "note").textContent = "stopped";
+    }
+    if (!assistant && userId !== s.userId) fromOthers.push(m.messageId);
+  }
+  if (fromOthers.length > 0) markRead(s, fromOthers);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Joining, sending, typing
+
+function setJoined(joined: boolean): void {
+  ui.input.disabled = !joined;
+  ui.sendButton.disabled = !joined;
+}
+
+function stopTyping(s: Session): void {
+  window.clearTimeout(s.typingTimer);
+  s.typingTimer = undefined;
+  if (s.typingSent) {
+    s.typingSent = false;
+    if (s.socket.isConnected()) s.socket.typingStop(s.userId).catch(() => undefined);
+  }
+}
+
+function leave(): void {
+  const s = session;
+  session = null;
+  if (!s) return;
+  stopTyping(s);
+  for (const timer of s.typers.values()) window.clearTimeout(timer);
+  s.socket.destroy();
+  ui.presence.replaceChildren();
+  ui.typing.textContent = "";
+  ui.stopButton.disabled = true;
+  ui.leaveButton.disabled = true;
+  setAiStatus("idle", "idle");
+  setJoined(false);
+  setStatus("idle", "not connected");
+}
+
+function join(chatId: string, userId: string, token: string | null): void {
+  leave();
+  showError(null);
+  ui.messages.replaceChildren();
+  ui.leaveButton.disabled = false;
+  setStatus("connecting", `connecting to ${chatId}…`);
+
+  const s: Session = {
+    socket: undefined as unknown as AIChatSocket, // set right below, before any callback can run
+    chatId,
+    userId,
+    joinedOnce: false,
+    elements: new Map(),
+    runningTurns: new Set(),
+    typers: new Map(),
+    readers: new Map(),
+    unread: [],
+    typingSent: false,
+    typingTimer: undefined,
+  };
+  // Callbacks of a session the page has left are ignored.
+  const live = () => session === s;
+
+  s.socket = new AIChatSocket({
+    url: window.location.origin,
+    chatId,
+    userId,
+    ioOptions: {
+      transports: ["websocket"],
+      // With auth off the server takes the name from `auth.userId`; with auth on the token
+      // decides who this is.
+      auth: token ? { token } : { userId },
+    },
+    autoConnect: false,
+    callbacks: {
+      onJoin: (ack) => {
+        if (!live()) return;
+        renderPresence(s, ack.onlineUserIds);
+        if (!s.joinedOnce) showHistory(s, ack.messages);
+        s.joinedOnce = true;
+      },
+      // A rejoin that could not replay what was missed: the ack's messages are the truth.
+      onResync: (messages) => {
+        if (live()) showHistory(s, messages);
+      },
+      onConnect: () => {
+        if (!live()) return;
+        setStatus("connected", `connected to ${chatId} as ${userId}`);
+        setJoined(true);
+        flushRead(s);
+      },
+      onDisconnect: ({ reason }) => {
+        if (!live()) return;
+        setStatus("disconnected", `disconnected (${reason}); reconnecting…`);
+        setJoined(false);
+        // Running turns are re-sent on the rejoin; until then nothing is known to run.
+        s.runningTurns.clear();
+        renderRunning(s);
+        for (const timer of s.typers.values()) window.clearTimeout(timer);
+        s.typers.clear();
+        renderTyping(s);
+      },
+      onServerError: (e) => {
+        if (!live()) return;
+        if (!s.socket.isConnected()) setStatus("error", `cannot connect: ${describeError(e)}`);
+        else showError(describeError(e));
+      },
+      onChatMessage: (e) => {
+        if (!live()) return;
+        messageElement(s, { messageId: e.messageId, role: "user", userId: e.userId, text: e.text, createdAt: e.createdAt });
+        if (e.userId !== s.userId) markRead(s, [e.messageId]);
+      },
+      onPresenceUpdate: (e) => {
+        if (live()) renderPresence(s, e.onlineUserIds);
+      },
+      onTypingUpdate: (e) => {
+        if (!live() || e.userId === s.userId) return;
+        window.clearTimeout(s.typers.get(e.userId));
+        if (e.typing) {
+          const forget = window.setTimeout(() => {
+            s.typers.delete(e.userId);
+            renderTyping(s);
+          }, TYPING_EXPIRY_MS);
+          s.typers.set(e.userId, forget);
+        } else {
+          s.typers.delete(e.userId);
+        }
+        renderTyping(s);
+      },
+      onReadReceipt: (e) => {
+        if (live()) onReadReceipt(s, e);
+      },
+      onAIProcessing: (e) => {
+        if (!live()) return;
+        turnStarted(s, e.requestId);
+        setAiStatus(e.status, e.status === "retrying" && e.reason ? `retrying (${e.reason})…` : `${e.status}…`);
+      },
+      onAIToken: (e) => {
+        if (!live()) return;
+        turnStarted(s, e.requestId);
+        const li = assistantElement(s, e.messageId);
+        li.dataset.state = "streaming";
+        li.dataset.requestId = e.requestId;
+        // The SDK hands each index once, with the turn's text so far.
+        withScroll(() => {
+          part(li, "text").textContent = e.turnText;
+        });
+        setAiStatus("streaming", "replying…");
+      },
+      onAIMessage: (e) => {
+        if (!live()) return;
+        const li = assistantElement(s, e.messageId, e.createdAt);
+        // The final text is the reference: it equals the tokens joined.
+        part(li, "text").textContent = e.text;
+        part(li, "time").textContent = formatTime(e.createdAt);
+        const aborted = e.finishReason === "aborted";
+        li.dataset.state = aborted ? "aborted" : "done";
+        part(li, "note").textContent = aborted ? "stopped" : "";
+        turnEnded(s, e.requestId);
+      },
+      onAIError: (e) => {
+        if (!live()) return;
+        const messageId = detail(e.details, "messageId");
+        // The reply being streamed keeps its partial text and says why it ended.
+        const li = assistantElement(s, messageId ?? `error-${e.requestId}`);
+        const partialText = detail(e.details, "partialText");
+        if (partialText !== undefined && part(li, "text").textContent === "") {
+          part(li, "text").textContent = partialText;
+        }
+        li.dataset.state = "error";
+        part(li, "note").textContent = `error: ${describeError(e)}`;
+        turnEnded(s, e.requestId);
+      },
+    },
+  });
+  session = s;
+  s.socket.connect();
+}
+
+function send(s: Session): void {
+  const text = ui.input.value.trim();
+  if (text === "") return;
+  stopTyping(s);
+  const messageId = newId();
+  const li = messageElement(s, { messageId, role: "user", userId: s.userId, text, createdAt: new Date().toISOString() });
+  li.dataset.pending = "true";
+  ui.input.value = "";
+  s.socket
+    .sendMessage({ messageId, userId: s.userId, text })
+    .then(() => {
+      delete li.dataset.pending;
+    })
+    .catch((e: unknown) => {
+      delete li.dataset.pending;
+      li.dataset.state = "error";
+      part(li, "note").textContent = `not sent: ${describeError(e)}`;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+
+/**
+ * The `user_id` claim of a JWT, read without checking the signature: only to prefill the name
+ * field (the server checks the token and takes the identity from it, whatever the page shows).
+ */
+function tokenUser(jwt: string): string | undefined {
+  try {
+    const body = jwt.split(".")[1];
+    if (!body) return undefined;
+    const bytes = Uint8Array.from(atob(body.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+    const json = new TextDecoder().decode(bytes);
+    const claims: unknown = JSON.parse(json);
+    const user = typeof claims === "object" && claims !== null ? (claims as Record<string, unknown>)["user_id"] : undefined;
+    return typeof user === "string" ? user : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const params = new URLSearchParams(window.location.search);
+const token = params.get("token");
+ui.chatInput.value = params.get("chat") ?? "";
+ui.userInput.value = params.get("user") ?? (token ? (tokenUser(token) ?? "") : "");
+
+ui.joinForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const chatId = ui.chatInput.value.trim();
+  const userId = ui.userInput.value.trim();
+  if (chatId === "" || userId === "") {
+    showError("Chat and name must not be blank.");
+    return;
+  }
+  // Keep the choice in the address so a reload or a copied link lands in the same chat.
+  const next = new URLSearchParams(window.location.search);
+  next.set("chat", chatId);
+  next.set("user", userId);
+  window.history.replaceState(null, "", `?${next.toString()}`);
+  join(chatId, userId, token);
+});
+
+ui.leaveButton.addEventListener("click", () => leave());
+
+ui.composer.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  if (session) send(session);
+});
+
+ui.input.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    if (session) send(session);
+  }
+});
+
+ui.input.addEventListener("input", () => {
+  const s = session;
+  if (!s || !s.socket.isConnected()) return;
+  showError(null);
+  if (ui.input.value === "") {
+    stopTyping(s);
+    return;
+  }
+  if (!s.typingSent) {
+    s.typingSent = true;
+    s.socket.typingStart(s.userId).catch(() => undefined);
+  }
+  window.clearTimeout(s.typingTimer);
+  s.typingTimer = window.setTimeout(() => stopTyping(s), TYPING_IDLE_MS);
+});
+
+ui.input.addEventListener("blur", () => {
+  if (session) stopTyping(session);
+});
+
+ui.stopButton.addEventListener("click", () => {
+  const s = session;
+  if (!s) return;
+  ui.stopButton.disabled = true;
+  s.socket.abort("stopped from the playground").catch((e: unknown) => {
+    if (session === s) showError(`stop: ${describeError(e)}`);
+    renderRunning(s);
+  });
+});
