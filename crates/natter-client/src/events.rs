@@ -1,0 +1,91 @@
+//! Natter's event map (seed 001's `ChatEvents`): one type per event, naming its default wire
+//! name and its payload (and, client → server, its ack), all from `natter_protocol`.
+
+use natter_protocol::client as c;
+use natter_protocol::events::DiscoveryResponse;
+use natter_protocol::socketio as s;
+
+use crate::service::{ClientEvent, EventMap, ServerEvent};
+
+/// The events of Natter's Socket.IO face (CONTRACT §1).
+#[derive(Debug, Clone, Copy)]
+pub struct ChatEvents;
+
+impl EventMap for ChatEvents {}
+
+macro_rules! client_events {
+    ($($(#[$doc:meta])* $ty:ident = $name:literal, $payload:ty => $ack:ty;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
+        impl ClientEvent for $ty {
+            type Map = ChatEvents;
+            const NAME: &'static str = $name;
+            type Payload = $payload;
+            type Ack = $ack;
+        }
+    )*};
+}
+
+macro_rules! server_events {
+    ($($(#[$doc:meta])* $ty:ident = $name:literal, $payload:ty;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
+        impl ServerEvent for $ty {
+            type Map = ChatEvents;
+            const NAME: &'static str = $name;
+            type Payload = $payload;
+        }
+    )*};
+}
+
+client_events! {
+    /// `chat:join`
+    Join = "chat:join", c::JoinPayload => s::JoinAck;
+    /// `chat:leave`
+    Leave = "chat:leave", c::LeavePayload => s::OkAck;
+    /// `user:message`
+    UserMessage = "user:message", c::UserMessagePayload => s::UserMessageAck;
+    /// `typing:start`
+    TypingStart = "typing:start", c::TypingPayload => s::OkAck;
+    /// `typing:stop`
+    TypingStop = "typing:stop", c::TypingPayload => s::OkAck;
+    /// `ai:abort`
+    Abort = "ai:abort", c::AbortPayload => s::AbortAck;
+    /// `message:read` (client → server)
+    MarkRead = "message:read", c::MarkReadPayload => s::MarkReadAck;
+    /// `ai:tool_result` (client → server)
+    ToolResultIn = "ai:tool_result", c::ToolResultPayload => s::OkAck;
+    /// `auth:refresh`
+    AuthRefresh = "auth:refresh", c::AuthRefreshPayload => s::AuthRefreshAck;
+    /// `meta:events:request`
+    DiscoveryRequest = "meta:events:request", c::DiscoveryRequestPayload => s::DiscoveryAck;
+}
+
+server_events! {
+    /// `chat:message`
+    ChatMessage = "chat:message", s::ChatMessageEvent;
+    /// `presence:update`
+    PresenceUpdate = "presence:update", s::PresenceUpdateEvent;
+    /// `typing:update`
+    TypingUpdate = "typing:update", s::TypingUpdateEvent;
+    /// `ai:processing`
+    AiProcessing = "ai:processing", s::AiProcessingEvent;
+    /// `ai:token`
+    AiToken = "ai:token", s::AiTokenEvent<'static>;
+    /// `ai:message`
+    AiMessage = "ai:message", s::AiMessageEvent;
+    /// `ai:error`
+    AiError = "ai:error", s::AiErrorEvent;
+    /// `ai:tool_call`
+    AiToolCall = "ai:tool_call", s::AiToolCallEvent;
+    /// `ai:tool_result` (server → client)
+    AiToolResult = "ai:tool_result", s::AiToolResultEvent;
+    /// `message:read` (server → client)
+    ReadReceipt = "message:read", s::MessageReadEvent;
+    /// `meta:events:response`
+    DiscoveryResponseEvent = "meta:events:response", DiscoveryResponse;
+    /// `error`
+    ServerError = "error", s::ServerErrorEvent;
+}
