@@ -7,6 +7,8 @@ use natter_server::config::Settings;
 use natter_server::{ApiKeys, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+mod terminal_chat;
+
 #[derive(Parser)]
 #[command(name = "natter", version, about = "Natter: a real-time AI chat server")]
 struct Cli {
@@ -21,6 +23,9 @@ enum Command {
     /// Mint an HS256 token for a user (development, scripts, and as a reference for the
     /// backend that mints tokens in production).
     Token(TokenArgs),
+    /// Chat in the terminal: join a chat on a running server, see its history, send messages
+    /// and watch replies stream in.
+    Chat(terminal_chat::ChatArgs),
     /// The offline model.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -206,6 +211,7 @@ fn main() -> std::process::ExitCode {
             runtime.block_on(serve(args))
         }
         Command::Token(args) => token(args),
+        Command::Chat(args) => runtime.block_on(terminal_chat::run(args)),
         Command::Model(ModelCommand::Pull(args)) => runtime.block_on(model_pull(args)),
     };
     match result {
