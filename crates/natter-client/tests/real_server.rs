@@ -600,3 +600,74 @@ async fn callbacks_instead_of_a_stream() {
     assert_eq!(*streamed.lock().expect("lock"), text);
     chat.close().await;
 }
+
+/// With a 100 ms heartbeat, a connection that stopped answering pings would be dropped within
+/// 250 ms; the client stays connected through 2 s of silence and then chats as before.
+#[tokio::test]
+async fn answers_the_servers_pings() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let upstream = start_fake_upstream().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let heartbeat = ["--ping-interval-ms", "100", "--ping-timeout-ms", "150"];
+    let natter = Natter::start(&upstream, dir.path(), &heartbeat).await;
+
+    // The control: a bare WebSocket that never answers a ping is closed by the server, so the
+    // heartbeat really is this short.
+    let ws_url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        natter.url.replacen("http://", "ws://", 1)
+    );
+    let (mut silent, _) = tokio_tungstenite::connect_async(&ws_url)
+        .await
+        .expect("raw websocket");
+    silent
+        .send(Message::text("40"))
+        .await
+        .expect("socket.io connect");
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(Ok(message)) = silent.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server kept a connection that never answered its pings"
+    );
+
+    let chat_id = unique("heartbeat");
+    let (chat, mut events) =
+        AiChatSocket::connect(ChatOptions::new(&natter.url, &chat_id).user_id("ada"))
+            .await
+            .expect("connect and join");
+    until(&mut events, 5, "Joined", |e| {
+        matches!(e, ChatEvent::Joined(_)).then_some(())
+    })
+    .await;
+    // 2 s idle: about 20 pings, each of which had to be answered.
+    let quiet = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match events.recv().await {
+                Some(ChatEvent::PresenceUpdate(_)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "something happened while idle: {quiet:?}");
+    assert!(chat.is_connected());
+    chat.send_message(SendMessage::text("still there? [fake:tokens n=3]"))
+        .await
+        .expect("acked after the idle time");
+    until(&mut events, 10, "ai:message", |e| match e {
+        ChatEvent::AiMessage(m) => Some(m.text.clone()),
+        ChatEvent::Disconnected(reason) => panic!("disconnected: {reason:?}"),
+        _ => None,
+    })
+    .await;
+    chat.close().await;
+}

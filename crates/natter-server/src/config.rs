@@ -77,6 +77,14 @@ pub struct Settings {
     /// Largest Engine.IO packet in bytes [default: 4194304].
     #[arg(long, env = "NATTER_MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<u64>,
+    /// Engine.IO heartbeat: how often the server pings each connection, in milliseconds
+    /// [default: 25000].
+    #[arg(long, env = "NATTER_PING_INTERVAL_MS")]
+    pub ping_interval_ms: Option<u64>,
+    /// Engine.IO heartbeat: how long a client has to answer a ping before it is dropped, in
+    /// milliseconds [default: 20000].
+    #[arg(long, env = "NATTER_PING_TIMEOUT_MS")]
+    pub ping_timeout_ms: Option<u64>,
     /// Messages of context sent to the model [default: 40].
     #[arg(long, env = "NATTER_CONTEXT_MAX_MESSAGES")]
     pub context_max_messages: Option<usize>,
@@ -262,6 +270,8 @@ impl Settings {
             retry_base_delay_ms,
             max_text_bytes,
             max_payload_bytes,
+            ping_interval_ms,
+            ping_timeout_ms,
             context_max_messages,
             context_max_bytes,
             join_history,
@@ -390,6 +400,9 @@ pub struct ServerConfig {
     pub socketio: SocketIoConfig,
     pub http: HttpConfig,
     pub max_payload_bytes: u64,
+    /// The Engine.IO heartbeat (socketioxide's defaults: 25 s and 20 s).
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
     pub socket_buffer: usize,
     pub bus_capacity: usize,
     pub shutdown_grace: Duration,
@@ -533,6 +546,14 @@ fn tools_config(
         });
     }
     Ok(cfg)
+}
+
+/// A heartbeat setting: at least 50 ms (shorter would be all pings and no chat), at most an hour.
+fn heartbeat_millis(what: &str, v: Option<u64>, default: u64) -> anyhow::Result<Duration> {
+    match v.unwrap_or(default) {
+        ms @ 50..=3_600_000 => Ok(Duration::from_millis(ms)),
+        ms => bail!("{what} must be between 50 and 3600000 milliseconds, got {ms}"),
+    }
 }
 
 fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
@@ -721,6 +742,8 @@ impl ServerConfig {
             },
             http,
             max_payload_bytes,
+            ping_interval: heartbeat_millis("ping_interval_ms", s.ping_interval_ms, 25_000)?,
+            ping_timeout: heartbeat_millis("ping_timeout_ms", s.ping_timeout_ms, 20_000)?,
             socket_buffer: s.socket_buffer.unwrap_or(256).max(8),
             bus_capacity: s.bus_capacity.unwrap_or(256),
             shutdown_grace: secs("shutdown_grace_secs", s.shutdown_grace_secs.unwrap_or(5.0))?,

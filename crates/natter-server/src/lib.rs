@@ -144,6 +144,8 @@ impl Server {
             // also keeps a refused handshake's connection (about 20 KB) until then, so this
             // bounds what refused clients (bad tokens, over a cap) can hold: 10 s, not 45.
             .connect_timeout(Duration::from_secs(10))
+            .ping_interval(config.ping_interval)
+            .ping_timeout(config.ping_timeout)
             .build_layer();
         natter_socketio::attach(&io, core.clone(), config.socketio.clone());
         let ops = ops::Ops::new(core.clone(), bus)?;
