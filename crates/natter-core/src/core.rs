@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub tools: ToolRegistry,
     pub turns: TurnScheduler,
     pub limits: Limits,
+    /// Set once the turns an earlier run left open have been ended: how many there were.
+    pub interrupted_turns_ended: tokio::sync::OnceCell<usize>,
 }
 
 impl Inner {
@@ -169,7 +171,7 @@ impl ChatCore {
         telemetry::describe();
         let turns = TurnScheduler::new(config.max_concurrent_turns);
         let limits = Limits::new(config.limits.clone());
-        Self {
+        let core = Self {
             inner: Arc::new(Inner {
                 limits,
                 config,
@@ -179,7 +181,58 @@ impl ChatCore {
                 provider,
                 tools,
                 turns,
+                interrupted_turns_ended: tokio::sync::OnceCell::new(),
             }),
+        };
+        // At startup rather than when each chat is next opened: the open turns are a small
+        // indexed set (at most the turns running or queued at the crash), while chats may be
+        // many, and a member waiting on a turn may never reopen its chat (a pending-turn
+        // tracker, an AI SDK resume). In the background, so that serving starts at once;
+        // joins and follows wait for it, so a member's replay already holds the ends.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let background = core.clone();
+            core.inner
+                .turns
+                .spawn_background(&runtime, |stop| async move {
+                    background.end_interrupted_turns_until_done(stop).await
+                });
+        }
+        core
+    }
+
+    /// Ends the turns an earlier run of the server left open (it crashed or was killed while
+    /// they were queued or running) with `ai:error` code `interrupted`, `retryable: true`:
+    /// every turn ends (CONTRACT §1). Done once per core; the constructor starts it when a
+    /// Tokio runtime is running, and calling this waits for that run. Returns how many turns
+    /// it ended. See [`Store::interrupted_turns`] for which turns count as left open.
+    pub async fn end_interrupted_turns(&self) -> Result<usize, CoreError> {
+        let inner = &self.inner;
+        let ended = inner
+            .interrupted_turns_ended
+            .get_or_try_init(|| crate::turn::end_interrupted_turns(inner))
+            .await?;
+        Ok(*ended)
+    }
+
+    /// [`Self::end_interrupted_turns`], retried while the store fails, until shutdown.
+    async fn end_interrupted_turns_until_done(&self, stop: tokio_util::sync::CancellationToken) {
+        let mut delay = std::time::Duration::from_millis(500);
+        loop {
+            match self.end_interrupted_turns().await {
+                Ok(0) => return,
+                Ok(ended) => {
+                    tracing::info!(ended, "ended the turns the last run left open");
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "ending the turns the last run left open failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.cancelled() => return,
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(30));
         }
     }
 
@@ -263,6 +316,12 @@ impl ChatCore {
         create: Option<&NewChat>,
     ) -> Result<(ChatInfo, Subscription), CoreError> {
         let inner = &self.inner;
+        // A member starts from a settled log: turns the last run left open have ended (at
+        // once after a start; a no-op later). Should that fail, the join goes on and the ends
+        // arrive live once stored.
+        if let Err(e) = self.end_interrupted_turns().await {
+            warn!(chat = %chat, error = %e, "ending the turns the last run left open failed");
+        }
         // Subscribe before reading the head: every event after the head then arrives live,
         // and anything live at or below the head is dropped by the feed as a duplicate.
         let mut subscription = inner.bus.subscribe(chat).await?;

@@ -21,6 +21,12 @@
 //!   has none; `pinned`; the status on `ChatEnded`; the user as a member on `UserMessage`.
 //! - **Superseded messages.** Appending `MessageSuperseded` marks that message so that
 //!   `recent_messages` and `messages_after` skip it; the events themselves stay in the log.
+//! - **Open turns kept with the log.** In the same transaction as the append, the store
+//!   records which turns were asked for and have not ended: a `UserMessage` with a
+//!   `requestId`, or a `MessageSuperseded`, opens turn `requestId` (tagged with this store
+//!   instance); an `AssistantMessage` or `TurnFailed` closes it. A duplicate opens nothing.
+//!   [`interrupted_turns`](Store::interrupted_turns) reads the ones a process that is gone
+//!   left open, so the core can end them after a crash (every turn ends, CONTRACT §1).
 //! - **Real delete.** [`delete_chat`](Store::delete_chat) removes the chat and all its
 //!   events; the same chat id may later be created again, with a new epoch.
 //!
@@ -53,6 +59,17 @@ impl Appended {
             Self::New(e) | Self::Duplicate(e) => e,
         }
     }
+}
+
+/// A turn the log says was asked for and never ended: its process stopped while the turn was
+/// queued or running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenTurn {
+    pub chat: ChatKey,
+    pub request_id: String,
+    pub trace_id: Option<String>,
+    /// The `seq` of the event that asked for the turn.
+    pub opened_seq: u64,
 }
 
 #[async_trait]
@@ -120,6 +137,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the chat and its whole log. `false` if it did not exist.
     async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError>;
+
+    /// Up to `limit` turns left open by store instances other than this one (earlier runs of
+    /// the server on the same data), by chat and in the order asked for; never one this
+    /// instance opened. Ending
+    /// one (appending its `TurnFailed`) removes it from the answer.
+    ///
+    /// The default answers none: right for a store whose log does not outlive its process
+    /// (an in-memory store), where no turn can be left over from an earlier run. A store that
+    /// several live nodes share must answer only turns of nodes known to be gone (e.g. by a
+    /// lease); the SQLite store assumes one node per database (see `docs/architecture.md`).
+    async fn interrupted_turns(&self, limit: usize) -> Result<Vec<OpenTurn>, StoreError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
 
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -5,7 +5,7 @@
 //! queued → working → (retrying → working)* → streaming → one durable end event
 //! (`AssistantMessage`, or `TurnFailed` keeping any partial text).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use crate::provider::{
     CompletionRequest, PromptMessage, ProviderError, ProviderErrorKind, ProviderEvent, Role,
     ToolCall,
 };
+use crate::store::StoreError;
 use crate::telemetry;
 use crate::tools::{Executor, check_arguments};
 
@@ -266,6 +267,19 @@ impl TurnScheduler {
                 running.cancel.cancel();
             }
         }
+    }
+
+    /// Runs `task` in the background like a turn: shutdown waits for it (within the grace
+    /// period) and cancels `stop` first.
+    pub fn spawn_background<F>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        task: impl FnOnce(CancellationToken) -> F,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks
+            .spawn_on(task(self.shutting_down.clone()), runtime);
     }
 
     pub async fn shutdown(&self, inner: &Arc<Inner>, grace: Duration) {
@@ -963,4 +977,57 @@ async fn fail_unstarted(inner: &Arc<Inner>, req: &TurnRequest, code: ErrorCode, 
         },
     )
     .await;
+}
+
+/// How many open turns one store read hands over when ending interrupted turns.
+const INTERRUPTED_BATCH: usize = 100;
+
+/// Ends every turn an earlier run of the server left open (it crashed or was killed while the
+/// turn was queued or running): each gets a `TurnFailed` with code `interrupted`, stored and
+/// then published, so members see `ai:error` with a `seq`, live and in replays. The partial
+/// text is lost with the process (tokens are never stored), so it is empty. Returns how many
+/// turns it ended.
+pub(crate) async fn end_interrupted_turns(inner: &Arc<Inner>) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    // A turn the store keeps answering although it was handled (its chat vanished meanwhile)
+    // must not loop forever.
+    let mut handled = HashSet::new();
+    loop {
+        let batch = inner.store.interrupted_turns(INTERRUPTED_BATCH).await?;
+        let fresh: Vec<_> = batch
+            .into_iter()
+            .filter(|t| handled.insert((t.chat.clone(), t.request_id.clone())))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(ended);
+        }
+        for open in fresh {
+            let body = EventBody::TurnFailed {
+                message_id: new_id(),
+                request_id: open.request_id.clone(),
+                code: ErrorCode::Interrupted.as_str().to_owned(),
+                message:
+                    "the server stopped while this reply was being written; it was not finished"
+                        .to_owned(),
+                retryable: true,
+                partial_text: String::new(),
+                trace_id: open.trace_id.clone(),
+            };
+            match inner.store.append(&open.chat, body, now_millis()).await {
+                Ok(appended) => {
+                    info!(chat = %open.chat, requestId = %open.request_id, "ended a turn the last run left open");
+                    metrics::counter!(telemetry::ERRORS, "code" => ErrorCode::Interrupted.as_str())
+                        .increment(1);
+                    metrics::counter!(telemetry::TURNS, "outcome" => "interrupted").increment(1);
+                    inner
+                        .publish_durable(&open.chat, appended.event().clone(), None)
+                        .await;
+                    ended += 1;
+                }
+                // Deleted since: there is no log left to end the turn in.
+                Err(StoreError::NoSuchChat(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }

@@ -48,6 +48,8 @@ pub enum ErrorCode {
     Timeout,
     /// The server is shutting down.
     Shutdown,
+    /// The server stopped (crashed or was killed) while the turn ran; it ended at restart.
+    Interrupted,
     /// The store or bus failed; the request may be retried.
     Unavailable,
     /// HTTP: the path exists but not with this method.
@@ -89,6 +91,7 @@ impl ErrorCode {
         Self::UpstreamCut,
         Self::Timeout,
         Self::Shutdown,
+        Self::Interrupted,
         Self::Unavailable,
         Self::MethodNotAllowed,
         Self::Unauthorized,
@@ -121,6 +124,7 @@ impl ErrorCode {
             Self::UpstreamCut => "upstream_cut",
             Self::Timeout => "timeout",
             Self::Shutdown => "shutdown",
+            Self::Interrupted => "interrupted",
             Self::Unavailable => "unavailable",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized => "unauthorized",

@@ -5,6 +5,10 @@
 //!   connection with `BEGIN IMMEDIATE` never meets `SQLITE_BUSY` from our own process.
 //! - `synchronous = FULL` by default: an acked message survives power loss, not only a
 //!   crash of the process. `NORMAL` (crash-safe, faster) is available for benchmarks.
+//! - Open turns (table `open_turns`) are kept with the log and tagged with the instance (one
+//!   [`SqliteStore::open`], i.e. one server run) that opened them. One node per database is
+//!   assumed for turns: [`Store::interrupted_turns`] answers every open turn of another
+//!   instance, as if that instance were gone.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,7 +18,7 @@ use natter_core::chat::{
     ChatInfo, ChatKey, ChatPage, ChatScope, ChatStatus, ChatSummary, NewChat, title_from_text,
 };
 use natter_core::event::{EventBody, StoredEvent};
-use natter_core::store::{Appended, Store, StoreError};
+use natter_core::store::{Appended, OpenTurn, Store, StoreError};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -35,6 +39,8 @@ pub enum Durability {
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// This instance's tag on the turns it opens, so it never reports them as interrupted.
+    instance: String,
 }
 
 /// SQLite integers are i64: larger values (a client's huge `after` or `offset`) are capped,
@@ -96,7 +102,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer,
+            readers,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+        })
     }
 
     /// Runs `sql` (binding org, chat id, `seq` bound, limit) and reads its rows as events.
@@ -147,6 +157,7 @@ async fn insert_event(
     seq: u64,
     body: &EventBody,
     created_at: i64,
+    instance: &str,
 ) -> Result<(), StoreError> {
     let json = serde_json::to_string(body).map_err(|e| StoreError::Backend(e.to_string()))?;
     sqlx::query(
@@ -165,6 +176,7 @@ async fn insert_event(
     .await
     .map_err(backend)?;
     apply_to_summary(conn, chat, body, created_at).await?;
+    track_open_turns(conn, chat, seq, body, instance).await?;
     if let EventBody::ReadReceipt {
         user_id,
         message_ids,
@@ -187,6 +199,52 @@ async fn insert_event(
             .map_err(backend)?;
         }
     }
+    Ok(())
+}
+
+/// Opens a turn when an event asks for one and closes it when an event ends it (see
+/// [`Store`]'s "open turns").
+async fn track_open_turns(
+    conn: &mut SqliteConnection,
+    chat: &ChatKey,
+    seq: u64,
+    body: &EventBody,
+    instance: &str,
+) -> Result<(), StoreError> {
+    let (opened, trace_id) = match body {
+        EventBody::UserMessage {
+            request_id: Some(request_id),
+            trace_id,
+            ..
+        } => (request_id, trace_id),
+        EventBody::MessageSuperseded { request_id, .. } => (request_id, &None),
+        EventBody::AssistantMessage { request_id, .. }
+        | EventBody::TurnFailed { request_id, .. } => {
+            sqlx::query("DELETE FROM open_turns WHERE org = ? AND chat_id = ? AND request_id = ?")
+                .bind(&*chat.org)
+                .bind(&*chat.chat_id)
+                .bind(request_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    // A requestId the chat already has open keeps its first opening.
+    sqlx::query(
+        "INSERT OR IGNORE INTO open_turns (org, chat_id, request_id, trace_id, opened_seq, opened_by)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&*chat.org)
+    .bind(&*chat.chat_id)
+    .bind(opened)
+    .bind(trace_id)
+    .bind(sql_int(seq))
+    .bind(instance)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
     Ok(())
 }
 
@@ -354,7 +412,7 @@ impl Store for SqliteStore {
             metadata: new.metadata.clone(),
             members: new.members.clone().filter(|m| !m.is_empty()),
         };
-        insert_event(&mut tx, chat, 1, &body, now).await?;
+        insert_event(&mut tx, chat, 1, &body, now, &self.instance).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(info))
     }
@@ -398,7 +456,7 @@ impl Store for SqliteStore {
             return Err(StoreError::NoSuchChat(chat.to_string()));
         };
         let seq = seq as u64;
-        insert_event(&mut tx, chat, seq, &body, created_at).await?;
+        insert_event(&mut tx, chat, seq, &body, created_at, &self.instance).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Appended::New(StoredEvent {
             seq,
@@ -541,7 +599,7 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        for table in ["events", "read_receipts", "chat_members"] {
+        for table in ["events", "read_receipts", "chat_members", "open_turns"] {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE org = ? AND chat_id = ?"
             )))
@@ -560,6 +618,30 @@ impl Store for SqliteStore {
             .rows_affected();
         tx.commit().await.map_err(backend)?;
         Ok(deleted > 0)
+    }
+
+    async fn interrupted_turns(&self, limit: usize) -> Result<Vec<OpenTurn>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT org, chat_id, request_id, trace_id, opened_seq FROM open_turns
+             WHERE opened_by <> ? ORDER BY org, chat_id, opened_seq LIMIT ?",
+        )
+        .bind(&self.instance)
+        .bind(sql_int(limit as u64))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                let org: String = r.try_get("org").map_err(backend)?;
+                let chat_id: String = r.try_get("chat_id").map_err(backend)?;
+                Ok(OpenTurn {
+                    chat: ChatKey::new(org, chat_id),
+                    request_id: r.try_get("request_id").map_err(backend)?,
+                    trace_id: r.try_get("trace_id").map_err(backend)?,
+                    opened_seq: r.try_get::<i64, _>("opened_seq").map_err(backend)? as u64,
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -804,6 +886,113 @@ mod tests {
                 .total,
             1
         );
+    }
+
+    /// What the turn bookkeeping must get right: only turns asked for (a user message with a
+    /// requestId, a regenerate) open; duplicates open nothing; ends close; an instance never
+    /// reports its own turns; a deleted chat leaves none behind.
+    #[tokio::test]
+    async fn open_turns_follow_the_log() {
+        let dir = tempdir();
+        let chat = ChatKey::new("org", "c1");
+        let asked = |id: &str, request: &str| EventBody::UserMessage {
+            message_id: id.into(),
+            user_id: "u".into(),
+            text: "hi".into(),
+            parts: None,
+            request_id: Some(request.into()),
+            trace_id: Some(format!("trace-{request}")),
+        };
+        let ended = |request: &str| EventBody::AssistantMessage {
+            message_id: format!("reply-{request}"),
+            request_id: request.into(),
+            text: "hello".into(),
+            finish_reason: "stop".into(),
+            usage: None,
+            model: None,
+            trace_id: None,
+        };
+        let failed = |request: &str| EventBody::TurnFailed {
+            message_id: format!("reply-{request}"),
+            request_id: request.into(),
+            code: "upstream_cut".into(),
+            message: "cut".into(),
+            retryable: true,
+            partial_text: String::new(),
+            trace_id: None,
+        };
+        let first_run = store(&dir).await;
+        first_run
+            .open_chat(&chat, Some(&creator("u")))
+            .await
+            .unwrap();
+        let r1_seq = first_run
+            .append(&chat, asked("m1", "r1"), 1)
+            .await
+            .unwrap()
+            .event()
+            .seq;
+        // AI off: the message asks for no turn.
+        first_run
+            .append(&chat, user_message("m2", "no AI"), 2)
+            .await
+            .unwrap();
+        // A resent message is a duplicate and opens nothing more.
+        let again = first_run
+            .append(&chat, asked("m1", "r1-resent"), 3)
+            .await
+            .unwrap();
+        assert!(matches!(again, Appended::Duplicate(_)));
+        first_run.append(&chat, asked("m3", "r2"), 4).await.unwrap();
+        first_run.append(&chat, ended("r2"), 5).await.unwrap();
+        let r3_seq = first_run
+            .append(
+                &chat,
+                EventBody::MessageSuperseded {
+                    message_id: "reply-r2".into(),
+                    request_id: "r3".into(),
+                    superseded_by: Some("u".into()),
+                },
+                6,
+            )
+            .await
+            .unwrap()
+            .event()
+            .seq;
+        first_run.append(&chat, asked("m4", "r4"), 7).await.unwrap();
+        first_run.append(&chat, failed("r4"), 8).await.unwrap();
+        assert!(
+            first_run.interrupted_turns(10).await.unwrap().is_empty(),
+            "a run never reports the turns it opened itself"
+        );
+        drop(first_run);
+
+        let next_run = store(&dir).await;
+        let open = next_run.interrupted_turns(10).await.unwrap();
+        assert_eq!(
+            open,
+            vec![
+                OpenTurn {
+                    chat: chat.clone(),
+                    request_id: "r1".into(),
+                    trace_id: Some("trace-r1".into()),
+                    opened_seq: r1_seq,
+                },
+                OpenTurn {
+                    chat: chat.clone(),
+                    request_id: "r3".into(),
+                    trace_id: None,
+                    opened_seq: r3_seq,
+                },
+            ]
+        );
+        assert_eq!(next_run.interrupted_turns(1).await.unwrap().len(), 1);
+        next_run.append(&chat, failed("r1"), 9).await.unwrap();
+        let open = next_run.interrupted_turns(10).await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].request_id, "r3");
+        assert!(next_run.delete_chat(&chat).await.unwrap());
+        assert!(next_run.interrupted_turns(10).await.unwrap().is_empty());
     }
 
     fn tempdir() -> std::path::PathBuf {

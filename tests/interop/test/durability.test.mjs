@@ -15,7 +15,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
-import { connect, startFakeUpstream, startNatter, tempDir, uid } from "../lib/harness.mjs";
+import { connect, sleep, startFakeUpstream, startNatter, tempDir, uid } from "../lib/harness.mjs";
 
 let upstream, tmp;
 before(async () => {
@@ -143,11 +143,25 @@ test("SIGKILL mid-turn during a burst from 4 users: acked = durable, once, in or
     }
   });
 
-  await t.test("the turn cut by the kill has no reply and is not resumed; queued turns are not re-run", async () => {
-    // docs/security.md: the user message stays, the reply is missing (partial tokens were never
-    // durable). Nothing in the log ends that turn, or any turn queued behind it.
-    assert.deepEqual(replayed.filter((e) => e.event !== "chat:message").map((e) => e.event), [], "no ai:message / ai:error in the log");
+  await t.test("the turn cut by the kill, and every turn queued behind it, ends with ai:error interrupted; none is re-run", async () => {
+    // docs/security.md: the user message stays; the partial tokens were never durable, so the
+    // turn cannot be resumed. Every turn ends (CONTRACT §1): at the restart each one the kill
+    // left running or queued gets one ai:error `interrupted` (retryable), in the log, before a
+    // member's replay is read.
     assert.equal(bySeq.get(cutAck.seq).requestId, cutRequestId);
+    const asked = new Set(users.map((m) => m.requestId));
+    assert.equal(asked.size, users.length, "every stored message asked for its own turn");
+    const ends = replayed.filter((e) => e.event === "ai:error");
+    assert.equal(ends.length, users.length, "one end per turn, in the replay");
+    await sleep(200);
+    assert.equal(auditor.of("ai:error").length, users.length, "and no more live");
+    assert.deepEqual(new Set(ends.map((e) => e.requestId)), asked);
+    for (const e of ends) {
+      assert.equal(e.code, "interrupted");
+      assert.equal(e.retryable, true);
+      assert.equal(e.details?.partialText ?? "", "", "the partial text died with the process");
+    }
+    assert.equal(auditor.of("ai:message").length, 0, "no turn was re-run");
     const resume = await fetch(`${natter.url}/api/chat/${encodeURIComponent(chatId)}/stream`);
     assert.equal(resume.status, 204, "no turn is running after the restart");
     const history = await (await fetch(`${natter.url}/api/v1/chats/${encodeURIComponent(chatId)}/messages?after=0&limit=500`)).json();
