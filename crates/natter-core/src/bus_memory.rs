@@ -267,6 +267,7 @@ mod tests {
                 usage: None,
                 model: None,
                 trace_id: None,
+                token_count: Some(3),
             },
         };
         bus.publish(

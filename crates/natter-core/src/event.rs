@@ -56,6 +56,11 @@ pub enum EventBody {
         model: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trace_id: Option<String>,
+        /// How many `ai:token` events the turn published (their text concatenates to
+        /// `text`), so a member that lagged past the tail can be sent it; absent on events
+        /// stored before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_count: Option<u64>,
     },
     /// A turn that ended in an error. Any partial text is kept here.
     #[serde(rename_all = "camelCase")]
@@ -69,6 +74,10 @@ pub enum EventBody {
         partial_text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trace_id: Option<String>,
+        /// How many `ai:token` events the turn published (their text concatenates to
+        /// `partial_text`); absent when unknown (an interrupted run, or an older event).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_count: Option<u64>,
     },
     #[serde(rename_all = "camelCase")]
     ReadReceipt {

@@ -9,6 +9,9 @@
 //!   was slow): it reloads the missed durable events from the store and sends the running
 //!   turn's missed tokens as **one** coalesced item (`index..=through`), so a slow member
 //!   costs bounded memory and never slows the turn for others;
+//! - sends a turn's tokens the member missed before its end (the bus has dropped the turn's
+//!   buffer by then) as one item cut from the end event's text, so a lagging member's tokens
+//!   still concatenate to the reply (CONTRACT §1);
 //! - skips events caused by the member's own connection where the contract says so (its own
 //!   `chat:message`, its own typing).
 
@@ -51,6 +54,23 @@ pub enum FeedEnd {
 struct TurnCursor {
     turn: Arc<TurnRef>,
     next_index: u64,
+    /// Bytes of the turn's text handed out so far: tokens go out whole and in index order,
+    /// so they are a prefix of the text the turn's end carries.
+    sent_bytes: usize,
+}
+
+impl TurnCursor {
+    fn new(turn: Arc<TurnRef>) -> Self {
+        Self {
+            turn,
+            next_index: 0,
+            sent_bytes: 0,
+        }
+    }
+
+    fn is_on(&self, message_id: &str) -> bool {
+        &*self.turn.message_id == message_id
+    }
 }
 
 pub struct Feed {
@@ -108,6 +128,7 @@ impl Feed {
             feed.joined_turn = Some(snapshot.turn.message_id.clone());
             feed.cursor = Some(TurnCursor {
                 next_index: snapshot.tokens.len() as u64,
+                sent_bytes: snapshot.tokens.iter().map(|t| t.len()).sum(),
                 turn: snapshot.turn,
             });
         }
@@ -203,13 +224,11 @@ impl Feed {
                     self.accept_token(turn, *index, text).await?
                 }
                 LiveEvent::TurnStarted { turn } => {
-                    self.cursor = Some(TurnCursor {
-                        turn: turn.clone(),
-                        next_index: 0,
-                    });
+                    self.cursor = Some(TurnCursor::new(turn.clone()));
                     self.ready.push_back(FeedItem::Live(event.clone()));
                 }
-                LiveEvent::TurnEndUnstored { turn, .. } => {
+                LiveEvent::TurnEndUnstored { turn, end } => {
+                    self.push_missed_tail(&turn.message_id, end);
                     if self
                         .cursor
                         .as_ref()
@@ -230,6 +249,7 @@ impl Feed {
     fn push_durable(&mut self, event: Arc<StoredEvent>, own: bool) {
         self.last_seq = event.seq;
         if let Some(ended) = event.body.ends_turn() {
+            self.push_missed_tail(ended, &event.body);
             if self
                 .cursor
                 .as_ref()
@@ -276,9 +296,9 @@ impl Feed {
         if self.ended_turn.as_deref() == Some(&*turn.message_id) {
             return Ok(());
         }
-        let next = match &self.cursor {
-            Some(c) if c.turn.message_id == turn.message_id => c.next_index,
-            _ => 0,
+        let (next, sent_bytes) = match &self.cursor {
+            Some(c) if c.turn.message_id == turn.message_id => (c.next_index, c.sent_bytes),
+            _ => (0, 0),
         };
         if index < next {
             return Ok(());
@@ -293,6 +313,7 @@ impl Feed {
             self.cursor = Some(TurnCursor {
                 turn: turn.clone(),
                 next_index: next,
+                sent_bytes,
             });
             self.catch_up_tokens(snapshot);
             return Ok(());
@@ -300,6 +321,7 @@ impl Feed {
         self.cursor = Some(TurnCursor {
             turn: turn.clone(),
             next_index: index + 1,
+            sent_bytes: sent_bytes + text.len(),
         });
         self.ready.push_back(FeedItem::Tokens {
             turn: turn.clone(),
@@ -316,11 +338,19 @@ impl Feed {
         if self.ended_turn.as_deref() == Some(&*snapshot.turn.message_id) {
             return;
         }
-        let from = match &self.cursor {
-            Some(c) if c.turn.message_id == snapshot.turn.message_id => c.next_index,
-            _ => 0,
+        let (from, sent_bytes) = match &self.cursor {
+            Some(c) if c.turn.message_id == snapshot.turn.message_id => {
+                (c.next_index, c.sent_bytes)
+            }
+            _ => (0, 0),
         };
         let to = snapshot.tokens.len() as u64;
+        let caught_up_bytes: usize = snapshot
+            .tokens
+            .iter()
+            .skip(from as usize)
+            .map(|t| t.len())
+            .sum();
         if from < to && self.joined_turn.as_ref() == Some(&snapshot.turn.message_id) {
             // The turn running at the join: one item per index, never a run that could
             // straddle what the member holds from an earlier connection (see
@@ -348,6 +378,83 @@ impl Feed {
         self.cursor = Some(TurnCursor {
             turn: snapshot.turn,
             next_index: to.max(from),
+            sent_bytes: sent_bytes + caught_up_bytes,
+        });
+    }
+
+    /// Before the end of turn `message_id` (`end` is its end event's body): queues the
+    /// turn's tokens this member missed as one item, cut from the end's text past what the
+    /// member was given. They are missed when the member lagged across the turn's tail: the
+    /// bus dropped the turn's buffer at the end, so the catch-up cannot come from there.
+    ///
+    /// Which member gets what:
+    /// - on the turn (it saw `TurnStarted`, or tokens of it): the tail past its cursor,
+    ///   `next_index..token_count`; from index 0 if it lagged before the first token;
+    /// - no turn at all in hand (the cursor is empty) and the turn is neither ended nor the
+    ///   one running at the join: the member was subscribed before the turn started (a turn
+    ///   running at subscribe time comes with the join's snapshot) and lagged past its
+    ///   start, so it holds none of its tokens: the whole text as `0..token_count`;
+    /// - the cursor on another turn: it may hold some of this turn's tokens and the feed no
+    ///   longer knows how many, so it gets the end alone, as before;
+    /// - the turn running at the join: nothing. Its tokens go out one item per index (see
+    ///   [`Self::joined_mid_turn`]) and the end's text cannot be split back into indexes, so
+    ///   a run here could straddle what the member holds from an earlier connection.
+    fn push_missed_tail(&mut self, message_id: &str, end: &EventBody) {
+        let (text, token_count) = match end {
+            EventBody::AssistantMessage {
+                text, token_count, ..
+            }
+            | EventBody::TurnFailed {
+                partial_text: text,
+                token_count,
+                ..
+            } => (text, *token_count),
+            _ => return,
+        };
+        // Events stored before the count was recorded carry none: no tail is knowable.
+        let Some(token_count) = token_count else {
+            return;
+        };
+        if self.ended_turn.as_deref() == Some(message_id)
+            || self.joined_turn.as_deref() == Some(message_id)
+        {
+            return;
+        }
+        let (turn, from, sent_bytes) = match &self.cursor {
+            Some(c) if c.is_on(message_id) => (c.turn.clone(), c.next_index, c.sent_bytes),
+            Some(_) => return,
+            None => {
+                let Some(request_id) = end_request_id(end) else {
+                    return;
+                };
+                let turn = Arc::new(TurnRef {
+                    message_id: message_id.into(),
+                    request_id: request_id.into(),
+                    trace_id: end_trace_id(end).map(Into::into),
+                });
+                (turn, 0, 0)
+            }
+        };
+        if from >= token_count {
+            return;
+        }
+        let Some(tail) = text.get(sent_bytes..) else {
+            // The tokens handed out are not a prefix of the end's text: sending a cut of it
+            // would garble the reply, so the member gets the end alone.
+            tracing::warn!(
+                chat = %self.chat,
+                message_id,
+                sent_bytes,
+                text_bytes = text.len(),
+                "the tokens sent do not line up with the turn's text; its tail is not sent"
+            );
+            return;
+        };
+        self.ready.push_back(FeedItem::Tokens {
+            turn,
+            index: from,
+            through: token_count - 1,
+            text: tail.into(),
         });
     }
 
@@ -361,5 +468,22 @@ impl Feed {
             .map_err(|e| FeedEnd::Unavailable(e.to_string()))?;
         self.catch_up_tokens(snapshot);
         Ok(())
+    }
+}
+
+fn end_request_id(end: &EventBody) -> Option<&str> {
+    match end {
+        EventBody::AssistantMessage { request_id, .. }
+        | EventBody::TurnFailed { request_id, .. } => Some(request_id),
+        _ => None,
+    }
+}
+
+fn end_trace_id(end: &EventBody) -> Option<&str> {
+    match end {
+        EventBody::AssistantMessage { trace_id, .. } | EventBody::TurnFailed { trace_id, .. } => {
+            trace_id.as_deref()
+        }
+        _ => None,
     }
 }

@@ -821,6 +821,7 @@ async fn run_tool(
 /// the turn's tokens were live-only, so losing the end would lose the reply.
 async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generation) {
     metrics::counter!(telemetry::TOKENS).increment(g.tokens);
+    let token_count = g.tokens;
     let (body, outcome) = match g.ending {
         Ending::Finished(reason) => (
             EventBody::AssistantMessage {
@@ -831,6 +832,7 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
                 usage: g.usage,
                 model: Some(inner.config.model.clone()),
                 trace_id: turn.trace_id.as_deref().map(str::to_owned),
+                token_count: Some(g.tokens),
             },
             "finished",
         ),
@@ -845,6 +847,7 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
                     usage: g.usage,
                     model: Some(inner.config.model.clone()),
                     trace_id: turn.trace_id.as_deref().map(str::to_owned),
+                    token_count: Some(g.tokens),
                 },
                 "aborted",
             )
@@ -856,6 +859,7 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
                 "the server is shutting down".into(),
                 true,
                 g.text,
+                Some(g.tokens),
             ),
             "shutdown",
         ),
@@ -869,6 +873,7 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
                 ),
                 true,
                 g.text,
+                Some(g.tokens),
             ),
             "timeout",
         ),
@@ -879,6 +884,7 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
                 err.message.clone(),
                 err.retryable(),
                 g.text,
+                Some(g.tokens),
             ),
             "failed",
         ),
@@ -923,6 +929,7 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
         "the reply ended but could not be stored; it is not in the chat's history".into(),
         true,
         partial_text,
+        Some(token_count),
     );
     inner
         .publish_live(
@@ -942,6 +949,7 @@ fn failed_body(
     message: String,
     retryable: bool,
     partial_text: String,
+    token_count: Option<u64>,
 ) -> EventBody {
     EventBody::TurnFailed {
         message_id: turn.message_id.to_string(),
@@ -951,6 +959,7 @@ fn failed_body(
         retryable,
         partial_text,
         trace_id: turn.trace_id.as_deref().map(str::to_owned),
+        token_count,
     }
 }
 
@@ -1012,6 +1021,9 @@ pub(crate) async fn end_interrupted_turns(inner: &Arc<Inner>) -> Result<usize, S
                 retryable: true,
                 partial_text: String::new(),
                 trace_id: open.trace_id.clone(),
+                // The tokens went out from the process that died; none reached this one's
+                // members, so there is no tail to send.
+                token_count: None,
             };
             match inner.store.append(&open.chat, body, now_millis()).await {
                 Ok(appended) => {

@@ -177,6 +177,7 @@ async fn tokens_of_an_ended_turn_are_dropped() {
             usage: None,
             model: None,
             trace_id: None,
+            token_count: None,
         },
     )
     .await;
@@ -205,4 +206,340 @@ async fn tokens_of_an_ended_turn_are_dropped() {
         !got.iter().any(|i| matches!(i, FeedItem::Tokens { .. })),
         "{got:?}"
     );
+}
+
+/// Turn ends with the count of token events the turn published.
+fn assistant_message(text: &str, token_count: u64) -> EventBody {
+    EventBody::AssistantMessage {
+        message_id: "a1".into(),
+        request_id: "r1".into(),
+        text: text.into(),
+        finish_reason: "stop".into(),
+        usage: None,
+        model: None,
+        trace_id: None,
+        token_count: Some(token_count),
+    }
+}
+
+/// Reads the feed into `got` up to the turn's durable end.
+async fn read_to_end(feed: &mut Feed, got: &mut Assembled) {
+    while got.end.is_none() {
+        got.take(next_item(feed).await);
+    }
+}
+
+/// Publishes a turn of `count` tokens (multi-byte text, so a bad cut would show) and its end.
+async fn publish_turn(store: &LogStore, bus: &MemoryBus, chat: &ChatKey, count: u64) -> String {
+    let t = turn();
+    bus.publish(chat, live(LiveEvent::TurnStarted { turn: t.clone() }))
+        .await
+        .unwrap();
+    let mut full = String::new();
+    for i in 0..count {
+        let text = format!("é{i} ");
+        full.push_str(&text);
+        bus.publish(
+            chat,
+            live(LiveEvent::Token {
+                turn: t.clone(),
+                index: i,
+                text: text.into(),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    publish_durable(store, bus, chat, assistant_message(&full, count)).await;
+    full
+}
+
+#[tokio::test]
+async fn a_member_lagging_across_the_end_of_a_turn_gets_its_tail_before_the_end() {
+    let (store, bus, chat, mut feed) = setup(16).await;
+    let t = turn();
+    bus.publish(&chat, live(LiveEvent::TurnStarted { turn: t.clone() }))
+        .await
+        .unwrap();
+    // The member reads the first tokens live, then stops reading while the turn runs far
+    // past the channel's 16 slots and ends: the bus drops the turn's buffer at the end.
+    let mut full = String::new();
+    for i in 0..5u64 {
+        let text = format!("é{i} ");
+        full.push_str(&text);
+        bus.publish(
+            &chat,
+            live(LiveEvent::Token {
+                turn: t.clone(),
+                index: i,
+                text: text.into(),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let mut got = Assembled::default();
+    while got.next < 5 {
+        got.take(next_item(&mut feed).await);
+    }
+    for i in 5..2000u64 {
+        let text = format!("é{i} ");
+        full.push_str(&text);
+        bus.publish(
+            &chat,
+            live(LiveEvent::Token {
+                turn: t.clone(),
+                index: i,
+                text: text.into(),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    publish_durable(&store, &bus, &chat, assistant_message(&full, 2000)).await;
+    assert!(bus.running_turn(&chat).await.unwrap().is_none());
+
+    read_to_end(&mut feed, &mut got).await;
+    assert_eq!(got.end.as_deref(), Some(full.as_str()));
+    assert_eq!(got.next, 2000, "every index 0..2000 was covered");
+    assert_eq!(got.text, full, "the tokens concatenate to the reply");
+}
+
+#[tokio::test]
+async fn a_member_lagging_past_the_start_of_a_turn_gets_all_its_tokens() {
+    let (store, bus, chat, mut feed) = setup(16).await;
+    // The member reads nothing while the whole turn, its start included, goes by.
+    let full = publish_turn(&store, &bus, &chat, 500).await;
+    let mut got = Assembled::default();
+    read_to_end(&mut feed, &mut got).await;
+    assert_eq!(got.end.as_deref(), Some(full.as_str()));
+    assert_eq!(got.next, 500, "every index 0..500 was covered");
+    assert_eq!(got.text, full);
+}
+
+/// What a member has assembled of one turn, by the client rule of CONTRACT §6.4.
+#[derive(Default)]
+struct Assembled {
+    text: String,
+    next: u64,
+    end: Option<String>,
+}
+
+impl Assembled {
+    fn take(&mut self, item: FeedItem) {
+        match item {
+            FeedItem::Tokens {
+                index,
+                through,
+                text,
+                ..
+            } => {
+                if through < self.next {
+                    return;
+                }
+                assert!(self.end.is_none(), "a token after the turn's end");
+                assert_eq!(
+                    index, self.next,
+                    "token gap or straddle at {index}..={through}"
+                );
+                self.text.push_str(&text);
+                self.next = through + 1;
+            }
+            FeedItem::Durable(e) => {
+                if let EventBody::AssistantMessage { text, .. } = &e.body {
+                    self.end = Some(text.clone());
+                }
+            }
+            FeedItem::Live(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_member_of_many_long_turns_always_gets_every_token() {
+    let (store, bus, chat, mut feed) = setup(16).await;
+    for round in 0..30u64 {
+        // Each turn has its own message id, as real turns do.
+        let t = Arc::new(TurnRef {
+            message_id: format!("a{round}").into(),
+            request_id: format!("r{round}").into(),
+            trace_id: None,
+        });
+        let count = 200 + round * 37;
+        // The member reads what is ready every `burst` tokens; bursts past the channel's 16
+        // slots (the bus's minimum) make it lag, at a different point of each turn: in the
+        // middle, or across the turn's end.
+        let burst = 1 + (round * 7) % 61;
+        let mut got = Assembled::default();
+        bus.publish(&chat, live(LiveEvent::TurnStarted { turn: t.clone() }))
+            .await
+            .unwrap();
+        let mut full = String::new();
+        for i in 0..count {
+            let text = format!("ü{round}.{i} ");
+            full.push_str(&text);
+            bus.publish(
+                &chat,
+                live(LiveEvent::Token {
+                    turn: t.clone(),
+                    index: i,
+                    text: text.into(),
+                }),
+            )
+            .await
+            .unwrap();
+            if i % burst == 0 {
+                while let Some(item) = feed.next_if_ready().await {
+                    got.take(item.expect("the feed ended"));
+                }
+            }
+        }
+        let mut end = assistant_message(&full, count);
+        if let EventBody::AssistantMessage {
+            message_id,
+            request_id,
+            ..
+        } = &mut end
+        {
+            *message_id = t.message_id.to_string();
+            *request_id = t.request_id.to_string();
+        }
+        publish_durable(&store, &bus, &chat, end).await;
+        read_to_end(&mut feed, &mut got).await;
+        assert_eq!(got.end.as_deref(), Some(full.as_str()), "round {round}");
+        assert_eq!(got.next, count, "round {round}: every index covered");
+        assert_eq!(
+            got.text, full,
+            "round {round}: the tokens concatenate to the reply"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_end_event_without_a_token_count_still_loads_and_ends_the_turn() {
+    let stored = r#"{"kind":"assistant_message","messageId":"a1","requestId":"r1","text":"hi","finishReason":"stop"}"#;
+    let body: Result<EventBody, _> = serde_json::from_str(stored);
+    match body {
+        Ok(EventBody::AssistantMessage { token_count, .. }) => assert_eq!(token_count, None),
+        other => panic!("an older stored end did not load: {other:?}"),
+    }
+}
+
+/// Publishes token `index` of `turn` and appends its text to `full`.
+async fn publish_token(
+    bus: &MemoryBus,
+    chat: &ChatKey,
+    turn: &Arc<TurnRef>,
+    index: u64,
+    full: &mut String,
+) {
+    let text = format!("é{index} ");
+    full.push_str(&text);
+    bus.publish(
+        chat,
+        live(LiveEvent::Token {
+            turn: turn.clone(),
+            index,
+            text: text.into(),
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_member_that_joined_mid_turn_gets_no_run_that_could_straddle_what_it_holds() {
+    let store = Arc::new(LogStore::default());
+    let bus = Arc::new(MemoryBus::new(16));
+    let chat = ChatKey::new("o", "c");
+    let head = store
+        .open_chat(&chat, Some(&Default::default()))
+        .await
+        .unwrap()
+        .unwrap()
+        .head_seq;
+    let t = turn();
+    bus.publish(&chat, live(LiveEvent::TurnStarted { turn: t.clone() }))
+        .await
+        .unwrap();
+    let mut full = String::new();
+    for i in 0..3 {
+        publish_token(&bus, &chat, &t, i, &mut full).await;
+    }
+    // Joins while the turn runs, then lags across the turn's end.
+    let sub = bus.subscribe(&chat).await.unwrap();
+    let mut feed = Feed::new(
+        chat.clone(),
+        "me".into(),
+        head,
+        sub,
+        store.clone(),
+        bus.clone(),
+        1000,
+    );
+    for i in 3..100 {
+        publish_token(&bus, &chat, &t, i, &mut full).await;
+    }
+    publish_durable(&store, &bus, &chat, assistant_message(&full, 100)).await;
+    let mut got = Assembled::default();
+    read_to_end(&mut feed, &mut got).await;
+    assert_eq!(got.end.as_deref(), Some(full.as_str()));
+    // The replayed tokens 0..3, one per index; the end's text cannot be split back into
+    // indexes, so the tail is not sent as a run a reconnected client might hold part of.
+    assert_eq!(got.next, 3);
+}
+
+#[tokio::test]
+async fn a_failed_turn_sends_its_missed_tail_from_the_partial_text() {
+    let (store, bus, chat, mut feed) = setup(16).await;
+    let t = turn();
+    bus.publish(&chat, live(LiveEvent::TurnStarted { turn: t.clone() }))
+        .await
+        .unwrap();
+    let mut full = String::new();
+    for i in 0..60u64 {
+        let text = format!("ß{i}");
+        full.push_str(&text);
+        bus.publish(
+            &chat,
+            live(LiveEvent::Token {
+                turn: t.clone(),
+                index: i,
+                text: text.into(),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let failed = EventBody::TurnFailed {
+        message_id: "a1".into(),
+        request_id: "r1".into(),
+        code: "timeout".into(),
+        message: "too slow".into(),
+        retryable: true,
+        partial_text: full.clone(),
+        trace_id: None,
+        token_count: Some(60),
+    };
+    publish_durable(&store, &bus, &chat, failed).await;
+    let mut text = String::new();
+    let mut next = 0;
+    loop {
+        match next_item(&mut feed).await {
+            FeedItem::Tokens {
+                index,
+                through,
+                text: part,
+                ..
+            } => {
+                assert_eq!(index, next, "token gap or straddle at {index}..={through}");
+                text.push_str(&part);
+                next = through + 1;
+            }
+            FeedItem::Durable(e) if e.body.ends_turn().is_some() => break,
+            _ => {}
+        }
+    }
+    assert_eq!(next, 60);
+    assert_eq!(text, full);
 }

@@ -92,6 +92,7 @@ fn turn_failed(chat_id: &str, body: &EventBody, seq: Option<u64>) -> Option<Outg
         retryable,
         partial_text,
         trace_id,
+        ..
     } = body
     else {
         return None;

@@ -839,6 +839,7 @@ mod tests {
             usage: None,
             model: None,
             trace_id: None,
+            token_count: None,
         };
         let call = EventBody::ToolCall {
             request_id: "q1".into(),
@@ -911,6 +912,7 @@ mod tests {
             usage: None,
             model: None,
             trace_id: None,
+            token_count: None,
         };
         let failed = |request: &str| EventBody::TurnFailed {
             message_id: format!("reply-{request}"),
@@ -920,6 +922,7 @@ mod tests {
             retryable: true,
             partial_text: String::new(),
             trace_id: None,
+            token_count: None,
         };
         let first_run = store(&dir).await;
         first_run

@@ -388,6 +388,7 @@ mod tests {
                 usage: None,
                 model: None,
                 trace_id: None,
+                token_count: None,
             },
         }
     }
