@@ -340,10 +340,29 @@ impl ChatCore {
                 .as_ref()
                 .is_some_and(|b| b.turn.message_id == a.turn.message_id)
         };
-        if !subscription.running_turn.as_ref().is_some_and(same_turn) {
+        if let Some(snapshot) = &subscription.running_turn
+            && !same_turn(snapshot)
+            && !Self::ended_after(inner, chat, info.head_seq, &snapshot.turn.message_id).await?
+        {
             subscription.running_turn = None;
         }
         Ok((info, subscription))
+    }
+
+    /// Whether turn `message_id`, no longer running, ended after `head`: then it ended
+    /// between the head read and the check above, so its end and the tokens since the
+    /// subscription arrive live, and the member needs the snapshot's tokens before them (else
+    /// its tokens would stop short of the reply). The bus drops a turn's buffer only once its
+    /// end is stored, so the end is in the store by now, a few events past the head at most.
+    async fn ended_after(
+        inner: &Inner,
+        chat: &ChatKey,
+        head: u64,
+        message_id: &str,
+    ) -> Result<bool, CoreError> {
+        const LOOK_AHEAD: usize = 64;
+        let after = inner.store.events_after(chat, head, LOOK_AHEAD).await?;
+        Ok(after.iter().any(|e| e.body.ends_turn() == Some(message_id)))
     }
 
     fn feed(&self, chat: &ChatKey, conn: &ConnectionId, head: u64, sub: Subscription) -> Feed {
