@@ -7,12 +7,9 @@
 //! accumulated, so an app never joins tokens itself.
 
 use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use natter_protocol::client::{
     AbortPayload, AuthRefreshPayload, ClientTool, DiscoveryRequestPayload, JoinPayload as Join,
     LeavePayload, MarkReadPayload, ToolResultPayload, TypingPayload, UserMessagePayload,
@@ -31,6 +28,7 @@ use crate::backoff::ReconnectPolicy;
 use crate::error::ClientError;
 use crate::events::{self as ev, ChatEvents};
 use crate::service::{JoinPayload, ServiceEvent, ServiceEvents, ServiceOptions, SocketService};
+use crate::stream::EventStream;
 use crate::transport::{DisconnectReason, IncomingEvent, SocketOptions};
 
 /// How many finished turns keep their streamed text for [`AiChatSocket::turn_text`].
@@ -212,23 +210,7 @@ impl ChatCallbacks {
 }
 
 /// The stream of [`ChatEvent`]s; ends after [`ChatEvent::Closed`].
-#[derive(Debug)]
-pub struct ChatEventStream {
-    rx: mpsc::Receiver<ChatEvent>,
-}
-
-impl ChatEventStream {
-    pub async fn recv(&mut self) -> Option<ChatEvent> {
-        self.rx.recv().await
-    }
-}
-
-impl Stream for ChatEventStream {
-    type Item = ChatEvent;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChatEvent>> {
-        self.rx.poll_recv(cx)
-    }
-}
+pub type ChatEventStream = EventStream<ChatEvent>;
 
 /// One assistant turn's tokens, by `messageId`.
 #[derive(Debug, Default)]

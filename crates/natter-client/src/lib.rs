@@ -46,6 +46,7 @@ pub mod codec;
 pub mod error;
 pub mod events;
 pub mod service;
+pub mod stream;
 pub mod transport;
 
 pub use backoff::ReconnectPolicy;
@@ -58,6 +59,7 @@ pub use service::{
     ClientEvent, EventMap, JoinPayload, ListenerId, ServerEvent, ServiceEvent, ServiceEvents,
     ServiceOptions, SocketService,
 };
+pub use stream::EventStream;
 pub use transport::{
     AckResponder, DisconnectReason, IncomingEvent, Socket, SocketEvent, SocketEvents, SocketOptions,
 };

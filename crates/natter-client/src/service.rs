@@ -4,19 +4,17 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ClientError;
+use crate::stream::EventStream;
 use crate::transport::{
     DisconnectReason, IncomingEvent, Socket, SocketEvent, SocketEvents, SocketOptions,
 };
@@ -135,25 +133,8 @@ pub enum ServiceEvent {
     },
 }
 
-/// The stream of [`ServiceEvent`]s. Reading it is optional (dropping it is fine); holding it
-/// without reading eventually stops the connection from reading too (backpressure).
-#[derive(Debug)]
-pub struct ServiceEvents {
-    rx: mpsc::Receiver<ServiceEvent>,
-}
-
-impl ServiceEvents {
-    pub async fn recv(&mut self) -> Option<ServiceEvent> {
-        self.rx.recv().await
-    }
-}
-
-impl Stream for ServiceEvents {
-    type Item = ServiceEvent;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServiceEvent>> {
-        self.rx.poll_recv(cx)
-    }
-}
+/// The stream of [`ServiceEvent`]s.
+pub type ServiceEvents = EventStream<ServiceEvent>;
 
 /// Identifies a handler for [`SocketService::off`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

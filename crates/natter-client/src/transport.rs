@@ -13,13 +13,11 @@
 //! meant to be followed by a reconnect. A refused `CONNECT` (e.g. `unauthorized`) is not.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -33,6 +31,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::backoff::ReconnectPolicy;
 use crate::codec::{EnginePacket, OpenPacket, SocketPacket};
 use crate::error::{ClientError, ConnectErrorKind};
+use crate::stream::EventStream;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -254,23 +253,7 @@ impl AckResponder {
 }
 
 /// The stream of [`SocketEvent`]s of one [`Socket`]. Ends after [`SocketEvent::Closed`].
-#[derive(Debug)]
-pub struct SocketEvents {
-    rx: mpsc::Receiver<SocketEvent>,
-}
-
-impl SocketEvents {
-    pub async fn recv(&mut self) -> Option<SocketEvent> {
-        self.rx.recv().await
-    }
-}
-
-impl Stream for SocketEvents {
-    type Item = SocketEvent;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SocketEvent>> {
-        self.rx.poll_recv(cx)
-    }
-}
+pub type SocketEvents = EventStream<SocketEvent>;
 
 /// The live connection's outgoing queue.
 struct Link {
