@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release -p natter-client --example bench_receive
-//! target/release/examples/bench_receive http://127.0.0.1:3000 20000
+//! target/release/examples/bench_receive http://127.0.0.1:4000 20000
 //! ```
 //!
 //! Joins a fresh chat, sends `[fake:bench n=<tokens> delay_ms=0]` (the fake upstream then sends

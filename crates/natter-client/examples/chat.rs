@@ -1,7 +1,7 @@
 //! A minimal terminal chat on `AiChatSocket`:
 //!
 //! ```text
-//! cargo run -p natter-client --example chat -- http://127.0.0.1:3000 my-chat ada
+//! cargo run -p natter-client --example chat -- http://127.0.0.1:4000 my-chat ada
 //! ```
 //!
 //! Type a line to send it; the reply streams in. `NATTER_TOKEN` is sent as `auth.token`.
@@ -17,7 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let url = args
         .next()
-        .unwrap_or_else(|| "http://127.0.0.1:3000".into());
+        .unwrap_or_else(|| "http://127.0.0.1:4000".into());
     let chat_id = args.next().unwrap_or_else(|| "demo".into());
     let user = args.next().unwrap_or_else(|| "me".into());
     let mut options = ChatOptions::new(url, chat_id).user_id(user);

@@ -37,7 +37,7 @@ const FINISHED_TURNS_KEPT: usize = 256;
 /// Everything needed to open a chat.
 #[derive(Debug, Clone)]
 pub struct ChatOptions {
-    /// The server, e.g. `http://127.0.0.1:3000`.
+    /// The server, e.g. `http://127.0.0.1:4000`.
     pub url: String,
     pub chat_id: String,
     /// Who this client is when the server runs without auth (with auth the token decides).

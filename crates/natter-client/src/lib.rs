@@ -21,7 +21,7 @@
 //! use natter_client::{AiChatSocket, ChatEvent, ChatOptions, SendMessage};
 //!
 //! # async fn run() -> Result<(), natter_client::ClientError> {
-//! let options = ChatOptions::new("http://127.0.0.1:3000", "chat-1").user_id("ada");
+//! let options = ChatOptions::new("http://127.0.0.1:4000", "chat-1").user_id("ada");
 //! let (chat, mut events) = AiChatSocket::connect(options).await?;
 //! chat.send_message(SendMessage::text("Hello!")).await?;
 //! while let Some(event) = events.next().await {
