@@ -149,6 +149,11 @@ pub enum EventBody {
         request_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         superseded_by: Option<String>,
+        /// The new turn's context ends at this `seq` (the message the old reply answered), so
+        /// whichever node runs the queued turn builds the same context; absent on older
+        /// events (then the superseding event's own `seq`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context_seq: Option<u64>,
     },
 }
 

@@ -21,12 +21,20 @@
 //!   has none; `pinned`; the status on `ChatEnded`; the user as a member on `UserMessage`.
 //! - **Superseded messages.** Appending `MessageSuperseded` marks that message so that
 //!   `recent_messages` and `messages_after` skip it; the events themselves stay in the log.
-//! - **Open turns kept with the log.** In the same transaction as the append, the store
+//! - **The turn queue kept with the log.** In the same transaction as the append, the store
 //!   records which turns were asked for and have not ended: a `UserMessage` with a
-//!   `requestId`, or a `MessageSuperseded`, opens turn `requestId` (tagged with this store
-//!   instance); an `AssistantMessage` or `TurnFailed` closes it. A duplicate opens nothing.
-//!   [`interrupted_turns`](Store::interrupted_turns) reads the ones a process that is gone
-//!   left open, so the core can end them after a crash (every turn ends, CONTRACT §1).
+//!   `requestId`, or a `MessageSuperseded`, opens turn `requestId` (queued); an
+//!   `AssistantMessage` or `TurnFailed` closes it. A duplicate opens nothing, and a
+//!   `requestId` the chat already has open keeps its first opening.
+//!   [`open_turns`](Store::open_turns) reads a chat's queue in the order asked for, so a turn
+//!   survives the node that queued it; [`request_turn`](Store::request_turn) opens one with no
+//!   event (a regenerate of a user message).
+//! - **Fencing.** Each chat has a turn fence, a number that only grows.
+//!   [`claim_turns`](Store::claim_turns) raises it and returns the new value: the caller now
+//!   owns the chat's turns. A write guarded by [`Guard::Fence`] with a lower number (an owner
+//!   that paused or was cut off while another took over) is refused with
+//!   [`StoreError::Fenced`] and changes nothing, so two owners never both end a turn.
+//!   [`start_turn`](Store::start_turn) is fenced the same way.
 //! - **Real delete.** [`delete_chat`](Store::delete_chat) removes the chat and all its
 //!   events; the same chat id may later be created again, with a new epoch.
 //!
@@ -41,6 +49,16 @@ use crate::event::{EventBody, StoredEvent};
 pub enum StoreError {
     #[error("chat {0} does not exist")]
     NoSuchChat(String),
+    /// A [`Guard::Fence`] write by an owner whose fence was overtaken by a newer owner.
+    #[error("turn fence {held} of chat {chat} is stale (the chat's fence is {current})")]
+    Fenced {
+        chat: String,
+        held: u64,
+        current: u64,
+    },
+    /// A [`Guard::Queued`] write for a turn that is no longer queued (started or ended).
+    #[error("turn {request_id} of chat {chat} is not queued")]
+    NotQueued { chat: String, request_id: String },
     #[error("store backend error: {0}")]
     Backend(String),
 }
@@ -61,15 +79,34 @@ impl Appended {
     }
 }
 
-/// A turn the log says was asked for and never ended: its process stopped while the turn was
-/// queued or running.
+/// A turn the log says was asked for and has not ended: queued, or started by an owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenTurn {
     pub chat: ChatKey,
     pub request_id: String,
     pub trace_id: Option<String>,
-    /// The `seq` of the event that asked for the turn.
+    /// The `seq` of the event that asked for the turn (the chat's head for
+    /// [`Store::request_turn`]): the queue's order.
     pub opened_seq: u64,
+    /// The turn's context ends at this `seq`: the user message it answers (for a regenerate,
+    /// the message answered again, from [`EventBody::MessageSuperseded`]'s `context_seq`, or
+    /// `opened_seq` when absent).
+    pub context_seq: u64,
+    /// The fence of the owner that started it; `None` while it is queued.
+    pub started_fence: Option<u64>,
+}
+
+/// A condition an append must meet, checked in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Guard {
+    #[default]
+    None,
+    /// Written by the owner holding turn fence `n`: refused with [`StoreError::Fenced`] when
+    /// the chat's fence is no longer `n` (another owner claimed the chat's turns since).
+    Fence(u64),
+    /// Only while turn `request_id` is queued (open and not started): refused with
+    /// [`StoreError::NotQueued`] otherwise. Ends a queued turn without racing its start.
+    Queued(String),
 }
 
 #[async_trait]
@@ -88,6 +125,19 @@ pub trait Store: Send + Sync + 'static {
         chat: &ChatKey,
         body: EventBody,
         created_at: i64,
+    ) -> Result<Appended, StoreError> {
+        self.append_guarded(chat, body, created_at, Guard::None)
+            .await
+    }
+
+    /// [`append`](Store::append), only if `guard` holds (checked in the same transaction; a
+    /// refused append changes nothing). A duplicate is reported as such whatever the guard.
+    async fn append_guarded(
+        &self,
+        chat: &ChatKey,
+        body: EventBody,
+        created_at: i64,
+        guard: Guard,
     ) -> Result<Appended, StoreError>;
 
     /// Events with `seq > after`, oldest first, at most `limit`.
@@ -138,19 +188,36 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the chat and its whole log. `false` if it did not exist.
     async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError>;
 
-    /// Up to `limit` turns left open by store instances other than this one (earlier runs of
-    /// the server on the same data), by chat and in the order asked for; never one this
-    /// instance opened. Ending
-    /// one (appending its `TurnFailed`) removes it from the answer.
-    ///
-    /// The default answers none: right for a store whose log does not outlive its process
-    /// (an in-memory store), where no turn can be left over from an earlier run. A store that
-    /// several live nodes share must answer only turns of nodes known to be gone (e.g. by a
-    /// lease); the SQLite store assumes one node per database (see `docs/architecture.md`).
-    async fn interrupted_turns(&self, limit: usize) -> Result<Vec<OpenTurn>, StoreError> {
-        let _ = limit;
-        Ok(Vec::new())
-    }
+    /// The chat's open turns (queued and started), in the order asked for.
+    async fn open_turns(&self, chat: &ChatKey) -> Result<Vec<OpenTurn>, StoreError>;
+
+    /// Up to `limit` chats that have open turns, in no particular order: where a node looks
+    /// for turns nobody runs (their owner died, or the server restarted).
+    async fn chats_with_open_turns(&self, limit: usize) -> Result<Vec<ChatKey>, StoreError>;
+
+    /// Opens turn `request_id` (queued) with no event, its context ending at `context_seq`
+    /// (a regenerate of a user message). No-op if the chat already has it open.
+    async fn request_turn(
+        &self,
+        chat: &ChatKey,
+        request_id: &str,
+        trace_id: Option<&str>,
+        context_seq: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Raises the chat's turn fence by one and returns it: the caller owns the chat's turns,
+    /// and writes fenced with an older number are refused from now on.
+    async fn claim_turns(&self, chat: &ChatKey) -> Result<u64, StoreError>;
+
+    /// Marks queued turn `request_id` started by the owner holding `fence`. `Ok(false)` if the
+    /// turn is not queued any more (ended, e.g. aborted while queued, or already started);
+    /// [`StoreError::Fenced`] if `fence` is stale.
+    async fn start_turn(
+        &self,
+        chat: &ChatKey,
+        request_id: &str,
+        fence: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -5,10 +5,12 @@
 //!   connection with `BEGIN IMMEDIATE` never meets `SQLITE_BUSY` from our own process.
 //! - `synchronous = FULL` by default: an acked message survives power loss, not only a
 //!   crash of the process. `NORMAL` (crash-safe, faster) is available for benchmarks.
-//! - Open turns (table `open_turns`) are kept with the log and tagged with the instance (one
-//!   [`SqliteStore::open`], i.e. one server run) that opened them. One node per database is
-//!   assumed for turns: [`Store::interrupted_turns`] answers every open turn of another
-//!   instance, as if that instance were gone.
+//! - The turn queue (table `open_turns`: turns asked for and not ended, with the fence of
+//!   the owner that started them) is kept in the same transaction as the log, and each chat's
+//!   turn fence is a column of its `chats` row. A guarded append ([`Guard`]) and
+//!   [`Store::start_turn`] read the fence or the turn inside their `BEGIN IMMEDIATE`
+//!   transaction, so the check and the write are one step even with several processes
+//!   writing to the file.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,13 +20,15 @@ use natter_core::chat::{
     ChatInfo, ChatKey, ChatPage, ChatScope, ChatStatus, ChatSummary, NewChat, title_from_text,
 };
 use natter_core::event::{EventBody, StoredEvent};
-use natter_core::store::{Appended, OpenTurn, Store, StoreError};
+use natter_core::store::{Appended, Guard, OpenTurn, Store, StoreError};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 // Dynamic SQL here only splices our own constant column lists and table names; every
 // value is bound.
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+
+mod transfer;
 
 /// Durability of commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,8 +43,6 @@ pub enum Durability {
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
-    /// This instance's tag on the turns it opens, so it never reports them as interrupted.
-    instance: String,
 }
 
 /// SQLite integers are i64: larger values (a client's huge `after` or `offset`) are capped,
@@ -102,11 +104,7 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(Self {
-            writer,
-            readers,
-            instance: uuid::Uuid::new_v4().simple().to_string(),
-        })
+        Ok(Self { writer, readers })
     }
 
     /// Runs `sql` (binding org, chat id, `seq` bound, limit) and reads its rows as events.
@@ -157,7 +155,6 @@ async fn insert_event(
     seq: u64,
     body: &EventBody,
     created_at: i64,
-    instance: &str,
 ) -> Result<(), StoreError> {
     let json = serde_json::to_string(body).map_err(|e| StoreError::Backend(e.to_string()))?;
     sqlx::query(
@@ -176,7 +173,7 @@ async fn insert_event(
     .await
     .map_err(backend)?;
     apply_to_summary(conn, chat, body, created_at).await?;
-    track_open_turns(conn, chat, seq, body, instance).await?;
+    track_open_turns(conn, chat, seq, body).await?;
     if let EventBody::ReadReceipt {
         user_id,
         message_ids,
@@ -209,15 +206,18 @@ async fn track_open_turns(
     chat: &ChatKey,
     seq: u64,
     body: &EventBody,
-    instance: &str,
 ) -> Result<(), StoreError> {
-    let (opened, trace_id) = match body {
+    let (opened, trace_id, context_seq) = match body {
         EventBody::UserMessage {
             request_id: Some(request_id),
             trace_id,
             ..
-        } => (request_id, trace_id),
-        EventBody::MessageSuperseded { request_id, .. } => (request_id, &None),
+        } => (request_id, trace_id.as_deref(), seq),
+        EventBody::MessageSuperseded {
+            request_id,
+            context_seq,
+            ..
+        } => (request_id, None, context_seq.unwrap_or(seq)),
         EventBody::AssistantMessage { request_id, .. }
         | EventBody::TurnFailed { request_id, .. } => {
             sqlx::query("DELETE FROM open_turns WHERE org = ? AND chat_id = ? AND request_id = ?")
@@ -231,21 +231,101 @@ async fn track_open_turns(
         }
         _ => return Ok(()),
     };
-    // A requestId the chat already has open keeps its first opening.
+    open_turn(conn, chat, opened, trace_id, seq, context_seq).await
+}
+
+/// Queues turn `request_id`, opened at `opened_seq`, unless the chat has it open already (a
+/// requestId keeps its first opening). `asked` orders turns opened at the same `seq`.
+async fn open_turn(
+    conn: &mut SqliteConnection,
+    chat: &ChatKey,
+    request_id: &str,
+    trace_id: Option<&str>,
+    opened_seq: u64,
+    context_seq: u64,
+) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT OR IGNORE INTO open_turns (org, chat_id, request_id, trace_id, opened_seq, opened_by)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO open_turns
+             (org, chat_id, request_id, trace_id, opened_seq, context_seq, started_fence, asked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL,
+             (SELECT COALESCE(MAX(asked), 0) + 1 FROM open_turns WHERE org = ?1 AND chat_id = ?2))",
     )
     .bind(&*chat.org)
     .bind(&*chat.chat_id)
-    .bind(opened)
+    .bind(request_id)
     .bind(trace_id)
-    .bind(sql_int(seq))
-    .bind(instance)
+    .bind(sql_int(opened_seq))
+    .bind(sql_int(context_seq))
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
     Ok(())
+}
+
+/// The chat's turn fence, read in the caller's transaction; `NoSuchChat` if it is absent.
+async fn turn_fence(conn: &mut SqliteConnection, chat: &ChatKey) -> Result<u64, StoreError> {
+    let fence: Option<i64> =
+        sqlx::query_scalar("SELECT turn_fence FROM chats WHERE org = ? AND chat_id = ?")
+            .bind(&*chat.org)
+            .bind(&*chat.chat_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+    fence
+        .map(|f| f as u64)
+        .ok_or_else(|| StoreError::NoSuchChat(chat.to_string()))
+}
+
+/// Refuses, inside the caller's transaction, a write by an owner whose fence `held` is not
+/// the chat's.
+async fn check_fence(
+    conn: &mut SqliteConnection,
+    chat: &ChatKey,
+    held: u64,
+) -> Result<(), StoreError> {
+    let current = turn_fence(conn, chat).await?;
+    if current == held {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            chat: chat.to_string(),
+            held,
+            current,
+        })
+    }
+}
+
+/// Refuses, inside the caller's transaction, what `guard` does not allow.
+async fn check_guard(
+    conn: &mut SqliteConnection,
+    chat: &ChatKey,
+    guard: &Guard,
+) -> Result<(), StoreError> {
+    match guard {
+        Guard::None => Ok(()),
+        Guard::Fence(held) => check_fence(conn, chat, *held).await,
+        Guard::Queued(request_id) => {
+            // The chat must exist (NoSuchChat, as for any append) before the turn is asked.
+            turn_fence(conn, chat).await?;
+            let started: Option<Option<i64>> = sqlx::query_scalar(
+                "SELECT started_fence FROM open_turns
+                 WHERE org = ? AND chat_id = ? AND request_id = ?",
+            )
+            .bind(&*chat.org)
+            .bind(&*chat.chat_id)
+            .bind(request_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+            match started {
+                Some(None) => Ok(()),
+                _ => Err(StoreError::NotQueued {
+                    chat: chat.to_string(),
+                    request_id: request_id.clone(),
+                }),
+            }
+        }
+    }
 }
 
 /// Keeps the `chats` row (what lists show) and the member list in step with the log.
@@ -412,16 +492,17 @@ impl Store for SqliteStore {
             metadata: new.metadata.clone(),
             members: new.members.clone().filter(|m| !m.is_empty()),
         };
-        insert_event(&mut tx, chat, 1, &body, now, &self.instance).await?;
+        insert_event(&mut tx, chat, 1, &body, now).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(info))
     }
 
-    async fn append(
+    async fn append_guarded(
         &self,
         chat: &ChatKey,
         body: EventBody,
         created_at: i64,
+        guard: Guard,
     ) -> Result<Appended, StoreError> {
         let mut tx = self
             .writer
@@ -444,6 +525,8 @@ impl Store for SqliteStore {
                 return Ok(Appended::Duplicate(row_to_event(&row)?));
             }
         }
+        // A refused write returns here: dropping `tx` rolls back, nothing changed.
+        check_guard(&mut tx, chat, &guard).await?;
         let head: Option<i64> = sqlx::query_scalar(
             "UPDATE chats SET head_seq = head_seq + 1 WHERE org = ? AND chat_id = ? RETURNING head_seq",
         )
@@ -456,7 +539,7 @@ impl Store for SqliteStore {
             return Err(StoreError::NoSuchChat(chat.to_string()));
         };
         let seq = seq as u64;
-        insert_event(&mut tx, chat, seq, &body, created_at, &self.instance).await?;
+        insert_event(&mut tx, chat, seq, &body, created_at).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Appended::New(StoredEvent {
             seq,
@@ -620,12 +703,37 @@ impl Store for SqliteStore {
         Ok(deleted > 0)
     }
 
-    async fn interrupted_turns(&self, limit: usize) -> Result<Vec<OpenTurn>, StoreError> {
+    async fn open_turns(&self, chat: &ChatKey) -> Result<Vec<OpenTurn>, StoreError> {
         let rows = sqlx::query(
-            "SELECT org, chat_id, request_id, trace_id, opened_seq FROM open_turns
-             WHERE opened_by <> ? ORDER BY org, chat_id, opened_seq LIMIT ?",
+            "SELECT request_id, trace_id, opened_seq, context_seq, started_fence FROM open_turns
+             WHERE org = ? AND chat_id = ? ORDER BY opened_seq, asked",
         )
-        .bind(&self.instance)
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenTurn {
+                    chat: chat.clone(),
+                    request_id: r.try_get("request_id").map_err(backend)?,
+                    trace_id: r.try_get("trace_id").map_err(backend)?,
+                    opened_seq: r.try_get::<i64, _>("opened_seq").map_err(backend)? as u64,
+                    context_seq: r.try_get::<i64, _>("context_seq").map_err(backend)? as u64,
+                    started_fence: r
+                        .try_get::<Option<i64>, _>("started_fence")
+                        .map_err(backend)?
+                        .map(|f| f as u64),
+                })
+            })
+            .collect()
+    }
+
+    async fn chats_with_open_turns(&self, limit: usize) -> Result<Vec<ChatKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT org, chat_id FROM open_turns ORDER BY org, chat_id LIMIT ?",
+        )
         .bind(sql_int(limit as u64))
         .fetch_all(&self.readers)
         .await
@@ -634,14 +742,81 @@ impl Store for SqliteStore {
             .map(|r| {
                 let org: String = r.try_get("org").map_err(backend)?;
                 let chat_id: String = r.try_get("chat_id").map_err(backend)?;
-                Ok(OpenTurn {
-                    chat: ChatKey::new(org, chat_id),
-                    request_id: r.try_get("request_id").map_err(backend)?,
-                    trace_id: r.try_get("trace_id").map_err(backend)?,
-                    opened_seq: r.try_get::<i64, _>("opened_seq").map_err(backend)? as u64,
-                })
+                Ok(ChatKey::new(org, chat_id))
             })
             .collect()
+    }
+
+    async fn request_turn(
+        &self,
+        chat: &ChatKey,
+        request_id: &str,
+        trace_id: Option<&str>,
+        context_seq: u64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let Some(info) = Self::find_chat(&mut tx, chat).await? else {
+            return Err(StoreError::NoSuchChat(chat.to_string()));
+        };
+        open_turn(
+            &mut tx,
+            chat,
+            request_id,
+            trace_id,
+            info.head_seq,
+            context_seq,
+        )
+        .await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn claim_turns(&self, chat: &ChatKey) -> Result<u64, StoreError> {
+        // One statement: its own write transaction, serialized with every other writer.
+        let fence: Option<i64> = sqlx::query_scalar(
+            "UPDATE chats SET turn_fence = turn_fence + 1 WHERE org = ? AND chat_id = ?
+             RETURNING turn_fence",
+        )
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?;
+        fence
+            .map(|f| f as u64)
+            .ok_or_else(|| StoreError::NoSuchChat(chat.to_string()))
+    }
+
+    async fn start_turn(
+        &self,
+        chat: &ChatKey,
+        request_id: &str,
+        fence: u64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        check_fence(&mut tx, chat, fence).await?;
+        let started = sqlx::query(
+            "UPDATE open_turns SET started_fence = ?
+             WHERE org = ? AND chat_id = ? AND request_id = ? AND started_fence IS NULL",
+        )
+        .bind(sql_int(fence))
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(started > 0)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -861,6 +1036,7 @@ mod tests {
             message_id: "r1".into(),
             request_id: "q2".into(),
             superseded_by: None,
+            context_seq: None,
         };
         s.append(&a, sup, 16).await.unwrap();
         // The reply and its tool call left history together; the log keeps all.
@@ -889,11 +1065,12 @@ mod tests {
         );
     }
 
-    /// What the turn bookkeeping must get right: only turns asked for (a user message with a
-    /// requestId, a regenerate) open; duplicates open nothing; ends close; an instance never
-    /// reports its own turns; a deleted chat leaves none behind.
+    /// The turn queue and the fence are durable and shared by every process on the file:
+    /// only turns asked for open (duplicates and AI-off messages open none), ends close,
+    /// a restart finds the queue and the fence as they were, and with two stores open on one
+    /// file at once (two server processes) the older owner's fenced writes are refused.
     #[tokio::test]
-    async fn open_turns_follow_the_log() {
+    async fn turn_queue_and_fence_are_durable_and_shared_by_processes() {
         let dir = tempdir();
         let chat = ChatKey::new("org", "c1");
         let asked = |id: &str, request: &str| EventBody::UserMessage {
@@ -917,7 +1094,7 @@ mod tests {
         let failed = |request: &str| EventBody::TurnFailed {
             message_id: format!("reply-{request}"),
             request_id: request.into(),
-            code: "upstream_cut".into(),
+            code: "interrupted".into(),
             message: "cut".into(),
             retryable: true,
             partial_text: String::new(),
@@ -946,7 +1123,12 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(again, Appended::Duplicate(_)));
-        first_run.append(&chat, asked("m3", "r2"), 4).await.unwrap();
+        let m3_seq = first_run
+            .append(&chat, asked("m3", "r2"), 4)
+            .await
+            .unwrap()
+            .event()
+            .seq;
         first_run.append(&chat, ended("r2"), 5).await.unwrap();
         let r3_seq = first_run
             .append(
@@ -955,6 +1137,7 @@ mod tests {
                     message_id: "reply-r2".into(),
                     request_id: "r3".into(),
                     superseded_by: Some("u".into()),
+                    context_seq: Some(m3_seq),
                 },
                 6,
             )
@@ -964,14 +1147,23 @@ mod tests {
             .seq;
         first_run.append(&chat, asked("m4", "r4"), 7).await.unwrap();
         first_run.append(&chat, failed("r4"), 8).await.unwrap();
-        assert!(
-            first_run.interrupted_turns(10).await.unwrap().is_empty(),
-            "a run never reports the turns it opened itself"
-        );
+        first_run
+            .request_turn(&chat, "r5", Some("trace-r5"), r1_seq)
+            .await
+            .unwrap();
+        let fence = first_run.claim_turns(&chat).await.unwrap();
+        assert!(first_run.start_turn(&chat, "r1", fence).await.unwrap());
         drop(first_run);
 
+        // A restart finds the queue as it was, and the fence only grows.
         let next_run = store(&dir).await;
-        let open = next_run.interrupted_turns(10).await.unwrap();
+        let head = next_run
+            .open_chat(&chat, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .head_seq;
+        let open = next_run.open_turns(&chat).await.unwrap();
         assert_eq!(
             open,
             vec![
@@ -980,22 +1172,164 @@ mod tests {
                     request_id: "r1".into(),
                     trace_id: Some("trace-r1".into()),
                     opened_seq: r1_seq,
+                    context_seq: r1_seq,
+                    started_fence: Some(fence),
                 },
                 OpenTurn {
                     chat: chat.clone(),
                     request_id: "r3".into(),
                     trace_id: None,
                     opened_seq: r3_seq,
+                    context_seq: m3_seq,
+                    started_fence: None,
+                },
+                OpenTurn {
+                    chat: chat.clone(),
+                    request_id: "r5".into(),
+                    trace_id: Some("trace-r5".into()),
+                    opened_seq: head,
+                    context_seq: r1_seq,
+                    started_fence: None,
                 },
             ]
         );
-        assert_eq!(next_run.interrupted_turns(1).await.unwrap().len(), 1);
-        next_run.append(&chat, failed("r1"), 9).await.unwrap();
-        let open = next_run.interrupted_turns(10).await.unwrap();
-        assert_eq!(open.len(), 1);
-        assert_eq!(open[0].request_id, "r3");
+        assert_eq!(
+            next_run.chats_with_open_turns(10).await.unwrap(),
+            vec![chat.clone()]
+        );
+        let second = next_run.claim_turns(&chat).await.unwrap();
+        assert_eq!(second, fence + 1);
+
+        // A second process on the same file takes the chat over; the first one's fenced
+        // writes are refused from then on and change nothing.
+        let other_process = store(&dir).await;
+        let third = other_process.claim_turns(&chat).await.unwrap();
+        assert_eq!(third, second + 1);
+        let refused = next_run
+            .append_guarded(&chat, failed("r1"), 9, Guard::Fence(second))
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { held, current, .. }) if held == second && current == third),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            next_run.start_turn(&chat, "r3", second).await,
+            Err(StoreError::Fenced { .. })
+        ));
+        assert_eq!(next_run.open_turns(&chat).await.unwrap().len(), 3);
+        assert_eq!(
+            next_run
+                .open_chat(&chat, None)
+                .await
+                .unwrap()
+                .unwrap()
+                .head_seq,
+            head
+        );
+        other_process
+            .append_guarded(&chat, failed("r1"), 9, Guard::Fence(third))
+            .await
+            .unwrap();
+        assert!(other_process.start_turn(&chat, "r3", third).await.unwrap());
+        // An abort of a queued turn races its start: only one of them wins.
+        assert!(matches!(
+            next_run
+                .append_guarded(&chat, failed("r3"), 10, Guard::Queued("r3".into()))
+                .await,
+            Err(StoreError::NotQueued { .. })
+        ));
+        next_run
+            .append_guarded(&chat, failed("r5"), 10, Guard::Queued("r5".into()))
+            .await
+            .unwrap();
+        let open = next_run.open_turns(&chat).await.unwrap();
+        assert_eq!(
+            open.iter()
+                .map(|t| (t.request_id.as_str(), t.started_fence))
+                .collect::<Vec<_>>(),
+            vec![("r3", Some(third))]
+        );
         assert!(next_run.delete_chat(&chat).await.unwrap());
-        assert!(next_run.interrupted_turns(10).await.unwrap().is_empty());
+        assert!(other_process.open_turns(&chat).await.unwrap().is_empty());
+        assert!(
+            other_process
+                .chats_with_open_turns(10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// Turns open when 0005 runs were left by an older server that was cut: they become
+    /// started by fence 0 (so the first owner ends them as interrupted), their context ends
+    /// where they were opened, and every chat's fence starts at 0.
+    #[tokio::test]
+    async fn migration_0005_marks_turns_left_open_as_started() {
+        let dir = tempdir();
+        let url = format!("sqlite://{}/t.db", dir.display());
+        {
+            let options = SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            let mut before = sqlx::migrate!("./migrations");
+            let upto_0004: Vec<_> = before
+                .migrations
+                .iter()
+                .filter(|m| m.version <= 4)
+                .cloned()
+                .collect();
+            before.migrations = upto_0004.into();
+            before.run(&pool).await.unwrap();
+            sqlx::raw_sql(
+                "INSERT INTO chats (org, chat_id, epoch, head_seq, created_at) VALUES ('o', 'c', 'e', 2, 0);
+                 INSERT INTO events (org, chat_id, seq, kind, is_message, message_id, body, created_at) VALUES
+                   ('o', 'c', 1, 'chat_created', 0, NULL, '{\"kind\":\"chat_created\",\"createdBy\":null}', 0),
+                   ('o', 'c', 2, 'user_message', 1, 'm1',
+                    '{\"kind\":\"user_message\",\"messageId\":\"m1\",\"userId\":\"u\",\"text\":\"hi\",\"requestId\":\"r1\"}', 0);
+                 INSERT INTO open_turns (org, chat_id, request_id, trace_id, opened_seq, opened_by)
+                   VALUES ('o', 'c', 'r1', 't1', 2, 'some-old-run');",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let s = SqliteStore::open(&url, Durability::Normal).await.unwrap();
+        let chat = ChatKey::new("o", "c");
+        assert_eq!(
+            s.open_turns(&chat).await.unwrap(),
+            vec![OpenTurn {
+                chat: chat.clone(),
+                request_id: "r1".into(),
+                trace_id: Some("t1".into()),
+                opened_seq: 2,
+                context_seq: 2,
+                started_fence: Some(0),
+            }]
+        );
+        assert_eq!(s.claim_turns(&chat).await.unwrap(), 1);
+        assert!(!s.start_turn(&chat, "r1", 1).await.unwrap());
+        let end = EventBody::TurnFailed {
+            message_id: "a1".into(),
+            request_id: "r1".into(),
+            code: "interrupted".into(),
+            message: "cut".into(),
+            retryable: true,
+            partial_text: String::new(),
+            trace_id: None,
+            token_count: None,
+        };
+        let ended = s
+            .append_guarded(&chat, end, 1, Guard::Fence(1))
+            .await
+            .unwrap();
+        assert_eq!(ended.event().seq, 3);
+        assert!(s.open_turns(&chat).await.unwrap().is_empty());
     }
 
     fn tempdir() -> std::path::PathBuf {

@@ -1,21 +1,27 @@
 //! Test doubles shared by the core's integration tests.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use natter_core::chat::{ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, NewChat};
 use natter_core::event::{EventBody, StoredEvent};
-use natter_core::store::{Appended, Store, StoreError};
+use natter_core::store::{Appended, Guard, OpenTurn, Store, StoreError};
+use natter_core::store_memory::MemoryStore;
 
-/// A minimal in-memory log, enough for feeds to refill from.
+/// The real in-memory store ([`MemoryStore`]) with a store outage to switch on.
 #[derive(Default)]
 pub struct LogStore {
     /// While set, appending the end of a turn fails (a store outage).
     pub fail_turn_ends: AtomicBool,
-    events: Mutex<HashMap<ChatKey, Vec<StoredEvent>>>,
+    inner: MemoryStore,
+}
+
+impl LogStore {
+    /// The store underneath, for reading what was stored.
+    pub fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
 }
 
 #[async_trait]
@@ -25,48 +31,22 @@ impl Store for LogStore {
         chat: &ChatKey,
         create: Option<&NewChat>,
     ) -> Result<Option<ChatInfo>, StoreError> {
-        let mut map = self.events.lock().unwrap();
-        if !map.contains_key(chat) && create.is_none() {
-            return Ok(None);
-        }
-        let log = map.entry(chat.clone()).or_default();
-        if log.is_empty() {
-            // As the Store contract says: creation is the log's first event.
-            log.push(StoredEvent {
-                seq: 1,
-                created_at: 0,
-                body: EventBody::ChatCreated {
-                    created_by: None,
-                    metadata: None,
-                    members: None,
-                },
-            });
-        }
-        Ok(Some(ChatInfo {
-            epoch: "e".into(),
-            head_seq: log.len() as u64,
-            created_at: 0,
-        }))
+        self.inner.open_chat(chat, create).await
     }
 
-    async fn append(
+    async fn append_guarded(
         &self,
         chat: &ChatKey,
         body: EventBody,
         created_at: i64,
+        guard: Guard,
     ) -> Result<Appended, StoreError> {
         if body.ends_turn().is_some() && self.fail_turn_ends.load(Ordering::Relaxed) {
             return Err(StoreError::Backend("the test store is down".into()));
         }
-        let mut map = self.events.lock().unwrap();
-        let log = map.entry(chat.clone()).or_default();
-        let event = StoredEvent {
-            seq: log.len() as u64 + 1,
-            created_at,
-            body,
-        };
-        log.push(event.clone());
-        Ok(Appended::New(event))
+        self.inner
+            .append_guarded(chat, body, created_at, guard)
+            .await
     }
 
     async fn events_after(
@@ -75,35 +55,25 @@ impl Store for LogStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let map = self.events.lock().unwrap();
-        Ok(map
-            .get(chat)
-            .map(|l| {
-                l.iter()
-                    .filter(|e| e.seq > after)
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
+        self.inner.events_after(chat, after, limit).await
     }
 
     async fn recent_messages(
         &self,
-        _: &ChatKey,
-        _: u64,
-        _: usize,
+        chat: &ChatKey,
+        up_to: u64,
+        limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(Vec::new())
+        self.inner.recent_messages(chat, up_to, limit).await
     }
 
     async fn messages_after(
         &self,
-        _: &ChatKey,
-        _: u64,
-        _: usize,
+        chat: &ChatKey,
+        after: u64,
+        limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(Vec::new())
+        self.inner.messages_after(chat, after, limit).await
     }
 
     async fn find_message(
@@ -111,36 +81,61 @@ impl Store for LogStore {
         chat: &ChatKey,
         message_id: &str,
     ) -> Result<Option<StoredEvent>, StoreError> {
-        let map = self.events.lock().unwrap();
-        Ok(map.get(chat).and_then(|l| {
-            l.iter()
-                .find(|e| e.body.message_id() == Some(message_id))
-                .cloned()
-        }))
+        self.inner.find_message(chat, message_id).await
     }
 
-    async fn chat_summary(&self, _: &ChatKey) -> Result<Option<ChatSummary>, StoreError> {
-        Ok(None)
+    async fn chat_summary(&self, chat: &ChatKey) -> Result<Option<ChatSummary>, StoreError> {
+        self.inner.chat_summary(chat).await
     }
 
     async fn list_chats(
         &self,
-        _: &str,
-        _: &ChatScope,
-        _: usize,
-        _: usize,
+        org: &str,
+        scope: &ChatScope,
+        limit: usize,
+        offset: usize,
     ) -> Result<ChatPage, StoreError> {
-        Ok(ChatPage {
-            chats: Vec::new(),
-            total: 0,
-        })
+        self.inner.list_chats(org, scope, limit, offset).await
     }
 
     async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError> {
-        Ok(self.events.lock().unwrap().remove(chat).is_some())
+        self.inner.delete_chat(chat).await
+    }
+
+    async fn open_turns(&self, chat: &ChatKey) -> Result<Vec<OpenTurn>, StoreError> {
+        self.inner.open_turns(chat).await
+    }
+
+    async fn chats_with_open_turns(&self, limit: usize) -> Result<Vec<ChatKey>, StoreError> {
+        self.inner.chats_with_open_turns(limit).await
+    }
+
+    async fn request_turn(
+        &self,
+        chat: &ChatKey,
+        request_id: &str,
+        trace_id: Option<&str>,
+        context_seq: u64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .request_turn(chat, request_id, trace_id, context_seq)
+            .await
+    }
+
+    async fn claim_turns(&self, chat: &ChatKey) -> Result<u64, StoreError> {
+        self.inner.claim_turns(chat).await
+    }
+
+    async fn start_turn(
+        &self,
+        chat: &ChatKey,
+        request_id: &str,
+        fence: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner.start_turn(chat, request_id, fence).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
+        self.inner.ping().await
     }
 }
