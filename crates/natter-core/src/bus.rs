@@ -118,4 +118,10 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), BusError>;
+
+    /// Chats with a channel open on this node (local subscribers or a buffering turn), for
+    /// `/metrics`.
+    fn local_channels(&self) -> usize {
+        0
+    }
 }

@@ -207,6 +207,10 @@ impl Bus for MemoryBus {
     async fn ping(&self) -> Result<(), BusError> {
         lock(&self.channels).map(|_| ())
     }
+
+    fn local_channels(&self) -> usize {
+        self.open_channels()
+    }
 }
 
 #[cfg(test)]

@@ -11,16 +11,17 @@ use crate::chat::{
     ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, ConnectionId, Identity, NewChat, Source,
 };
 use crate::config::{AiMode, CoreConfig};
+use crate::coordinator::{Coordinator, MemoryCoordinator};
 use crate::error::CoreError;
 use crate::event::{BusMessage, EventBody, LiveEvent, StoredEvent};
 use crate::feed::Feed;
 use crate::limits::{Admission, Limits};
 use crate::presence::Presence;
 use crate::provider::Provider;
+use crate::scheduler::TurnScheduler;
 use crate::store::{Appended, Store, StoreError};
 use crate::telemetry;
 use crate::tools::ToolRegistry;
-use crate::turn::{TurnRequest, TurnScheduler};
 
 use natter_protocol::fields::check_id_len;
 
@@ -31,10 +32,9 @@ pub(crate) struct Inner {
     pub presence: Arc<dyn Presence>,
     pub provider: Arc<dyn Provider>,
     pub tools: ToolRegistry,
+    pub coordinator: Arc<dyn Coordinator>,
     pub turns: TurnScheduler,
     pub limits: Limits,
-    /// Set once the turns an earlier run left open have been ended: how many there were.
-    pub interrupted_turns_ended: tokio::sync::OnceCell<usize>,
 }
 
 impl Inner {
@@ -71,6 +71,44 @@ impl Inner {
         .await;
     }
 }
+
+/// What a core reaches the outside through. [`Seams::single_node`] fills in the in-process
+/// coordinator; a cluster passes its Redis implementations of bus, presence and coordinator.
+pub struct Seams {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub presence: Arc<dyn Presence>,
+    pub provider: Arc<dyn Provider>,
+    pub coordinator: Arc<dyn Coordinator>,
+    pub tools: ToolRegistry,
+}
+
+impl Seams {
+    /// One node: leases and control stay in this process.
+    pub fn single_node(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        presence: Arc<dyn Presence>,
+        provider: Arc<dyn Provider>,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            presence,
+            provider,
+            coordinator: Arc::new(MemoryCoordinator::default()),
+            tools: ToolRegistry::default(),
+        }
+    }
+
+    pub fn with_tools(mut self, tools: ToolRegistry) -> Self {
+        self.tools = tools;
+        self
+    }
+}
+
+/// How often a node refreshes its presence entries (a cluster's expire after about 25 s).
+const PRESENCE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Chats, their logs, turns and presence, behind one cheap-to-clone handle.
 #[derive(Clone)]
@@ -168,6 +206,16 @@ impl ChatCore {
         provider: Arc<dyn Provider>,
         tools: ToolRegistry,
     ) -> Self {
+        Self::from_seams(
+            config,
+            Seams::single_node(store, bus, presence, provider).with_tools(tools),
+        )
+    }
+
+    /// A core on the given seams. Started inside a Tokio runtime, it also starts its
+    /// background work: ending what a single node's last run left open, the sweep for chats
+    /// whose turn owner is gone, control messages from other nodes, and presence refresh.
+    pub fn from_seams(config: CoreConfig, seams: Seams) -> Self {
         telemetry::describe();
         let turns = TurnScheduler::new(config.max_concurrent_turns);
         let limits = Limits::new(config.limits.clone());
@@ -175,43 +223,84 @@ impl ChatCore {
             inner: Arc::new(Inner {
                 limits,
                 config,
-                store,
-                bus,
-                presence,
-                provider,
-                tools,
+                store: seams.store,
+                bus: seams.bus,
+                presence: seams.presence,
+                provider: seams.provider,
+                tools: seams.tools,
+                coordinator: seams.coordinator,
                 turns,
-                interrupted_turns_ended: tokio::sync::OnceCell::new(),
             }),
         };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            core.start_background(&runtime);
+        }
+        core
+    }
+
+    fn start_background(&self, runtime: &tokio::runtime::Handle) {
+        let turns = &self.inner.turns;
         // At startup rather than when each chat is next opened: the open turns are a small
         // indexed set (at most the turns running or queued at the crash), while chats may be
         // many, and a member waiting on a turn may never reopen its chat (a pending-turn
         // tracker, an AI SDK resume). In the background, so that serving starts at once;
         // joins and follows wait for it, so a member's replay already holds the ends.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let background = core.clone();
-            core.inner
-                .turns
-                .spawn_background(&runtime, |stop| async move {
-                    background.end_interrupted_turns_until_done(stop).await
-                });
-        }
-        core
+        let core = self.clone();
+        turns.spawn_background(runtime, |stop| async move {
+            core.end_interrupted_turns_until_done(stop.clone()).await;
+            // Then, every few seconds, take over chats whose owner is gone.
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::scheduler::SWEEP_INTERVAL) => {}
+                    _ = stop.cancelled() => return,
+                }
+                if let Err(e) = core.inner.turns.sweep(&core.inner).await {
+                    warn!(error = %e, "looking for turns without an owner failed");
+                }
+            }
+        });
+        let core = self.clone();
+        turns.spawn_background(runtime, |stop| async move {
+            let mut rx = match core.inner.coordinator.subscribe_control().await {
+                Ok(rx) => rx,
+                Err(e) => {
+                    warn!(error = %e, "subscribing to control messages failed; aborts and tool results from other nodes will not reach this one");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    control = rx.recv() => match control {
+                        Some(control) => core.inner.turns.on_control(&core.inner, control).await,
+                        None => return,
+                    },
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+        let core = self.clone();
+        turns.spawn_background(runtime, |stop| async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(PRESENCE_REFRESH) => {}
+                    _ = stop.cancelled() => return,
+                }
+                for (chat, online_user_ids) in core.inner.presence.refresh().await {
+                    core.inner
+                        .publish_live(&chat, LiveEvent::Presence { online_user_ids }, None)
+                        .await;
+                }
+            }
+        });
     }
 
-    /// Ends the turns an earlier run of the server left open (it crashed or was killed while
+    /// Ends the turns a single node's last run left open (it crashed or was killed while
     /// they were queued or running) with `ai:error` code `interrupted`, `retryable: true`:
     /// every turn ends (CONTRACT §1). Done once per core; the constructor starts it when a
     /// Tokio runtime is running, and calling this waits for that run. Returns how many turns
-    /// it ended. See [`Store::interrupted_turns`] for which turns count as left open.
+    /// it ended. A cluster node ends none here: it takes over chats whose owner is gone.
     pub async fn end_interrupted_turns(&self) -> Result<usize, CoreError> {
-        let inner = &self.inner;
-        let ended = inner
-            .interrupted_turns_ended
-            .get_or_try_init(|| crate::turn::end_interrupted_turns(inner))
-            .await?;
-        Ok(*ended)
+        Ok(self.inner.turns.end_left_over(&self.inner).await?)
     }
 
     /// [`Self::end_interrupted_turns`], retried while the store fails, until shutdown.
@@ -650,7 +739,7 @@ impl ChatCore {
         if !self.inner.store.delete_chat(chat).await? {
             return Err(not_found(chat));
         }
-        self.inner.turns.forget_chat(chat);
+        self.inner.turns.forget_chat(&self.inner, chat).await;
         self.inner
             .publish_live(
                 chat,
@@ -703,29 +792,33 @@ impl ChatCore {
             })?,
         };
         inner.limits.turn(who, from)?;
+        // The context is what the old reply answered (it is superseded now, so it is not part
+        // of it). The turn is queued in the store with the event that asks for it.
         if let Some(old_id) = target.body.ends_turn() {
             let body = EventBody::MessageSuperseded {
                 message_id: old_id.to_owned(),
                 request_id: request_id.clone(),
                 superseded_by: Some(who.user_id.to_string()),
+                context_seq: Some(target.seq),
             };
             self.append_and_publish(chat, body, None).await?;
+        } else {
+            inner
+                .store
+                .request_turn(chat, &request_id, trace_id.as_deref(), target.seq)
+                .await
+                .map_err(|e| store_error(chat, e))?;
         }
+        // Tools declared with a message are not stored; a regenerated turn has the server's
+        // only.
         inner
             .turns
             .enqueue(
                 &self.inner,
-                TurnRequest {
-                    chat: chat.clone(),
-                    // The context is what the old reply answered (it is superseded now, so it
-                    // is not part of it).
-                    trigger_seq: target.seq,
-                    request_id: request_id.clone().into(),
-                    trace_id: trace_id.map(Into::into),
-                    // Tools declared with a message are not stored; a regenerated turn has
-                    // the server's only.
-                    client_tools: Vec::new(),
-                },
+                chat,
+                &request_id,
+                trace_id.as_deref(),
+                Vec::new(),
             )
             .await;
         Ok(request_id)
@@ -820,20 +913,17 @@ impl ChatCore {
             request_id: request_id.clone(),
             created_at: event.created_at,
         };
-        let trigger_seq = event.seq;
         inner.publish_durable(chat, event, conn.cloned()).await;
+        // The store opened the turn with the message: queue it here.
         if let Some(request_id) = request_id {
             inner
                 .turns
                 .enqueue(
                     &self.inner,
-                    TurnRequest {
-                        chat: chat.clone(),
-                        trigger_seq,
-                        request_id: request_id.into(),
-                        trace_id: msg.trace_id.map(Into::into),
-                        client_tools: msg.tools,
-                    },
+                    chat,
+                    &request_id,
+                    msg.trace_id.as_deref(),
+                    msg.tools,
                 )
                 .await;
         }
@@ -873,6 +963,7 @@ impl ChatCore {
             .turns
             .abort(&self.inner, chat, request_id, reason)
             .await
+            .map_err(|e| store_error(chat, e))?
             .ok_or_else(|| {
                 CoreError::rejected(
                     ErrorCode::NoActiveTurn,
@@ -947,17 +1038,67 @@ impl ChatCore {
             .collect())
     }
 
-    /// The turn waiting for a member's result for client-run call `tool_call_id`, if any.
-    pub fn waiting_tool_call(
+    /// The turn waiting for a member's result for client-run call `tool_call_id`, if any, on
+    /// this node or another (then read from the log: a client-run call of a started turn with
+    /// no result yet).
+    pub async fn waiting_tool_call(
         &self,
         chat: &ChatKey,
         tool_call_id: &str,
-    ) -> Option<Arc<crate::event::TurnRef>> {
-        self.inner.turns.client_wait(chat, tool_call_id)
+    ) -> Result<Option<Arc<crate::event::TurnRef>>, CoreError> {
+        if let Some(turn) = self.inner.turns.local_client_wait(chat, tool_call_id) {
+            return Ok(Some(turn));
+        }
+        self.stored_client_wait(chat, tool_call_id).await
+    }
+
+    async fn stored_client_wait(
+        &self,
+        chat: &ChatKey,
+        tool_call_id: &str,
+    ) -> Result<Option<Arc<crate::event::TurnRef>>, CoreError> {
+        let store = &self.inner.store;
+        let open = match store.open_turns(chat).await {
+            Ok(open) => open,
+            Err(StoreError::NoSuchChat(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(running) = open.iter().find(|t| t.started_fence.is_some()) else {
+            return Ok(None);
+        };
+        let events = store
+            .events_after(chat, running.opened_seq, self.inner.config.replay_limit)
+            .await?;
+        let answered = events.iter().any(|e| {
+            matches!(&e.body, EventBody::ToolResult { tool_call_id: id, .. } if id == tool_call_id)
+        });
+        if answered {
+            return Ok(None);
+        }
+        Ok(events.iter().find_map(|e| match &e.body {
+            EventBody::ToolCall {
+                tool_call_id: id,
+                request_id,
+                message_id,
+                executor,
+                trace_id,
+                ..
+            } if id == tool_call_id
+                && executor == "client"
+                && *request_id == running.request_id =>
+            {
+                Some(Arc::new(crate::event::TurnRef {
+                    message_id: message_id.as_str().into(),
+                    request_id: request_id.as_str().into(),
+                    trace_id: trace_id.as_deref().map(Into::into),
+                }))
+            }
+            _ => None,
+        }))
     }
 
     /// A member's answer to a client-run tool call: the first valid one goes to the waiting
-    /// turn. Exactly one of `result` and `error` must be given.
+    /// turn, on whichever node runs it. Exactly one of `result` and `error` must be given.
     pub async fn tool_result(
         &self,
         chat: &ChatKey,
@@ -977,10 +1118,17 @@ impl ChatCore {
             (Some(r), None) => Ok(r),
             (None, None) => Ok(serde_json::Value::Null),
         };
+        let local = self
+            .inner
+            .turns
+            .local_client_wait(chat, tool_call_id)
+            .is_some();
+        let elsewhere = !local && self.stored_client_wait(chat, tool_call_id).await?.is_some();
         if self
             .inner
             .turns
-            .deliver_client_result(chat, tool_call_id, outcome)
+            .deliver_client_result(&self.inner, chat, tool_call_id, outcome, elsewhere)
+            .await
         {
             Ok(())
         } else {
@@ -995,15 +1143,36 @@ impl ChatCore {
 
     /// Whether the store and the bus answer (for `/readyz`).
     pub async fn ready(&self) -> Result<(), CoreError> {
-        self.inner.store.ping().await?;
-        self.inner.bus.ping().await?;
+        for (_, check) in self.readiness().await {
+            check?;
+        }
         Ok(())
+    }
+
+    /// Each backend and whether it answers: `store`, `bus`, `coordinator` (for `/readyz`).
+    pub async fn readiness(&self) -> Vec<(&'static str, Result<(), CoreError>)> {
+        let inner = &self.inner;
+        let (store, bus, coordinator) = tokio::join!(
+            inner.store.ping(),
+            inner.bus.ping(),
+            inner.coordinator.ping()
+        );
+        vec![
+            ("store", store.map_err(Into::into)),
+            ("bus", bus.map_err(Into::into)),
+            ("coordinator", coordinator.map_err(Into::into)),
+        ]
+    }
+
+    /// This node's id in the cluster (for logs and tests).
+    pub fn node_id(&self) -> &str {
+        self.inner.coordinator.node_id()
     }
 
     /// Ends every running and queued turn with `ai:error` code `shutdown`, keeping partial
     /// text, and waits (up to `grace`) for them to be stored.
     pub async fn shutdown(&self, grace: std::time::Duration) {
-        self.inner.turns.shutdown(&self.inner, grace).await;
+        self.inner.turns.shutdown(grace).await;
     }
 }
 

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod bus_memory;
 pub mod chat;
 pub mod config;
+pub mod coordinator;
 mod core;
 pub mod error;
 pub mod event;
@@ -19,12 +20,17 @@ pub mod limits;
 pub mod presence;
 pub mod presence_memory;
 pub mod provider;
+mod scheduler;
 pub mod store;
+pub mod store_memory;
+pub mod store_transfer;
 pub mod telemetry;
 pub mod tools;
 mod turn;
 
-pub use crate::core::{ChatCore, JoinOutcome, JoinRequest, PostOutcome, UserMessageInput, new_id};
+pub use crate::core::{
+    ChatCore, JoinOutcome, JoinRequest, PostOutcome, Seams, UserMessageInput, new_id,
+};
 pub use chat::{ChatInfo, ChatKey, ConnectionId, Identity, Source};
 pub use config::CoreConfig;
 pub use error::CoreError;

@@ -13,6 +13,9 @@ pub const TURN_FIRST_TOKEN: &str = "natter_turn_first_token_seconds";
 pub const UPSTREAM_RETRIES: &str = "natter_upstream_retries_total";
 pub const SLOW_CONSUMERS: &str = "natter_slow_consumer_disconnects_total";
 pub const TOOL_CALLS: &str = "natter_tool_calls_total";
+pub const LEASES_HELD: &str = "natter_leases_held";
+pub const TURNS_TAKEN_OVER: &str = "natter_turns_taken_over_total";
+pub const TURN_PANICS: &str = "natter_turn_panics_total";
 
 /// Registers descriptions so `/metrics` explains itself.
 pub fn describe() {
@@ -37,4 +40,16 @@ pub fn describe() {
     describe_counter!(UPSTREAM_RETRIES, "Upstream retries before the first token");
     describe_counter!(SLOW_CONSUMERS, "Connections dropped for falling behind");
     describe_counter!(TOOL_CALLS, "Tool calls the model made");
+    describe_gauge!(
+        LEASES_HELD,
+        "Chat turn leases this node holds (chats it drives)"
+    );
+    describe_counter!(
+        TURNS_TAKEN_OVER,
+        "Turns ended as interrupted because their node stopped or lost its lease"
+    );
+    describe_counter!(
+        TURN_PANICS,
+        "Turns whose task panicked (ended with ai:error internal)"
+    );
 }

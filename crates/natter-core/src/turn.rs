@@ -1,388 +1,109 @@
 //! Turns: one LLM generation answering a user message.
 //!
-//! One turn runs at a time per chat; later ones queue in arrival order. A semaphore bounds
-//! the turns running at once across chats. A turn is a small state machine:
+//! The [scheduler](crate::scheduler) starts them, one at a time per chat. A semaphore bounds
+//! the turns running at once on a node. A turn is a small state machine:
 //! queued → working → (retrying → working)* → streaming → one durable end event
-//! (`AssistantMessage`, or `TurnFailed` keeping any partial text).
+//! (`AssistantMessage`, or `TurnFailed` keeping any partial text), written with the chat's
+//! turn fence so only the chat's current owner can store it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use natter_protocol::ErrorCode;
 use natter_protocol::time::now_millis;
-use tokio::sync::Semaphore;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::chat::ChatKey;
-use crate::core::{Inner, new_id};
+use crate::core::Inner;
 use crate::event::{EventBody, LiveEvent, ProcessingStatus, TurnRef, Usage};
 use crate::provider::{
     CompletionRequest, PromptMessage, ProviderError, ProviderErrorKind, ProviderEvent, Role,
     ToolCall,
 };
-use crate::store::StoreError;
+use crate::store::{Guard, StoreError};
 use crate::telemetry;
 use crate::tools::{Executor, check_arguments};
 
 #[derive(Debug, Clone)]
 pub(crate) struct TurnRequest {
     pub chat: ChatKey,
-    /// The `seq` of the user message that asked for this turn: context ends there.
-    pub trigger_seq: u64,
+    /// The context ends at this `seq` (the user message the turn answers).
+    pub context_seq: u64,
     pub request_id: Arc<str>,
     pub trace_id: Option<Arc<str>>,
     /// Client-run tools declared with the message, besides the registry's.
     pub client_tools: Vec<crate::provider::ToolSpec>,
+    /// The chat's turn fence this node holds: every write of the turn is fenced with it.
+    pub fence: u64,
 }
 
 /// Why a turn was stopped from outside.
 #[derive(Debug, Clone)]
-enum StopReason {
+pub(crate) enum StopReason {
     Aborted(Option<String>),
     Shutdown,
-}
-
-struct RunningTurn {
-    request_id: Arc<str>,
-    started: Instant,
-    cancel: CancellationToken,
-    stop: Arc<Mutex<Option<StopReason>>>,
-}
-
-#[derive(Default)]
-struct ChatTurns {
-    running: Option<RunningTurn>,
-    pending: VecDeque<TurnRequest>,
-    /// A driver task is working through this chat's queue.
-    driving: bool,
-}
-
-type ClientResult = Result<serde_json::Value, String>;
-
-struct ClientWait {
-    turn: Arc<TurnRef>,
-    tx: tokio::sync::oneshot::Sender<ClientResult>,
-}
-
-pub(crate) struct TurnScheduler {
-    chats: Mutex<HashMap<ChatKey, ChatTurns>>,
-    /// Client-run tool calls waiting for a member's result, by chat and call id.
-    client_waits: Mutex<HashMap<(ChatKey, String), ClientWait>>,
-    permits: Arc<Semaphore>,
-    /// Moving average of turn durations, for `etaMs`. 0 until a turn has finished.
-    avg_turn_ms: AtomicU64,
-    tasks: TaskTracker,
-    shutting_down: CancellationToken,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain bookkeeping maps: a panic elsewhere leaves them usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    /// Another node took the chat's turns over: this one stores nothing more.
+    LeaseLost,
 }
 
 /// How a generation ended.
-enum Ending {
+pub(crate) enum Ending {
     Finished(String),
     Stopped(StopReason),
     TimedOut,
     Failed(ProviderError),
 }
 
-struct Generation {
+pub(crate) struct Generation {
     text: String,
     usage: Option<Usage>,
     tokens: u64,
     ending: Ending,
 }
 
-impl TurnScheduler {
-    pub fn new(max_concurrent: usize) -> Self {
+impl Generation {
+    /// A turn that ends before any output.
+    pub fn empty(ending: Ending) -> Self {
         Self {
-            chats: Mutex::new(HashMap::new()),
-            client_waits: Mutex::new(HashMap::new()),
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            avg_turn_ms: AtomicU64::new(0),
-            tasks: TaskTracker::new(),
-            shutting_down: CancellationToken::new(),
-        }
-    }
-
-    fn eta_ms(&self, turns: &ChatTurns) -> Option<u64> {
-        let avg = self.avg_turn_ms.load(Ordering::Relaxed);
-        if avg == 0 {
-            return None;
-        }
-        let running_left = turns
-            .running
-            .as_ref()
-            .map(|r| avg.saturating_sub(r.started.elapsed().as_millis() as u64))
-            .unwrap_or(0);
-        Some(running_left + avg * turns.pending.len() as u64)
-    }
-
-    fn record_duration(&self, d: Duration) {
-        let ms = d.as_millis() as u64;
-        let old = self.avg_turn_ms.load(Ordering::Relaxed);
-        let new = if old == 0 { ms } else { (old * 4 + ms) / 5 };
-        self.avg_turn_ms.store(new.max(1), Ordering::Relaxed);
-    }
-
-    pub async fn enqueue(&self, inner: &Arc<Inner>, req: TurnRequest) {
-        if self.shutting_down.is_cancelled() {
-            fail_unstarted(
-                inner,
-                &req,
-                ErrorCode::Shutdown,
-                "the server is shutting down",
-            )
-            .await;
-            return;
-        }
-        let eta_ms = {
-            let chats = lock(&self.chats);
-            chats.get(&req.chat).and_then(|t| self.eta_ms(t))
-        };
-        // `queued` goes out before the turn is visible to the chat's driver, so it always
-        // precedes `working`.
-        inner
-            .publish_live(
-                &req.chat,
-                LiveEvent::Processing {
-                    request_id: req.request_id.clone(),
-                    status: ProcessingStatus::Queued,
-                    eta_ms,
-                    reason: None,
-                    trace_id: req.trace_id.clone(),
-                },
-                None,
-            )
-            .await;
-        let start_driver = {
-            let mut chats = lock(&self.chats);
-            let turns = chats.entry(req.chat.clone()).or_default();
-            turns.pending.push_back(req.clone());
-            !std::mem::replace(&mut turns.driving, true)
-        };
-        if start_driver {
-            let inner = inner.clone();
-            let chat = req.chat.clone();
-            self.tasks.spawn(async move { drive(inner, chat).await });
-        }
-    }
-
-    pub async fn abort(
-        &self,
-        inner: &Arc<Inner>,
-        chat: &ChatKey,
-        request_id: Option<&str>,
-        reason: Option<String>,
-    ) -> Option<String> {
-        let dequeued = {
-            let mut chats = lock(&self.chats);
-            let turns = chats.get_mut(chat)?;
-            if let Some(running) = turns
-                .running
-                .as_ref()
-                .filter(|r| request_id.is_none_or(|id| *r.request_id == *id))
-            {
-                *lock(&running.stop) = Some(StopReason::Aborted(reason));
-                running.cancel.cancel();
-                return Some(running.request_id.to_string());
-            }
-            let id = request_id?;
-            let pos = turns.pending.iter().position(|p| &*p.request_id == id)?;
-            turns.pending.remove(pos)?
-        };
-        // A queued turn never started: it still ends, as an empty aborted message.
-        let turn = TurnRef {
-            message_id: new_id().into(),
-            request_id: dequeued.request_id.clone(),
-            trace_id: dequeued.trace_id.clone(),
-        };
-        finish(
-            inner,
-            chat,
-            &turn,
-            Generation {
-                text: String::new(),
-                usage: None,
-                tokens: 0,
-                ending: Ending::Stopped(StopReason::Aborted(reason)),
-            },
-        )
-        .await;
-        Some(dequeued.request_id.to_string())
-    }
-
-    /// Registers a wait for the result of client-run call `id` in `chat`.
-    pub fn await_client_result(
-        &self,
-        chat: &ChatKey,
-        id: &str,
-        turn: &TurnRef,
-    ) -> tokio::sync::oneshot::Receiver<ClientResult> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let wait = ClientWait {
-            turn: Arc::new(turn.clone()),
-            tx,
-        };
-        lock(&self.client_waits).insert((chat.clone(), id.to_owned()), wait);
-        rx
-    }
-
-    /// The turn waiting for client-run call `id`, if one is.
-    pub fn client_wait(&self, chat: &ChatKey, id: &str) -> Option<Arc<TurnRef>> {
-        lock(&self.client_waits)
-            .get(&(chat.clone(), id.to_owned()))
-            .map(|w| w.turn.clone())
-    }
-
-    pub fn forget_client_wait(&self, chat: &ChatKey, id: &str) {
-        lock(&self.client_waits).remove(&(chat.clone(), id.to_owned()));
-    }
-
-    /// Hands a member's result to the waiting turn. `false` if no call `id` is waiting (unknown,
-    /// already answered, or its turn ended).
-    pub fn deliver_client_result(&self, chat: &ChatKey, id: &str, result: ClientResult) -> bool {
-        match lock(&self.client_waits).remove(&(chat.clone(), id.to_owned())) {
-            Some(wait) => wait.tx.send(result).is_ok(),
-            None => false,
-        }
-    }
-
-    /// The chat was deleted: its queued turns are dropped and the running one is stopped.
-    /// Nothing is stored for them (there is no log left to store into).
-    pub fn forget_chat(&self, chat: &ChatKey) {
-        let mut chats = lock(&self.chats);
-        if let Some(turns) = chats.get_mut(chat) {
-            turns.pending.clear();
-            if let Some(running) = &turns.running {
-                *lock(&running.stop) = Some(StopReason::Aborted(Some("chat deleted".into())));
-                running.cancel.cancel();
-            }
-        }
-    }
-
-    /// Runs `task` in the background like a turn: shutdown waits for it (within the grace
-    /// period) and cancels `stop` first.
-    pub fn spawn_background<F>(
-        &self,
-        runtime: &tokio::runtime::Handle,
-        task: impl FnOnce(CancellationToken) -> F,
-    ) where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.tasks
-            .spawn_on(task(self.shutting_down.clone()), runtime);
-    }
-
-    pub async fn shutdown(&self, inner: &Arc<Inner>, grace: Duration) {
-        self.shutting_down.cancel();
-        let pending: Vec<TurnRequest> = {
-            let mut chats = lock(&self.chats);
-            let mut pending = Vec::new();
-            for turns in chats.values_mut() {
-                if let Some(running) = &turns.running {
-                    *lock(&running.stop) = Some(StopReason::Shutdown);
-                    running.cancel.cancel();
-                }
-                pending.extend(turns.pending.drain(..));
-            }
-            pending
-        };
-        for req in &pending {
-            fail_unstarted(
-                inner,
-                req,
-                ErrorCode::Shutdown,
-                "the server is shutting down",
-            )
-            .await;
-        }
-        self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!("turns still running after the shutdown grace period");
+            text: String::new(),
+            usage: None,
+            tokens: 0,
+            ending,
         }
     }
 }
 
-/// Works through one chat's queue, one turn at a time.
-async fn drive(inner: Arc<Inner>, chat: ChatKey) {
-    let sched = &inner.turns;
-    loop {
-        let (req, cancel, stop) = {
-            let mut chats = lock(&sched.chats);
-            let Some(turns) = chats.get_mut(&chat) else {
-                return;
-            };
-            turns.running = None;
-            let Some(req) = turns.pending.pop_front() else {
-                turns.driving = false;
-                chats.remove(&chat);
-                return;
-            };
-            let cancel = CancellationToken::new();
-            let stop = Arc::new(Mutex::new(None));
-            turns.running = Some(RunningTurn {
-                request_id: req.request_id.clone(),
-                started: Instant::now(),
-                cancel: cancel.clone(),
-                stop: stop.clone(),
-            });
-            (req, cancel, stop)
-        };
-        let span = info_span!(
-            "turn",
-            chatId = %chat.chat_id,
-            org = %chat.org,
-            requestId = %req.request_id,
-            traceId = req.trace_id.as_deref().unwrap_or(""),
-        );
-        run(&inner, &req, &cancel, &stop).instrument(span).await;
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn stop_reason(stop: &Mutex<Option<StopReason>>) -> StopReason {
     lock(stop).clone().unwrap_or(StopReason::Aborted(None))
 }
 
-async fn run(
+/// Runs one turn that the scheduler started: waits for a slot, generates, stores its end.
+pub(crate) async fn run(
     inner: &Arc<Inner>,
     req: &TurnRequest,
+    turn: &TurnRef,
     cancel: &CancellationToken,
     stop: &Mutex<Option<StopReason>>,
 ) {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + inner.config.turn_timeout;
-    let turn = TurnRef {
-        message_id: new_id().into(),
-        request_id: req.request_id.clone(),
-        trace_id: req.trace_id.clone(),
-    };
-    // Wait for a slot under the global limit; the turn stays abortable meanwhile.
+    // Wait for a slot under the node's limit; the turn stays abortable meanwhile.
     let permit = tokio::select! {
-        p = inner.turns.permits.clone().acquire_owned() => p.ok(),
+        p = inner.turns.permits().acquire_owned() => p.ok(),
         _ = cancel.cancelled() => None,
     };
     let generation = match permit {
-        None => Generation {
-            text: String::new(),
-            usage: None,
-            tokens: 0,
-            ending: Ending::Stopped(stop_reason(stop)),
-        },
+        None => Generation::empty(Ending::Stopped(stop_reason(stop))),
         Some(_permit) => {
             metrics::gauge!(telemetry::TURNS_RUNNING).increment(1.0);
-            let g = generate(inner, req, &turn, cancel, stop, deadline).await;
+            let g = generate(inner, req, turn, cancel, stop, deadline).await;
             metrics::gauge!(telemetry::TURNS_RUNNING).decrement(1.0);
             g
         }
@@ -390,7 +111,7 @@ async fn run(
     let elapsed = started.elapsed();
     inner.turns.record_duration(elapsed);
     metrics::histogram!(telemetry::TURN_DURATION).record(elapsed.as_secs_f64());
-    finish(inner, &req.chat, &turn, generation).await;
+    finish(inner, &req.chat, turn, generation, Guard::Fence(req.fence)).await;
 }
 
 fn retry_delay(inner: &Inner, attempt: u32, err: &ProviderError) -> Duration {
@@ -412,7 +133,7 @@ async fn build_context(
     let cfg = &inner.config;
     let events = inner
         .store
-        .recent_messages(&req.chat, req.trigger_seq, cfg.context_max_messages)
+        .recent_messages(&req.chat, req.context_seq, cfg.context_max_messages)
         .await
         .map_err(|e| {
             ProviderError::new(
@@ -699,12 +420,13 @@ enum ToolStop {
 /// Stores a tool event and tells the chat; a store failure ends the turn.
 async fn store_and_publish(
     inner: &Arc<Inner>,
-    chat: &ChatKey,
+    req: &TurnRequest,
     record: EventBody,
 ) -> Result<(), ToolStop> {
+    let chat = &req.chat;
     let stored = inner
         .store
-        .append(chat, record, now_millis())
+        .append_guarded(chat, record, now_millis(), Guard::Fence(req.fence))
         .await
         .map_err(|e| {
             ToolStop::Failed(ProviderError::new(
@@ -758,7 +480,7 @@ async fn run_tool(
             .to_owned(),
         trace_id: turn.trace_id.as_deref().map(str::to_owned),
     };
-    store_and_publish(inner, &req.chat, record).await?;
+    store_and_publish(inner, req, record).await?;
     metrics::counter!(telemetry::TOOL_CALLS).increment(1);
 
     let outcome: Result<serde_json::Value, String> = match (executor, checked) {
@@ -813,13 +535,20 @@ async fn run_tool(
         error,
         trace_id: turn.trace_id.as_deref().map(str::to_owned),
     };
-    store_and_publish(inner, &req.chat, record).await?;
+    store_and_publish(inner, req, record).await?;
     Ok(for_model)
 }
 
-/// Stores the turn's end event and tells the chat. A store failure is retried a few times;
-/// the turn's tokens were live-only, so losing the end would lose the reply.
-async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generation) {
+/// Stores the turn's end event (if `guard` holds) and tells the chat. A store failure is
+/// retried a few times; the turn's tokens were live-only, so losing the end would lose the
+/// reply. `false` if the guard refused it: the turn is not this caller's to end.
+pub(crate) async fn finish(
+    inner: &Arc<Inner>,
+    chat: &ChatKey,
+    turn: &TurnRef,
+    g: Generation,
+    guard: Guard,
+) -> bool {
     metrics::counter!(telemetry::TOKENS).increment(g.tokens);
     let token_count = g.tokens;
     let (body, outcome) = match g.ending {
@@ -851,6 +580,10 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
                 },
                 "aborted",
             )
+        }
+        Ending::Stopped(StopReason::LeaseLost) => {
+            info!("another node took the chat's turns over; this turn's end is theirs to store");
+            return false;
         }
         Ending::Stopped(StopReason::Shutdown) => (
             failed_body(
@@ -896,16 +629,24 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
     info!(outcome, tokens = g.tokens, "turn ended");
     let mut delay = Duration::from_millis(100);
     for attempt in 0..5 {
-        match inner.store.append(chat, body.clone(), now_millis()).await {
+        match inner
+            .store
+            .append_guarded(chat, body.clone(), now_millis(), guard.clone())
+            .await
+        {
             Ok(appended) => {
                 inner
                     .publish_durable(chat, appended.event().clone(), None)
                     .await;
-                return;
+                return true;
             }
-            Err(crate::store::StoreError::NoSuchChat(_)) => {
+            Err(StoreError::NoSuchChat(_)) => {
                 info!("the chat was deleted during the turn; its end is not stored");
-                return;
+                return true;
+            }
+            Err(e @ (StoreError::Fenced { .. } | StoreError::NotQueued { .. })) => {
+                info!(error = %e, "the turn's end is not this node's to store");
+                return false;
             }
             Err(e) => {
                 warn!(attempt, error = %e, "storing the end of a turn failed");
@@ -941,9 +682,10 @@ async fn finish(inner: &Arc<Inner>, chat: &ChatKey, turn: &TurnRef, g: Generatio
             None,
         )
         .await;
+    true
 }
 
-fn failed_body(
+pub(crate) fn failed_body(
     turn: &TurnRef,
     code: ErrorCode,
     message: String,
@@ -960,86 +702,5 @@ fn failed_body(
         partial_text,
         trace_id: turn.trace_id.as_deref().map(str::to_owned),
         token_count,
-    }
-}
-
-/// Ends a turn that never started (shutdown while queued).
-async fn fail_unstarted(inner: &Arc<Inner>, req: &TurnRequest, code: ErrorCode, message: &str) {
-    let turn = TurnRef {
-        message_id: new_id().into(),
-        request_id: req.request_id.clone(),
-        trace_id: req.trace_id.clone(),
-    };
-    let ending = match code {
-        ErrorCode::Shutdown => Ending::Stopped(StopReason::Shutdown),
-        _ => Ending::Failed(ProviderError::new(ProviderErrorKind::Unavailable, message)),
-    };
-    finish(
-        inner,
-        &req.chat,
-        &turn,
-        Generation {
-            text: String::new(),
-            usage: None,
-            tokens: 0,
-            ending,
-        },
-    )
-    .await;
-}
-
-/// How many open turns one store read hands over when ending interrupted turns.
-const INTERRUPTED_BATCH: usize = 100;
-
-/// Ends every turn an earlier run of the server left open (it crashed or was killed while the
-/// turn was queued or running): each gets a `TurnFailed` with code `interrupted`, stored and
-/// then published, so members see `ai:error` with a `seq`, live and in replays. The partial
-/// text is lost with the process (tokens are never stored), so it is empty. Returns how many
-/// turns it ended.
-pub(crate) async fn end_interrupted_turns(inner: &Arc<Inner>) -> Result<usize, StoreError> {
-    let mut ended = 0;
-    // A turn the store keeps answering although it was handled (its chat vanished meanwhile)
-    // must not loop forever.
-    let mut handled = HashSet::new();
-    loop {
-        let batch = inner.store.interrupted_turns(INTERRUPTED_BATCH).await?;
-        let fresh: Vec<_> = batch
-            .into_iter()
-            .filter(|t| handled.insert((t.chat.clone(), t.request_id.clone())))
-            .collect();
-        if fresh.is_empty() {
-            return Ok(ended);
-        }
-        for open in fresh {
-            let body = EventBody::TurnFailed {
-                message_id: new_id(),
-                request_id: open.request_id.clone(),
-                code: ErrorCode::Interrupted.as_str().to_owned(),
-                message:
-                    "the server stopped while this reply was being written; it was not finished"
-                        .to_owned(),
-                retryable: true,
-                partial_text: String::new(),
-                trace_id: open.trace_id.clone(),
-                // The tokens went out from the process that died; none reached this one's
-                // members, so there is no tail to send.
-                token_count: None,
-            };
-            match inner.store.append(&open.chat, body, now_millis()).await {
-                Ok(appended) => {
-                    info!(chat = %open.chat, requestId = %open.request_id, "ended a turn the last run left open");
-                    metrics::counter!(telemetry::ERRORS, "code" => ErrorCode::Interrupted.as_str())
-                        .increment(1);
-                    metrics::counter!(telemetry::TURNS, "outcome" => "interrupted").increment(1);
-                    inner
-                        .publish_durable(&open.chat, appended.event().clone(), None)
-                        .await;
-                    ended += 1;
-                }
-                // Deleted since: there is no log left to end the turn in.
-                Err(StoreError::NoSuchChat(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
     }
 }

@@ -246,7 +246,7 @@ async fn continue_after_tools(
         let Some(id) = part.get("toolCallId").and_then(Value::as_str) else {
             continue;
         };
-        let Some(turn) = face.core.waiting_tool_call(chat, id) else {
+        let Some(turn) = face.core.waiting_tool_call(chat, id).await? else {
             continue;
         };
         let answer = match part.get("state").and_then(Value::as_str) {
