@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use natter_core::Identity;
-use natter_protocol::fields::check_id_len;
+use natter_protocol::fields::check_id_field;
 use natter_protocol::{ErrorCode, WireError};
 use serde::{Deserialize, Serialize};
 
@@ -252,7 +252,7 @@ impl Authenticator {
                     "the token's `{field}` claim is empty"
                 )));
             }
-            check_id_len("token", field, value)
+            check_id_field("token", field, value)
                 .map_err(|e| WireError::new(ErrorCode::Unauthorized, e.message))?;
         }
         if let Some(scope) = &self.required_scope

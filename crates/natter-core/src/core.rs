@@ -23,7 +23,7 @@ use crate::store::{Appended, Store, StoreError};
 use crate::telemetry;
 use crate::tools::ToolRegistry;
 
-use natter_protocol::fields::check_id_len;
+use natter_protocol::fields::check_id_field;
 
 pub(crate) struct Inner {
     pub config: CoreConfig,
@@ -176,7 +176,7 @@ fn check_admits(who: &Identity, summary: &ChatSummary) -> Result<(), CoreError> 
 
 /// Ids reach the core from every face, so the core checks their length itself.
 fn check_id(what: &str, id: &str) -> Result<(), CoreError> {
-    check_id_len("request", what, id).map_err(CoreError::Rejected)
+    check_id_field("request", what, id).map_err(CoreError::Rejected)
 }
 
 impl ChatCore {

@@ -11,8 +11,9 @@ use crate::error::{ErrorCode, WireError};
 /// The longest id or short string (message, request, user, trace id) accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
-/// Refuses a string longer than [`MAX_ID_BYTES`].
-pub fn check_id_len(event: &str, field: &str, value: &str) -> Result<(), WireError> {
+/// Refuses an id longer than [`MAX_ID_BYTES`], or holding a control character (NUL above
+/// all: PostgreSQL cannot store it, and no client means one in an id).
+pub fn check_id_field(event: &str, field: &str, value: &str) -> Result<(), WireError> {
     if value.len() > MAX_ID_BYTES {
         return Err(WireError::new(
             ErrorCode::TooLarge,
@@ -20,6 +21,12 @@ pub fn check_id_len(event: &str, field: &str, value: &str) -> Result<(), WireErr
                 "{event}: `{field}` is {} bytes, the limit is {MAX_ID_BYTES}",
                 value.len()
             ),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(WireError::new(
+            ErrorCode::InvalidField,
+            format!("{event}: `{field}` must not contain control characters"),
         ));
     }
     Ok(())
@@ -205,6 +212,21 @@ pub fn type_name(v: &Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ids_are_bounded_and_printable() {
+        assert!(check_id_field("e", "chatId", "room-1 ✓").is_ok());
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        assert_eq!(
+            check_id_field("e", "chatId", &long).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+        for bad in ["a\0b", "a\nb", "\u{7f}"] {
+            let err = check_id_field("e", "messageId", bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidField, "{bad:?}");
+            assert!(err.message.contains("`messageId`"));
+        }
+    }
 
     #[test]
     fn reads_and_reports() {

@@ -26,7 +26,7 @@ impl Common {
         };
         for (field, value) in [("chatId", &common.chat_id), ("traceId", &common.trace_id)] {
             if let Some(v) = value {
-                crate::fields::check_id_len(f.event(), field, v)?;
+                crate::fields::check_id_field(f.event(), field, v)?;
             }
         }
         Ok(common)
@@ -304,7 +304,7 @@ impl ToolResultRequest {
         let f = Fields::new(event, data)?;
         let common = Common::read(&f)?;
         let tool_call_id = f.req_str("toolCallId")?;
-        crate::fields::check_id_len(event, "toolCallId", &tool_call_id)?;
+        crate::fields::check_id_field(event, "toolCallId", &tool_call_id)?;
         // `result` and `error` together are refused by the core, on every face.
         let (result, error) = crate::fields::tool_outcome(data);
         Ok(Self {

@@ -8,7 +8,7 @@
 //! payload is turned into the contract payload of the event it stands for ([`FlatIn::translate`])
 //! and handled by the same handler. Pure functions, no I/O.
 
-use natter_protocol::fields::{Fields, check_id_len};
+use natter_protocol::fields::{Fields, check_id_field};
 use natter_protocol::{ErrorCode, EventKey, WireError};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
@@ -286,7 +286,7 @@ impl FlatIn {
         let f = Fields::new(event, data)?;
         let chat_id = f.opt_id("conversation_id")?;
         if let Some(id) = &chat_id {
-            check_id_len(event, "conversation_id", id)?;
+            check_id_field(event, "conversation_id", id)?;
         }
         let trace_id = f.opt_str("traceId")?;
         let mut out = Map::new();
@@ -324,7 +324,7 @@ fn either_id(f: &Fields<'_>, snake: &str, camel: &str) -> Result<Option<String>,
     };
     match id {
         Some((field, id)) => {
-            check_id_len(f.event(), field, &id)?;
+            check_id_field(f.event(), field, &id)?;
             Ok(Some(id))
         }
         None => Ok(None),
@@ -364,7 +364,7 @@ fn translate_message(
             );
             let request_id = either_str(&meta, "request_id", "requestId")?;
             if let Some(id) = &request_id {
-                check_id_len("message: metadata", "request_id", id)?;
+                check_id_field("message: metadata", "request_id", id)?;
             }
             out.insert("requestId".into(), json!(request_id));
             out.insert("parts".into(), json!(meta.opt_array("parts")?));

@@ -163,7 +163,7 @@ impl ConnIdentity {
     pub fn check(h: &Handshake) -> Result<(), WireError> {
         for field in ["userId", "orgId"] {
             if let Some(v) = h.field(field) {
-                natter_protocol::fields::check_id_len("handshake", field, &v)?;
+                natter_protocol::fields::check_id_field("handshake", field, &v)?;
             }
         }
         Ok(())
@@ -174,7 +174,7 @@ impl ConnIdentity {
     /// refused event leaves no trace.
     pub fn resolve(&self, hint: Option<&str>) -> Result<Identity, WireError> {
         if let Some(hint) = hint {
-            natter_protocol::fields::check_id_len("payload", "userId", hint)?;
+            natter_protocol::fields::check_id_field("payload", "userId", hint)?;
         }
         let user = self.user.lock().unwrap_or_else(|p| p.into_inner());
         let user_id = match (user.as_ref(), hint) {
