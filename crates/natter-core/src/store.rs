@@ -31,9 +31,10 @@
 //!   event (a regenerate of a user message).
 //! - **Fencing.** Each chat has a turn fence, a number that only grows.
 //!   [`claim_turns`](Store::claim_turns) raises it and returns the new value: the caller now
-//!   owns the chat's turns. A write guarded by [`Guard::Fence`] with a lower number (an owner
-//!   that paused or was cut off while another took over) is refused with
-//!   [`StoreError::Fenced`] and changes nothing, so two owners never both end a turn.
+//!   owns the chat's turns. A write guarded by [`Guard::Fence`] with any other number than the
+//!   chat's current fence (an owner that paused or was cut off while another took over) is
+//!   refused with [`StoreError::Fenced`] and changes nothing, so two owners never both end a
+//!   turn. A deleted and recreated chat starts its fence again from 0.
 //!   [`start_turn`](Store::start_turn) is fenced the same way.
 //! - **Real delete.** [`delete_chat`](Store::delete_chat) removes the chat and all its
 //!   events; the same chat id may later be created again, with a new epoch.
@@ -191,8 +192,9 @@ pub trait Store: Send + Sync + 'static {
     /// The chat's open turns (queued and started), in the order asked for.
     async fn open_turns(&self, chat: &ChatKey) -> Result<Vec<OpenTurn>, StoreError>;
 
-    /// Up to `limit` chats that have open turns, in no particular order: where a node looks
-    /// for turns nobody runs (their owner died, or the server restarted).
+    /// Up to `limit` chats that have open turns, in a random order (so that repeated calls
+    /// with more such chats than `limit` see them all in time): where a node looks for turns
+    /// nobody runs (their owner died, or the server restarted).
     async fn chats_with_open_turns(&self, limit: usize) -> Result<Vec<ChatKey>, StoreError>;
 
     /// Opens turn `request_id` (queued) with no event, its context ending at `context_seq`

@@ -463,14 +463,16 @@ impl Store for MemoryStore {
     }
 
     async fn chats_with_open_turns(&self, limit: usize) -> Result<Vec<ChatKey>, StoreError> {
-        Ok(self
+        let mut chats: Vec<ChatKey> = self
             .lock()
             .chats
             .iter()
             .filter(|(_, c)| !c.turns.is_empty())
             .map(|(k, _)| k.clone())
-            .take(limit)
-            .collect())
+            .collect();
+        fastrand::shuffle(&mut chats);
+        chats.truncate(limit);
+        Ok(chats)
     }
 
     async fn request_turn(

@@ -732,7 +732,10 @@ impl Store for SqliteStore {
 
     async fn chats_with_open_turns(&self, limit: usize) -> Result<Vec<ChatKey>, StoreError> {
         let rows = sqlx::query(
-            "SELECT DISTINCT org, chat_id FROM open_turns ORDER BY org, chat_id LIMIT ?",
+            // In random order: a sweep that takes `limit` of more chats than that must not
+            // keep seeing the same ones.
+            "SELECT org, chat_id FROM (SELECT DISTINCT org, chat_id FROM open_turns)
+             ORDER BY random() LIMIT ?",
         )
         .bind(sql_int(limit as u64))
         .fetch_all(&self.readers)
