@@ -119,18 +119,31 @@ impl TurnScheduler {
         self.shutting_down.is_cancelled()
     }
 
-    fn eta_ms(&self, chat: &ChatKey) -> Option<u64> {
+    /// How long until turn `request_id` starts: the running turn's remaining time plus the
+    /// average turn for each turn queued ahead. `None` until this node has finished a turn.
+    async fn eta_ms(&self, inner: &Inner, chat: &ChatKey, request_id: &str) -> Option<u64> {
         let avg = self.avg_turn_ms.load(Ordering::Relaxed);
         if avg == 0 {
             return None;
         }
-        let chats = lock(&self.chats);
-        let running_left = chats
+        let open = inner.store.open_turns(chat).await.ok()?;
+        let ahead = open
+            .iter()
+            .take_while(|t| t.request_id != request_id)
+            .filter(|t| t.started_fence.is_none())
+            .count() as u64;
+        let local_elapsed = lock(&self.chats)
             .get(chat)
             .and_then(|t| t.running.as_ref())
-            .map(|r| avg.saturating_sub(r.started.elapsed().as_millis() as u64))
-            .unwrap_or(0);
-        Some(running_left)
+            .map(|r| r.started.elapsed().as_millis() as u64);
+        let running_left = match local_elapsed {
+            Some(elapsed) => avg.saturating_sub(elapsed),
+            // Running on another node, whose clock of it this one does not see: on average
+            // half a turn is left.
+            None if open.iter().any(|t| t.started_fence.is_some()) => avg / 2,
+            None => 0,
+        };
+        Some(running_left + avg * ahead)
     }
 
     pub fn record_duration(&self, d: Duration) {
@@ -161,7 +174,7 @@ impl TurnScheduler {
                 LiveEvent::Processing {
                     request_id: request_id.into(),
                     status: ProcessingStatus::Queued,
-                    eta_ms: self.eta_ms(chat),
+                    eta_ms: self.eta_ms(inner, chat, request_id).await,
                     reason: None,
                     trace_id: trace_id.map(Into::into),
                 },
