@@ -10,6 +10,8 @@
 #   NATTER_PORT    port of natter (default 4200)
 #   BUILD=0        don't run cargo/npm, use what is already built
 #   KEEP=1         keep the scratch directory (logs, sqlite db) instead of deleting it
+#   BENCH_BIN      a prebuilt natter-bench (default: target/release/natter-bench)
+#   FAKE_BIN       a prebuilt natter-fake-upstream (default: target/release/natter-fake-upstream)
 
 set -euo pipefail
 
@@ -19,10 +21,16 @@ NODE_PORT=${NODE_PORT:-4100}
 NATTER_PORT=${NATTER_PORT:-4200}
 NATTER_BIN=${NATTER_BIN:-$ROOT/target/release/natter}
 NATTER_ARGS=${NATTER_ARGS:-}
-BENCH=$ROOT/target/release/natter-bench
-FAKE_BIN=$ROOT/target/release/natter-fake-upstream
+BENCH=${BENCH_BIN:-$ROOT/target/release/natter-bench}
+FAKE_BIN=${FAKE_BIN:-$ROOT/target/release/natter-fake-upstream}
 WORK=$(mktemp -d /tmp/natter-bench.XXXXXX)
 STARTED=()      # pids this script started, killed on exit
+CLEANUP_HOOKS=() # commands run on exit once those are gone (e.g. dropping a database)
+# natter serve flags that switch off its per-connection/user/IP rate limits and connection caps
+# (the bench drives every socket from one address, and each sender far above a human's rate).
+NATTER_NO_LIMITS=(--message-rate-per-connection 0 --message-rate-per-user 0
+    --message-rate-per-ip 0 --turn-rate-per-connection 0 --turn-rate-per-user 0
+    --turn-rate-per-ip 0 --max-connections-per-user 0 --max-connections-per-ip 0)
 SERVER_PID=""
 SERVER_URL=""
 
@@ -40,6 +48,10 @@ cleanup() {
             sleep 0.2
         done
         kill -9 "$pid" 2>/dev/null || true
+    done
+    local hook
+    for hook in "${CLEANUP_HOOKS[@]}"; do
+        $hook || true
     done
     if [[ ${KEEP:-0} == 1 ]]; then
         log "logs kept in $WORK"
@@ -68,10 +80,11 @@ build_all() {
     [[ -x $BENCH && -x $FAKE_BIN ]] || { log "natter-bench / natter-fake-upstream not built"; exit 1; }
 }
 
-# Waits until $1 (a pid) prints "listening on http://…" into file $2; echoes the URL.
+# Waits until $1 (a pid) prints "listening on http://…" into file $2; echoes the URL. $3: how
+# many tenths of a second to wait (default 100).
 wait_listening() {
     local pid=$1 file=$2 url=""
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 "${3:-100}"); do
         url=$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$file" | head -n1)
         [[ -n $url ]] && { echo "$url"; return 0; }
         kill -0 "$pid" 2>/dev/null || return 1
@@ -104,6 +117,16 @@ start_fake_upstream() {
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Echoes a port on 127.0.0.1 nothing listens on now (random, 20000–59999).
+free_port() {
+    local p
+    for _ in $(seq 1 50); do
+        p=$((20000 + RANDOM % 40000))
+        port_free "$p" && { echo "$p"; return 0; }
+    done
+    return 1
+}
+
 # start_server node|natter: sets SERVER_PID and SERVER_URL; returns 1 if the target can't run.
 start_server() {
     local target=$1
@@ -124,7 +147,8 @@ start_server() {
             OPENAI_API_KEY=x "$NATTER_BIN" serve --provider openai \
                 --openai-base-url "$FAKE_URL/v1" \
                 --listen "127.0.0.1:$NATTER_PORT" \
-                --database "sqlite://$WORK/bench.db" $NATTER_ARGS >"$WORK/natter.out" 2>"$WORK/natter.err" &
+                --database "sqlite://$WORK/bench.db" "${NATTER_NO_LIMITS[@]}" \
+                $NATTER_ARGS >"$WORK/natter.out" 2>"$WORK/natter.err" &
             SERVER_PID=$!
             SERVER_URL=http://127.0.0.1:$NATTER_PORT
             ;;

@@ -16,6 +16,8 @@ use crate::sio::{self, Client, Event};
 pub struct Member {
     pub chat_idx: usize,
     pub member_idx: usize,
+    /// Which of the server URLs this socket is connected to (index into `urls`).
+    pub node: usize,
     pub chat_id: String,
     pub user_id: String,
     pub client: Client,
@@ -56,9 +58,13 @@ pub fn run_id(cli: &Cli) -> String {
 }
 
 /// Opens one socket per `(chat_idx, member_idx)` with bounded concurrency and joins its chat.
+/// Member k of chat c connects to `urls[(c + k) % urls.len()]` (one URL: all to it), so with
+/// several nodes every chat spans them and the chats' senders (member 0), and with them the
+/// turns, are spread evenly over the nodes.
 /// Failures are counted, not fatal; it fails only if nothing connected at all.
 pub async fn connect_and_join(
     cli: &Cli,
+    urls: &[String],
     run: &str,
     chat_prefix: &str,
     specs: Vec<(usize, usize)>,
@@ -66,6 +72,9 @@ pub async fn connect_and_join(
 ) -> Result<(Vec<Member>, ConnectStats)> {
     let started = Instant::now();
     let timeout = Duration::from_secs_f64(cli.connect_timeout_s);
+    if urls.is_empty() {
+        bail!("no server URL");
+    }
     let mut stats = ConnectStats {
         attempted: specs.len(),
         ..Default::default()
@@ -74,11 +83,21 @@ pub async fn connect_and_join(
         .map(|(chat_idx, member_idx)| {
             let chat_id = format!("{chat_prefix}{chat_idx}");
             let user_id = format!("bench-{run}-c{chat_idx}-m{member_idx}");
+            let node = (chat_idx + member_idx) % urls.len();
+            let url = urls[node].as_str();
             async move {
                 if Instant::now() >= deadline {
                     return Err((true, "overall timeout reached".to_string()));
                 }
-                join_one(cli, chat_idx, member_idx, chat_id, user_id, timeout).await
+                join_one(
+                    cli,
+                    url,
+                    (chat_idx, member_idx, node),
+                    chat_id,
+                    user_id,
+                    timeout,
+                )
+                .await
             }
         })
         .buffer_unordered(cli.connect_concurrency.max(1))
@@ -112,13 +131,13 @@ pub async fn connect_and_join(
 
 async fn join_one(
     cli: &Cli,
-    chat_idx: usize,
-    member_idx: usize,
+    base_url: &str,
+    (chat_idx, member_idx, node): (usize, usize, usize),
     chat_id: String,
     user_id: String,
     timeout: Duration,
 ) -> Result<Member, (bool, String)> {
-    let url = sio::socket_url(&cli.url, Some(&user_id)).map_err(|e| (true, format!("{e:#}")))?;
+    let url = sio::socket_url(base_url, Some(&user_id)).map_err(|e| (true, format!("{e:#}")))?;
     let auth = cli.auth_user_id.then(|| json!({ "userId": user_id }));
     let (client, events) = Client::connect(&url, auth.as_ref(), timeout)
         .await
@@ -137,6 +156,7 @@ async fn join_one(
     Ok(Member {
         chat_idx,
         member_idx,
+        node,
         chat_id,
         user_id,
         client,

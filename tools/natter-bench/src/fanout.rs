@@ -18,6 +18,8 @@ use tokio::time::Instant;
 use crate::Cli;
 use crate::common::{self, Member, round2, round3};
 use crate::procstat;
+use crate::redis;
+use crate::usage::{Snapshot, Usage};
 
 #[derive(Debug, Clone)]
 enum Cmd {
@@ -43,6 +45,8 @@ enum Outcome {
 #[derive(Debug)]
 struct TurnReport {
     round: u64,
+    /// The member's server (index into `--url`s).
+    node: usize,
     outcome: Outcome,
     events: u64,
     covered: u64,
@@ -58,6 +62,7 @@ impl TurnReport {
     fn new(round: u64) -> Self {
         TurnReport {
             round,
+            node: 0,
             outcome: Outcome::Timeout,
             events: 0,
             covered: 0,
@@ -139,8 +144,9 @@ async fn member_task(
     scenario: Arc<str>,
     mut cmds: watch::Receiver<Cmd>,
     reports: mpsc::UnboundedSender<TurnReport>,
-    hist: Hist,
+    (hist, node_hist): (Hist, Option<Hist>),
 ) {
+    let node = m.node;
     let mut lat = Vec::with_capacity(256);
     loop {
         if cmds.changed().await.is_err() {
@@ -160,14 +166,22 @@ async fn member_task(
             } => (round, measured, deadline),
         };
         lat.clear();
-        let report = turn(
+        let mut report = turn(
             &mut m, is_sender, &run, &scenario, round, deadline, &mut lat,
         )
         .await;
+        report.node = node;
         if measured && !lat.is_empty() {
             let mut h = hist.lock().unwrap_or_else(|p| p.into_inner());
             for &l in &lat {
                 h.saturating_record(l);
+            }
+            drop(h);
+            if let Some(nh) = &node_hist {
+                let mut h = nh.lock().unwrap_or_else(|p| p.into_inner());
+                for &l in &lat {
+                    h.saturating_record(l);
+                }
             }
         }
         if reports.send(report).is_err() {
@@ -279,6 +293,26 @@ async fn turn(
     }
 }
 
+/// Readings at the start of the measured window.
+struct WindowStart {
+    at: Instant,
+    cpu: Snapshot,
+    self_cpu: Option<f64>,
+    redis: Option<redis::Info>,
+}
+
+/// Redis's counters, if `--redis` was given (a warning, not a failure, when it can't be read).
+async fn read_redis(cli: &Cli) -> Option<redis::Info> {
+    let url = cli.redis.as_deref()?;
+    match redis::read_info(url, Duration::from_secs(5)).await {
+        Ok(i) => Some(i),
+        Err(e) => {
+            eprintln!("warning: cannot read redis INFO: {e:#}");
+            None
+        }
+    }
+}
+
 pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     if cli.duration_s.is_none() && cli.turns == 0 {
         bail!("--turns must be at least 1 (or give --duration-s)");
@@ -291,20 +325,46 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     let specs: Vec<(usize, usize)> = (0..cli.chats)
         .flat_map(|c| (0..cli.members).map(move |m| (c, m)))
         .collect();
+    let nodes = cli.urls.len();
     eprintln!(
         "fanout: run {run}: connecting {} sockets ({} chats x {} members) to {}",
         specs.len(),
         cli.chats,
         cli.members,
-        cli.url
+        cli.urls.join(", ")
     );
-    let (members, cstats) = common::connect_and_join(cli, &run, &prefix, specs, deadline).await?;
+    if nodes > 1 && cli.members < nodes {
+        eprintln!(
+            "warning: {} members per chat over {nodes} URLs: the last {} URLs get no sockets",
+            cli.members,
+            nodes - cli.members
+        );
+    }
+    let (members, cstats) =
+        common::connect_and_join(cli, &cli.urls, &run, &prefix, specs, deadline).await?;
     let n = members.len();
     cstats.report("fanout", n);
+    let mut node_sockets = vec![0usize; nodes];
+    for m in &members {
+        node_sockets[m.node] += 1;
+    }
 
     let (cmd_tx, cmd_rx) = watch::channel(Cmd::Wait);
     let (rep_tx, mut rep_rx) = mpsc::unbounded_channel();
-    let hist: Hist = Arc::new(Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?));
+    let new_hist = || -> Result<Hist> {
+        Ok(Arc::new(Mutex::new(Histogram::new_with_bounds(
+            1,
+            3_600_000_000,
+            3,
+        )?)))
+    };
+    let hist: Hist = new_hist()?;
+    // Latency per node only with several: which members are a hop away from the turn.
+    let node_hists: Vec<Hist> = if nodes > 1 {
+        (0..nodes).map(|_| new_hist()).collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
     let run_arc: Arc<str> = Arc::from(run.as_str());
     let scenario: Arc<str> = Arc::from(cli.scenario.as_str());
     let mut handles = Vec::with_capacity(n);
@@ -312,6 +372,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     let mut active_chats = 0usize;
     for m in members {
         // Members are sorted by (chat, member): the first one of each chat sends.
+        let m_node = m.node;
         let is_sender = last_chat != Some(m.chat_idx);
         last_chat = Some(m.chat_idx);
         active_chats += usize::from(is_sender);
@@ -322,7 +383,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
             scenario.clone(),
             cmd_rx.clone(),
             rep_tx.clone(),
-            hist.clone(),
+            (hist.clone(), node_hists.get(m_node).cloned()),
         )));
     }
     drop(rep_tx);
@@ -331,7 +392,8 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     let interval = Duration::from_millis(cli.interval_ms);
     let mut warm = Totals::default();
     let mut totals = Totals::default();
-    let mut window_start: Option<(Instant, Option<f64>, Option<f64>)> = None;
+    let mut node_totals = vec![Totals::default(); nodes];
+    let mut window_start: Option<WindowStart> = None;
     let mut measured_rounds = 0u64;
     let mut turn_secs: Vec<f64> = Vec::new();
     let mut truncated = false;
@@ -344,11 +406,13 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         }
         let measured = round >= cli.warmup_turns;
         if measured && window_start.is_none() {
-            window_start = Some((
-                Instant::now(),
-                common::server_cpu(cli.pid),
-                procstat::self_cpu_seconds().ok(),
-            ));
+            let redis = read_redis(cli).await;
+            window_start = Some(WindowStart {
+                at: Instant::now(),
+                cpu: Snapshot::take(cli),
+                self_cpu: procstat::self_cpu_seconds().ok(),
+                redis,
+            });
         }
         let round_deadline = (Instant::now() + turn_timeout).min(deadline);
         let t0 = Instant::now();
@@ -366,6 +430,9 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
                 Ok(Some(rep)) if rep.round == round => {
                     got += 1;
                     tot.add(&rep);
+                    if let Some(nt) = node_totals.get_mut(rep.node).filter(|_| measured) {
+                        nt.add(&rep);
+                    }
                 }
                 Ok(Some(_)) => {} // a late report from an earlier round
                 Ok(None) => break,
@@ -401,8 +468,8 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         if measured {
             measured_rounds += 1;
             turn_secs.push(dt);
-            let finished = match (cli.duration_s, window_start) {
-                (Some(d), Some((t, _, _))) => t.elapsed().as_secs_f64() >= d,
+            let finished = match (cli.duration_s, &window_start) {
+                (Some(d), Some(w)) => w.at.elapsed().as_secs_f64() >= d,
                 _ => measured_rounds >= cli.turns,
             };
             if finished {
@@ -415,14 +482,47 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         }
     }
     let window_end = Instant::now();
-    let cpu_end = common::server_cpu(cli.pid);
+    let cpu_end = Snapshot::take(cli);
     let self_cpu_end = procstat::self_cpu_seconds().ok();
-    let rss_end = common::server_rss(cli.pid);
+    let redis_end = match window_start.as_ref() {
+        Some(w) if w.redis.is_some() => read_redis(cli).await,
+        _ => None,
+    };
+    let rss_per_pid: Vec<Option<u64>> = cli
+        .pids
+        .iter()
+        .map(|&p| common::server_rss(Some(p)))
+        .collect();
+    let rss_end = if rss_per_pid.is_empty() {
+        None
+    } else {
+        rss_per_pid.iter().copied().sum::<Option<u64>>()
+    };
 
     cmd_tx.send_replace(Cmd::Stop);
     let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(handles)).await;
 
-    let (start, cpu_start, self_cpu_start) = window_start.unwrap_or((window_end, None, None));
+    let started = window_start.is_some();
+    let WindowStart {
+        at: start,
+        cpu: cpu_start,
+        self_cpu: self_cpu_start,
+        redis: redis_start,
+    } = window_start.unwrap_or(WindowStart {
+        at: window_end,
+        cpu: Snapshot::default(),
+        self_cpu: None,
+        redis: None,
+    });
+    let usage = if started {
+        Usage::between(cli, &cpu_start, &cpu_end)
+    } else {
+        Usage::default()
+    };
+    let redis_window = match (&redis_start, &redis_end) {
+        (Some(a), Some(b)) => Some(redis::Window::between(a, b)),
+        _ => None,
+    };
     let window_s = window_end.duration_since(start).as_secs_f64();
     let per_s = |x: u64| {
         if window_s > 0.0 {
@@ -431,10 +531,8 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
             0.0
         }
     };
-    let server_cpu_s = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
+    let server_cpu_s = usage.server_cpu_s;
+    let total_cpu_s = usage.total_cpu_s();
     let bench_cpu_s = match (self_cpu_start, self_cpu_end) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -442,6 +540,11 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     let events_per_core_s = server_cpu_s
         .filter(|c| *c > 0.0)
         .map(|c| totals.token_events as f64 / c);
+    let events_per_core_s_with_extra = total_cpu_s
+        .filter(|c| *c > 0.0)
+        .map(|c| totals.token_events as f64 / c);
+    let redis_per_token =
+        |x: u64| (totals.token_events > 0).then(|| x as f64 / totals.token_events as f64);
     let h = hist.lock().unwrap_or_else(|p| p.into_inner());
     let pct = |q: f64| {
         if h.is_empty() {
@@ -457,7 +560,11 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     };
 
     let us_to_ms = |v: Option<u64>| v.map(|v| v as f64 / 1000.0);
-    println!("== natter-bench fanout: {} ({}) ==", cli.label, cli.url);
+    println!(
+        "== natter-bench fanout: {} ({}) ==",
+        cli.label,
+        cli.urls.join(", ")
+    );
     println!(
         "sockets: {n}/{} joined, {active_chats} chats, scenario {:?}",
         cstats.attempted, cli.scenario
@@ -481,6 +588,88 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         ),
         (Some(c), None) => println!("server CPU: {c:.2} core-s"),
         _ => println!("server CPU: not measured (no --pid)"),
+    }
+    if cli.pids.len() > 1 {
+        let parts: Vec<String> = usage
+            .per_pid
+            .iter()
+            .map(|(pid, c)| match c {
+                Some(c) => format!("{pid} {c:.2}"),
+                None => format!("{pid} ?"),
+            })
+            .collect();
+        println!("server CPU per pid (core-s): {}", parts.join(", "));
+    }
+    if !usage.extras.is_empty() {
+        let parts: Vec<String> = usage
+            .extras
+            .iter()
+            .map(|e| {
+                let cpu = e.cpu_s.map_or("?".to_owned(), |c| format!("{c:.2}"));
+                let vanished = if e.vanished > 0 {
+                    format!(", {} gone", e.vanished)
+                } else {
+                    String::new()
+                };
+                format!("{} {cpu} ({} processes{vanished})", e.name, e.processes)
+            })
+            .collect();
+        println!("extra CPU (core-s): {}", parts.join("; "));
+        match (total_cpu_s, events_per_core_s_with_extra) {
+            (Some(c), Some(e)) => println!(
+                "server + extra CPU: {c:.2} core-s ({:.0}% of one core); {e:.0} token events per core-second",
+                c / window_s.max(1e-9) * 100.0
+            ),
+            _ => println!("server + extra CPU: not known"),
+        }
+    }
+    if nodes > 1 {
+        for (i, url) in cli.urls.iter().enumerate() {
+            let t = &node_totals[i];
+            let lat = node_hists[i].lock().unwrap_or_else(|p| p.into_inner());
+            let lat_text = if lat.is_empty() {
+                "no latency samples".to_owned()
+            } else {
+                format!(
+                    "p50 {:.2} ms, p99 {:.2} ms",
+                    lat.value_at_quantile(0.5) as f64 / 1000.0,
+                    lat.value_at_quantile(0.99) as f64 / 1000.0
+                )
+            };
+            println!(
+                "node {i} ({url}): {} sockets, {} token events, {} member turns ok, {} errors; {lat_text}",
+                node_sockets[i],
+                t.token_events,
+                t.done,
+                t.errors()
+            );
+        }
+    }
+    if cli.redis.is_some() {
+        match &redis_window {
+            Some(w) => {
+                let mut top: Vec<(&String, &u64)> = w.by_name.iter().collect();
+                top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                let top: Vec<String> = top
+                    .iter()
+                    .take(6)
+                    .map(|(name, calls)| format!("{name} {calls}"))
+                    .collect();
+                println!(
+                    "redis: {} commands in the window ({} per token event; {}); {} B in, {} B out ({} / {} B per token event)",
+                    w.commands,
+                    redis_per_token(w.commands).map_or("-".to_owned(), |x| format!("{x:.3}")),
+                    top.join(", "),
+                    w.net_input_bytes,
+                    w.net_output_bytes,
+                    redis_per_token(w.net_input_bytes)
+                        .map_or("-".to_owned(), |x| format!("{x:.1}")),
+                    redis_per_token(w.net_output_bytes)
+                        .map_or("-".to_owned(), |x| format!("{x:.1}")),
+                );
+            }
+            None => println!("redis: not measured (INFO could not be read)"),
+        }
     }
     if let Some(c) = bench_cpu_s {
         println!("bench CPU: {c:.2} core-s");
@@ -515,10 +704,10 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         println!("first error: {e}");
     }
 
-    let result = json!({
+    let mut result = json!({
         "mode": "fanout",
         "label": cli.label,
-        "url": cli.url,
+        "url": cli.url(),
         "run": run,
         "scenario": cli.scenario,
         "chats": cli.chats,
@@ -537,7 +726,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         "timestamps": totals.stamps,
         "token_events_per_s": round2(per_s(totals.token_events)),
         "tokens_covered_per_s": round2(per_s(totals.tokens_covered)),
-        "server_pid": cli.pid,
+        "server_pid": cli.pid(),
         "server_cpu_s": server_cpu_s.map(round3),
         "server_cpu_util": server_cpu_s.map(|c| round2(c / window_s.max(1e-9))),
         "token_events_per_core_s": events_per_core_s.map(round2),
@@ -565,6 +754,48 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         "warmup_errors": warm.errors(),
         "first_error": totals.first_error.as_ref().or(warm.first_error.as_ref()),
     });
+    // Added for clusters (several URLs and pids, extras, Redis); the fields above keep their
+    // single-server meaning (`url`, `server_pid`: the first; `server_cpu_s`, `server_rss_end_bytes`:
+    // summed over the pids).
+    let extra = json!({
+        "urls": cli.urls,
+        "server_pids": cli.pids,
+        "per_pid": usage.per_pid.iter().zip(&rss_per_pid).map(|((pid, c), rss)| json!({
+            "pid": pid,
+            "cpu_s": c.map(round3),
+            "rss_end_bytes": rss,
+        })).collect::<Vec<_>>(),
+        "per_url": (nodes > 1).then(|| cli.urls.iter().enumerate().map(|(i, url)| {
+            let t = &node_totals[i];
+            let lat = node_hists[i].lock().unwrap_or_else(|p| p.into_inner());
+            let q = |x: f64| (!lat.is_empty()).then(|| lat.value_at_quantile(x) as f64 / 1000.0);
+            json!({
+                "url": url,
+                "sockets": node_sockets[i],
+                "token_events": t.token_events,
+                "member_turns_ok": t.done,
+                "errors": t.errors(),
+                "latency_ms": { "p50": q(0.5), "p99": q(0.99), "samples": lat.len() },
+            })
+        }).collect::<Vec<_>>()),
+        "extra_cpu_s": usage.extras.iter().map(|e| (e.name.clone(), json!(e.cpu_s.map(round3)))).collect::<serde_json::Map<_, _>>(),
+        "extra_processes": usage.extras.iter().map(|e| (e.name.clone(), json!(e.processes))).collect::<serde_json::Map<_, _>>(),
+        "extra_processes_gone": usage.extras.iter().map(|e| e.vanished).sum::<usize>(),
+        "extra_cpu_total_s": usage.extra_cpu_s.map(round3),
+        "total_cpu_s": total_cpu_s.map(round3),
+        "token_events_per_core_s_with_extra": events_per_core_s_with_extra.map(round2),
+        "redis": redis_window.as_ref().map(|w| json!({
+            "commands": w.commands,
+            "ops_per_token_event": redis_per_token(w.commands).map(|x| (x * 10_000.0).round() / 10_000.0),
+            "commands_by_name": w.by_name,
+            "net_input_bytes": w.net_input_bytes,
+            "net_output_bytes": w.net_output_bytes,
+            "net_bytes_per_token_event": redis_per_token(w.net_input_bytes + w.net_output_bytes).map(round2),
+        })),
+    });
+    if let (Some(obj), Value::Object(more)) = (result.as_object_mut(), extra) {
+        obj.extend(more);
+    }
     println!("RESULT {result}");
     Ok(())
 }

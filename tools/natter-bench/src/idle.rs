@@ -15,20 +15,24 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     if n == 0 || cli.members == 0 {
         bail!("--idle-connections and --members must be at least 1");
     }
-    if cli.pid.is_none() {
+    if cli.pid().is_none() {
         eprintln!("warning: no --pid: memory cannot be measured, only connection counts");
+    }
+    if cli.urls.len() > 1 || cli.pids.len() > 1 {
+        eprintln!("warning: idle mode measures one server: using the first --url and --pid");
     }
     let run = common::run_id(cli);
     let prefix = format!("bench-{run}-idle-");
-    let rss_before = common::server_rss(cli.pid);
+    let rss_before = common::server_rss(cli.pid());
     let specs: Vec<(usize, usize)> = (0..n).map(|i| (i / cli.members, i % cli.members)).collect();
     let chats = n.div_ceil(cli.members);
     eprintln!(
         "idle: run {run}: opening {n} sockets in {chats} chats of {} to {}",
-        cli.members, cli.url
+        cli.members,
+        cli.url()
     );
     let (mut members, cstats) =
-        common::connect_and_join(cli, &run, &prefix, specs, deadline).await?;
+        common::connect_and_join(cli, &cli.urls[..1], &run, &prefix, specs, deadline).await?;
     let connected = members.len();
     cstats.report("idle", connected);
     // Nobody reads the events of idle sockets; the connection tasks keep answering pings.
@@ -36,8 +40,8 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
 
     let settle = Duration::from_secs_f64(cli.settle_s);
     let mut truncated = !common::sleep_until_or(settle, deadline).await;
-    let rss_after = common::server_rss(cli.pid);
-    let cpu_hold_start = common::server_cpu(cli.pid);
+    let rss_after = common::server_rss(cli.pid());
+    let cpu_hold_start = common::server_cpu(cli.pid());
     let hold_start = Instant::now();
     // Sample memory once a second while holding: a garbage-collected server's RSS moves.
     let mut rss_min = rss_after;
@@ -52,15 +56,15 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
                 truncated = true;
                 break;
             }
-            if let Some(r) = common::server_rss(cli.pid) {
+            if let Some(r) = common::server_rss(cli.pid()) {
                 rss_min = Some(rss_min.map_or(r, |m| m.min(r)));
                 rss_max = Some(rss_max.map_or(r, |m| m.max(r)));
             }
         }
     }
     let hold_s = hold_start.elapsed().as_secs_f64();
-    let cpu_hold_end = common::server_cpu(cli.pid);
-    let rss_end = common::server_rss(cli.pid);
+    let cpu_hold_end = common::server_cpu(cli.pid());
+    let rss_end = common::server_rss(cli.pid());
     let alive = clients.iter().filter(|c| c.is_connected()).count();
     let pings: u64 = clients.iter().map(|c| c.pings_answered()).sum();
     let open = clients.first().map(|c| c.open_info().clone());
@@ -81,7 +85,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     };
     let mib = |b: Option<u64>| b.map(|b| round2(b as f64 / 1048576.0));
 
-    println!("== natter-bench idle: {} ({}) ==", cli.label, cli.url);
+    println!("== natter-bench idle: {} ({}) ==", cli.label, cli.url());
     println!(
         "sockets: {connected}/{n} joined in {:.1} s, {chats} chats; {alive} still connected after {hold_s:.0} s hold{}",
         cstats.elapsed.as_secs_f64(),
@@ -111,7 +115,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     let result = json!({
         "mode": "idle",
         "label": cli.label,
-        "url": cli.url,
+        "url": cli.url(),
         "run": run,
         "requested": n,
         "sockets": connected,
@@ -120,7 +124,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         "connect_errors": cstats.connect_errors,
         "join_errors": cstats.join_errors,
         "connect_s": round2(cstats.elapsed.as_secs_f64()),
-        "server_pid": cli.pid,
+        "server_pid": cli.pid(),
         "rss_before_bytes": rss_before,
         "rss_after_bytes": rss_after,
         "rss_end_bytes": rss_end,

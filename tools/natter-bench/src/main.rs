@@ -13,7 +13,9 @@ mod common;
 mod fanout;
 mod idle;
 mod procstat;
+mod redis;
 mod sio;
+mod usage;
 
 use std::time::Duration;
 
@@ -40,13 +42,41 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Mode::Fanout)]
     pub mode: Mode,
 
-    /// Base URL of the server under test (http:// or ws://).
-    #[arg(long, default_value = "http://127.0.0.1:4000")]
-    pub url: String,
+    /// Base URL of the server under test (http:// or ws://). Fanout mode takes several
+    /// (repeat `--url`, or a comma list): nodes of one cluster; member k of every chat
+    /// connects to URL k mod n, so each chat's tokens cross nodes, and each chat's sender is
+    /// on the first URL. Idle mode uses the first.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:4000"
+    )]
+    pub urls: Vec<String>,
 
     /// PID of the server process, for CPU (/proc/PID/stat) and memory (/proc/PID/status).
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// Fanout mode takes several (repeat `--pid`, or a comma list): their CPU is summed, and
+    /// reported per pid. Idle mode uses the first.
+    #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+
+    /// Another process whose CPU counts as the server's too, e.g. `redis=1234` (repeatable;
+    /// fanout mode). Reported under NAME, and in "events per core-second with extras".
+    #[arg(long, value_name = "NAME=PID", value_parser = parse_extra_pid)]
+    pub extra_pid: Vec<(String, u32)>,
+
+    /// Processes found by name whose CPU counts too: `NAME=COMM[:SUBSTRING]` sums every
+    /// process whose /proc/PID/comm is COMM and whose command line contains SUBSTRING, found
+    /// afresh at each end of the window, e.g. `postgres=postgres:natter_bench_db` for the
+    /// backends of one database (repeatable; specs with the same NAME are summed, each process
+    /// once; fanout mode).
+    #[arg(long, value_name = "NAME=COMM[:SUBSTRING]", value_parser = parse_extra_procs)]
+    pub extra_procs: Vec<ExtraProcs>,
+
+    /// A Redis server (redis://[user:password@]host:port) to read `INFO all` from before and
+    /// after the measured window: commands per delivered token event (fanout mode).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 
     /// A name for the server under test, copied into the RESULT line.
     #[arg(long, default_value = "server")]
@@ -119,6 +149,59 @@ pub struct Cli {
     pub timeout_s: f64,
 }
 
+/// `--extra-procs NAME=COMM[:SUBSTRING]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraProcs {
+    pub name: String,
+    pub comm: String,
+    pub substring: Option<String>,
+}
+
+fn parse_extra_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PID, got {s:?}"))?;
+    let pid = pid
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected NAME=PID, got {s:?}"))?;
+    if name.is_empty() {
+        return Err(format!("expected NAME=PID, got {s:?}"));
+    }
+    Ok((name.to_owned(), pid))
+}
+
+fn parse_extra_procs(s: &str) -> Result<ExtraProcs, String> {
+    let bad = || format!("expected NAME=COMM[:SUBSTRING], got {s:?}");
+    let (name, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (comm, substring) = match rest.split_once(':') {
+        Some((c, sub)) => (c, (!sub.is_empty()).then(|| sub.to_owned())),
+        None => (rest, None),
+    };
+    if name.is_empty() || comm.is_empty() {
+        return Err(bad());
+    }
+    Ok(ExtraProcs {
+        name: name.to_owned(),
+        comm: comm.to_owned(),
+        substring,
+    })
+}
+
+impl Cli {
+    /// The first (or only) server URL.
+    pub fn url(&self) -> &str {
+        self.urls
+            .first()
+            .map_or("http://127.0.0.1:4000", String::as_str)
+    }
+
+    /// The first (or only) server pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.pids.first().copied()
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -158,5 +241,47 @@ async fn run(cli: Cli) -> i32 {
             eprintln!("natter-bench: gave up after {hard:?}");
             2
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_pids_repeat_or_split() {
+        let one = Cli::try_parse_from(["natter-bench"]).unwrap();
+        assert_eq!(one.urls, vec!["http://127.0.0.1:4000"]);
+        assert_eq!(one.pid(), None);
+        let cli = Cli::try_parse_from([
+            "natter-bench",
+            "--url",
+            "http://a:1,http://b:2",
+            "--url",
+            "http://c:3",
+            "--pid",
+            "10",
+            "--pid",
+            "11,12",
+            "--extra-pid",
+            "redis=99",
+            "--extra-procs",
+            "postgres=postgres:natter_bench_x",
+            "--extra-procs",
+            "pg=postgres",
+        ])
+        .unwrap();
+        assert_eq!(cli.urls, vec!["http://a:1", "http://b:2", "http://c:3"]);
+        assert_eq!(cli.url(), "http://a:1");
+        assert_eq!(cli.pids, vec![10, 11, 12]);
+        assert_eq!(cli.extra_pid, vec![("redis".to_owned(), 99)]);
+        assert_eq!(
+            cli.extra_procs[0].substring.as_deref(),
+            Some("natter_bench_x")
+        );
+        assert_eq!(cli.extra_procs[1].comm, "postgres");
+        assert_eq!(cli.extra_procs[1].substring, None);
+        assert!(Cli::try_parse_from(["natter-bench", "--extra-pid", "redis"]).is_err());
+        assert!(Cli::try_parse_from(["natter-bench", "--extra-procs", "=x"]).is_err());
     }
 }

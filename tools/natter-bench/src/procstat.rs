@@ -39,6 +39,39 @@ fn parse_cpu_ticks(stat: &str) -> Result<u64> {
     Ok(get(11)? + get(12)?)
 }
 
+/// The executable name of a process (`/proc/<pid>/comm`, at most 15 bytes).
+pub fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_owned())
+}
+
+/// The command line of a process with its NUL separators as spaces (what `ps` shows; programs
+/// such as PostgreSQL's backends rewrite it to say what they are doing).
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    Some(text.trim_end_matches('\0').replace('\0', " "))
+}
+
+/// Every process whose name (`comm`) is `comm` and, when `substring` is given, whose command
+/// line contains it. Processes that vanish while being read are skipped.
+pub fn pids_matching(comm_name: &str, substring: Option<&str>) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| comm(pid).is_some_and(|c| c == comm_name))
+        .filter(|&pid| match substring {
+            None => true,
+            Some(sub) => cmdline(pid).is_some_and(|c| c.contains(sub)),
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// Resident set size in bytes (VmRSS).
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
@@ -100,5 +133,16 @@ mod tests {
     fn reads_self() {
         assert!(self_cpu_seconds().unwrap() >= 0.0);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn finds_self_by_name() {
+        let me = std::process::id();
+        let name = comm(me).unwrap();
+        assert!(pids_matching(&name, None).contains(&me));
+        let line = cmdline(me).unwrap();
+        let first = line.split(' ').next().unwrap();
+        assert!(pids_matching(&name, Some(first)).contains(&me));
+        assert!(!pids_matching(&name, Some("no such argument \u{1}")).contains(&me));
     }
 }
