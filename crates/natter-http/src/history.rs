@@ -19,7 +19,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use natter_core::Identity;
 use natter_core::chat::ChatScope;
-use natter_protocol::fields::{Fields, check_id_len};
+use natter_protocol::fields::{Fields, check_id_field};
 use natter_protocol::{ErrorCode, WireError};
 use serde_json::{Value, json};
 
@@ -115,7 +115,7 @@ pub async fn by_user(
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
     let who = identify(&caller, None, &q)?;
-    check_id_len("request", "userId", &user)?;
+    check_id_field("request", "userId", &user)?;
     if caller.principal.is_some() && !who.admin {
         agree(&who.user_id, Some(&user), "user")?;
     }

@@ -17,7 +17,7 @@ use axum::http::Method;
 use axum::http::request::Parts;
 use natter_auth::Principal;
 use natter_core::{ChatKey, ConnectionId, Identity, Source};
-use natter_protocol::fields::{Fields, check_id_len};
+use natter_protocol::fields::{Fields, check_id_field};
 use natter_protocol::{ErrorCode, WireError};
 
 use crate::Face;
@@ -103,7 +103,7 @@ pub fn identify(
         };
         let value = from_body.or_else(|| query.get(field).filter(|v| !v.is_empty()).cloned());
         if let Some(v) = &value {
-            check_id_len("request", field, v)?;
+            check_id_field("request", field, v)?;
         }
         Ok(value)
     };
@@ -141,7 +141,7 @@ pub fn chat_key(who: &Identity, chat_id: &str) -> Result<ChatKey, WireError> {
             "the chat id is empty",
         ));
     }
-    check_id_len("request", "chatId", chat_id)?;
+    check_id_field("request", "chatId", chat_id)?;
     Ok(ChatKey::new(who.org.clone(), chat_id.to_owned()))
 }
 
