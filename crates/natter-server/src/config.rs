@@ -18,6 +18,7 @@ use natter_store_sqlite::Durability;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+pub const DEFAULT_BUS: &str = "memory";
 pub const DEFAULT_DATABASE: &str = "sqlite://./natter-data/natter.db";
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
@@ -33,9 +34,13 @@ pub struct Settings {
     /// Address to listen on [default: 127.0.0.1:4000].
     #[arg(long, env = "NATTER_LISTEN")]
     pub listen: Option<String>,
-    /// Database URL [default: sqlite://./natter-data/natter.db].
-    #[arg(long, env = "NATTER_DATABASE")]
+    /// Database URL: `sqlite://path/to/file.db` or `postgres://user:password@host/db`
+    /// [default: sqlite://./natter-data/natter.db].
+    #[arg(long, env = "NATTER_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
+    /// PostgreSQL connections this node keeps at most [default: 10].
+    #[arg(long, env = "NATTER_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
     /// LLM provider: `openai` (any OpenAI-compatible endpoint), `anthropic` (Messages API),
     /// `local` (SmolLM2 on the CPU, offline; `natter model pull` fetches it) or `demo` (canned).
     /// Default: `openai` when an OpenAI key is set, else `anthropic` when ANTHROPIC_API_KEY is
@@ -104,6 +109,11 @@ pub struct Settings {
     /// Preallocated per chat with members on this node (about 40 bytes an event).
     #[arg(long, env = "NATTER_BUS_CAPACITY")]
     pub bus_capacity: Option<usize>,
+    /// Event bus: `memory` (one process) or `redis://[user:password@]host:port/[db]` (several
+    /// nodes: events, running turns, presence and turn leases go through Redis)
+    /// [default: memory].
+    #[arg(long, env = "NATTER_BUS")]
+    pub bus: Option<String>,
     /// Seconds a socket may refuse writes before it is dropped as a slow consumer [default: 10].
     #[arg(long, env = "NATTER_SLOW_CONSUMER_TIMEOUT_SECS")]
     pub slow_consumer_timeout_secs: Option<f64>,
@@ -258,6 +268,7 @@ impl Settings {
             other,
             listen,
             database,
+            database_max_connections,
             provider,
             model,
             openai_base_url,
@@ -278,6 +289,7 @@ impl Settings {
             ai_mode,
             socket_buffer,
             bus_capacity,
+            bus,
             slow_consumer_timeout_secs,
             merge_delta_bytes,
             shutdown_grace_secs,
@@ -387,6 +399,8 @@ pub struct ApiKeys {
 pub struct ServerConfig {
     pub listen: String,
     pub database: String,
+    /// PostgreSQL pool size (`None`: the store's default).
+    pub database_max_connections: Option<u32>,
     pub sqlite_durability: Durability,
     pub provider: ProviderKind,
     /// Why the provider is `demo` when nobody asked for it (logged at startup).
@@ -405,6 +419,8 @@ pub struct ServerConfig {
     pub ping_timeout: Duration,
     pub socket_buffer: usize,
     pub bus_capacity: usize,
+    /// `memory` or a `redis://` URL (see [`crate::cluster::open_cluster`]).
+    pub bus: String,
     pub shutdown_grace: Duration,
     pub tools: ToolsConfig,
     pub auth_mode: AuthMode,
@@ -682,11 +698,12 @@ impl ServerConfig {
             }
         };
         let database = s.database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
-        if !database.starts_with("sqlite:") {
-            bail!(
-                "unsupported database URL `{database}`: this build stores in SQLite (sqlite://path)"
-            );
+        crate::store::DatabaseKind::of(&database)?;
+        if s.database_max_connections == Some(0) {
+            bail!("database_max_connections must be at least 1");
         }
+        let bus = s.bus.unwrap_or_else(|| DEFAULT_BUS.to_owned());
+        crate::cluster::BusKind::of(&bus)?;
         if let Some(v) = s.max_steps {
             if v == 0 {
                 bail!("max_steps must be at least 1");
@@ -722,6 +739,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             listen: s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             database,
+            database_max_connections: s.database_max_connections,
             sqlite_durability,
             provider,
             provider_note,
@@ -746,6 +764,7 @@ impl ServerConfig {
             ping_timeout: heartbeat_millis("ping_timeout_ms", s.ping_timeout_ms, 20_000)?,
             socket_buffer: s.socket_buffer.unwrap_or(256).max(8),
             bus_capacity: s.bus_capacity.unwrap_or(256),
+            bus,
             shutdown_grace: secs("shutdown_grace_secs", s.shutdown_grace_secs.unwrap_or(5.0))?,
             tools,
             auth_mode: auth_settings.mode,

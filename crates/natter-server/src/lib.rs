@@ -1,10 +1,13 @@
 //! Composition: builds the core from configuration, puts the faces on one axum router,
 //! adds the operations endpoints, and serves until shutdown.
 
+pub mod cluster;
 pub mod config;
 mod ops;
 mod origin;
 mod playground;
+pub mod store;
+pub mod store_copy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,14 +17,12 @@ use anyhow::Context;
 use axum::Router;
 use axum::serve::ListenerExt;
 use natter_core::ChatCore;
-use natter_core::bus_memory::MemoryBus;
-use natter_core::presence_memory::MemoryPresence;
+use natter_core::Seams;
 use natter_core::provider::Provider;
 use natter_core::tools::ToolRegistry;
 use natter_providers::anthropic::AnthropicProvider;
 use natter_providers::demo::DemoProvider;
 use natter_providers::openai::OpenAiProvider;
-use natter_store_sqlite::SqliteStore;
 use socketioxide::SocketIo;
 use tokio_util::sync::CancellationToken;
 
@@ -123,18 +124,24 @@ impl Server {
         config: ServerConfig,
         extra: ToolRegistry,
     ) -> anyhow::Result<Self> {
-        let store = SqliteStore::open(&config.database, config.sqlite_durability)
-            .await
-            .with_context(|| format!("opening the database {}", config.database))?;
-        let bus = Arc::new(MemoryBus::new(config.bus_capacity));
-        let core = ChatCore::with_tools(
-            config.core.clone(),
-            Arc::new(store),
-            bus.clone(),
-            Arc::new(MemoryPresence::default()),
-            provider(&config)?,
-            tools(&config, extra)?,
-        );
+        let store = store::open_store(&config).await?;
+        let (bus, presence, coordinator) = cluster::open_cluster(&config).await?;
+        let seams = Seams {
+            store,
+            bus,
+            presence,
+            provider: provider(&config)?,
+            coordinator,
+            tools: tools(&config, extra)?,
+        };
+        Self::build_from_seams(config, seams)
+    }
+
+    /// Builds on seams the caller chose: an embedding app's own Store, Bus, Presence,
+    /// Coordinator or Provider (the settings for those are then ignored).
+    pub fn build_from_seams(config: ServerConfig, seams: Seams) -> anyhow::Result<Self> {
+        let bus = seams.bus.clone();
+        let core = ChatCore::from_seams(config.core.clone(), seams);
         let (layer, io) = SocketIo::builder()
             .max_payload(config.max_payload_bytes)
             // max_payload only bounds polling; WebSocket messages have their own limit.
@@ -185,7 +192,7 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", self.config.listen))?;
         let addr: SocketAddr = listener.local_addr()?;
-        tracing::info!(%addr, provider = self.core.provider_name(), database = %self.config.database, auth = ?self.config.auth_mode, "natter listening");
+        tracing::info!(%addr, provider = self.core.provider_name(), database = %store::redact(&self.config.database), auth = ?self.config.auth_mode, "natter listening");
         if self.config.auth_mode == natter_auth::AuthMode::Off {
             tracing::warn!(
                 "auth is off: clients say who they are. Set NATTER_JWT_SECRET before exposing this server"

@@ -9,13 +9,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use natter_core::ChatCore;
-use natter_core::bus_memory::MemoryBus;
+use natter_core::bus::Bus;
 use natter_core::telemetry;
 
 #[derive(Clone)]
 pub struct Ops {
     core: ChatCore,
-    bus: Arc<MemoryBus>,
+    bus: Arc<dyn Bus>,
     metrics: PrometheusHandle,
 }
 
@@ -35,7 +35,7 @@ fn recorder() -> anyhow::Result<PrometheusHandle> {
 }
 
 impl Ops {
-    pub fn new(core: ChatCore, bus: Arc<MemoryBus>) -> anyhow::Result<Self> {
+    pub fn new(core: ChatCore, bus: Arc<dyn Bus>) -> anyhow::Result<Self> {
         Ok(Self {
             core,
             bus,
@@ -56,20 +56,45 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// 200 when the store, the bus and the coordinator all answer, else 503; either way the
+/// body says which backend failed, so an operator sees whether it is the database or Redis.
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
-    match ops.core.ready().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))),
-        Err(e) => (
+    let checks = ops.core.readiness().await;
+    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let backends: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(name, r)| {
+            let v = match r {
+                Ok(()) => serde_json::json!({"status": "ok"}),
+                Err(e) => serde_json::json!({"status": "unavailable", "message": e.to_string()}),
+            };
+            (name.to_owned(), v)
+        })
+        .collect();
+    if ready {
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({"status": "ready", "backends": backends})),
+        )
+    } else {
+        let failed: Vec<&str> = backends
+            .iter()
+            .filter(|(_, v)| v["status"] != "ok")
+            .map(|(k, _)| k.as_str())
+            .collect();
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                serde_json::json!({"status": "unavailable", "error": {"code": "unavailable", "message": e.to_string()}}),
-            ),
-        ),
+            Json(serde_json::json!({
+                "status": "unavailable",
+                "backends": backends,
+                "error": {"code": "unavailable", "message": format!("not reachable: {}", failed.join(", "))},
+            })),
+        )
     }
 }
 
 async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
-    metrics::gauge!(telemetry::CHATS_ACTIVE).set(ops.bus.open_channels() as f64);
+    metrics::gauge!(telemetry::CHATS_ACTIVE).set(ops.bus.local_channels() as f64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -29,6 +29,45 @@ enum Command {
     /// The offline model.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// The database.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy every chat of every org (its whole log unchanged, summary, members, read
+    /// receipts, turn queue and fence) from one database to another, e.g. from SQLite to
+    /// PostgreSQL. Stop the servers using the source first.
+    Copy(CopyArgs),
+}
+
+#[derive(clap::Args)]
+struct CopyArgs {
+    /// The database to read: sqlite://path/to/file.db or postgres://user:password@host/db.
+    #[arg(long)]
+    from: String,
+    /// The database to write (created and migrated if needed; a Postgres database must exist).
+    #[arg(long)]
+    to: String,
+    /// Copy into a target that already holds chats: chats it already has are skipped (left
+    /// as they are, never overwritten), so an interrupted copy can be finished.
+    #[arg(long)]
+    force: bool,
+}
+
+async fn store_copy(args: CopyArgs) -> anyhow::Result<()> {
+    let mut progress = |line: &str| println!("{line}");
+    let report =
+        natter_server::store_copy::copy_databases(&args.from, &args.to, args.force, &mut progress)
+            .await?;
+    if !report.skipped.is_empty() {
+        println!(
+            "{} chats were left as the target had them (--force)",
+            report.skipped.len()
+        );
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -213,6 +252,10 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token(args),
         Command::Chat(args) => runtime.block_on(terminal_chat::run(args)),
         Command::Model(ModelCommand::Pull(args)) => runtime.block_on(model_pull(args)),
+        Command::Store(StoreCommand::Copy(args)) => {
+            init_logs("text");
+            runtime.block_on(store_copy(args))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
