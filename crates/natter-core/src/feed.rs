@@ -223,6 +223,11 @@ impl Feed {
                 LiveEvent::Token { turn, index, text } => {
                     self.accept_token(turn, *index, text).await?
                 }
+                // A start of the turn already in hand (a bus that delivers it after the
+                // snapshot that holds its tokens) must not reset the cursor: its tokens would
+                // go out twice.
+                LiveEvent::TurnStarted { turn }
+                    if self.cursor.as_ref().is_some_and(|c| c.is_on(&turn.message_id)) => {}
                 LiveEvent::TurnStarted { turn } => {
                     self.cursor = Some(TurnCursor::new(turn.clone()));
                     self.ready.push_back(FeedItem::Live(event.clone()));

@@ -543,3 +543,33 @@ async fn a_failed_turn_sends_its_missed_tail_from_the_partial_text() {
     assert_eq!(next, 60);
     assert_eq!(text, full);
 }
+
+#[tokio::test]
+async fn a_repeated_start_of_the_turn_in_hand_does_not_replay_its_tokens() {
+    let (_store, bus, chat, mut feed) = setup(64).await;
+    let t = turn();
+    let token = |i: u64| {
+        live(LiveEvent::Token {
+            turn: t.clone(),
+            index: i,
+            text: format!("t{i} ").into(),
+        })
+    };
+    bus.publish(&chat, live(LiveEvent::TurnStarted { turn: t.clone() }))
+        .await
+        .unwrap();
+    bus.publish(&chat, token(0)).await.unwrap();
+    // A bus that delivers the start again (e.g. after resubscribing) must not reset the
+    // member's place in the turn.
+    bus.publish(&chat, live(LiveEvent::TurnStarted { turn: t.clone() }))
+        .await
+        .unwrap();
+    bus.publish(&chat, token(1)).await.unwrap();
+    let mut indexes = Vec::new();
+    while indexes.len() < 2 {
+        if let FeedItem::Tokens { index, .. } = next_item(&mut feed).await {
+            indexes.push(index);
+        }
+    }
+    assert_eq!(indexes, vec![0, 1]);
+}
