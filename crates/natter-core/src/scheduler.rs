@@ -476,12 +476,20 @@ impl TurnScheduler {
             .copied()
     }
 
-    /// Looks for chats with open turns that no driver of this node works on, and kicks them:
-    /// the lease tells whether their owner is alive.
+    /// Looks for chats with open turns that no node drives (no lease: their owner died, or
+    /// nobody took them yet) and kicks them. One coordinator read per chat with open turns.
     pub async fn sweep(&self, inner: &Arc<Inner>) -> Result<(), StoreError> {
         for chat in inner.store.chats_with_open_turns(SWEEP_BATCH).await? {
-            if !self.is_driving(&chat) {
-                self.kick(inner, &chat);
+            if self.is_driving(&chat) {
+                continue;
+            }
+            match inner.coordinator.owner(&chat).await {
+                Ok(None) => self.kick(inner, &chat),
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    warn!(error = %e, "looking up turn owners failed; the next sweep retries");
+                    return Ok(());
+                }
             }
         }
         Ok(())
