@@ -885,6 +885,7 @@ impl ChatCore {
             parts: msg.parts,
             request_id: request_id.clone(),
             trace_id: msg.trace_id.clone(),
+            origin: conn.map(|c| c.to_string()),
         };
         let appended = inner
             .store
@@ -1002,6 +1003,7 @@ impl ChatCore {
             message_ids,
             read_at,
             trace_id,
+            origin: Some(conn.to_string()),
         };
         let event = self
             .inner

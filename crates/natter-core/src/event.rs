@@ -43,6 +43,11 @@ pub enum EventBody {
         request_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trace_id: Option<String>,
+        /// The connection that sent it, so a member refilled from the store (events from
+        /// several nodes arrive out of order) still gets no echo of its own message. Never on
+        /// the wire.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     AssistantMessage {
@@ -86,6 +91,9 @@ pub enum EventBody {
         read_at: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trace_id: Option<String>,
+        /// The connection that sent it (see `UserMessage::origin`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     ChatEnded {
@@ -180,6 +188,16 @@ impl EventBody {
             self,
             Self::UserMessage { .. } | Self::AssistantMessage { .. }
         )
+    }
+
+    /// The connection whose request this event records (a user message, a read receipt).
+    pub fn origin(&self) -> Option<&str> {
+        match self {
+            Self::UserMessage { origin, .. } | Self::ReadReceipt { origin, .. } => {
+                origin.as_deref()
+            }
+            _ => None,
+        }
     }
 
     /// The client-given idempotency key, for events that have one.

@@ -227,7 +227,10 @@ impl Feed {
                 // snapshot that holds its tokens) must not reset the cursor: its tokens would
                 // go out twice.
                 LiveEvent::TurnStarted { turn }
-                    if self.cursor.as_ref().is_some_and(|c| c.is_on(&turn.message_id)) => {}
+                    if self
+                        .cursor
+                        .as_ref()
+                        .is_some_and(|c| c.is_on(&turn.message_id)) => {}
                 LiveEvent::TurnStarted { turn } => {
                     self.cursor = Some(TurnCursor::new(turn.clone()));
                     self.ready.push_back(FeedItem::Live(event.clone()));
@@ -284,10 +287,11 @@ impl Feed {
         if events.len() > self.replay_limit {
             return Err(FeedEnd::TooFarBehind);
         }
-        // The origin of refilled events is unknown, so a member may see its own message
-        // echoed here; clients dedupe by messageId.
+        // The log records which connection sent a message or receipt, so a refilled one is
+        // not echoed to its sender either (CONTRACT §6.9).
         for event in events {
-            self.push_durable(Arc::new(event), false);
+            let own = event.body.origin() == Some(&*self.conn);
+            self.push_durable(Arc::new(event), own);
         }
         Ok(())
     }

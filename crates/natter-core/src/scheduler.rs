@@ -518,26 +518,51 @@ async fn end_all_open(inner: &Arc<Inner>, chat: &ChatKey) -> Result<usize, Store
     Ok(ended)
 }
 
-/// Ends a turn whose owner is gone with `ai:error` code `interrupted`, `retryable: true`: the
-/// partial text died with that process (tokens are never stored), so it is empty.
+/// The running turn's tokens so far as the bus keeps them, if they belong to `request_id`.
+async fn buffered_turn(
+    inner: &Inner,
+    chat: &ChatKey,
+    request_id: &str,
+) -> Option<crate::bus::TurnSnapshot> {
+    match inner.bus.running_turn(chat).await {
+        Ok(snapshot) => snapshot.filter(|s| &*s.turn.request_id == request_id),
+        Err(e) => {
+            warn!(chat = %chat, error = %e, "reading the running turn's tokens failed");
+            None
+        }
+    }
+}
+
+/// Ends a turn whose owner is gone with `ai:error` code `interrupted`, `retryable: true`. When
+/// the bus still holds the turn's tokens (a cluster's Redis outlives the node that died), the
+/// end carries the turn's own message id and its text so far, so members end the turn they
+/// follow and the bus drops its buffer; otherwise (one node: the buffer died with it) a fresh
+/// id and no text.
 async fn end_interrupted(
     inner: &Arc<Inner>,
     chat: &ChatKey,
     open: &OpenTurn,
     fence: u64,
 ) -> Result<bool, StoreError> {
+    let buffered = buffered_turn(inner, chat, &open.request_id).await;
+    let (message_id, partial_text, token_count) = match &buffered {
+        Some(s) => (
+            s.turn.message_id.to_string(),
+            s.tokens.concat(),
+            Some(s.tokens.len() as u64),
+        ),
+        None => (new_id(), String::new(), None),
+    };
     let body = EventBody::TurnFailed {
-        message_id: new_id(),
+        message_id,
         request_id: open.request_id.clone(),
         code: ErrorCode::Interrupted.as_str().to_owned(),
         message: "the server stopped while this reply was being written; it was not finished"
             .to_owned(),
         retryable: true,
-        partial_text: String::new(),
+        partial_text,
         trace_id: open.trace_id.clone(),
-        // The tokens went out from the process that died; none reached this one's members, so
-        // there is no tail to send.
-        token_count: None,
+        token_count,
     };
     match inner
         .store
@@ -842,15 +867,21 @@ async fn run_catching_panics(
         .unwrap_or_else(|| "a panic without a message".to_owned());
     tracing::error!(panic = %what, "a turn panicked; it ends with ai:error internal");
     metrics::counter!(telemetry::TURN_PANICS).increment(1);
-    // Under the turn's own message id, so members and the bus end the turn they follow. Its
-    // text died with the task.
+    // Under the turn's own message id, so members and the bus end the turn they follow, with
+    // the text the bus holds of it (the task's own copy died with it).
+    let buffered = buffered_turn(inner, &req.chat, &req.request_id)
+        .await
+        .filter(|s| s.turn.message_id == turn.message_id);
     let body = failed_body(
         turn,
         ErrorCode::Internal,
         "the server failed while writing this reply".to_owned(),
         true,
-        String::new(),
-        None,
+        buffered
+            .as_ref()
+            .map(|s| s.tokens.concat())
+            .unwrap_or_default(),
+        buffered.as_ref().map(|s| s.tokens.len() as u64),
     );
     let guard = Guard::Fence(req.fence);
     match inner

@@ -248,6 +248,23 @@ async fn wait_for_ends(store: &MemoryStore, chat: &ChatKey, n: usize, within: Du
     }
 }
 
+/// Waits until the chat's running turn has streamed at least `n` tokens.
+async fn wait_for_tokens(bus: &MemoryBus, chat: &ChatKey, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bus
+        .running_turn(chat)
+        .await
+        .unwrap()
+        .is_none_or(|t| t.tokens.len() < n)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the turn never streamed {n} tokens"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn request_of(e: &StoredEvent) -> &str {
     match &e.body {
         EventBody::AssistantMessage { request_id, .. }
@@ -314,11 +331,7 @@ async fn abort_from_another_node_stops_the_running_turn_and_a_queued_one() {
         .await
         .unwrap();
     // Wait for m1 to stream on a.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.running.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the first turn never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_tokens(&c.bus, &chat, 2).await;
     // The queued one, by request id, from b: its stored end.
     assert_eq!(
         b.abort(&chat, Some("req-m2"), Some("not needed".into()))
@@ -388,14 +401,8 @@ async fn a_dead_nodes_turn_ends_interrupted_elsewhere_and_its_queue_goes_on() {
             .await
             .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.running.load(Ordering::SeqCst) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the first turn never started on a"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Killed once the turn has streamed a few tokens.
+    wait_for_tokens(&c.bus, &chat, 2).await;
     dead_runtime.shutdown_background();
     drop(a);
     let b = c.node("b", ttl);
@@ -407,12 +414,37 @@ async fn a_dead_nodes_turn_ends_interrupted_elsewhere_and_its_queue_goes_on() {
         "{:?}",
         ended[0].body
     );
+    // The bus outlived the node (as Redis does): the end names the turn members followed,
+    // keeps its text so far, and the bus dropped the buffer.
+    match &ended[0].body {
+        EventBody::TurnFailed {
+            partial_text,
+            token_count,
+            ..
+        } => {
+            assert!(partial_text.starts_with("t0 "), "{partial_text:?}");
+            assert_eq!(
+                *token_count,
+                Some(partial_text.split_whitespace().count() as u64)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(
         matches!(&ended[1].body, EventBody::AssistantMessage { request_id, .. } if request_id == "req-m2"),
         "the queued turn ran on the surviving node: {:?}",
         ended[1].body
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        c.bus
+            .running_turn(&chat)
+            .await
+            .unwrap()
+            .map(|t| t.turn.request_id.to_string())
+            != Some("req-m1".into()),
+        "the dead turn's tokens are no longer offered to joiners"
+    );
     // The chat goes on, on b.
     b.post_user_message(&who(), &Source::default(), &chat, message("m3", "hi"))
         .await

@@ -44,6 +44,7 @@ fn user_message(id: &str) -> EventBody {
         parts: None,
         request_id: None,
         trace_id: None,
+        origin: None,
     }
 }
 
@@ -572,4 +573,23 @@ async fn a_repeated_start_of_the_turn_in_hand_does_not_replay_its_tokens() {
         }
     }
     assert_eq!(indexes, vec![0, 1]);
+}
+
+#[tokio::test]
+async fn a_refilled_message_of_the_members_own_connection_is_not_echoed() {
+    let (store, bus, chat, mut feed) = setup(64).await;
+    // seq 2, sent by this member's connection ("me"), arrives late (another node); seq 3 from
+    // someone else arrives first, so the feed refills 2 from the store.
+    let mut own = user_message("mine");
+    if let EventBody::UserMessage { origin, .. } = &mut own {
+        *origin = Some("me".into());
+    }
+    store.append(&chat, own, 0).await.unwrap();
+    publish_durable(&store, &bus, &chat, user_message("theirs")).await;
+    match next_item(&mut feed).await {
+        FeedItem::Durable(e) => {
+            assert_eq!(e.seq, 3, "the member's own message is not echoed: {e:?}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }

@@ -26,6 +26,7 @@ fn user(id: &str, who: &str, text: &str, request: Option<&str>) -> EventBody {
         parts: None,
         request_id: request.map(Into::into),
         trace_id: request.map(|r| format!("trace-{r}")),
+        origin: None,
     }
 }
 
@@ -92,6 +93,7 @@ async fn populate(url: &str) -> Vec<ChatKey> {
         message_ids: vec!["m1".into(), "a1".into()],
         read_at: 15,
         trace_id: None,
+        origin: None,
     };
     s.append(&support, receipt, 15).await.unwrap();
     let rename = EventBody::ChatUpdated {

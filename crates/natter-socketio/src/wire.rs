@@ -45,6 +45,8 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
             parts,
             request_id,
             trace_id,
+            // Which connection sent it stays on the server.
+            origin: _,
         } => Some(HistoryMessage::User(ChatMessageEvent {
             chat_id: chat_id.to_owned(),
             message_id: message_id.clone(),
@@ -129,6 +131,7 @@ pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
             message_ids,
             read_at,
             trace_id,
+            origin: _,
         } => raw(
             EventKey::ReadReceipt,
             &MessageReadEvent {

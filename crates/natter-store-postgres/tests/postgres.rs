@@ -21,6 +21,7 @@ fn user(id: &str, text: &str) -> EventBody {
         parts: None,
         request_id: None,
         trace_id: None,
+        origin: None,
     }
 }
 
@@ -246,6 +247,7 @@ async fn fencing_holds_across_nodes() {
         parts: None,
         request_id: Some("r1".into()),
         trace_id: None,
+        origin: None,
     };
     a.append(&chat, asked, 1).await.unwrap();
     let fa = a.claim_turns(&chat).await.unwrap();

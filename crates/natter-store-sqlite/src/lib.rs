@@ -843,6 +843,7 @@ mod tests {
             parts: None,
             request_id: None,
             trace_id: None,
+            origin: None,
         }
     }
 
@@ -1083,6 +1084,7 @@ mod tests {
             parts: None,
             request_id: Some(request.into()),
             trace_id: Some(format!("trace-{request}")),
+            origin: None,
         };
         let ended = |request: &str| EventBody::AssistantMessage {
             message_id: format!("reply-{request}"),

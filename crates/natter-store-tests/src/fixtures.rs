@@ -12,6 +12,7 @@ pub fn user(message_id: &str, user_id: &str, text: &str) -> EventBody {
         parts: None,
         request_id: None,
         trace_id: None,
+        origin: None,
     }
 }
 
@@ -24,6 +25,7 @@ pub fn asked(message_id: &str, request_id: &str) -> EventBody {
         parts: None,
         request_id: Some(request_id.into()),
         trace_id: Some(format!("trace-{request_id}")),
+        origin: None,
     }
 }
 

@@ -510,6 +510,7 @@ pub async fn reads_page_by_seq_and_limit(store: Arc<dyn Store>) {
             message_ids: vec!["a1".into()],
             read_at: t,
             trace_id: None,
+            origin: None,
         },
         t,
     )
@@ -623,6 +624,7 @@ pub async fn find_message_finds_what_created_a_message(store: Arc<dyn Store>) {
             message_ids: vec!["m1".into(), "f1".into()],
             read_at: 5,
             trace_id: None,
+            origin: None,
         },
         5,
     )

@@ -327,6 +327,7 @@ pub async fn read_receipts_are_stored(store: Arc<dyn Store>) {
         message_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
         read_at,
         trace_id: Some("trace-r".into()),
+        origin: None,
     };
     append_new(&*store, &chat, user("m1", "ann", "hello"), t).await;
     append_new(&*store, &chat, answered("a1", "r1"), t + 1).await;
