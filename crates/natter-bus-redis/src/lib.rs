@@ -104,7 +104,7 @@ impl RedisConfig {
             max_turn_tokens: 65_536,
             batch_max: 64,
             op_timeout: Duration::from_secs(2),
-            presence_ttl: Duration::from_secs(25),
+            presence_ttl: Duration::from_secs(20),
             lease_ttl: Duration::from_secs(10),
         }
     }

@@ -107,7 +107,8 @@ impl Seams {
     }
 }
 
-/// How often a node refreshes its presence entries (a cluster's expire after about 25 s).
+/// How often a node refreshes its presence entries (a cluster's expire 20 s after the last
+/// refresh, so a dead node's members leave within about 25 s).
 const PRESENCE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Chats, their logs, turns and presence, behind one cheap-to-clone handle.

@@ -1,7 +1,8 @@
 // Test harness: starts the real `natter` binary and the fake OpenAI upstream, and wraps
 // stock npm clients. Binaries come from $NATTER_BIN_DIR (default: target/debug).
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -56,17 +57,79 @@ export async function startFakeUpstream() {
   };
 }
 
-/** A fresh data directory, removed by `cleanup`. */
-export function tempDir() {
-  const dir = mkdtempSync(path.join(tmpdir(), "natter-test-"));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+// ---------------------------------------------------------------- PostgreSQL and Redis
+//
+// `NATTER_TEST_DATABASE=postgres`: `startNatter` stores in a PostgreSQL database per data
+// directory (`natter_it_<hash of dataDir>` on `NATTER_TEST_PG`, default
+// postgres://postgres@127.0.0.1:5432), created with `psql` on first use in this process, so a
+// restart on the same dataDir keeps its data, and dropped by `tempDir().cleanup` /
+// `startStack().stop`. `NATTER_TEST_BUS=redis://…` adds `--bus <url>`. Neither set: SQLite and
+// the in-process bus, as always.
+
+/** The server PostgreSQL test databases live on (no database name). */
+export const pgServer = (process.env.NATTER_TEST_PG ?? "postgres://postgres@127.0.0.1:5432").replace(/\/+$/, "");
+/** True when the suite runs on PostgreSQL instead of SQLite. */
+export const testOnPostgres = process.env.NATTER_TEST_DATABASE === "postgres";
+/** The `--bus` URL every `startNatter` gets by default (`undefined`: the in-process bus). */
+export const testBus = process.env.NATTER_TEST_BUS?.startsWith("redis://") ? process.env.NATTER_TEST_BUS : undefined;
+
+/** Runs one SQL statement with `psql` against the server's `postgres` database; throws on failure. */
+export function psql(sql, { database = "postgres", timeout = 15000 } = {}) {
+  return execFileSync("psql", [`${pgServer}/${database}`, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+    timeout,
+  });
+}
+
+/** Databases this process created: name → the data directory (resolved) it belongs to. */
+const pgDatabases = new Map();
+
+/** The test database name of `dataDir`. */
+export function pgDatabaseName(dataDir) {
+  return `natter_it_${createHash("sha256").update(path.resolve(dataDir)).digest("hex").slice(0, 16)}`;
 }
 
 /**
- * Starts `natter serve` against the fake upstream. `args` are extra flags. `provider` is
- * `openai` (the fake's Chat Completions endpoint, OPENAI_API_KEY) or `anthropic` (its
- * `/v1/messages`, ANTHROPIC_API_KEY). Retries are fast by default so retry tests stay short.
+ * The URL of `dataDir`'s PostgreSQL database, created (fresh: a leftover of the same name is
+ * dropped first) the first time this process asks for it; later calls reuse it with its data.
  */
+export function pgDatabaseFor(dataDir) {
+  const name = pgDatabaseName(dataDir);
+  if (!pgDatabases.has(name)) {
+    psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    psql(`CREATE DATABASE ${name}`);
+    pgDatabases.set(name, path.resolve(dataDir));
+  }
+  return `${pgServer}/${name}`;
+}
+
+/** Drops (best effort) every database this process created for `dir` or a directory under it. */
+export function dropPgDatabases(dir) {
+  const root = path.resolve(dir);
+  for (const [name, owner] of [...pgDatabases]) {
+    if (owner !== root && !owner.startsWith(root + path.sep)) continue;
+    pgDatabases.delete(name);
+    try {
+      psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    } catch (e) {
+      process.stderr.write(`harness: could not drop test database ${name}: ${e.stderr || e.message}\n`);
+    }
+  }
+}
+
+/** A fresh data directory, removed by `cleanup` (with its PostgreSQL databases, if any). */
+export function tempDir() {
+  const dir = mkdtempSync(path.join(tmpdir(), "natter-test-"));
+  return {
+    dir,
+    cleanup: () => {
+      dropPgDatabases(dir);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 /**
  * Rate limits off: the suites send bursts from one user and one address that the defaults
  * (sized for people typing) would refuse. `limits.test.mjs` sets its own and tests them.
@@ -76,17 +139,34 @@ export const NO_RATE_LIMITS = [
   "--turn-rate-per-connection", "0", "--turn-rate-per-user", "0", "--turn-rate-per-ip", "0",
 ];
 
-export async function startNatter({ upstream, dataDir, args = [], env = {}, listen = "127.0.0.1:0", durability = "normal", provider = "openai", rateLimits = NO_RATE_LIMITS }) {
+/**
+ * Starts `natter serve` against the fake upstream. `args` are extra flags. `provider` is
+ * `openai` (the fake's Chat Completions endpoint, OPENAI_API_KEY) or `anthropic` (its
+ * `/v1/messages`, ANTHROPIC_API_KEY). Retries are fast by default so retry tests stay short.
+ * `database` (a URL) overrides the data directory's database; `bus` (a `redis://` URL, or
+ * `null` for the in-process bus) overrides `NATTER_TEST_BUS`.
+ */
+export async function startNatter({ upstream, dataDir, args = [], env = {}, listen = "127.0.0.1:0", durability = "normal", provider = "openai", rateLimits = NO_RATE_LIMITS, database, bus = testBus }) {
   const upstreamArgs = !upstream
     ? []
     : provider === "anthropic"
       ? ["--provider", "anthropic", "--anthropic-base-url", upstream.url, "--model", "fake-model"]
       : ["--provider", "openai", "--openai-base-url", `${upstream.url}/v1`, "--model", "fake-model"];
+  let databaseArgs;
+  if (database) {
+    databaseArgs = ["--database", database];
+  } else if (testOnPostgres) {
+    mkdirSync(dataDir, { recursive: true });
+    databaseArgs = ["--database", pgDatabaseFor(dataDir)];
+  } else {
+    databaseArgs = ["--database", `sqlite://${dataDir}/natter.db`];
+  }
+  if (databaseArgs[1].startsWith("sqlite:")) databaseArgs.push("--sqlite-durability", durability);
   const full = [
     "serve",
     "--listen", listen,
-    "--database", `sqlite://${dataDir}/natter.db`,
-    "--sqlite-durability", durability,
+    ...databaseArgs,
+    ...(bus ? ["--bus", bus] : []),
     ...upstreamArgs,
     "--retry-base-delay-ms", "50",
     ...rateLimits,

@@ -15,7 +15,13 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
-import { connect, sleep, startFakeUpstream, startNatter, tempDir, uid } from "../lib/harness.mjs";
+import { connect, sleep, startFakeUpstream, startNatter, tempDir, testBus, uid } from "../lib/harness.mjs";
+
+// On a shared bus (Redis) a restarted node is one node of a cluster: the turns its last run left
+// open end when its leases expire (within 15 s, CONTRACT §8.5), and the turns queued behind the
+// cut one are not lost but run. cluster.test.mjs tests that; these two subtests pin the
+// single node's restart, which ends every open turn at once.
+const singleNodeOnly = testBus ? { skip: "single-node restart semantics (on a cluster bus the queue survives and runs; see cluster.test.mjs)" } : {};
 
 let upstream, tmp;
 before(async () => {
@@ -143,7 +149,7 @@ test("SIGKILL mid-turn during a burst from 4 users: acked = durable, once, in or
     }
   });
 
-  await t.test("the turn cut by the kill, and every turn queued behind it, ends with ai:error interrupted; none is re-run", async () => {
+  await t.test("the turn cut by the kill, and every turn queued behind it, ends with ai:error interrupted; none is re-run", singleNodeOnly, async () => {
     // docs/security.md: the user message stays; the partial tokens were never durable, so the
     // turn cannot be resumed. Every turn ends (CONTRACT §1): at the restart each one the kill
     // left running or queued gets one ai:error `interrupted` (retryable), in the log, before a
@@ -169,7 +175,7 @@ test("SIGKILL mid-turn during a burst from 4 users: acked = durable, once, in or
     assert.ok(history.messages.every((m) => m.role === "user"), "history holds no assistant message");
   });
 
-  await t.test("resending every acked messageId after the restart: duplicate, same seq, no broadcast, no upstream call", async () => {
+  await t.test("resending every acked messageId after the restart: duplicate, same seq, no broadcast, no upstream call", singleNodeOnly, async () => {
     const others = await connect(natter.url, { query: { userId: "other" } });
     assert.equal((await others.emit("chat:join", { chatId })).ok, true);
     const resenders = await Promise.all(SENDERS.map((u) => connect(natter.url, { query: { userId: u } })));
