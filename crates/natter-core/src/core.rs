@@ -304,6 +304,15 @@ impl ChatCore {
         Ok(self.inner.turns.end_left_over(&self.inner).await?)
     }
 
+    /// Waits until the turns a single node's last run left open are ended (a no-op once done,
+    /// and in a cluster). Joins wait so their replay holds the ends; a new turn is opened only
+    /// after it, so it is never taken for one the last run left.
+    async fn settle(&self, chat: &ChatKey) {
+        if let Err(e) = self.end_interrupted_turns().await {
+            warn!(chat = %chat, error = %e, "ending the turns the last run left open failed");
+        }
+    }
+
     /// [`Self::end_interrupted_turns`], retried while the store fails, until shutdown.
     async fn end_interrupted_turns_until_done(&self, stop: tokio_util::sync::CancellationToken) {
         let mut delay = std::time::Duration::from_millis(500);
@@ -409,9 +418,7 @@ impl ChatCore {
         // A member starts from a settled log: turns the last run left open have ended (at
         // once after a start; a no-op later). Should that fail, the join goes on and the ends
         // arrive live once stored.
-        if let Err(e) = self.end_interrupted_turns().await {
-            warn!(chat = %chat, error = %e, "ending the turns the last run left open failed");
-        }
+        self.settle(chat).await;
         // Subscribe before reading the head: every event after the head then arrives live,
         // and anything live at or below the head is dropped by the feed as a duplicate.
         let mut subscription = inner.bus.subscribe(chat).await?;
@@ -793,6 +800,7 @@ impl ChatCore {
             })?,
         };
         inner.limits.turn(who, from)?;
+        self.settle(chat).await;
         // The context is what the old reply answered (it is superseded now, so it is not part
         // of it). The turn is queued in the store with the event that asks for it.
         if let Some(old_id) = target.body.ends_turn() {
@@ -878,6 +886,9 @@ impl ChatCore {
         let ai = inner.config.ai_mode == AiMode::EveryMessage;
         self.authorize(who, chat).await?;
         inner.limits.message(who, from, ai)?;
+        if ai {
+            self.settle(chat).await;
+        }
         let request_id = ai.then(|| msg.request_id.clone().unwrap_or_else(new_id));
         let body = EventBody::UserMessage {
             message_id: msg.message_id,

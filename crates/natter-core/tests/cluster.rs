@@ -1,7 +1,8 @@
 //! Several cores ("nodes") sharing one store and one bus, with a coordinator whose leases
 //! expire: one turn at a time per chat across nodes, abort from another node, the turns of a
 //! node that died ended by another within the lease time and the queue going on, a paused
-//! owner fenced out, and a turn whose provider panics still ending.
+//! owner fenced out, and a turn whose provider panics still ending (in a cluster and on a
+//! single node with the in-process coordinator).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -522,4 +523,51 @@ async fn a_turn_whose_provider_panics_ends_with_internal_and_the_chat_goes_on() 
     // Abort finds no dead turn to say ok for, and the bus kept no buffer.
     assert!(a.abort(&chat, None, None).await.is_err());
     assert!(c.bus.running_turn(&chat).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_turn_ends_with_internal_on_a_single_node_too() {
+    let c = Cluster::new();
+    let provider = Slow {
+        every: Duration::from_millis(5),
+        tokens: 5,
+        running: c.running.clone(),
+        most: c.most.clone(),
+    };
+    let core = ChatCore::from_seams(
+        CoreConfig {
+            merge_delta_bytes: 0,
+            ..CoreConfig::default()
+        },
+        Seams::single_node(
+            c.store.clone(),
+            c.bus.clone(),
+            Arc::new(MemoryPresence::default()),
+            Arc::new(provider),
+        ),
+    );
+    let chat = ChatKey::new("o", "room");
+    core.open_chat(&who(), &chat, Some(Default::default()))
+        .await
+        .unwrap();
+    core.post_user_message(&who(), &Source::default(), &chat, message("m1", "panic"))
+        .await
+        .unwrap();
+    core.post_user_message(&who(), &Source::default(), &chat, message("m2", "hi"))
+        .await
+        .unwrap();
+    wait_for_ends(&c.store, &chat, 2, Duration::from_secs(5)).await;
+    let ended = ends(&c.store, &chat).await;
+    assert!(
+        matches!(&ended[0].body, EventBody::TurnFailed { request_id, code, .. } if request_id == "req-m1" && code == "internal"),
+        "{:?}",
+        ended[0].body
+    );
+    assert!(
+        matches!(&ended[1].body, EventBody::AssistantMessage { request_id, .. } if request_id == "req-m2")
+    );
+    assert!(
+        core.abort(&chat, None, None).await.is_err(),
+        "no dead turn to abort"
+    );
 }
