@@ -584,6 +584,19 @@ test("kill -9 of the node running a turn: interrupted within 15 s, acked message
       );
     }
 
+    // /metrics of the survivors: the takeover is counted, and the cluster figures are there.
+    const metrics = await Promise.all(survivors.map(async (i) => (await fetch(`${cl.url(i)}/metrics`)).text()));
+    const counter = (text, name) =>
+      text.split("\n").filter((l) => l.startsWith(name) && !l.startsWith("#")).reduce((sum, l) => sum + Number(l.split(" ").pop()), 0);
+    assert.ok(metrics.reduce((sum, m) => sum + counter(m, "natter_turns_taken_over_total"), 0) >= 1, "a survivor counted the turn it took over");
+    for (const m of metrics) {
+      for (const name of ["natter_bus_redis_ops_total", "natter_bus_lag_seconds"]) {
+        assert.ok(m.includes(name), `/metrics has ${name}`);
+      }
+    }
+    // Only a node that drove a chat's turns has set its lease gauge.
+    assert.ok(metrics.some((m) => m.includes("natter_leases_held")), "a survivor reports natter_leases_held");
+
     // Nothing runs any more: the AI SDK resume finds no turn through any live node, and a
     // member joining now is not sent the dead turn's tokens.
     for (const i of survivors) {
