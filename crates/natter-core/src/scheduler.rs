@@ -60,6 +60,8 @@ struct ChatTurns {
     running: Option<RunningTurn>,
     /// A driver task of this node works through the chat's queue (or is taking the lease).
     driving: bool,
+    /// Wakes the chat's driver while it lingers on an empty queue (a turn was queued).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 type ClientResult = Result<serde_json::Value, String>;
@@ -96,6 +98,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// How many chats one sweep looks at.
 const SWEEP_BATCH: usize = 1000;
+/// How long a driver keeps the chat's lease and fence after its queue empties, for the next
+/// turn of an active chat: claiming the fence is a durable write, not worth making per turn.
+const LINGER: Duration = Duration::from_secs(5);
 
 impl TurnScheduler {
     pub fn new(max_concurrent: usize) -> Self {
@@ -191,6 +196,8 @@ impl TurnScheduler {
             let mut chats = lock(&self.chats);
             let turns = chats.entry(chat.clone()).or_default();
             if std::mem::replace(&mut turns.driving, true) {
+                // A permit is kept if the driver is not waiting yet, so no wake is lost.
+                turns.wake.notify_one();
                 return;
             }
         }
@@ -198,6 +205,14 @@ impl TurnScheduler {
         let chat = chat.clone();
         self.tasks
             .spawn(async move { acquire_and_drive(inner, chat).await });
+    }
+
+    fn wake_of(&self, chat: &ChatKey) -> Arc<tokio::sync::Notify> {
+        lock(&self.chats)
+            .entry(chat.clone())
+            .or_default()
+            .wake
+            .clone()
     }
 
     fn stop_driving(&self, chat: &ChatKey) {
@@ -689,6 +704,7 @@ fn keep_lease(inner: &Arc<Inner>, chat: &ChatKey) -> (CancellationToken, Cancell
 /// Works through one chat's queue under the lease: claims the fence, ends turns an earlier
 /// owner left, then runs the queued turns in order.
 async fn drive(inner: &Arc<Inner>, chat: &ChatKey) -> DriveEnd {
+    let wake = inner.turns.wake_of(chat);
     let (lost, done) = keep_lease(inner, chat);
     let _stop_renewing = done.drop_guard();
     let fence = match inner.store.claim_turns(chat).await {
@@ -736,7 +752,13 @@ async fn drive(inner: &Arc<Inner>, chat: &ChatKey) -> DriveEnd {
             }
         }
         let Some(next) = next else {
-            return DriveEnd::Done;
+            // Linger: the next turn of a busy chat starts without a new claim.
+            tokio::select! {
+                _ = wake.notified() => continue,
+                _ = tokio::time::sleep(LINGER) => return DriveEnd::Done,
+                _ = lost.cancelled() => return DriveEnd::LeaseLost,
+                _ = inner.turns.shutting_down.cancelled() => continue,
+            }
         };
         match start(inner, chat, next, fence, &lost).await {
             Ok(()) => {}
