@@ -272,20 +272,9 @@ impl TurnScheduler {
         };
         if target.started_fence.is_none() {
             // Queued: its stored end is the abort, and the driver will not start it.
-            let turn = TurnRef {
-                message_id: new_id().into(),
-                request_id: target.request_id.as_str().into(),
-                trace_id: target.trace_id.as_deref().map(Into::into),
-            };
-            let ended = finish(
-                inner,
-                chat,
-                &turn,
-                Generation::empty(Ending::Stopped(StopReason::Aborted(reason.clone()))),
-                Guard::Queued(target.request_id.clone()),
-            )
-            .await;
-            if ended {
+            let aborted = StopReason::Aborted(reason.clone());
+            let guard = Guard::Queued(target.request_id.clone());
+            if end_unstarted(inner, chat, &target, aborted, guard).await {
                 return Ok(Some(target.request_id));
             }
             // It started meanwhile: stop it where it runs.
@@ -777,21 +766,34 @@ async fn end_queued_for_shutdown(inner: &Arc<Inner>, chat: &ChatKey, fence: u64)
             return;
         }
     };
-    for queued in open.into_iter().filter(|t| t.started_fence.is_none()) {
-        let turn = TurnRef {
-            message_id: new_id().into(),
-            request_id: queued.request_id.as_str().into(),
-            trace_id: queued.trace_id.as_deref().map(Into::into),
-        };
-        finish(
+    for queued in open.iter().filter(|t| t.started_fence.is_none()) {
+        end_unstarted(
             inner,
             chat,
-            &turn,
-            Generation::empty(Ending::Stopped(StopReason::Shutdown)),
+            queued,
+            StopReason::Shutdown,
             Guard::Fence(fence),
         )
         .await;
     }
+}
+
+/// Ends a turn that never started (an empty reply under a fresh message id), if `guard`
+/// holds. `false` if the store refused it.
+async fn end_unstarted(
+    inner: &Arc<Inner>,
+    chat: &ChatKey,
+    open: &OpenTurn,
+    reason: StopReason,
+    guard: Guard,
+) -> bool {
+    let turn = TurnRef {
+        message_id: new_id().into(),
+        request_id: open.request_id.as_str().into(),
+        trace_id: open.trace_id.as_deref().map(Into::into),
+    };
+    let ending = Generation::empty(Ending::Stopped(reason));
+    finish(inner, chat, &turn, ending, guard).await
 }
 
 /// Starts one queued turn and runs it to its end.

@@ -179,18 +179,28 @@ impl Cluster {
         }
     }
 
-    fn node(&self, name: &str, ttl: Duration) -> ChatCore {
-        let provider = Slow {
+    fn provider(&self) -> Slow {
+        Slow {
             every: Duration::from_millis(5),
             tokens: 5,
             running: self.running.clone(),
             most: self.most.clone(),
-        };
+        }
+    }
+
+    fn config(&self) -> CoreConfig {
+        CoreConfig {
+            merge_delta_bytes: 0,
+            ..CoreConfig::default()
+        }
+    }
+
+    fn node(&self, name: &str, ttl: Duration) -> ChatCore {
         let seams = Seams {
             store: self.store.clone(),
             bus: self.bus.clone(),
             presence: Arc::new(MemoryPresence::default()),
-            provider: Arc::new(provider),
+            provider: Arc::new(self.provider()),
             coordinator: Arc::new(NodeCoordinator {
                 hub: self.hub.clone(),
                 node: name.into(),
@@ -198,13 +208,7 @@ impl Cluster {
             }),
             tools: Default::default(),
         };
-        ChatCore::from_seams(
-            CoreConfig {
-                merge_delta_bytes: 0,
-                ..CoreConfig::default()
-            },
-            seams,
-        )
+        ChatCore::from_seams(self.config(), seams)
     }
 }
 
@@ -496,56 +500,9 @@ async fn a_paused_owner_cannot_write_after_another_took_over() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_whose_provider_panics_ends_with_internal_and_the_chat_goes_on() {
-    let c = Cluster::new();
-    let a = c.node("a", Duration::from_secs(10));
-    let chat = ChatKey::new("o", "room");
-    a.open_chat(&who(), &chat, Some(Default::default()))
-        .await
-        .unwrap();
-    a.post_user_message(&who(), &Source::default(), &chat, message("m1", "panic"))
-        .await
-        .unwrap();
-    a.post_user_message(&who(), &Source::default(), &chat, message("m2", "hi"))
-        .await
-        .unwrap();
-    wait_for_ends(&c.store, &chat, 2, Duration::from_secs(5)).await;
-    let ended = ends(&c.store, &chat).await;
-    assert!(
-        matches!(&ended[0].body, EventBody::TurnFailed { request_id, code, .. } if request_id == "req-m1" && code == "internal"),
-        "{:?}",
-        ended[0].body
-    );
-    assert!(
-        matches!(&ended[1].body, EventBody::AssistantMessage { request_id, .. } if request_id == "req-m2")
-    );
-    // Abort finds no dead turn to say ok for, and the bus kept no buffer.
-    assert!(a.abort(&chat, None, None).await.is_err());
-    assert!(c.bus.running_turn(&chat).await.unwrap().is_none());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_turn_ends_with_internal_on_a_single_node_too() {
-    let c = Cluster::new();
-    let provider = Slow {
-        every: Duration::from_millis(5),
-        tokens: 5,
-        running: c.running.clone(),
-        most: c.most.clone(),
-    };
-    let core = ChatCore::from_seams(
-        CoreConfig {
-            merge_delta_bytes: 0,
-            ..CoreConfig::default()
-        },
-        Seams::single_node(
-            c.store.clone(),
-            c.bus.clone(),
-            Arc::new(MemoryPresence::default()),
-            Arc::new(provider),
-        ),
-    );
+/// Posts a message whose provider call panics, then another: the first turn ends with
+/// `internal`, the second is answered, and no dead turn is left to abort or buffer.
+async fn a_panicking_turn_ends_and_the_chat_goes_on(core: &ChatCore, c: &Cluster) {
     let chat = ChatKey::new("o", "room");
     core.open_chat(&who(), &chat, Some(Default::default()))
         .await
@@ -566,8 +523,29 @@ async fn a_panicking_turn_ends_with_internal_on_a_single_node_too() {
     assert!(
         matches!(&ended[1].body, EventBody::AssistantMessage { request_id, .. } if request_id == "req-m2")
     );
-    assert!(
-        core.abort(&chat, None, None).await.is_err(),
-        "no dead turn to abort"
+    // Abort finds no dead turn to say ok for, and the bus kept no buffer.
+    assert!(core.abort(&chat, None, None).await.is_err());
+    assert!(c.bus.running_turn(&chat).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_whose_provider_panics_ends_with_internal_and_the_chat_goes_on() {
+    let c = Cluster::new();
+    let a = c.node("a", Duration::from_secs(10));
+    a_panicking_turn_ends_and_the_chat_goes_on(&a, &c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_turn_ends_with_internal_on_a_single_node_too() {
+    let c = Cluster::new();
+    let core = ChatCore::from_seams(
+        c.config(),
+        Seams::single_node(
+            c.store.clone(),
+            c.bus.clone(),
+            Arc::new(MemoryPresence::default()),
+            Arc::new(c.provider()),
+        ),
     );
+    a_panicking_turn_ends_and_the_chat_goes_on(&core, &c).await;
 }
