@@ -16,3 +16,20 @@ export type {
 } from "./AIChatSocket.js";
 export { NatterChatTransport } from "./NatterChatTransport.js";
 export type { NatterChatTransportOptions } from "./NatterChatTransport.js";
+export { ChatClient, newMessageId } from "./chat/ChatClient.js";
+export type { ChatClientOptions, ChatClientState } from "./chat/ChatClient.js";
+export { ChatHistoryClient } from "./chat/ChatHistoryClient.js";
+export type { ChatHistoryState } from "./chat/ChatHistoryClient.js";
+export { ChatRequestError } from "./chat/http.js";
+export { EventSourceTransport, FetchSseTransport } from "./chat/transports.js";
+export * from "./chat/types.js";
+export { WebSocketService, configureWebSocket } from "./WebSocketService.js";
+export type {
+  Conversation,
+  ConversationMessage,
+  WebSocketConfig,
+  WebSocketEventType,
+  WebSocketHandler,
+  WebSocketMessage,
+  WebSocketMessageType,
+} from "./WebSocketService.js";

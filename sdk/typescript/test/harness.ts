@@ -69,3 +69,19 @@ export async function until<T>(pred: () => T | undefined | null | false, what: s
     await sleep(10);
   }
 }
+
+/**
+ * Stops a server with SIGTERM and, if it has not exited within `ms`, says so loudly and
+ * SIGKILLs it, so a shutdown that hangs fails nothing but cannot hang the suite either.
+ */
+export async function stopNatter(natter: Natter | undefined, ms = 15_000): Promise<void> {
+  if (!natter) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), ms)));
+  const how = await Promise.race([natter.stop().then(() => "ok" as const), late]);
+  clearTimeout(timer);
+  if (how === "late") {
+    console.error(`*** natter did not exit within ${ms} ms of SIGTERM: killing it ***`);
+    await natter.stop("SIGKILL");
+  }
+}
