@@ -4,13 +4,23 @@
 //! - `stream` returns `Err` for failures before the reply starts (HTTP status, connect
 //!   error), with [`ProviderError::retryable`] and [`ProviderError::retry_after`] set from
 //!   what the upstream said. The core decides whether to retry.
-//! - The stream yields [`ProviderEvent`]s in upstream order and ends with exactly one
-//!   [`ProviderEvent::Finish`], or with an `Err` item (e.g. [`ProviderErrorKind::Cut`] when
-//!   the connection ended without a finish).
+//! - The stream yields [`ProviderEvent`]s in upstream order and holds exactly one
+//!   [`ProviderEvent::Finish`], after every text delta and tool call; only
+//!   [`ProviderEvent::Usage`] may follow it (OpenAI-compatible servers send usage in a chunk of
+//!   its own after the finish chunk, and reordering would mean holding the finish back).
+//!   Or the stream ends with an `Err` item instead of a `Finish` (e.g.
+//!   [`ProviderErrorKind::Cut`] when the connection ended without one). An `Err` is always
+//!   the last item; one after the `Finish` (a tail that broke) costs nothing: the core reads
+//!   to the end of the stream and ignores it.
+//! - `Usage` may come anywhere, more than once: each report is the step's count so far, and
+//!   the last one counts.
 //! - Dropping the stream cancels the request and closes the upstream connection.
 //! - Tool calls arrive whole ([`ProviderEvent::ToolCall`]), in the order the model made them,
 //!   before the step's `Finish` (reason `tool_calls`). Assembling streamed fragments is the
 //!   provider's job, because each upstream fragments them differently.
+//!
+//! [`check_stream`] checks a whole stream against these rules; every provider in the
+//! workspace runs through it in `tools/natter-fake-upstream/tests/provider_contract.rs`.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -180,4 +190,89 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Starts a generation.
     async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError>;
+}
+
+/// Checks the items of one whole stream against the contract in the module docs, for
+/// provider tests. `Err` says which item broke which rule.
+pub fn check_stream(items: &[Result<ProviderEvent, ProviderError>]) -> Result<(), String> {
+    let mut finished = false;
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Err(e) if i + 1 < items.len() => {
+                return Err(format!(
+                    "item {i}: an error ({e}) must be the last item, {} more follow",
+                    items.len() - i - 1
+                ));
+            }
+            Err(_) => return Ok(()),
+            Ok(ProviderEvent::Finish(reason)) if finished => {
+                return Err(format!("item {i}: a second Finish ({reason:?})"));
+            }
+            Ok(ProviderEvent::Finish(reason)) if reason.is_empty() => {
+                return Err(format!("item {i}: a Finish without a reason"));
+            }
+            Ok(ProviderEvent::Finish(_)) => finished = true,
+            Ok(ProviderEvent::Usage(_)) => {}
+            Ok(other) if finished => {
+                return Err(format!(
+                    "item {i}: {other:?} after the Finish (only Usage may follow it)"
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    if finished {
+        Ok(())
+    } else {
+        Err(format!(
+            "the stream ended after {} items without a Finish or an error",
+            items.len()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(t: &str) -> Result<ProviderEvent, ProviderError> {
+        Ok(ProviderEvent::TextDelta(t.into()))
+    }
+    fn finish() -> Result<ProviderEvent, ProviderError> {
+        Ok(ProviderEvent::Finish("stop".into()))
+    }
+    fn usage() -> Result<ProviderEvent, ProviderError> {
+        Ok(ProviderEvent::Usage(Usage::default()))
+    }
+    fn cut() -> Result<ProviderEvent, ProviderError> {
+        Err(ProviderError::new(ProviderErrorKind::Cut, "cut"))
+    }
+
+    #[test]
+    fn streams_the_contract_allows() {
+        for ok in [
+            vec![text("a"), finish()],
+            vec![usage(), text("a"), usage(), finish(), usage()],
+            vec![text("a"), finish(), usage(), cut()],
+            vec![text("a"), cut()],
+            vec![cut()],
+        ] {
+            assert_eq!(check_stream(&ok), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn streams_the_contract_refuses() {
+        let refused = |items: Vec<Result<ProviderEvent, ProviderError>>| {
+            check_stream(&items).expect_err("should be refused")
+        };
+        assert!(refused(vec![text("a")]).contains("without a Finish"));
+        assert!(refused(vec![]).contains("without a Finish"));
+        assert!(refused(vec![finish(), finish()]).contains("second Finish"));
+        assert!(refused(vec![finish(), text("late")]).contains("after the Finish"));
+        assert!(refused(vec![cut(), text("a"), finish()]).contains("must be the last"));
+        assert!(
+            refused(vec![Ok(ProviderEvent::Finish(String::new()))]).contains("without a reason")
+        );
+    }
 }

@@ -17,6 +17,27 @@ pub const LEASES_HELD: &str = "natter_leases_held";
 pub const TURNS_TAKEN_OVER: &str = "natter_turns_taken_over_total";
 pub const TURN_PANICS: &str = "natter_turn_panics_total";
 
+/// Every name above: `docs/operations.md`, the dashboard and the alert rules are checked
+/// against it (natter-server's `tests/ops_assets.rs`).
+pub const ALL: &[&str] = &[
+    CONNECTIONS,
+    CHATS_JOINED,
+    CHATS_ACTIVE,
+    MESSAGES,
+    TURNS,
+    TURNS_RUNNING,
+    TOKENS,
+    ERRORS,
+    TURN_DURATION,
+    TURN_FIRST_TOKEN,
+    UPSTREAM_RETRIES,
+    SLOW_CONSUMERS,
+    TOOL_CALLS,
+    LEASES_HELD,
+    TURNS_TAKEN_OVER,
+    TURN_PANICS,
+];
+
 /// Registers descriptions so `/metrics` explains itself.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};

@@ -158,7 +158,7 @@ impl Provider for LocalProvider {
                         Ok(ProviderEvent::Usage(Usage {
                             prompt_tokens,
                             completion_tokens,
-                            total_tokens: prompt_tokens + completion_tokens,
+                            total_tokens: prompt_tokens.saturating_add(completion_tokens),
                         })),
                     ]
                 }

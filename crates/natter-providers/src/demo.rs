@@ -80,7 +80,7 @@ impl Provider for DemoProvider {
             Ok(ProviderEvent::Usage(Usage {
                 prompt_tokens,
                 completion_tokens,
-                total_tokens: prompt_tokens + completion_tokens,
+                total_tokens: prompt_tokens.saturating_add(completion_tokens),
             })),
         ]);
         Ok(Box::pin(deltas.chain(tail)))

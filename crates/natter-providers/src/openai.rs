@@ -393,6 +393,16 @@ fn step(
     }
 }
 
+/// The Provider contract allows one `Finish`, then only `Usage`: a repeated `finish_reason`
+/// (some proxies repeat it on the usage chunk) and any content after the first are dropped.
+fn keep_after_finish(item: &Result<ProviderEvent, ProviderError>, finished: &mut bool) -> bool {
+    match item {
+        Ok(ProviderEvent::Finish(_)) => !std::mem::replace(finished, true),
+        Ok(ProviderEvent::Usage(_)) | Err(_) => true,
+        Ok(ProviderEvent::TextDelta(_) | ProviderEvent::ToolCall(_)) => !*finished,
+    }
+}
+
 #[async_trait]
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
@@ -434,31 +444,40 @@ where
     E: std::fmt::Display + Send + 'static,
 {
     let events = crate::sse::events(body);
-    // State: the tool calls being assembled, and whether `[DONE]` or an error already
-    // ended the stream.
-    let state = (events, ToolCallAssembler::default(), false);
-    let stream = futures::stream::unfold(state, |(mut events, mut calls, ended)| async move {
-        if ended {
-            return None;
-        }
-        loop {
-            match events.next().await {
-                None => return None,
-                Some(Err(e)) => {
-                    let err = ProviderError::new(
-                        ProviderErrorKind::Cut,
-                        format!("the upstream stream broke: {e}"),
-                    );
-                    return Some((vec![Err(err)], (events, calls, true)));
-                }
-                Some(Ok(event)) => match step(&event.data, &mut calls) {
-                    (items, false) if items.is_empty() => continue,
-                    (items, true) if items.is_empty() => return None,
-                    (items, ended) => return Some((items, (events, calls, ended))),
-                },
+    // State: the tool calls being assembled, whether `[DONE]` or an error already ended the
+    // stream, and whether the `Finish` went out.
+    let state = (events, ToolCallAssembler::default(), false, false);
+    let stream = futures::stream::unfold(
+        state,
+        |(mut events, mut calls, ended, mut finished)| async move {
+            if ended {
+                return None;
             }
-        }
-    })
+            loop {
+                match events.next().await {
+                    None => return None,
+                    Some(Err(e)) => {
+                        let err = ProviderError::new(
+                            ProviderErrorKind::Cut,
+                            format!("the upstream stream broke: {e}"),
+                        );
+                        return Some((vec![Err(err)], (events, calls, true, finished)));
+                    }
+                    Some(Ok(event)) => {
+                        let (mut items, ended) = step(&event.data, &mut calls);
+                        items.retain(|item| keep_after_finish(item, &mut finished));
+                        match (items, ended) {
+                            (items, false) if items.is_empty() => continue,
+                            (items, true) if items.is_empty() => return None,
+                            (items, ended) => {
+                                return Some((items, (events, calls, ended, finished)));
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
     .flat_map(futures::stream::iter);
     Box::pin(stream)
 }
@@ -815,6 +834,34 @@ data: {"choices":[{"index":0,"delta":{"content":"after the end"}}]}
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn one_finish_then_only_usage() {
+        // A proxy that repeats `finish_reason` on its usage chunk and sends text after it.
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"late\"},\"finish_reason\":\"stop\"}],",
+            "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(body.as_bytes().to_vec())]);
+        let got: Vec<_> = futures::executor::block_on(super::events(body).collect());
+        assert_eq!(natter_core::provider::check_stream(&got), Ok(()));
+        let got: Vec<ProviderEvent> = got.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            got,
+            vec![
+                ProviderEvent::TextDelta("hi".into()),
+                finish("stop"),
+                ProviderEvent::Usage(Usage {
+                    prompt_tokens: 1,
+                    completion_tokens: 2,
+                    total_tokens: 3
+                }),
+            ]
+        );
     }
 
     #[test]

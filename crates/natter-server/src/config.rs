@@ -15,7 +15,7 @@ use natter_http::HttpConfig;
 use natter_protocol::EventNames;
 use natter_socketio::SocketIoConfig;
 use natter_store_sqlite::Durability;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub const DEFAULT_BUS: &str = "memory";
@@ -28,12 +28,16 @@ pub const DEFAULT_ANTHROPIC_MODEL: &str = "claude-sonnet-4-5";
 /// Every setting, each optional so sources can be layered. The flag, the environment
 /// variable and the TOML key share one name (`--max-text-bytes`, `NATTER_MAX_TEXT_BYTES`,
 /// `max_text_bytes`).
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[derive(Debug, Clone, Default, clap::Args, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address to listen on [default: 127.0.0.1:4000].
     #[arg(long, env = "NATTER_LISTEN")]
     pub listen: Option<String>,
+    /// Log format: `text` or `json` [default: text]. `NATTER_LOG` sets the filter
+    /// (e.g. `info,natter_core=debug`).
+    #[arg(long, env = "NATTER_LOG_FORMAT")]
+    pub log_format: Option<String>,
     /// Database URL: `sqlite://path/to/file.db` or `postgres://user:password@host/db`
     /// [default: sqlite://./natter-data/natter.db].
     #[arg(long, env = "NATTER_DATABASE", hide_env_values = true)]
@@ -61,19 +65,19 @@ pub struct Settings {
     /// System prompt put before every chat's context.
     #[arg(long, env = "NATTER_SYSTEM_PROMPT")]
     pub system_prompt: Option<String>,
-    /// Turns running at once across all chats [default: 64].
+    /// Turns running at once across all chats, at most 1048576 [default: 64].
     #[arg(long, env = "NATTER_MAX_CONCURRENT_TURNS")]
     pub max_concurrent_turns: Option<usize>,
-    /// Overall limit for one turn, in seconds [default: 120].
+    /// Overall limit for one turn, in seconds, at most 86400 [default: 120].
     #[arg(long, env = "NATTER_TURN_TIMEOUT_SECS")]
     pub turn_timeout_secs: Option<f64>,
     /// Upstream retries before the first token [default: 3].
     #[arg(long, env = "NATTER_RETRY_MAX")]
     pub retry_max: Option<u32>,
-    /// No retry starts later than this many seconds into a turn [default: 20].
+    /// No retry starts later than this many seconds into a turn, at most 3600 [default: 20].
     #[arg(long, env = "NATTER_RETRY_WINDOW_SECS")]
     pub retry_window_secs: Option<f64>,
-    /// First retry delay in milliseconds, doubled each time [default: 250].
+    /// First retry delay in milliseconds, doubled each time, at most 60000 [default: 250].
     #[arg(long, env = "NATTER_RETRY_BASE_DELAY_MS")]
     pub retry_base_delay_ms: Option<u64>,
     /// Longest message text in bytes [default: 262144].
@@ -102,10 +106,11 @@ pub struct Settings {
     /// `every_message` (default) or `off`.
     #[arg(long, env = "NATTER_AI_MODE")]
     pub ai_mode: Option<String>,
-    /// Packets buffered per socket before the server waits for it [default: 256].
+    /// Packets buffered per socket before the server waits for it, at most 1048576 [default: 256].
     #[arg(long, env = "NATTER_SOCKET_BUFFER")]
     pub socket_buffer: Option<usize>,
-    /// Events a member may fall behind before it catches up coalesced [default: 256].
+    /// Events a member may fall behind before it catches up coalesced, at most 1048576
+    /// [default: 256].
     /// Preallocated per chat with members on this node (about 40 bytes an event).
     #[arg(long, env = "NATTER_BUS_CAPACITY")]
     pub bus_capacity: Option<usize>,
@@ -114,14 +119,15 @@ pub struct Settings {
     /// [default: memory].
     #[arg(long, env = "NATTER_BUS")]
     pub bus: Option<String>,
-    /// Seconds a socket may refuse writes before it is dropped as a slow consumer [default: 10].
+    /// Seconds a socket may refuse writes before it is dropped as a slow consumer, at most 3600
+    /// [default: 10].
     #[arg(long, env = "NATTER_SLOW_CONSUMER_TIMEOUT_SECS")]
     pub slow_consumer_timeout_secs: Option<f64>,
     /// Merge upstream deltas that have already arrived into one token event, up to this many
     /// bytes; 0 sends one event per delta [default: 4096].
     #[arg(long, env = "NATTER_MERGE_DELTA_BYTES")]
     pub merge_delta_bytes: Option<usize>,
-    /// Seconds running turns get to store their end on shutdown [default: 5].
+    /// Seconds running turns get to store their end on shutdown, at most 3600 [default: 5].
     #[arg(long, env = "NATTER_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<f64>,
     /// SQLite commit durability: `full` (default, survives power loss) or `normal`.
@@ -130,7 +136,7 @@ pub struct Settings {
     /// Handshake fields that name a chat to join at once, besides `chatId` (comma-separated).
     #[arg(long, env = "NATTER_CHAT_KEY_FIELDS", value_delimiter = ',')]
     pub chat_key_fields: Option<Vec<String>>,
-    /// Seconds between `: heartbeat` comments on seed 002's SSE stream [default: 30].
+    /// Seconds between `: heartbeat` comments on seed 002's SSE stream, 0.01 to 3600 [default: 30].
     #[arg(long, env = "NATTER_SSE_HEARTBEAT_SECS")]
     pub sse_heartbeat_secs: Option<f64>,
     /// Base path of the AI SDK routes [default: /api/chat].
@@ -152,7 +158,8 @@ pub struct Settings {
     /// Most model calls in one turn; each tool round trip is one more [default: 8].
     #[arg(long, env = "NATTER_MAX_STEPS")]
     pub max_steps: Option<usize>,
-    /// Seconds a turn waits for a member to answer a client-run tool call [default: 60].
+    /// Seconds a turn waits for a member to answer a client-run tool call, at most 86400
+    /// [default: 60].
     #[arg(long, env = "NATTER_CLIENT_TOOL_TIMEOUT_SECS")]
     pub client_tool_timeout_secs: Option<f64>,
     /// In the TOML file: `[[client_tools]]` with `name`, `description` and `parameters` (a
@@ -184,7 +191,7 @@ pub struct Settings {
     /// Required `aud` of tokens (not checked when unset).
     #[arg(long, env = "NATTER_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds [default: 30].
+    /// Clock skew allowed on `exp` and `nbf`, in seconds, at most 3600 [default: 30].
     #[arg(long, env = "NATTER_JWT_LEEWAY_SECS")]
     pub jwt_leeway_secs: Option<u64>,
     /// A scope every token must carry, e.g. `chat:connect` (not checked when unset).
@@ -243,7 +250,7 @@ pub struct Settings {
 }
 
 /// A client-run tool declared in the TOML file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientToolSetting {
     pub name: String,
@@ -267,6 +274,7 @@ impl Settings {
             self,
             other,
             listen,
+            log_format,
             database,
             database_max_connections,
             provider,
@@ -338,6 +346,13 @@ impl Settings {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     OpenAi,
@@ -345,6 +360,18 @@ pub enum ProviderKind {
     /// SmolLM2 on the CPU (`natter-local-model`).
     Local,
     Demo,
+}
+
+impl ProviderKind {
+    /// The name `--provider` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Local => "local",
+            Self::Demo => "demo",
+        }
+    }
 }
 
 /// The model file under the default data dir.
@@ -398,6 +425,7 @@ pub struct ApiKeys {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: String,
+    pub log_format: LogFormat,
     pub database: String,
     /// PostgreSQL pool size (`None`: the store's default).
     pub database_max_connections: Option<u32>,
@@ -433,7 +461,7 @@ fn auth_config(s: &Settings) -> anyhow::Result<AuthConfig> {
     let mode = match s.auth.as_deref() {
         Some("on") => AuthMode::On,
         Some("off") => AuthMode::Off,
-        Some(other) => bail!("unknown auth mode `{other}` (expected `on` or `off`)"),
+        Some(other) => bail!("auth must be `on` or `off`, got `{other}`"),
         None if secret.is_some() => AuthMode::On,
         None => AuthMode::Off,
     };
@@ -443,10 +471,10 @@ fn auth_config(s: &Settings) -> anyhow::Result<AuthConfig> {
         secret,
         issuer: s.jwt_issuer.clone().filter(|v| !v.is_empty()),
         audience: s.jwt_audience.clone().filter(|v| !v.is_empty()),
-        leeway: s
-            .jwt_leeway_secs
-            .map(Duration::from_secs)
-            .unwrap_or(defaults.leeway),
+        leeway: match s.jwt_leeway_secs {
+            Some(v) => Duration::from_secs(at_most("jwt_leeway_secs", v, HOUR)?),
+            None => defaults.leeway,
+        },
         required_scope: s.jwt_required_scope.clone().filter(|v| !v.is_empty()),
     })
 }
@@ -520,16 +548,22 @@ fn tools_config(
                     .filter(|p| !p.is_empty())
                     .collect();
                 if allow.is_empty() {
-                    bail!("the http_get tool needs --http-get-allow with at least one URL prefix");
+                    bail!(
+                        "the http_get tool needs http_get_allow (--http-get-allow) with at least one URL prefix"
+                    );
                 }
                 for p in &allow {
                     if !(p.starts_with("https://") || p.starts_with("http://")) {
-                        bail!("--http-get-allow takes http(s) URL prefixes, got `{p}`");
+                        bail!(
+                            "http_get_allow (--http-get-allow) takes http(s) URL prefixes, got `{p}`"
+                        );
                     }
                 }
                 cfg.http_get_allow = Some(allow);
             }
-            other => bail!("unknown tool `{other}` (built-in tools: current_time, http_get)"),
+            other => {
+                bail!("tools: unknown tool `{other}` (built-in tools: current_time, http_get)")
+            }
         }
     }
     for t in client.unwrap_or_default() {
@@ -572,10 +606,29 @@ fn heartbeat_millis(what: &str, v: Option<u64>, default: u64) -> anyhow::Result<
     }
 }
 
-fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(v)
-        .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds, got {v}"))
+/// A duration setting in seconds, at most `max_secs`: anything longer is a typo, and some are
+/// added to the clock, where an absurd value would overflow.
+fn secs(what: &str, v: f64, max_secs: u64) -> anyhow::Result<Duration> {
+    let d = Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds, got {v}"))?;
+    if d > Duration::from_secs(max_secs) {
+        bail!("{what} must be at most {max_secs} seconds, got {v}");
+    }
+    Ok(d)
 }
+
+/// A count setting, at most `max`: larger values are preallocated or make the runtime panic.
+fn at_most<T: PartialOrd + std::fmt::Display>(what: &str, v: T, max: T) -> anyhow::Result<T> {
+    if v > max {
+        bail!("{what} must be at most {max}, got {v}");
+    }
+    Ok(v)
+}
+
+const HOUR: u64 = 3_600;
+const DAY: u64 = 86_400;
+/// Counts that size queues, channels and semaphores.
+const MAX_QUEUE: usize = 1 << 20;
 
 impl ServerConfig {
     /// Resolves settings into a configuration. `keys` come from the environment.
@@ -590,14 +643,14 @@ impl ServerConfig {
             Some("openai") => ProviderKind::OpenAi,
             Some("anthropic") => ProviderKind::Anthropic,
             Some("local") if !local_model.path.is_file() => bail!(
-                "--provider local: no model file at {} (run `natter model pull`, or set --model-path)",
+                "provider `local`: no model file at {} (run `natter model pull`, or set model_path / --model-path)",
                 local_model.path.display()
             ),
             Some("local") => ProviderKind::Local,
             Some("demo") => ProviderKind::Demo,
-            Some(other) => bail!(
-                "unknown provider `{other}` (expected `openai`, `anthropic`, `local` or `demo`)"
-            ),
+            Some(other) => {
+                bail!("provider must be `openai`, `anthropic`, `local` or `demo`, got `{other}`")
+            }
             None if keys.openai.is_some() => ProviderKind::OpenAi,
             None if keys.anthropic.is_some() => ProviderKind::Anthropic,
             None if local_model.path.is_file() => ProviderKind::Local,
@@ -643,19 +696,20 @@ impl ServerConfig {
             Some(other) => bail!("unknown ai_mode `{other}` (expected `every_message` or `off`)"),
         };
         if let Some(v) = s.max_concurrent_turns {
-            core.max_concurrent_turns = v.max(1);
+            core.max_concurrent_turns = at_most("max_concurrent_turns", v, MAX_QUEUE)?.max(1);
         }
         if let Some(v) = s.turn_timeout_secs {
-            core.turn_timeout = secs("turn_timeout_secs", v)?;
+            core.turn_timeout = secs("turn_timeout_secs", v, DAY)?;
         }
         if let Some(v) = s.retry_max {
             core.retry.max_retries = v;
         }
         if let Some(v) = s.retry_window_secs {
-            core.retry.window = secs("retry_window_secs", v)?;
+            core.retry.window = secs("retry_window_secs", v, HOUR)?;
         }
         if let Some(v) = s.retry_base_delay_ms {
-            core.retry.base_delay = Duration::from_millis(v);
+            core.retry.base_delay =
+                Duration::from_millis(at_most("retry_base_delay_ms", v, 60_000)?);
         }
         if let Some(v) = s.max_text_bytes {
             core.max_text_bytes = v;
@@ -670,7 +724,7 @@ impl ServerConfig {
             core.join_history = v;
         }
         if let Some(v) = s.slow_consumer_timeout_secs {
-            core.slow_consumer_timeout = secs("slow_consumer_timeout_secs", v)?;
+            core.slow_consumer_timeout = secs("slow_consumer_timeout_secs", v, HOUR)?;
         }
         if let Some(v) = s.merge_delta_bytes {
             core.merge_delta_bytes = v;
@@ -711,7 +765,7 @@ impl ServerConfig {
             core.max_steps = v;
         }
         if let Some(v) = s.client_tool_timeout_secs {
-            core.client_tool_timeout = secs("client_tool_timeout_secs", v)?;
+            core.client_tool_timeout = secs("client_tool_timeout_secs", v, DAY)?;
         }
         let tools = tools_config(s.tools, s.http_get_allow, s.client_tools)?;
         let max_payload_bytes = s.max_payload_bytes.unwrap_or(4 * 1024 * 1024);
@@ -729,15 +783,21 @@ impl ServerConfig {
             history_base: base(s.history_base, "history_base", defaults.history_base)?,
             heartbeat: match s.sse_heartbeat_secs {
                 Some(v) if v < 0.01 => bail!("sse_heartbeat_secs must be at least 0.01, got {v}"),
-                Some(v) => secs("sse_heartbeat_secs", v)?,
+                Some(v) => secs("sse_heartbeat_secs", v, HOUR)?,
                 None => defaults.heartbeat,
             },
             max_body_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
             max_page: defaults.max_page,
             auth: auth.clone(),
         };
+        let log_format = match s.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("unknown log_format `{other}` (expected `text` or `json`)"),
+        };
         Ok(ServerConfig {
             listen: s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            log_format,
             database,
             database_max_connections: s.database_max_connections,
             sqlite_durability,
@@ -762,15 +822,221 @@ impl ServerConfig {
             max_payload_bytes,
             ping_interval: heartbeat_millis("ping_interval_ms", s.ping_interval_ms, 25_000)?,
             ping_timeout: heartbeat_millis("ping_timeout_ms", s.ping_timeout_ms, 20_000)?,
-            socket_buffer: s.socket_buffer.unwrap_or(256).max(8),
-            bus_capacity: s.bus_capacity.unwrap_or(256),
+            socket_buffer: at_most("socket_buffer", s.socket_buffer.unwrap_or(256), MAX_QUEUE)?
+                .max(8),
+            bus_capacity: at_most("bus_capacity", s.bus_capacity.unwrap_or(256), MAX_QUEUE)?,
             bus,
-            shutdown_grace: secs("shutdown_grace_secs", s.shutdown_grace_secs.unwrap_or(5.0))?,
+            shutdown_grace: secs(
+                "shutdown_grace_secs",
+                s.shutdown_grace_secs.unwrap_or(5.0),
+                HOUR,
+            )?,
             tools,
             auth_mode: auth_settings.mode,
             allowed_origins,
         })
     }
+}
+
+/// What `--print-config` shows in place of a secret.
+const MASKED: &str = "***";
+
+/// The Socket.IO event renames of `s`: the `[event_names]` table, then `--event-name` pairs.
+fn event_name_overrides(s: &Settings) -> BTreeMap<String, String> {
+    let mut names = s.event_names.clone().unwrap_or_default();
+    for pair in s.event_name.iter().flatten() {
+        if let Some((k, v)) = pair.split_once('=') {
+            names.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    }
+    names
+}
+
+impl ServerConfig {
+    /// Every setting as this configuration runs with it, as TOML keys: the values `s` gave,
+    /// the defaults for the rest, secrets masked (the JWT secret, passwords in the database
+    /// and bus URLs; API keys never are settings). `s` is what `resolve` was given. Keys left
+    /// out (`jwt_issuer`, the local model's sampling…) are unset and mean what their
+    /// `--help` says.
+    pub fn effective_settings(&self, s: &Settings) -> Settings {
+        let core = &self.core;
+        let limits = &core.limits;
+        let secs = |d: Duration| Some(d.as_secs_f64());
+        let millis = |d: Duration| Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let set = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let mut tools = Vec::new();
+        if self.tools.current_time {
+            tools.push("current_time".to_owned());
+        }
+        if self.tools.http_get_allow.is_some() {
+            tools.push("http_get".to_owned());
+        }
+        let client_tools: Vec<ClientToolSetting> = self
+            .tools
+            .client
+            .iter()
+            .map(|t| ClientToolSetting {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: Some(t.parameters.clone()),
+            })
+            .collect();
+        let event_names = event_name_overrides(s);
+        Settings {
+            listen: Some(self.listen.clone()),
+            log_format: Some(
+                match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }
+                .into(),
+            ),
+            database: Some(crate::store::redact(&self.database)),
+            database_max_connections: Some(
+                self.database_max_connections
+                    .unwrap_or(natter_store_postgres::PgOptions::default().max_connections),
+            ),
+            provider: Some(self.provider.as_str().into()),
+            model: Some(core.model.clone()),
+            // A proxy's URL may carry credentials too.
+            openai_base_url: Some(crate::cluster::redact(&self.openai_base_url)),
+            anthropic_base_url: Some(crate::cluster::redact(&self.anthropic_base_url)),
+            system_prompt: core.system_prompt.clone(),
+            max_concurrent_turns: Some(core.max_concurrent_turns),
+            turn_timeout_secs: secs(core.turn_timeout),
+            retry_max: Some(core.retry.max_retries),
+            retry_window_secs: secs(core.retry.window),
+            retry_base_delay_ms: millis(core.retry.base_delay),
+            max_text_bytes: Some(core.max_text_bytes),
+            max_payload_bytes: Some(self.max_payload_bytes),
+            ping_interval_ms: millis(self.ping_interval),
+            ping_timeout_ms: millis(self.ping_timeout),
+            context_max_messages: Some(core.context_max_messages),
+            context_max_bytes: Some(core.context_max_bytes),
+            join_history: Some(core.join_history),
+            ai_mode: Some(
+                match core.ai_mode {
+                    AiMode::EveryMessage => "every_message",
+                    AiMode::Off => "off",
+                }
+                .into(),
+            ),
+            socket_buffer: Some(self.socket_buffer),
+            bus_capacity: Some(self.bus_capacity),
+            bus: Some(crate::cluster::redact(&self.bus)),
+            slow_consumer_timeout_secs: secs(core.slow_consumer_timeout),
+            merge_delta_bytes: Some(core.merge_delta_bytes),
+            shutdown_grace_secs: secs(self.shutdown_grace),
+            sqlite_durability: Some(
+                match self.sqlite_durability {
+                    Durability::Full => "full",
+                    Durability::Normal => "normal",
+                }
+                .into(),
+            ),
+            chat_key_fields: Some(
+                self.socketio
+                    .chat_key_fields
+                    .iter()
+                    .filter(|f| *f != "chatId")
+                    .cloned()
+                    .collect(),
+            ),
+            sse_heartbeat_secs: secs(self.http.heartbeat),
+            aisdk_base: Some(self.http.aisdk_base.clone()),
+            realtime_base: Some(self.http.realtime_base.clone()),
+            history_base: Some(self.http.history_base.clone()),
+            tools: Some(tools),
+            http_get_allow: self.tools.http_get_allow.clone(),
+            max_steps: Some(core.max_steps),
+            client_tool_timeout_secs: secs(core.client_tool_timeout),
+            client_tools: (!client_tools.is_empty()).then_some(client_tools),
+            event_name: None,
+            event_names: (!event_names.is_empty()).then_some(event_names),
+            auth: Some(
+                match self.auth_mode {
+                    AuthMode::On => "on",
+                    AuthMode::Off => "off",
+                }
+                .into(),
+            ),
+            jwt_secret: set(&s.jwt_secret).map(|_| MASKED.to_owned()),
+            jwt_issuer: set(&s.jwt_issuer),
+            jwt_audience: set(&s.jwt_audience),
+            jwt_leeway_secs: Some(
+                s.jwt_leeway_secs
+                    .unwrap_or(AuthConfig::default().leeway.as_secs()),
+            ),
+            jwt_required_scope: set(&s.jwt_required_scope),
+            allowed_origins: Some(self.allowed_origins.clone()),
+            message_rate_per_connection: Some(limits.messages.per_connection),
+            message_rate_per_user: Some(limits.messages.per_user),
+            message_rate_per_ip: Some(limits.messages.per_ip),
+            turn_rate_per_connection: Some(limits.turns.per_connection),
+            turn_rate_per_user: Some(limits.turns.per_user),
+            turn_rate_per_ip: Some(limits.turns.per_ip),
+            max_connections_per_user: Some(limits.max_connections_per_user),
+            max_connections_per_ip: Some(limits.max_connections_per_ip),
+            max_joins_per_socket: Some(self.socketio.max_joins_per_socket),
+            model_path: Some(self.local_model.path.clone()),
+            local_workers: self.local_model.workers,
+            local_temperature: self.local_model.temperature,
+            local_top_p: self.local_model.top_p,
+            local_seed: self.local_model.seed,
+            local_max_tokens: self.local_model.max_tokens,
+        }
+    }
+
+    /// `natter serve --print-config`: the effective settings as a TOML file, headed by where
+    /// they come from and whether the provider has a key (never the key).
+    pub fn print_config(&self, s: &Settings) -> anyhow::Result<String> {
+        let body =
+            toml::to_string(&self.effective_settings(s)).context("writing the settings as TOML")?;
+        let key = match (self.provider, &self.api_key) {
+            (ProviderKind::OpenAi | ProviderKind::Anthropic, Some(_)) => {
+                "# The provider's API key is set (from the environment; not shown).\n"
+            }
+            (ProviderKind::OpenAi | ProviderKind::Anthropic, None) => {
+                "# The provider has no API key.\n"
+            }
+            _ => "",
+        };
+        Ok(format!(
+            "# natter serve's settings: flags, then NATTER_* variables, then the TOML file, then\n\
+             # defaults. Secrets show as `{MASKED}`. Unset keys are left out.\n{key}\n{body}"
+        ))
+    }
+}
+
+/// `natter config check FILE`: reads and resolves a settings file as `natter serve --config
+/// FILE` would (API keys from `keys`, no flags or `NATTER_*` variables). `Ok` is a summary;
+/// `Err` names the file and the key at fault.
+pub fn check_file(path: &Path, keys: ApiKeys) -> anyhow::Result<String> {
+    let s = Settings::from_toml_file(path)?;
+    let set: Vec<String> = toml::Value::try_from(&s)
+        .ok()
+        .and_then(|v| v.as_table().map(|t| t.keys().cloned().collect()))
+        .unwrap_or_default();
+    let c = ServerConfig::resolve(s, keys).with_context(|| path.display().to_string())?;
+    Ok(format!(
+        "{}: valid; {} key(s) set{}\nprovider {}, model {}, database {}, bus {}, listen {}, auth {}",
+        path.display(),
+        set.len(),
+        if set.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", set.join(", "))
+        },
+        c.provider.as_str(),
+        c.core.model,
+        crate::store::redact(&c.database),
+        crate::cluster::redact(&c.bus),
+        c.listen,
+        match c.auth_mode {
+            AuthMode::On => "on",
+            AuthMode::Off => "off",
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -1000,5 +1266,99 @@ mod tests {
         );
         assert_eq!(cfg.core.limits.turns.per_user, 0);
         assert_eq!(cfg.core.limits.turns.per_connection, 20);
+    }
+
+    #[test]
+    fn absurd_values_are_refused_naming_the_key() {
+        let refused = |toml: &str| {
+            let s: Settings = toml::from_str(toml).unwrap();
+            match ServerConfig::resolve(s, ApiKeys::default()) {
+                Ok(_) => panic!("`{toml}` was accepted"),
+                Err(e) => e.to_string(),
+            }
+        };
+        for (toml, key) in [
+            // 1e19 s fits a Duration but overflows `Instant::now() + timeout`.
+            ("turn_timeout_secs = 1e19", "turn_timeout_secs"),
+            ("turn_timeout_secs = 86401", "turn_timeout_secs"),
+            ("turn_timeout_secs = -1", "turn_timeout_secs"),
+            ("turn_timeout_secs = nan", "turn_timeout_secs"),
+            ("retry_window_secs = 1e300", "retry_window_secs"),
+            (
+                "retry_base_delay_ms = 9223372036854775807",
+                "retry_base_delay_ms",
+            ),
+            (
+                "slow_consumer_timeout_secs = 1e10",
+                "slow_consumer_timeout_secs",
+            ),
+            (
+                "client_tool_timeout_secs = 1e10",
+                "client_tool_timeout_secs",
+            ),
+            ("sse_heartbeat_secs = 1e10", "sse_heartbeat_secs"),
+            ("shutdown_grace_secs = 1e10", "shutdown_grace_secs"),
+            ("jwt_leeway_secs = 9223372036854775807", "jwt_leeway_secs"),
+            // tokio's Semaphore panics above usize::MAX >> 3 permits.
+            (
+                "max_concurrent_turns = 9223372036854775807",
+                "max_concurrent_turns",
+            ),
+            ("bus_capacity = 9223372036854775807", "bus_capacity"),
+            ("socket_buffer = 9223372036854775807", "socket_buffer"),
+            ("log_format = \"xml\"", "log_format"),
+        ] {
+            let err = refused(toml);
+            assert!(err.contains(key), "`{toml}`: {err}");
+        }
+        // The limits themselves are allowed.
+        let s: Settings = toml::from_str(
+            "turn_timeout_secs = 86400\nretry_base_delay_ms = 60000\nmax_concurrent_turns = 1048576",
+        )
+        .unwrap();
+        let cfg = ServerConfig::resolve(s, ApiKeys::default()).unwrap();
+        assert_eq!(cfg.core.turn_timeout, Duration::from_secs(86_400));
+        assert_eq!(cfg.core.max_concurrent_turns, 1 << 20);
+    }
+
+    #[test]
+    fn print_config_masks_secrets_and_reads_back_the_same() {
+        let s: Settings = toml::from_str(
+            r#"
+            log_format = "json"
+            database = "postgres://u:pw-db@h:5432/natter"
+            bus = "redis://user:pw-redis@h:6379/"
+            jwt_secret = "0123456789abcdef0123456789abcdef-secret"
+            tools = ["current_time"]
+            max_steps = 3
+            [event_names]
+            userMessage = "msg:send"
+            "#,
+        )
+        .unwrap();
+        let keys = ApiKeys {
+            openai: Some("sk-live-key".into()),
+            anthropic: None,
+        };
+        let c = ServerConfig::resolve(s.clone(), keys.clone()).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let out = c.print_config(&s).unwrap();
+        for leaked in ["pw-db", "pw-redis", "-secret", "sk-live-key"] {
+            assert!(!out.contains(leaked), "`{leaked}` printed:\n{out}");
+        }
+        assert!(out.contains("API key is set"), "{out}");
+        assert!(out.contains("userMessage = \"msg:send\""), "{out}");
+        // Defaults are filled in.
+        assert!(out.contains("turn_timeout_secs = 120.0"), "{out}");
+        // Read back, with the secrets put back, it is the same configuration.
+        let mut back: Settings = toml::from_str(&out).unwrap();
+        back.jwt_secret = s.jwt_secret.clone();
+        back.database = s.database.clone();
+        back.bus = s.bus.clone();
+        let again = ServerConfig::resolve(back.clone(), keys).unwrap();
+        assert_eq!(
+            toml::to_string(&again.effective_settings(&back)).unwrap(),
+            toml::to_string(&c.effective_settings(&s)).unwrap()
+        );
     }
 }

@@ -119,7 +119,7 @@ impl Server {
     }
 
     /// Builds with `extra` tools besides those the config enables: how an app embedding
-    /// Natter gives the model its own server-run tools (see `examples/custom_tool.rs`).
+    /// Natter gives the model its own server-run tools (see `examples/custom-tool`).
     pub async fn build_with_tools(
         config: ServerConfig,
         extra: ToolRegistry,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use natter_server::config::Settings;
+use natter_server::config::{LogFormat, Settings};
 use natter_server::{ApiKeys, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +32,20 @@ enum Command {
     /// The database.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Settings files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a TOML settings file as `natter serve --config FILE` would read it (API keys from
+    /// the environment; flags and NATTER_* variables are not read): exit 0 with a summary if
+    /// the server would start with it, 1 with the key at fault if not.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,19 +177,29 @@ struct ServeArgs {
     /// A TOML file with settings (flags and NATTER_* variables override it).
     #[arg(long, env = "NATTER_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "NATTER_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    /// Print the settings the server would run with (as TOML, secrets masked) and exit
+    /// without starting it.
+    #[arg(long)]
+    print_config: bool,
     #[command(flatten)]
     settings: Settings,
 }
 
-fn init_logs(format: &str) {
+/// API keys come from the environment only, never from flags or files.
+fn api_keys() -> ApiKeys {
+    let env_key = |name: &str| std::env::var(name).ok().filter(|k| !k.is_empty());
+    ApiKeys {
+        openai: env_key("NATTER_API_KEY").or_else(|| env_key("OPENAI_API_KEY")),
+        anthropic: env_key("ANTHROPIC_API_KEY"),
+    }
+}
+
+fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_env("NATTER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder
             .json()
             .with_current_span(true)
@@ -212,12 +236,13 @@ async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         Some(path) => Settings::from_toml_file(path)?,
         None => Settings::default(),
     };
-    let env_key = |name: &str| std::env::var(name).ok().filter(|k| !k.is_empty());
-    let keys = ApiKeys {
-        openai: env_key("NATTER_API_KEY").or_else(|| env_key("OPENAI_API_KEY")),
-        anthropic: env_key("ANTHROPIC_API_KEY"),
-    };
-    let config = ServerConfig::resolve(args.settings.or(file), keys)?;
+    let settings = args.settings.or(file);
+    let config = ServerConfig::resolve(settings.clone(), api_keys())?;
+    if args.print_config {
+        print!("{}", config.print_config(&settings)?);
+        return Ok(());
+    }
+    init_logs(config.log_format);
     if config.provider == natter_server::ProviderKind::Demo {
         tracing::warn!(
             "using the DEMO provider: replies are canned, not from a model. Run `natter model pull` for an offline model, or set OPENAI_API_KEY or ANTHROPIC_API_KEY"
@@ -245,15 +270,16 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => {
-            init_logs(&args.log_format);
-            runtime.block_on(serve(args))
-        }
+        Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Token(args) => token(args),
         Command::Chat(args) => runtime.block_on(terminal_chat::run(args)),
         Command::Model(ModelCommand::Pull(args)) => runtime.block_on(model_pull(args)),
+        Command::Config(ConfigCommand::Check { file }) => {
+            natter_server::config::check_file(&file, api_keys())
+                .map(|summary| println!("{summary}"))
+        }
         Command::Store(StoreCommand::Copy(args)) => {
-            init_logs("text");
+            init_logs(LogFormat::Text);
             runtime.block_on(store_copy(args))
         }
     };

@@ -132,7 +132,8 @@ export function tempDir() {
 
 /**
  * Rate limits off: the suites send bursts from one user and one address that the defaults
- * (sized for people typing) would refuse. `limits.test.mjs` sets its own and tests them.
+ * (sized for people typing) would refuse. The `limits` tests of `security.test.mjs` and
+ * `limits-cluster.test.mjs` set their own and test them.
  */
 export const NO_RATE_LIMITS = [
   "--message-rate-per-connection", "0", "--message-rate-per-user", "0", "--message-rate-per-ip", "0",
