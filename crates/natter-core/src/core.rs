@@ -18,7 +18,7 @@ use crate::feed::Feed;
 use crate::limits::{Admission, Limits};
 use crate::presence::Presence;
 use crate::provider::Provider;
-use crate::scheduler::TurnScheduler;
+use crate::scheduler::{Opened, TurnScheduler};
 use crate::store::{Appended, Store, StoreError};
 use crate::telemetry;
 use crate::tools::ToolRegistry;
@@ -803,21 +803,27 @@ impl ChatCore {
         self.settle(chat).await;
         // The context is what the old reply answered (it is superseded now, so it is not part
         // of it). The turn is queued in the store with the event that asks for it.
-        if let Some(old_id) = target.body.ends_turn() {
+        let opened = if let Some(old_id) = target.body.ends_turn() {
             let body = EventBody::MessageSuperseded {
                 message_id: old_id.to_owned(),
                 request_id: request_id.clone(),
                 superseded_by: Some(who.user_id.to_string()),
                 context_seq: Some(target.seq),
             };
-            self.append_and_publish(chat, body, None).await?;
+            let superseded = self.append_and_publish(chat, body, None).await?;
+            Some(Opened {
+                opened_seq: superseded.seq,
+                context_seq: target.seq,
+            })
         } else {
             inner
                 .store
                 .request_turn(chat, &request_id, trace_id.as_deref(), target.seq)
                 .await
                 .map_err(|e| store_error(chat, e))?;
-        }
+            // Queued at the chat's head, which only the store knows.
+            None
+        };
         // Tools declared with a message are not stored; a regenerated turn has the server's
         // only.
         inner
@@ -825,6 +831,7 @@ impl ChatCore {
             .enqueue(
                 &self.inner,
                 chat,
+                opened,
                 &request_id,
                 trace_id.as_deref(),
                 Vec::new(),
@@ -929,11 +936,16 @@ impl ChatCore {
         inner.publish_durable(chat, event, conn.cloned()).await;
         // The store opened the turn with the message: queue it here.
         if let Some(request_id) = request_id {
+            let opened = Opened {
+                opened_seq: outcome.seq,
+                context_seq: outcome.seq,
+            };
             inner
                 .turns
                 .enqueue(
                     &self.inner,
                     chat,
+                    Some(opened),
                     &request_id,
                     msg.trace_id.as_deref(),
                     msg.tools,

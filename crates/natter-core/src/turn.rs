@@ -91,9 +91,12 @@ pub(crate) async fn run(
     turn: &TurnRef,
     cancel: &CancellationToken,
     stop: &Mutex<Option<StopReason>>,
-) {
+) -> Ended {
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + inner.config.turn_timeout;
+    // An embedder's CoreConfig is not range-checked: a timeout too long to add means none.
+    let deadline = tokio::time::Instant::now()
+        .checked_add(inner.config.turn_timeout)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
     // Wait for a slot under the node's limit; the turn stays abortable meanwhile.
     let permit = tokio::select! {
         p = inner.turns.permits().acquire_owned() => p.ok(),
@@ -111,7 +114,7 @@ pub(crate) async fn run(
     let elapsed = started.elapsed();
     inner.turns.record_duration(elapsed);
     metrics::histogram!(telemetry::TURN_DURATION).record(elapsed.as_secs_f64());
-    finish(inner, &req.chat, turn, generation, Guard::Fence(req.fence)).await;
+    finish(inner, &req.chat, turn, generation, Guard::Fence(req.fence)).await
 }
 
 fn retry_delay(inner: &Inner, attempt: u32, err: &ProviderError) -> Duration {
@@ -403,9 +406,9 @@ async fn generate(
 fn add_usage(total: Option<Usage>, step: Usage) -> Usage {
     let t = total.unwrap_or_default();
     Usage {
-        prompt_tokens: t.prompt_tokens + step.prompt_tokens,
-        completion_tokens: t.completion_tokens + step.completion_tokens,
-        total_tokens: t.total_tokens + step.total_tokens,
+        prompt_tokens: t.prompt_tokens.saturating_add(step.prompt_tokens),
+        completion_tokens: t.completion_tokens.saturating_add(step.completion_tokens),
+        total_tokens: t.total_tokens.saturating_add(step.total_tokens),
     }
 }
 
@@ -539,16 +542,38 @@ async fn run_tool(
     Ok(for_model)
 }
 
+/// What became of a turn's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Stored (or the chat was deleted, and the turn with it).
+    Stored,
+    /// Members were told the turn ended, but storing it failed: the store still has it open.
+    Unstored,
+    /// Not this node's to store: another owner holds the chat's turns, or the turn is no
+    /// longer queued. Nothing was stored or told.
+    Refused,
+}
+
+impl Ended {
+    pub(crate) fn from_store_error(e: &StoreError) -> Self {
+        match e {
+            StoreError::NoSuchChat(_) => Self::Stored,
+            StoreError::Fenced { .. } | StoreError::NotQueued { .. } => Self::Refused,
+            StoreError::Backend(_) => Self::Unstored,
+        }
+    }
+}
+
 /// Stores the turn's end event (if `guard` holds) and tells the chat. A store failure is
 /// retried a few times; the turn's tokens were live-only, so losing the end would lose the
-/// reply. `false` if the guard refused it: the turn is not this caller's to end.
+/// reply; when it still fails, members are told the turn ended ([`Ended::Unstored`]).
 pub(crate) async fn finish(
     inner: &Arc<Inner>,
     chat: &ChatKey,
     turn: &TurnRef,
     g: Generation,
     guard: Guard,
-) -> bool {
+) -> Ended {
     metrics::counter!(telemetry::TOKENS).increment(g.tokens);
     let token_count = g.tokens;
     let (body, outcome) = match g.ending {
@@ -583,7 +608,7 @@ pub(crate) async fn finish(
         }
         Ending::Stopped(StopReason::LeaseLost) => {
             info!("another node took the chat's turns over; this turn's end is theirs to store");
-            return false;
+            return Ended::Refused;
         }
         Ending::Stopped(StopReason::Shutdown) => (
             failed_body(
@@ -638,15 +663,15 @@ pub(crate) async fn finish(
                 inner
                     .publish_durable(chat, appended.event().clone(), None)
                     .await;
-                return true;
+                return Ended::Stored;
             }
             Err(StoreError::NoSuchChat(_)) => {
                 info!("the chat was deleted during the turn; its end is not stored");
-                return true;
+                return Ended::Stored;
             }
             Err(e @ (StoreError::Fenced { .. } | StoreError::NotQueued { .. })) => {
                 info!(error = %e, "the turn's end is not this node's to store");
-                return false;
+                return Ended::Refused;
             }
             Err(e) => {
                 warn!(attempt, error = %e, "storing the end of a turn failed");
@@ -682,7 +707,7 @@ pub(crate) async fn finish(
             None,
         )
         .await;
-    true
+    Ended::Unstored
 }
 
 pub(crate) fn failed_body(

@@ -1,7 +1,7 @@
 //! Test doubles shared by the core's integration tests.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use natter_core::chat::{ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, NewChat};
@@ -9,11 +9,20 @@ use natter_core::event::{EventBody, StoredEvent};
 use natter_core::store::{Appended, Guard, OpenTurn, Store, StoreError};
 use natter_core::store_memory::MemoryStore;
 
-/// The real in-memory store ([`MemoryStore`]) with a store outage to switch on.
+/// The real in-memory store ([`MemoryStore`]) with a store outage to switch on, counting the
+/// turn-queue calls.
 #[derive(Default)]
 pub struct LogStore {
     /// While set, appending the end of a turn fails (a store outage).
     pub fail_turn_ends: AtomicBool,
+    /// Calls of [`Store::open_turns`].
+    pub queue_reads: AtomicUsize,
+    /// Calls of [`Store::start_turn`].
+    pub start_marks: AtomicUsize,
+    /// Calls of [`Store::claim_turns`].
+    pub claims: AtomicUsize,
+    /// Calls of [`Store::append_guarded`] (and so of `append`).
+    pub appends: AtomicUsize,
     inner: MemoryStore,
 }
 
@@ -41,6 +50,7 @@ impl Store for LogStore {
         created_at: i64,
         guard: Guard,
     ) -> Result<Appended, StoreError> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
         if body.ends_turn().is_some() && self.fail_turn_ends.load(Ordering::Relaxed) {
             return Err(StoreError::Backend("the test store is down".into()));
         }
@@ -103,6 +113,7 @@ impl Store for LogStore {
     }
 
     async fn open_turns(&self, chat: &ChatKey) -> Result<Vec<OpenTurn>, StoreError> {
+        self.queue_reads.fetch_add(1, Ordering::Relaxed);
         self.inner.open_turns(chat).await
     }
 
@@ -123,6 +134,7 @@ impl Store for LogStore {
     }
 
     async fn claim_turns(&self, chat: &ChatKey) -> Result<u64, StoreError> {
+        self.claims.fetch_add(1, Ordering::Relaxed);
         self.inner.claim_turns(chat).await
     }
 
@@ -132,6 +144,7 @@ impl Store for LogStore {
         request_id: &str,
         fence: u64,
     ) -> Result<bool, StoreError> {
+        self.start_marks.fetch_add(1, Ordering::Relaxed);
         self.inner.start_turn(chat, request_id, fence).await
     }
 
