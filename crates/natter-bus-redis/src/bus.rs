@@ -16,7 +16,9 @@
 //! the node's members of the chat. The node also keeps a *mirror* of the chat's turn buffer,
 //! built from the stream once and then from the messages it receives (they arrive in script
 //! order on one connection, and the mirror applies the script's rules), so a second member
-//! subscribes atomically with its snapshot, in memory, as with `MemoryBus`.
+//! subscribes atomically with its snapshot, in memory, as with `MemoryBus`. A member that
+//! lagged refills from the mirror too (`running_turn`), once the node's own publishes so far
+//! are back in it; only a chat the node does not follow live is read from the stream.
 //!
 //! The first member of a chat on the node subscribes upstream, waits for the confirmation,
 //! and only then reads the turn buffer (`READ_TURN`), which also returns the chat's buffer
@@ -505,6 +507,28 @@ fn parse_read(chat: &ChatKey, value: Value) -> Result<ReadTurn, BusError> {
 }
 
 impl BusInner {
+    /// The running turn's buffer from this node's mirror, when the node follows the chat
+    /// live: after its own publishes so far have come back into the mirror, the mirror holds
+    /// what the stream holds, without reading the stream. A member that lagged in a long, fast
+    /// turn refills from here; reading the whole stream from Redis for each lag made a
+    /// 60 000-token turn take minutes (each read blocks Redis while the turn publishes).
+    /// `None`: not followed live here (read the stream).
+    async fn mirrored_turn(&self, chat: &ChatKey) -> Option<Option<TurnSnapshot>> {
+        let entry = lock(&self.chats).get(chat).cloned()?;
+        let cfg = &self.shared.config;
+        let published = entry.published_off.load(Ordering::Acquire);
+        let mut applied = entry.applied_off.subscribe();
+        tokio::time::timeout(cfg.op_timeout, applied.wait_for(|a| *a >= published))
+            .await
+            .ok()?
+            .ok()?;
+        let st = entry.state();
+        if !matches!(st.phase, Phase::Live) || st.lag_pending {
+            return None;
+        }
+        Some(ChatEntry::snapshot(&st.mirror, cfg.turn_buffer_ttl))
+    }
+
     async fn read_turn(&self, chat: &ChatKey) -> Result<ReadTurn, BusError> {
         let keys = &self.shared.keys;
         let mut conn = self.shared.conn();
@@ -934,8 +958,12 @@ impl Bus for RedisBus {
     }
 
     async fn running_turn(&self, chat: &ChatKey) -> Result<Option<TurnSnapshot>, BusError> {
-        self.inner.lane_barrier(chat).await;
-        Ok(self.inner.read_turn(chat).await?.snapshot)
+        let bus = &self.inner;
+        bus.lane_barrier(chat).await;
+        if let Some(snapshot) = bus.mirrored_turn(chat).await {
+            return Ok(snapshot);
+        }
+        Ok(bus.read_turn(chat).await?.snapshot)
     }
 
     async fn publish_user(&self, user: &Identity, event: UserEvent) -> Result<(), BusError> {
