@@ -45,9 +45,7 @@ use crate::event::{EventBody, LiveEvent, ProcessingStatus, TurnRef};
 use crate::provider::ToolSpec;
 use crate::store::{Guard, OpenTurn, StoreError};
 use crate::telemetry;
-use crate::turn::{
-    Ended, Ending, Generation, StopReason, TurnRequest, failed_body, finish, run,
-};
+use crate::turn::{Ended, Ending, Generation, StopReason, TurnRequest, failed_body, finish, run};
 
 /// Where the store put a turn it opened: its place in the queue and the end of its context
 /// (see [`OpenTurn`]).
@@ -182,9 +180,7 @@ impl TurnScheduler {
         let mirrored = if inner.coordinator.is_shared() {
             None
         } else {
-            lock(&self.chats)
-                .get(chat)
-                .and_then(|t| t.queue.clone())
+            lock(&self.chats).get(chat).and_then(|t| t.queue.clone())
         };
         let open = match mirrored {
             Some(open) => open,

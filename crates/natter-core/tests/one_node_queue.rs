@@ -10,10 +10,10 @@ use natter_core::bus_memory::MemoryBus;
 use natter_core::event::EventBody;
 use natter_core::feed::{Feed, FeedItem};
 use natter_core::presence_memory::MemoryPresence;
-use natter_core::store::Store;
 use natter_core::provider::{
     CompletionRequest, Provider, ProviderError, ProviderEvent, ProviderStream,
 };
+use natter_core::store::Store;
 use natter_core::{ChatCore, ChatKey, CoreConfig, Identity, JoinRequest, Source, UserMessageInput};
 use tokio::sync::Semaphore;
 
@@ -113,7 +113,12 @@ impl Chat {
             tools: Vec::new(),
         };
         self.core
-            .post_user_message(&self.who, &Source::new(Some(self.conn.clone()), None), &self.chat, input)
+            .post_user_message(
+                &self.who,
+                &Source::new(Some(self.conn.clone()), None),
+                &self.chat,
+                input,
+            )
             .await
             .expect("post");
     }
@@ -192,8 +197,19 @@ async fn aborting_a_queued_turn_ends_it_and_it_never_runs() {
     gate.permits.add_permits(10);
     assert_eq!(c.end_of("r1").await, "stop");
     assert_eq!(c.end_of("r3").await, "stop");
-    assert_eq!(gate.calls.load(Ordering::Relaxed), 2, "r2 never reached the provider");
-    assert!(c.store.inner().open_turns(&c.chat).await.unwrap().is_empty());
+    assert_eq!(
+        gate.calls.load(Ordering::Relaxed),
+        2,
+        "r2 never reached the provider"
+    );
+    assert!(
+        c.store
+            .inner()
+            .open_turns(&c.chat)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -209,5 +225,12 @@ async fn a_turn_whose_end_was_not_stored_ends_as_interrupted_and_does_not_run_ag
     assert_eq!(c.end_of("r1").await, "interrupted");
     assert_eq!(c.end_of("r2").await, "stop");
     assert_eq!(gate.calls.load(Ordering::Relaxed), 2, "r1 ran once");
-    assert!(c.store.inner().open_turns(&c.chat).await.unwrap().is_empty());
+    assert!(
+        c.store
+            .inner()
+            .open_turns(&c.chat)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
