@@ -10,6 +10,7 @@ import { DefaultChatTransport } from "ai";
 import { EventSource } from "eventsource";
 import { WebSocket } from "ws";
 import { binDir, connect, sleep, startStack, uid } from "../lib/harness.mjs";
+import { openSse } from "../lib/sse-reader.mjs";
 import { SECRET, badTokens, mint, now } from "../lib/token.mjs";
 
 const AUTH = ["--jwt-secret", SECRET, "--jwt-issuer", "gw", "--jwt-audience", "api", "--jwt-leeway-secs", "0"];
@@ -184,6 +185,38 @@ describe("tokens on every face", () => {
       }, 20);
     });
     es.close();
+  });
+
+  test("an SSE stream ends right after its token_expired error, with or without chatKey", async () => {
+    const soon = () => tok("acme", "ann", { exp: now() + 2 });
+    const created = await call(`${url}/api/v1/chat/create`, { method: "POST", token: tok("acme", "ann"), body: {} });
+    assert.equal(created.status, 200, created.text);
+    const chatKey = created.json.chatKey;
+    // A stream follows the chat its chatKey names, or one its user loads from another tab;
+    // following a chat must not keep it open.
+    const cases = [
+      ["with chatKey", `chatKey=${encodeURIComponent(chatKey)}&`, false],
+      ["without chatKey", "", false],
+      ["without chatKey, following a loaded chat", "", true],
+    ];
+    for (const [what, query, load] of cases) {
+      const sse = await openSse(`${url}/api/v1/chat/stream?${query}token=${encodeURIComponent(soon())}`);
+      try {
+        assert.equal(sse.status, 200, what);
+        if (load) {
+          const loaded = await call(`${url}/api/v1/chat/load`, { method: "POST", token: tok("acme", "ann"), body: { chatKey } });
+          assert.equal(loaded.status, 200, loaded.text);
+          await sse.until((es) => es.some((e) => e.type === "load_chat_response"), 2000, "load_chat_response");
+        }
+        await sse.until((es) => es.some((e) => e.type === "error" && e.data?.data?.code === "token_expired"), 8000, `token_expired ${what}`);
+        const expiredAt = Date.now();
+        await sse.until(() => sse.ended, 3000, `the stream to end after token_expired ${what}`);
+        assert.ok(Date.now() - expiredAt < 3000, what);
+        assert.equal(sse.events.at(-1).data?.data?.code, "token_expired", `${what}: token_expired is the last event`);
+      } finally {
+        sse.close();
+      }
+    }
   });
 
   test("startup refuses auth on without a usable secret", () => {

@@ -209,8 +209,9 @@ impl StreamTask {
                 _ = this.stop.cancelled() => break,
                 notice = &mut expiry => {
                     // The token ran out: say so and end the stream; the client reconnects
-                    // with a fresh one (`Last-Event-ID` picks up where this ended).
-                    this.send(notice).await;
+                    // with a fresh one (`Last-Event-ID` picks up where this ended). As the
+                    // stream's last words, so no chat event can follow it.
+                    this.end_with(notice);
                     break;
                 }
                 event = user_channel.rx.recv() => {
@@ -247,8 +248,10 @@ impl StreamTask {
                 Some(_) = members.join_next(), if !members.is_empty() => {}
             }
         }
-        // The client is gone: every member task sees it and leaves presence on the way out
-        // (aborting them could skip the leave).
+        // The stream is over (client gone, token expired, given up on, or the user channel
+        // closed): tell every member task so it leaves presence on the way out (aborting
+        // could skip the leave). Each holds `tx`, so until they end the response stays open.
+        this.stop.cancel();
         while members.join_next().await.is_some() {}
     }
 
@@ -276,7 +279,12 @@ impl StreamTask {
             }
             sent
         };
-        match tokio::time::timeout(patience, queued).await {
+        let sent = tokio::select! {
+            // Ended meanwhile (e.g. the token expired): stop waiting for room.
+            _ = self.stop.cancelled() => return false,
+            sent = tokio::time::timeout(patience, queued) => sent,
+        };
+        match sent {
             Ok(sent) => sent.is_ok(),
             Err(_) => {
                 self.give_up(self.error_event(
@@ -289,11 +297,21 @@ impl StreamTask {
         }
     }
 
-    /// Ends the stream with `last` after what is queued, and stops following every chat.
+    /// Gives up on a slow consumer: ends the stream with `last` (see [`Self::end_with`]).
     fn give_up(&self, last: Event) {
         tracing::info!(conn = %self.conn, "SSE stream given up on as a slow consumer");
         metrics::counter!(natter_core::telemetry::SLOW_CONSUMERS).increment(1);
-        *self.ending.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+        self.end_with(last);
+    }
+
+    /// Ends the stream with `last` after what is queued, and stops following every chat.
+    /// The first ending wins: it is what the client is told.
+    fn end_with(&self, last: Event) {
+        let mut ending = self.ending.lock().unwrap_or_else(|p| p.into_inner());
+        if ending.is_none() && !self.stop.is_cancelled() {
+            *ending = Some(last);
+        }
+        drop(ending);
         self.stop.cancel();
     }
 
