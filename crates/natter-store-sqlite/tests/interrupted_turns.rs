@@ -142,7 +142,9 @@ fn a_turn_cut_by_a_crash_ends_as_interrupted_at_the_next_start() {
         );
         let open = before.open_turns(&chat).await.unwrap();
         assert_eq!(open.len(), 1, "the cut turn is still open");
-        assert!(open[0].started_fence.is_some(), "and was started");
+        // One node marks starts in memory only (see the scheduler's module docs): the store
+        // holds the turn as queued, and the restart ends it as interrupted all the same.
+        assert!(open[0].started_fence.is_none(), "and not marked started");
         drop(before);
         let (core, store) = start(&dir, true).await;
         let info = core.open_chat(&who, &chat, None).await.unwrap();
