@@ -126,6 +126,14 @@ impl Store for MemStore {
         self.0.start_turn(chat, request_id, fence).await
     }
 
+    async fn reactions(
+        &self,
+        chat: &ChatKey,
+        message_ids: &[String],
+    ) -> Result<Vec<(String, Vec<natter_core::event::Reaction>)>, StoreError> {
+        self.0.reactions(chat, message_ids).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await
     }

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use natter_core::Identity;
+use natter_core::chat::ClientType;
 use natter_protocol::fields::check_id_field;
 use natter_protocol::{ErrorCode, WireError};
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,9 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// `customer`, `humanAgent` or `observer` (CONTRACT §7.1); absent: see [`client_type`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_type: Option<String>,
 }
 
 fn scopes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -122,6 +126,9 @@ struct VerifiedClaims {
     #[serde(default, deserialize_with = "scopes")]
     scopes: Vec<String>,
     exp: u64,
+    /// Seed 002's `clientType` (CONTRACT §7.1), checked against the scopes when used.
+    #[serde(default)]
+    client_type: Option<String>,
 }
 
 /// A verified token's holder.
@@ -131,6 +138,8 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// When the token stops being accepted (its `exp` plus the leeway), Unix seconds.
     pub expires_at: u64,
+    /// The token's `client_type` claim, as written (see [`client_type`]).
+    pub client_type: Option<String>,
 }
 
 impl Principal {
@@ -268,6 +277,7 @@ impl Authenticator {
             identity: Identity::new(c.org_id, c.user_id).with_admin(admin),
             scopes: c.scopes,
             expires_at: c.exp.saturating_add(self.leeway.as_secs()),
+            client_type: c.client_type,
         })
     }
 }
@@ -297,6 +307,69 @@ fn reason(kind: &ErrorKind) -> String {
     }
 }
 
+/// The scope that lets a token act as a `humanAgent` client (CONTRACT §7.1); `chat:admin`
+/// does too.
+pub const AGENT_SCOPE: &str = "chat:agent";
+
+/// The client type a connection or request acts as (CONTRACT §7.1), from the client's
+/// `clientType` hint and, with auth on, the token: its `client_type` claim, else
+/// `humanAgent` for a token with the agent scope, else `customer`. A hint that differs from
+/// the claim, or `humanAgent` without the agent or admin scope, is `forbidden`; an unknown
+/// value is `invalid_field`.
+pub fn client_type(
+    principal: Option<&Principal>,
+    hint: Option<&str>,
+) -> Result<ClientType, WireError> {
+    let parse = |what: &str, v: &str| {
+        ClientType::parse(v).ok_or_else(|| {
+            WireError::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "{what} `{v}` is not a client type (one of {})",
+                    ClientType::NAMES
+                ),
+            )
+        })
+    };
+    let hint = hint
+        .filter(|h| !h.is_empty())
+        .map(|h| parse("clientType", h))
+        .transpose()?;
+    let Some(p) = principal else {
+        return Ok(hint.unwrap_or_default());
+    };
+    let claim = p
+        .client_type
+        .as_deref()
+        .map(|c| parse("the token's client_type", c))
+        .transpose()?;
+    let may_agent = p.has_scope(AGENT_SCOPE) || p.has_scope(ADMIN_SCOPE);
+    let wanted = match (hint, claim) {
+        (Some(h), Some(c)) if h != c => {
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this token is for a {} client; it cannot connect as {}",
+                    c.as_str(),
+                    h.as_str()
+                ),
+            ));
+        }
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) if p.has_scope(AGENT_SCOPE) => ClientType::HumanAgent,
+        (None, None) => ClientType::Customer,
+    };
+    if wanted == ClientType::HumanAgent && !may_agent {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "a humanAgent client needs a token with the scope `{AGENT_SCOPE}` (or `{ADMIN_SCOPE}`)"
+            ),
+        ));
+    }
+    Ok(wanted)
+}
+
 /// Signs `claims` with HS256: for `natter token`, tests, and apps that mint their own.
 pub fn mint(secret: &str, claims: &Claims) -> Result<String, String> {
     jsonwebtoken::encode(
@@ -319,6 +392,7 @@ pub fn claims_for(org_id: &str, user_id: &str, scopes: &[&str], ttl: Duration) -
         exp: now.saturating_add(ttl.as_secs()),
         nbf: None,
         iat: Some(now),
+        client_type: None,
     }
 }
 
@@ -449,6 +523,74 @@ mod tests {
         assert_eq!(
             a.verify("not a jwt").unwrap_err().code,
             ErrorCode::Unauthorized
+        );
+    }
+
+    #[test]
+    fn client_types_follow_hint_claim_and_scopes() {
+        let a = auth(|_| {});
+        let principal = |scopes: &[&str], claim: Option<&str>| {
+            let mut c = claims();
+            c.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+            c.client_type = claim.map(str::to_owned);
+            a.verify(&mint(SECRET, &c).unwrap()).unwrap()
+        };
+        let code = |r: Result<ClientType, WireError>| r.unwrap_err().code;
+        // Auth off: the hint, default customer; an unknown value is invalid.
+        assert_eq!(client_type(None, None).unwrap(), ClientType::Customer);
+        assert_eq!(
+            client_type(None, Some("observer")).unwrap(),
+            ClientType::Observer
+        );
+        assert_eq!(
+            code(client_type(None, Some("robot"))),
+            ErrorCode::InvalidField
+        );
+        // Auth on: humanAgent needs chat:agent or chat:admin.
+        let customer = principal(&[], None);
+        assert_eq!(
+            code(client_type(Some(&customer), Some("humanAgent"))),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            client_type(Some(&customer), Some("observer")).unwrap(),
+            ClientType::Observer
+        );
+        let agent = principal(&[AGENT_SCOPE], None);
+        assert_eq!(
+            client_type(Some(&agent), None).unwrap(),
+            ClientType::HumanAgent
+        );
+        assert_eq!(
+            client_type(Some(&agent), Some("customer")).unwrap(),
+            ClientType::Customer
+        );
+        let admin = principal(&[ADMIN_SCOPE], None);
+        assert_eq!(
+            client_type(Some(&admin), None).unwrap(),
+            ClientType::Customer
+        );
+        assert_eq!(
+            client_type(Some(&admin), Some("humanAgent")).unwrap(),
+            ClientType::HumanAgent
+        );
+        // The claim decides; a contradicting hint is refused; the claim still needs the scope.
+        let claimed = principal(&[AGENT_SCOPE], Some("humanAgent"));
+        assert_eq!(
+            client_type(Some(&claimed), None).unwrap(),
+            ClientType::HumanAgent
+        );
+        assert_eq!(
+            code(client_type(Some(&claimed), Some("customer"))),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(client_type(Some(&principal(&[], Some("humanAgent"))), None)),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(client_type(Some(&principal(&[], Some("boss"))), None)),
+            ErrorCode::InvalidField
         );
     }
 

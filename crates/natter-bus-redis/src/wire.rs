@@ -207,6 +207,20 @@ enum MsgOut<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         o: Option<&'a str>,
     },
+    ToolInputStart {
+        turn: WireTurn<'a>,
+        call: &'a str,
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        o: Option<&'a str>,
+    },
+    ToolInputDelta {
+        turn: WireTurn<'a>,
+        call: &'a str,
+        delta: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        o: Option<&'a str>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -271,6 +285,22 @@ enum MsgIn<'a> {
         #[serde(default)]
         o: Option<String>,
     },
+    ToolInputStart {
+        #[serde(borrow)]
+        turn: WireTurn<'a>,
+        call: String,
+        name: String,
+        #[serde(default)]
+        o: Option<String>,
+    },
+    ToolInputDelta {
+        #[serde(borrow)]
+        turn: WireTurn<'a>,
+        call: String,
+        delta: String,
+        #[serde(default)]
+        o: Option<String>,
+    },
 }
 
 fn msg_out(message: &BusMessage) -> MsgOut<'_> {
@@ -329,6 +359,26 @@ fn msg_out(message: &BusMessage) -> MsgOut<'_> {
                 },
                 LiveEvent::ChatDeleted { deleted_by } => MsgOut::ChatDeleted {
                     by: deleted_by.as_deref(),
+                    o,
+                },
+                LiveEvent::ToolInputStart {
+                    turn,
+                    tool_call_id,
+                    name,
+                } => MsgOut::ToolInputStart {
+                    turn: WireTurn::of(turn),
+                    call: tool_call_id,
+                    name,
+                    o,
+                },
+                LiveEvent::ToolInputDelta {
+                    turn,
+                    tool_call_id,
+                    delta,
+                } => MsgOut::ToolInputDelta {
+                    turn: WireTurn::of(turn),
+                    call: tool_call_id,
+                    delta,
                     o,
                 },
             }
@@ -434,6 +484,32 @@ fn msg_in(m: MsgIn<'_>, turns: &mut TurnCache) -> Result<BusMessage, DecodeError
         MsgIn::ChatDeleted { by, o } => BusMessage::Live {
             event: LiveEvent::ChatDeleted {
                 deleted_by: by.map(Into::into),
+            },
+            origin: origin(o),
+        },
+        MsgIn::ToolInputStart {
+            turn,
+            call,
+            name,
+            o,
+        } => BusMessage::Live {
+            event: LiveEvent::ToolInputStart {
+                turn: turns.get(turn),
+                tool_call_id: call.into(),
+                name: name.into(),
+            },
+            origin: origin(o),
+        },
+        MsgIn::ToolInputDelta {
+            turn,
+            call,
+            delta,
+            o,
+        } => BusMessage::Live {
+            event: LiveEvent::ToolInputDelta {
+                turn: turns.get(turn),
+                tool_call_id: call.into(),
+                delta: delta.into(),
             },
             origin: origin(o),
         },
@@ -733,6 +809,16 @@ mod tests {
                 origin: None,
             },
             live(LiveEvent::TurnStarted { turn: t.clone() }),
+            live(LiveEvent::ToolInputStart {
+                turn: t.clone(),
+                tool_call_id: "call_1".into(),
+                name: "pick".into(),
+            }),
+            live(LiveEvent::ToolInputDelta {
+                turn: t.clone(),
+                tool_call_id: "call_1".into(),
+                delta: "{\"a\":".into(),
+            }),
             live(LiveEvent::Token {
                 turn: t.clone(),
                 index: 0,

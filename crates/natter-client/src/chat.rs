@@ -17,8 +17,10 @@ use natter_protocol::client::{
 use natter_protocol::events::{DiscoveryResponse, EventKey};
 use natter_protocol::socketio::{
     AbortAck, AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, AiToolCallEvent,
-    AiToolResultEvent, AuthRefreshAck, ChatMessageEvent, JoinAck, MarkReadAck, MessageReadEvent,
-    PresenceUpdateEvent, ServerErrorEvent, TypingUpdateEvent, UserMessageAck,
+    AiToolResultEvent, AuthRefreshAck, ChatDeletedEvent, ChatEndedEvent, ChatMessageEvent,
+    ChatUpdatedEvent, CsatRequestEvent, CsatSubmittedEvent, HandoffUpdateEvent, JoinAck,
+    MarkReadAck, MessageReadEvent, MessageSupersededEvent, PresenceUpdateEvent,
+    ReactionUpdateEvent, ServerErrorEvent, TypingUpdateEvent, UserMessageAck,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -142,6 +144,24 @@ pub enum ChatEvent {
     AiToolCall(AiToolCallEvent),
     AiToolResult(AiToolResultEvent),
     MessageRead(MessageReadEvent),
+    /// `handoff:update`: the chat's handoff state after a request, a join or a leave
+    /// (CONTRACT §7.2).
+    HandoffUpdate(HandoffUpdateEvent),
+    /// `reaction:update`: a message's whole reaction list after a change (CONTRACT §7.3).
+    ReactionUpdate(ReactionUpdateEvent),
+    /// `csat:request`: the chat ended and this customer is asked for a rating (CONTRACT §7.4);
+    /// its `seq` is the `chat:ended`'s, which comes just before it.
+    CsatRequest(CsatRequestEvent),
+    /// `csat:submitted`: a member's CSAT answer was stored.
+    CsatSubmitted(CsatSubmittedEvent),
+    /// `chat:updated`: the chat was renamed or (un)pinned.
+    ChatUpdated(ChatUpdatedEvent),
+    /// `chat:ended`: the chat was ended.
+    ChatEnded(ChatEndedEvent),
+    /// `chat:deleted`: the chat and its log are gone; the server takes this socket out of it.
+    ChatDeleted(ChatDeletedEvent),
+    /// `message:superseded`: an assistant message is being regenerated; its replacement follows.
+    MessageSuperseded(MessageSupersededEvent),
     Discovery(DiscoveryResponse),
     ServerError(ServerErrorEvent),
     /// An event this client does not know (or a server event asking for an ack).
@@ -177,6 +197,10 @@ pub struct ChatCallbacks {
     pub on_ai_error: Callback<AiErrorEvent>,
     pub on_ai_tool_call: Callback<AiToolCallEvent>,
     pub on_ai_tool_result: Callback<AiToolResultEvent>,
+    pub on_handoff_update: Callback<HandoffUpdateEvent>,
+    pub on_reaction_update: Callback<ReactionUpdateEvent>,
+    pub on_csat_request: Callback<CsatRequestEvent>,
+    pub on_chat_ended: Callback<ChatEndedEvent>,
     pub on_event: Callback<ChatEvent>,
 }
 
@@ -203,6 +227,10 @@ impl ChatCallbacks {
             ChatEvent::AiError(e) => run(&mut self.on_ai_error, e),
             ChatEvent::AiToolCall(e) => run(&mut self.on_ai_tool_call, e),
             ChatEvent::AiToolResult(e) => run(&mut self.on_ai_tool_result, e),
+            ChatEvent::HandoffUpdate(e) => run(&mut self.on_handoff_update, e),
+            ChatEvent::ReactionUpdate(e) => run(&mut self.on_reaction_update, e),
+            ChatEvent::CsatRequest(e) => run(&mut self.on_csat_request, e),
+            ChatEvent::ChatEnded(e) => run(&mut self.on_chat_ended, e),
             _ => {}
         }
         run(&mut self.on_event, event);
@@ -228,6 +256,9 @@ struct ChatState {
     epoch: Option<String>,
     /// The highest `seq` applied (a join ack's `seq` counts as seen).
     last_seq: u64,
+    /// The `seq` of the last `chat:ended` whose `csat:request` was delivered: the request
+    /// shares that `seq`, so `last_seq` cannot tell a replayed one.
+    csat_asked_seq: u64,
     joined: bool,
     turns: HashMap<String, Turn>,
     finished_order: VecDeque<String>,
@@ -550,6 +581,73 @@ impl AiChatSocket {
         self.service.emit_with_ack::<ev::MarkRead>(&payload).await
     }
 
+    /// Adds (`add`) or removes this user's reaction `emoji` on message `message_id`; the ack
+    /// holds the message's whole list (CONTRACT §7.3).
+    pub async fn react(
+        &self,
+        message_id: &str,
+        emoji: &str,
+        add: bool,
+    ) -> Result<natter_protocol::socketio::ReactionAck, ClientError> {
+        let payload = natter_protocol::client::ReactionPayload {
+            chat_id: Some(self.chat_id.to_string()),
+            message_id: message_id.to_owned(),
+            emoji: emoji.to_owned(),
+            trace_id: self.trace(),
+        };
+        if add {
+            self.service
+                .emit_with_ack::<ev::ReactionAdd>(&payload)
+                .await
+        } else {
+            self.service
+                .emit_with_ack::<ev::ReactionRemove>(&payload)
+                .await
+        }
+    }
+
+    /// Asks for a human agent (CONTRACT §7.2): the chat waits for one; members get
+    /// [`ChatEvent::HandoffUpdate`]. Asking while already waiting changes nothing.
+    pub async fn request_human_agent(
+        &self,
+    ) -> Result<natter_protocol::socketio::HandoffAck, ClientError> {
+        let payload = natter_protocol::client::HandoffRequestPayload {
+            chat_id: Some(self.chat_id.to_string()),
+            trace_id: self.trace(),
+        };
+        self.service
+            .emit_with_ack::<ev::HandoffRequest>(&payload)
+            .await
+    }
+
+    /// Ends the chat (CONTRACT §7.4); customers are then asked for a rating.
+    pub async fn end_chat(
+        &self,
+        reason: Option<&str>,
+    ) -> Result<natter_protocol::socketio::SeqAck, ClientError> {
+        let payload = natter_protocol::client::ChatEndPayload {
+            chat_id: Some(self.chat_id.to_string()),
+            reason: reason.map(str::to_owned),
+            trace_id: self.trace(),
+        };
+        self.service.emit_with_ack::<ev::ChatEnd>(&payload).await
+    }
+
+    /// Rates the chat 1-5, with an optional comment (a later answer replaces it).
+    pub async fn submit_csat(
+        &self,
+        rating: u8,
+        comment: Option<&str>,
+    ) -> Result<natter_protocol::socketio::SeqAck, ClientError> {
+        let payload = natter_protocol::client::CsatSubmitPayload {
+            chat_id: Some(self.chat_id.to_string()),
+            rating,
+            comment: comment.map(str::to_owned),
+            trace_id: self.trace(),
+        };
+        self.service.emit_with_ack::<ev::CsatSubmit>(&payload).await
+    }
+
     /// Answers an `ai:tool_call` with `executor: "client"`.
     pub async fn tool_result(&self, mut result: ToolResultPayload) -> Result<(), ClientError> {
         result
@@ -770,9 +868,10 @@ fn translate_event(event: IncomingEvent, state: &Mutex<ChatState>) -> Option<Cha
             }
             n if n == ev::AiToolCall::NAME => {
                 let e: AiToolCallEvent = decode(&event)?;
-                lock(state)
-                    .accept_seq(e.seq)
-                    .then_some(ChatEvent::AiToolCall(e))
+                // A waiting call sent again after a plain join has an older seq: deliver it
+                // anyway, so this client can answer it.
+                let pending = e.pending == Some(true);
+                (pending || lock(state).accept_seq(e.seq)).then_some(ChatEvent::AiToolCall(e))
             }
             n if n == ev::AiToolResult::NAME => {
                 let e: AiToolResultEvent = decode(&event)?;
@@ -780,6 +879,51 @@ fn translate_event(event: IncomingEvent, state: &Mutex<ChatState>) -> Option<Cha
                     .accept_seq(e.seq)
                     .then_some(ChatEvent::AiToolResult(e))
             }
+            n if n == ev::HandoffUpdate::NAME => {
+                let e: HandoffUpdateEvent = decode(&event)?;
+                lock(state)
+                    .accept_seq(e.seq)
+                    .then_some(ChatEvent::HandoffUpdate(e))
+            }
+            n if n == ev::ReactionUpdate::NAME => {
+                let e: ReactionUpdateEvent = decode(&event)?;
+                lock(state)
+                    .accept_seq(e.seq)
+                    .then_some(ChatEvent::ReactionUpdate(e))
+            }
+            n if n == ev::CsatSubmitted::NAME => {
+                let e: CsatSubmittedEvent = decode(&event)?;
+                lock(state)
+                    .accept_seq(e.seq)
+                    .then_some(ChatEvent::CsatSubmitted(e))
+            }
+            n if n == ev::ChatUpdated::NAME => {
+                let e: ChatUpdatedEvent = decode(&event)?;
+                lock(state)
+                    .accept_seq(e.seq)
+                    .then_some(ChatEvent::ChatUpdated(e))
+            }
+            n if n == ev::ChatEnded::NAME => {
+                let e: ChatEndedEvent = decode(&event)?;
+                lock(state)
+                    .accept_seq(e.seq)
+                    .then_some(ChatEvent::ChatEnded(e))
+            }
+            n if n == ev::MessageSuperseded::NAME => {
+                let e: MessageSupersededEvent = decode(&event)?;
+                lock(state)
+                    .accept_seq(e.seq)
+                    .then_some(ChatEvent::MessageSuperseded(e))
+            }
+            n if n == ev::CsatRequest::NAME => {
+                let e: CsatRequestEvent = decode(&event)?;
+                let mut s = lock(state);
+                (e.seq > s.csat_asked_seq).then(|| {
+                    s.csat_asked_seq = e.seq;
+                    ChatEvent::CsatRequest(e)
+                })
+            }
+            n if n == ev::ChatDeleted::NAME => Some(ChatEvent::ChatDeleted(decode(&event)?)),
             n if n == ev::AiProcessing::NAME => Some(ChatEvent::AiProcessing(decode(&event)?)),
             n if n == ev::PresenceUpdate::NAME => Some(ChatEvent::PresenceUpdate(decode(&event)?)),
             n if n == ev::TypingUpdate::NAME => Some(ChatEvent::TypingUpdate(decode(&event)?)),
@@ -909,5 +1053,81 @@ mod tests {
         }
         assert_eq!(s.turns.len(), FINISHED_TURNS_KEPT);
         assert!(!s.turns.contains_key("m0"));
+    }
+
+    fn incoming(name: &str, data: Value) -> IncomingEvent {
+        IncomingEvent {
+            name: name.to_owned(),
+            args: vec![data],
+            ack: None,
+        }
+    }
+
+    #[test]
+    fn support_desk_events_are_typed_and_deduplicated() {
+        let state = Mutex::new(ChatState::default());
+        let t = |name: &str, data: Value| translate_event(incoming(name, data), &state);
+        let handoff = serde_json::json!({"chatId": "c", "isWaitingForAgent": false,
+            "humanAgentEngaged": true, "aiEngaged": false, "agentId": "a1",
+            "reason": "human_agent_joined", "seq": 3});
+        match t("handoff:update", handoff.clone()) {
+            Some(ChatEvent::HandoffUpdate(e)) => {
+                assert_eq!((e.agent_id.as_deref(), e.seq), (Some("a1"), 3));
+                assert!(e.human_agent_engaged && !e.ai_engaged);
+            }
+            other => panic!("handoff:update gave {other:?}"),
+        }
+        assert!(
+            t("handoff:update", handoff).is_none(),
+            "a replay is dropped"
+        );
+        let reaction = serde_json::json!({"chatId": "c", "messageId": "m",
+            "reactions": [{"emoji": "👍", "userId": "u", "createdAt": "2026-01-01T00:00:00.000Z"}],
+            "userId": "u", "emoji": "👍", "added": true, "seq": 4});
+        assert!(matches!(
+            t("reaction:update", reaction),
+            Some(ChatEvent::ReactionUpdate(e)) if e.reactions.len() == 1 && e.added
+        ));
+        let updated = serde_json::json!({"chatId": "c", "title": "T", "seq": 5});
+        assert!(matches!(
+            t("chat:updated", updated),
+            Some(ChatEvent::ChatUpdated(e)) if e.title.as_deref() == Some("T")
+        ));
+        let superseded = serde_json::json!({"chatId": "c", "messageId": "m",
+            "requestId": "r", "seq": 6});
+        assert!(matches!(
+            t("message:superseded", superseded),
+            Some(ChatEvent::MessageSuperseded(e)) if e.request_id == "r"
+        ));
+        // `csat:request` shares its `chat:ended`'s seq: both are delivered, once.
+        let ended = serde_json::json!({"chatId": "c", "endedBy": "u", "seq": 7});
+        assert!(matches!(
+            t("chat:ended", ended),
+            Some(ChatEvent::ChatEnded(e)) if e.seq == 7
+        ));
+        let ask = serde_json::json!({"chatId": "c", "seq": 7});
+        assert!(matches!(
+            t("csat:request", ask.clone()),
+            Some(ChatEvent::CsatRequest(e)) if e.seq == 7
+        ));
+        assert!(
+            t("csat:request", ask).is_none(),
+            "a replayed request is dropped"
+        );
+        let rated = serde_json::json!({"chatId": "c", "userId": "u", "rating": 5,
+            "submittedAt": "2026-01-01T00:00:00.000Z", "seq": 8});
+        assert!(matches!(
+            t("csat:submitted", rated),
+            Some(ChatEvent::CsatSubmitted(e)) if e.rating == 5
+        ));
+        assert!(matches!(
+            t("chat:deleted", serde_json::json!({"chatId": "c"})),
+            Some(ChatEvent::ChatDeleted(e)) if e.chat_id == "c"
+        ));
+        assert!(matches!(
+            t("reaction:update", serde_json::json!({"chatId": "c"})),
+            Some(ChatEvent::Error(ClientError::Decode { .. }))
+        ));
+        assert_eq!(lock(&state).last_seq, 8);
     }
 }

@@ -61,6 +61,16 @@ client_events! {
     AuthRefresh = "auth:refresh", c::AuthRefreshPayload => s::AuthRefreshAck;
     /// `meta:events:request`
     DiscoveryRequest = "meta:events:request", c::DiscoveryRequestPayload => s::DiscoveryAck;
+    /// `handoff:request`: ask for a human agent (CONTRACT §7.2)
+    HandoffRequest = "handoff:request", c::HandoffRequestPayload => s::HandoffAck;
+    /// `reaction:add`: react to a message (CONTRACT §7.3)
+    ReactionAdd = "reaction:add", c::ReactionPayload => s::ReactionAck;
+    /// `reaction:remove`: take a reaction back (CONTRACT §7.3)
+    ReactionRemove = "reaction:remove", c::ReactionPayload => s::ReactionAck;
+    /// `chat:end`: end the chat (CONTRACT §7.4)
+    ChatEnd = "chat:end", c::ChatEndPayload => s::SeqAck;
+    /// `csat:submit`: rate the chat 1-5 (CONTRACT §7.4)
+    CsatSubmit = "csat:submit", c::CsatSubmitPayload => s::SeqAck;
 }
 
 server_events! {
@@ -88,4 +98,20 @@ server_events! {
     DiscoveryResponseEvent = "meta:events:response", DiscoveryResponse;
     /// `error`
     ServerError = "error", s::ServerErrorEvent;
+    /// `handoff:update`: a chat's handoff state after a change (CONTRACT §7.2)
+    HandoffUpdate = "handoff:update", s::HandoffUpdateEvent;
+    /// `reaction:update`: a message's whole reaction list after a change (CONTRACT §7.3)
+    ReactionUpdate = "reaction:update", s::ReactionUpdateEvent;
+    /// `csat:request`: the chat ended; a customer is asked to rate it (CONTRACT §7.4)
+    CsatRequest = "csat:request", s::CsatRequestEvent;
+    /// `csat:submitted`: a member's CSAT answer was stored
+    CsatSubmitted = "csat:submitted", s::CsatSubmittedEvent;
+    /// `chat:updated`: the chat was renamed or (un)pinned
+    ChatUpdated = "chat:updated", s::ChatUpdatedEvent;
+    /// `chat:ended`: the chat was ended
+    ChatEnded = "chat:ended", s::ChatEndedEvent;
+    /// `chat:deleted`: the chat and its log are gone
+    ChatDeleted = "chat:deleted", s::ChatDeletedEvent;
+    /// `message:superseded`: an assistant message was regenerated
+    MessageSuperseded = "message:superseded", s::MessageSupersededEvent;
 }

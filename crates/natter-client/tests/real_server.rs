@@ -671,3 +671,192 @@ async fn answers_the_servers_pings() {
     .await;
     chat.close().await;
 }
+
+#[tokio::test]
+async fn reactions_chat_end_and_csat_helpers() {
+    let upstream = start_fake_upstream().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let natter = Natter::start(&upstream, dir.path(), &["--ai-mode", "off"]).await;
+    let chat_id = unique("chat");
+    let (chat, _events) =
+        AiChatSocket::connect(ChatOptions::new(&natter.url, &chat_id).user_id("cy"))
+            .await
+            .expect("connect");
+    let sent = chat
+        .send_message(SendMessage {
+            message_id: Some("m-react".into()),
+            ..SendMessage::text("react to me")
+        })
+        .await
+        .expect("sent");
+
+    let added = chat
+        .react("m-react", "👍", true)
+        .await
+        .expect("reaction:add");
+    assert!(added.ok && added.changed);
+    assert_eq!(added.seq, Some(sent.seq + 1));
+    assert_eq!(added.reactions.len(), 1);
+    assert_eq!(added.reactions[0].user_id, "cy");
+    let again = chat.react("m-react", "👍", true).await.expect("again");
+    assert!(!again.changed && again.seq.is_none(), "{again:?}");
+    let removed = chat.react("m-react", "👍", false).await.expect("remove");
+    assert!(removed.changed && removed.reactions.is_empty());
+    let refused = chat
+        .react("m-react", "not one emoji", true)
+        .await
+        .expect_err("whitespace is refused");
+    assert_eq!(refused.code(), "invalid_field", "{refused}");
+    let refused = chat
+        .react("no-such", "👍", true)
+        .await
+        .expect_err("unknown message");
+    assert_eq!(refused.code(), "not_found", "{refused}");
+
+    let ended = chat.end_chat(Some("done")).await.expect("chat:end");
+    assert!(ended.ok && ended.seq > removed.seq.unwrap_or(0));
+    let rated = chat.submit_csat(5, Some("thanks")).await.expect("csat");
+    assert_eq!(rated.seq, ended.seq + 1);
+    let refused = chat.submit_csat(9, None).await.expect_err("rating 9");
+    assert_eq!(refused.code(), "invalid_field", "{refused}");
+    chat.close().await;
+}
+
+/// The support-desk events arrive as typed `ChatEvent`s from the real server: a customer
+/// asks for a person, a human agent joins (`handoff:update`), reacts (`reaction:update`) and
+/// ends the chat (`chat:ended`, then `csat:request` for the customer only), the customer
+/// rates it (`csat:submitted`).
+#[tokio::test]
+async fn support_desk_events_arrive_typed() {
+    let upstream = start_fake_upstream().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let natter = Natter::start(&upstream, dir.path(), &["--ai-mode", "off"]).await;
+    let chat_id = unique("chat");
+    let (customer, mut cust_events) =
+        AiChatSocket::connect(ChatOptions::new(&natter.url, &chat_id).user_id("cy"))
+            .await
+            .expect("customer connects");
+    until(&mut cust_events, 5, "the customer's Joined", |e| {
+        matches!(e, ChatEvent::Joined(_)).then_some(())
+    })
+    .await;
+    customer
+        .send_message(SendMessage {
+            message_id: Some("m-help".into()),
+            ..SendMessage::text("I need a person")
+        })
+        .await
+        .expect("sent");
+
+    let asked = customer
+        .request_human_agent()
+        .await
+        .expect("handoff:request");
+    assert!(
+        asked.ok && asked.is_waiting_for_agent && asked.ai_engaged,
+        "{asked:?}"
+    );
+    let (update, _) = until(
+        &mut cust_events,
+        5,
+        "handoff:update (requested)",
+        |e| match e {
+            ChatEvent::HandoffUpdate(u) => Some(u.clone()),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(update.reason, "human_agent_requested");
+    assert!(update.is_waiting_for_agent && update.waiting_since.is_some());
+    assert_eq!(update.seq, asked.seq);
+
+    let mut agent_options = ChatOptions::new(&natter.url, &chat_id).user_id("agent-1");
+    agent_options
+        .query
+        .push(("clientType".into(), "humanAgent".into()));
+    let (agent, mut agent_events) = AiChatSocket::connect(agent_options)
+        .await
+        .expect("agent connects");
+    until(&mut agent_events, 5, "the agent's Joined", |e| {
+        matches!(e, ChatEvent::Joined(_)).then_some(())
+    })
+    .await;
+    let (update, _) = until(
+        &mut cust_events,
+        5,
+        "handoff:update (joined)",
+        |e| match e {
+            ChatEvent::HandoffUpdate(u) => Some(u.clone()),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(update.reason, "human_agent_joined");
+    assert_eq!(update.agent_id.as_deref(), Some("agent-1"));
+    assert!(update.human_agent_engaged && !update.ai_engaged && !update.is_waiting_for_agent);
+
+    let reacted = agent
+        .react("m-help", "👍", true)
+        .await
+        .expect("reaction:add");
+    let (reaction, _) = until(&mut cust_events, 5, "reaction:update", |e| match e {
+        ChatEvent::ReactionUpdate(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (
+            reaction.message_id.as_str(),
+            reaction.user_id.as_str(),
+            reaction.emoji.as_str()
+        ),
+        ("m-help", "agent-1", "👍")
+    );
+    assert!(reaction.added);
+    assert_eq!(Some(reaction.seq), reacted.seq);
+    assert_eq!(reaction.reactions.len(), 1);
+
+    let ended = agent.end_chat(Some("resolved")).await.expect("chat:end");
+    let (ended_event, _) = until(&mut cust_events, 5, "chat:ended", |e| match e {
+        ChatEvent::ChatEnded(c) => Some(c.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(ended_event.seq, ended.seq);
+    assert_eq!(ended_event.ended_by.as_deref(), Some("agent-1"));
+    let (ask, _) = until(&mut cust_events, 5, "csat:request", |e| match e {
+        ChatEvent::CsatRequest(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (ask.chat_id.as_str(), ask.seq),
+        (chat_id.as_str(), ended.seq)
+    );
+
+    let rated = customer
+        .submit_csat(4, Some("quick"))
+        .await
+        .expect("csat:submit");
+    let (csat, passed) = until(&mut agent_events, 5, "csat:submitted", |e| match e {
+        ChatEvent::CsatSubmitted(c) => Some(c.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!((csat.user_id.as_str(), csat.rating), ("cy", 4));
+    assert_eq!(csat.seq, rated.seq);
+    assert!(
+        passed
+            .iter()
+            .any(|e| matches!(e, ChatEvent::ChatEnded(c) if c.seq == ended.seq)),
+        "the agent saw chat:ended: {passed:?}"
+    );
+    assert!(
+        !passed
+            .iter()
+            .any(|e| matches!(e, ChatEvent::CsatRequest(_) | ChatEvent::Other(_))),
+        "a human agent is not asked to rate, and nothing came untyped: {passed:?}"
+    );
+    agent.close().await;
+    customer.close().await;
+}

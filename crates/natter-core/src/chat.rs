@@ -37,6 +37,40 @@ pub struct Identity {
     pub user_id: Arc<str>,
     /// Holds the `chat:admin` scope: every chat of the org, member lists notwithstanding.
     pub admin: bool,
+    /// What kind of client acts (CONTRACT §7.1): a customer, a human agent, or an observer.
+    pub client_type: ClientType,
+}
+
+/// Seed 002's `clientType` (CONTRACT §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ClientType {
+    #[default]
+    Customer,
+    /// A person from the support desk: takes chats over from the AI (handoff, §7.2).
+    HumanAgent,
+    /// Receives everything, writes nothing, and is not listed in presence.
+    Observer,
+}
+
+impl ClientType {
+    pub const NAMES: &'static str = "customer, humanAgent, observer";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "customer" => Some(Self::Customer),
+            "humanAgent" => Some(Self::HumanAgent),
+            "observer" => Some(Self::Observer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::HumanAgent => "humanAgent",
+            Self::Observer => "observer",
+        }
+    }
 }
 
 impl Identity {
@@ -46,12 +80,40 @@ impl Identity {
             org: org.into(),
             user_id: user_id.into(),
             admin: false,
+            client_type: ClientType::Customer,
         }
     }
 
     pub fn with_admin(mut self, admin: bool) -> Self {
         self.admin = admin;
         self
+    }
+
+    pub fn with_client_type(mut self, client_type: ClientType) -> Self {
+        self.client_type = client_type;
+        self
+    }
+
+    /// Whether this client may change a chat (send, type, react, answer tools): observers
+    /// may not (CONTRACT §7.1).
+    pub fn may_write(&self) -> bool {
+        self.client_type != ClientType::Observer
+    }
+
+    /// [`Self::may_write`] as the error every face answers with: `forbidden`, naming `what`.
+    pub fn check_may_write(&self, what: &str) -> Result<(), crate::CoreError> {
+        if self.may_write() {
+            Ok(())
+        } else {
+            Err(crate::CoreError::rejected(
+                natter_protocol::ErrorCode::Forbidden,
+                format!("an observer may not {what}: observers only receive"),
+            ))
+        }
+    }
+
+    pub fn is_human_agent(&self) -> bool {
+        self.client_type == ClientType::HumanAgent
     }
 }
 
@@ -136,9 +198,36 @@ pub struct ChatSummary {
     /// Who may use the chat besides org admins (the creator is always in it). `None`: every
     /// user of the org.
     pub members: Option<Vec<String>>,
+    /// Handoff (CONTRACT §7.2): since when the chat waits for a human agent (Unix ms).
+    pub waiting_since: Option<i64>,
+    /// Handoff: the human agents engaged in the chat, in the order they joined.
+    pub human_agents: Vec<String>,
+    /// The latest CSAT answer, if any (CONTRACT §7.4).
+    pub csat: Option<crate::event::Csat>,
 }
 
 impl ChatSummary {
+    /// Handoff: whether the AI answers user messages (no human agent is engaged).
+    pub fn ai_engaged(&self) -> bool {
+        self.human_agents.is_empty()
+    }
+
+    pub fn human_agent_engaged(&self) -> bool {
+        !self.human_agents.is_empty()
+    }
+
+    pub fn is_waiting_for_agent(&self) -> bool {
+        self.waiting_since.is_some()
+    }
+
+    /// The handoff state the summary holds.
+    pub fn handoff(&self) -> crate::event::HandoffState {
+        crate::event::HandoffState {
+            waiting_since: self.waiting_since,
+            agents: self.human_agents.clone(),
+        }
+    }
+
     /// Whether `who` may read, join and post in this chat. The org is already part of the
     /// key, so this is about the chat's own member list.
     pub fn admits(&self, who: &Identity) -> bool {

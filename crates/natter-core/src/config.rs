@@ -40,7 +40,8 @@ pub struct CoreConfig {
     pub ai_mode: AiMode,
     /// Context sent to the model: at most this many recent messages …
     pub context_max_messages: usize,
-    /// … and at most this many bytes of message text (the newest messages win).
+    /// … and at most this many bytes of message text, earlier tool arguments and results
+    /// included (the newest messages win).
     pub context_max_bytes: usize,
     /// Messages returned in the join ack.
     pub join_history: usize,
@@ -69,6 +70,8 @@ pub struct CoreConfig {
     pub client_tool_timeout: Duration,
     /// Message and turn rates, open connections.
     pub limits: crate::limits::LimitsConfig,
+    /// Ask customers for a rating when a chat ends (CONTRACT §7.4; `--csat off`).
+    pub csat: bool,
 }
 
 impl Default for CoreConfig {
@@ -92,6 +95,7 @@ impl Default for CoreConfig {
             max_steps: 8,
             client_tool_timeout: Duration::from_secs(60),
             limits: crate::limits::LimitsConfig::default(),
+            csat: true,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::event::{BusMessage, EventBody, LiveEvent, StoredEvent};
 use crate::feed::Feed;
 use crate::limits::{Admission, Limits};
 use crate::presence::Presence;
-use crate::provider::Provider;
+use crate::provider::{Provider, ToolSpec};
 use crate::scheduler::{Opened, TurnScheduler};
 use crate::store::{Appended, Store, StoreError};
 use crate::telemetry;
@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     pub presence: Arc<dyn Presence>,
     pub provider: Arc<dyn Provider>,
     pub tools: ToolRegistry,
+    /// Named assistants chats are bound to (none: the config's defaults answer every chat).
+    pub agents: crate::agents::Agents,
     pub coordinator: Arc<dyn Coordinator>,
     pub turns: TurnScheduler,
     pub limits: Limits,
@@ -81,6 +83,8 @@ pub struct Seams {
     pub provider: Arc<dyn Provider>,
     pub coordinator: Arc<dyn Coordinator>,
     pub tools: ToolRegistry,
+    /// Named assistants (CONTRACT §7.5); empty: the core's own settings are the one agent.
+    pub agents: crate::agents::Agents,
 }
 
 impl Seams {
@@ -98,11 +102,17 @@ impl Seams {
             provider,
             coordinator: Arc::new(MemoryCoordinator::default()),
             tools: ToolRegistry::default(),
+            agents: crate::agents::Agents::default(),
         }
     }
 
     pub fn with_tools(mut self, tools: ToolRegistry) -> Self {
         self.tools = tools;
+        self
+    }
+
+    pub fn with_agents(mut self, agents: crate::agents::Agents) -> Self {
+        self.agents = agents;
         self
     }
 }
@@ -114,7 +124,7 @@ const PRESENCE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 /// Chats, their logs, turns and presence, behind one cheap-to-clone handle.
 #[derive(Clone)]
 pub struct ChatCore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What a member asks for when joining.
@@ -124,6 +134,9 @@ pub struct JoinRequest {
     pub epoch: Option<String>,
     /// When the join creates the chat: who may use it (see [`NewChat::members`]).
     pub members: Option<Vec<String>>,
+    /// The agent the chat is bound to when this join creates it (CONTRACT §7.5); on an
+    /// existing chat it must be the one it has.
+    pub agent_id: Option<String>,
 }
 
 /// The state a member starts from.
@@ -138,6 +151,10 @@ pub struct JoinOutcome {
     pub online_user_ids: Vec<String>,
     /// Live events from `info.head_seq` on; starts with the running turn's tokens so far.
     pub feed: Feed,
+    /// When not `recovered`: the running turn's client-run tool calls (at or below the head)
+    /// that still wait for a member's answer, oldest first, for the face to send after its
+    /// ack (a reloaded page has no other way to learn of them).
+    pub pending_tool_calls: Vec<StoredEvent>,
 }
 
 /// A user message as a face hands it to the core.
@@ -161,7 +178,7 @@ pub struct PostOutcome {
     pub created_at: i64,
 }
 
-fn check_admits(who: &Identity, summary: &ChatSummary) -> Result<(), CoreError> {
+pub(crate) fn check_admits(who: &Identity, summary: &ChatSummary) -> Result<(), CoreError> {
     if summary.admits(who) {
         Ok(())
     } else {
@@ -229,6 +246,7 @@ impl ChatCore {
                 presence: seams.presence,
                 provider: seams.provider,
                 tools: seams.tools,
+                agents: seams.agents,
                 coordinator: seams.coordinator,
                 turns,
             }),
@@ -356,12 +374,25 @@ impl ChatCore {
         check_id("chatId", &chat.chat_id)?;
         self.authorize(who, chat).await?;
         let inner = &self.inner;
+        let agent = match &req.agent_id {
+            Some(id) => {
+                check_id("agentId", id)?;
+                inner.agents.resolve_id(id)?
+            }
+            None => None,
+        };
         let create = inner.config.auto_create_chats.then(|| NewChat {
             created_by: Some(who.user_id.to_string()),
-            metadata: None,
+            metadata: req
+                .agent_id
+                .as_ref()
+                .map(|id| serde_json::json!({ crate::agents::AGENT_ID_KEY: id })),
             members: req.members.clone(),
         });
         let (info, subscription) = self.subscribe_at_head(chat, create.as_ref()).await?;
+        if let Some(agent) = &agent {
+            self.check_binding(chat, agent).await?;
+        }
 
         let mut recovered = false;
         let mut replay = Vec::new();
@@ -385,17 +416,34 @@ impl ChatCore {
             .store
             .recent_messages(chat, info.head_seq, inner.config.join_history)
             .await?;
-        let online_user_ids = inner.presence.join(chat, &who.user_id, conn).await;
-        inner
-            .publish_live(
-                chat,
-                LiveEvent::Presence {
-                    online_user_ids: online_user_ids.clone(),
-                },
-                None,
-            )
-            .await;
+        // Observers watch without being listed (CONTRACT §7.1).
+        let online_user_ids = if who.may_write() {
+            let online_user_ids = inner.presence.join(chat, &who.user_id, conn).await;
+            inner
+                .publish_live(
+                    chat,
+                    LiveEvent::Presence {
+                        online_user_ids: online_user_ids.clone(),
+                    },
+                    None,
+                )
+                .await;
+            online_user_ids
+        } else {
+            inner.presence.online(chat).await
+        };
         metrics::counter!(telemetry::CHATS_JOINED).increment(1);
+        let running = subscription
+            .running_turn
+            .as_ref()
+            .map(|t| t.turn.request_id.clone());
+        let pending_tool_calls = match running {
+            Some(request_id) if !recovered => {
+                self.pending_tool_calls(chat, &request_id, info.head_seq)
+                    .await
+            }
+            _ => Vec::new(),
+        };
         let feed = self.feed(chat, conn, info.head_seq, subscription);
         Ok(JoinOutcome {
             info,
@@ -404,7 +452,51 @@ impl ChatCore {
             messages,
             online_user_ids,
             feed,
+            pending_tool_calls,
         })
+    }
+
+    /// Turn `request_id`'s client-run calls stored up to `head` and not answered yet. A store
+    /// error costs the list (logged), not the join: a join with `lastSeq` still replays them.
+    async fn pending_tool_calls(
+        &self,
+        chat: &ChatKey,
+        request_id: &str,
+        head: u64,
+    ) -> Vec<StoredEvent> {
+        let store = &self.inner.store;
+        let read = async {
+            let open = store.open_turns(chat).await?;
+            let Some(turn) = open.iter().find(|t| t.request_id == request_id) else {
+                return Ok(Vec::new());
+            };
+            let span = head.saturating_sub(turn.opened_seq) as usize;
+            let limit = span.min(self.inner.config.replay_limit);
+            store.events_after(chat, turn.opened_seq, limit).await
+        };
+        let events: Vec<StoredEvent> = match read.await {
+            Ok(events) => events,
+            Err(e) => {
+                warn!(chat = %chat, error = %e, "reading a running turn's pending tool calls failed");
+                return Vec::new();
+            }
+        };
+        let answered: std::collections::HashSet<&str> = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::ToolResult { tool_call_id, .. } => Some(tool_call_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        events
+            .iter()
+            .filter(|e| {
+                matches!(&e.body, EventBody::ToolCall {
+                    request_id: r, tool_call_id, executor, ..
+                } if r == request_id && executor == "client" && !answered.contains(tool_call_id.as_str()))
+            })
+            .cloned()
+            .collect()
     }
 
     /// Subscribes to the chat and reads its head, so that every event after the head arrives
@@ -500,15 +592,72 @@ impl ChatCore {
     ) -> Result<ChatInfo, CoreError> {
         check_id("chatId", &chat.chat_id)?;
         self.authorize(who, chat).await?;
-        let new = create.map(|new| NewChat {
-            created_by: Some(who.user_id.to_string()),
-            ..new
-        });
-        self.inner
+        // An agent asked for in the metadata must exist; it is stored by id.
+        let mut agent = None;
+        let new = match create {
+            Some(new) => {
+                let (asked, metadata) = self.inner.agents.bind(new.metadata)?;
+                agent = asked;
+                Some(NewChat {
+                    created_by: Some(who.user_id.to_string()),
+                    metadata,
+                    ..new
+                })
+            }
+            None => None,
+        };
+        let info = self
+            .inner
             .store
             .open_chat(chat, new.as_ref())
             .await?
-            .ok_or_else(|| not_found(chat))
+            .ok_or_else(|| not_found(chat))?;
+        if let Some(agent) = &agent {
+            self.check_binding(chat, agent).await?;
+        }
+        Ok(info)
+    }
+
+    /// The agents chats may be bound to (`GET /api/v1/agents`); with none configured, the
+    /// server's default as the one agent.
+    pub fn agents(&self) -> Vec<crate::agents::AgentInfo> {
+        self.inner.agents.infos()
+    }
+
+    /// Checks that `agent_id` names a configured agent (`not_found`) and that the existing
+    /// `chat` is bound to it (`invalid_field`: a chat's agent is chosen when it is created).
+    /// With no agents configured, nothing is checked.
+    pub async fn check_agent(&self, chat: &ChatKey, agent_id: &str) -> Result<(), CoreError> {
+        check_id("agentId", agent_id)?;
+        if let Some(agent) = self.inner.agents.resolve_id(agent_id)? {
+            self.check_binding(chat, &agent).await?;
+        }
+        Ok(())
+    }
+
+    async fn check_binding(
+        &self,
+        chat: &ChatKey,
+        agent: &crate::agents::Agent,
+    ) -> Result<(), CoreError> {
+        let summary = self.chat_summary(chat).await?;
+        match crate::agents::bound_id(summary.metadata.as_ref()) {
+            Some(id) if id == agent.id => Ok(()),
+            Some(id) => Err(CoreError::rejected(
+                ErrorCode::InvalidField,
+                format!(
+                    "chat `{}` is bound to agent `{id}`, not `{}`; a chat's agent is chosen when it is created",
+                    chat.chat_id, agent.id
+                ),
+            )),
+            None => Err(CoreError::rejected(
+                ErrorCode::InvalidField,
+                format!(
+                    "chat `{}` was created without an agent, so it cannot use `{}`; a chat's agent is chosen when it is created",
+                    chat.chat_id, agent.id
+                ),
+            )),
+        }
     }
 
     /// Creates a chat with a fresh id for `who`, and tells the user's other connections.
@@ -660,7 +809,7 @@ impl ChatCore {
     }
 
     /// Appends a chat-level event and tells the chat.
-    async fn append_and_publish(
+    pub(crate) async fn append_and_publish(
         &self,
         chat: &ChatKey,
         body: EventBody,
@@ -774,7 +923,18 @@ impl ChatCore {
         trace_id: Option<String>,
     ) -> Result<String, CoreError> {
         let inner = &self.inner;
-        self.accessible_chat(who, chat).await?;
+        who.check_may_write("regenerate a reply")?;
+        let summary = self.accessible_chat(who, chat).await?;
+        // No new AI turn while a human agent has the chat (CONTRACT §7.2).
+        if summary.human_agent_engaged() {
+            return Err(CoreError::rejected(
+                ErrorCode::Forbidden,
+                format!(
+                    "a human agent is engaged in chat `{}`; the AI answers again once they leave",
+                    chat.chat_id
+                ),
+            ));
+        }
         let request_id = request_id.unwrap_or_else(new_id);
         check_id("requestId", &request_id)?;
         let target = match message_id {
@@ -801,6 +961,8 @@ impl ChatCore {
         };
         inner.limits.turn(who, from)?;
         self.settle(chat).await;
+        // The new answer may use the client-run tools the first one could.
+        let tools = self.declared_tools(chat, &target).await?;
         // The context is what the old reply answered (it is superseded now, so it is not part
         // of it). The turn is queued in the store with the event that asks for it.
         let opened = if let Some(old_id) = target.body.ends_turn() {
@@ -809,6 +971,7 @@ impl ChatCore {
                 request_id: request_id.clone(),
                 superseded_by: Some(who.user_id.to_string()),
                 context_seq: Some(target.seq),
+                tools: (!tools.is_empty()).then(|| tools.clone()),
             };
             let superseded = self.append_and_publish(chat, body, None).await?;
             Some(Opened {
@@ -824,8 +987,6 @@ impl ChatCore {
             // Queued at the chat's head, which only the store knows.
             None
         };
-        // Tools declared with a message are not stored; a regenerated turn has the server's
-        // only.
         inner
             .turns
             .enqueue(
@@ -834,14 +995,65 @@ impl ChatCore {
                 opened,
                 &request_id,
                 trace_id.as_deref(),
-                Vec::new(),
+                tools,
             )
             .await;
         Ok(request_id)
     }
 
+    /// The client-run tools declared for the turn that `target` ends (or, for a user message,
+    /// with it): kept with the event that asked for the turn, its user message or the
+    /// `message_superseded` of an earlier regenerate. Looked for among the replay limit's
+    /// events before `target`, nearest first.
+    async fn declared_tools(
+        &self,
+        chat: &ChatKey,
+        target: &StoredEvent,
+    ) -> Result<Vec<ToolSpec>, CoreError> {
+        let request = match &target.body {
+            EventBody::UserMessage { tools, .. } => return Ok(tools.clone().unwrap_or_default()),
+            EventBody::AssistantMessage { request_id, .. }
+            | EventBody::TurnFailed { request_id, .. } => request_id,
+            _ => return Ok(Vec::new()),
+        };
+        let limit = self.inner.config.replay_limit as u64;
+        // The asking event is nearly always a few events back: small windows first.
+        for window in [64, 1024, limit] {
+            let window = window.min(limit).min(target.seq);
+            let from = target.seq - window;
+            let events = self
+                .inner
+                .store
+                .events_after(chat, from, window as usize)
+                .await?;
+            let asked = events.iter().rev().find_map(|e| match &e.body {
+                EventBody::UserMessage {
+                    request_id: Some(r),
+                    tools,
+                    ..
+                }
+                | EventBody::MessageSuperseded {
+                    request_id: r,
+                    tools,
+                    ..
+                } if r == request => Some(tools.clone().unwrap_or_default()),
+                _ => None,
+            });
+            if let Some(tools) = asked {
+                return Ok(tools);
+            }
+            if window >= target.seq || window >= limit {
+                break;
+            }
+        }
+        Ok(Vec::new())
+    }
+
     /// Takes `conn` out of the chat's presence. The face drops the member's feed.
     pub async fn leave(&self, who: &Identity, conn: &ConnectionId, chat: &ChatKey) {
+        if !who.may_write() {
+            return; // an observer never joined presence
+        }
         let online_user_ids = self.inner.presence.leave(chat, &who.user_id, conn).await;
         self.inner
             .publish_live(chat, LiveEvent::Presence { online_user_ids }, None)
@@ -863,6 +1075,7 @@ impl ChatCore {
     ) -> Result<PostOutcome, CoreError> {
         let conn = from.conn.as_ref();
         let inner = &self.inner;
+        who.check_may_write("send messages")?;
         check_id("messageId", &msg.message_id)?;
         if let Some(r) = &msg.request_id {
             check_id("requestId", r)?;
@@ -890,8 +1103,17 @@ impl ChatCore {
                 ),
             ));
         }
-        let ai = inner.config.ai_mode == AiMode::EveryMessage;
-        self.authorize(who, chat).await?;
+        check_id("chatId", &chat.chat_id)?;
+        let summary = inner.store.chat_summary(chat).await?;
+        if let Some(s) = &summary {
+            check_admits(who, s)?;
+        }
+        // Handoff (CONTRACT §7.2): an agent's message is marked as such, and no AI turn
+        // starts while a human agent is engaged.
+        let role = crate::handoff::message_role(who, summary.as_ref());
+        let ai = inner.config.ai_mode == AiMode::EveryMessage
+            && role.is_none()
+            && summary.as_ref().is_none_or(ChatSummary::ai_engaged);
         inner.limits.message(who, from, ai)?;
         if ai {
             self.settle(chat).await;
@@ -905,6 +1127,8 @@ impl ChatCore {
             request_id: request_id.clone(),
             trace_id: msg.trace_id.clone(),
             origin: conn.map(|c| c.to_string()),
+            role,
+            tools: (!msg.tools.is_empty()).then(|| msg.tools.clone()),
         };
         let appended = inner
             .store

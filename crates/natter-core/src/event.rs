@@ -48,6 +48,14 @@ pub enum EventBody {
         /// the wire.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         origin: Option<String>,
+        /// `humanAgent` for a human agent's message (CONTRACT §7.2); absent for a user's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// Client-run tools declared with the message (`tools` on `user:message` or the AI
+        /// SDK request), kept so that its turn on any node, and a regenerate, offer them too.
+        /// Never on the wire.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tools: Option<Vec<crate::provider::ToolSpec>>,
     },
     #[serde(rename_all = "camelCase")]
     AssistantMessage {
@@ -162,7 +170,174 @@ pub enum EventBody {
         /// events (then the superseding event's own `seq`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         context_seq: Option<u64>,
+        /// The client-run tools the new turn offers: those declared with the message the old
+        /// reply answered, so that a regenerate offers what the first answer could use.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tools: Option<Vec<crate::provider::ToolSpec>>,
     },
+    /// A member reacted to a message with an emoji (CONTRACT §7.3).
+    #[serde(rename_all = "camelCase")]
+    ReactionAdded {
+        message_id: String,
+        user_id: String,
+        emoji: String,
+        /// The message's whole reaction list after this event. The store fills it in the
+        /// same transaction as the append (whatever the caller put here), so a replayed
+        /// event shows the list as it was then.
+        #[serde(default)]
+        reactions: Vec<Reaction>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
+    /// A member took a reaction back. `reactions` as for [`EventBody::ReactionAdded`].
+    #[serde(rename_all = "camelCase")]
+    ReactionRemoved {
+        message_id: String,
+        user_id: String,
+        emoji: String,
+        #[serde(default)]
+        reactions: Vec<Reaction>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
+    /// A customer's satisfaction answer (CONTRACT §7.4): one per user and chat, a later one
+    /// replaces an earlier one; the chat's summary shows the latest.
+    #[serde(rename_all = "camelCase")]
+    CsatSubmitted {
+        user_id: String,
+        /// 1 to 5.
+        rating: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
+    /// Handoff (CONTRACT §7.2): a customer asked for a person. `handoff` is the chat's
+    /// handoff state after this event, which the store keeps and members are shown.
+    #[serde(rename_all = "camelCase")]
+    HumanAgentRequested {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_by: Option<String>,
+        handoff: HandoffState,
+    },
+    /// Handoff: human agent `agent_id` took the chat; the AI stays silent while one is in.
+    #[serde(rename_all = "camelCase")]
+    HumanAgentJoined {
+        agent_id: String,
+        handoff: HandoffState,
+    },
+    /// Handoff: human agent `agent_id` left; with none left the AI answers again.
+    #[serde(rename_all = "camelCase")]
+    HumanAgentLeft {
+        agent_id: String,
+        handoff: HandoffState,
+    },
+}
+
+/// A chat's handoff state (CONTRACT §7.2), as a handoff event leaves it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffState {
+    /// Since when the chat waits for a human agent (Unix ms); `None` when not waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<i64>,
+    /// The human agents engaged, in the order they joined.
+    #[serde(default)]
+    pub agents: Vec<String>,
+}
+
+impl HandoffState {
+    pub fn ai_engaged(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    pub fn human_agent_engaged(&self) -> bool {
+        !self.agents.is_empty()
+    }
+
+    pub fn is_waiting_for_agent(&self) -> bool {
+        self.waiting_since.is_some()
+    }
+}
+
+/// One emoji reaction of one user on one message (seed 002's `EmojiReaction`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Reaction {
+    pub emoji: String,
+    pub user_id: String,
+    /// Epoch ms of the first add (adding it again keeps it).
+    pub created_at: i64,
+}
+
+/// A chat's latest CSAT answer, as its summary shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Csat {
+    pub user_id: String,
+    pub rating: u8,
+    pub comment: Option<String>,
+    pub submitted_at: i64,
+}
+
+/// Applies a reaction event to a message's list (kept in the order reactions were first
+/// added): what every store does in its append, in one place.
+pub fn apply_reaction(list: &mut Vec<Reaction>, body: &EventBody, created_at: i64) {
+    match body {
+        EventBody::ReactionAdded { user_id, emoji, .. }
+            if !list
+                .iter()
+                .any(|r| r.user_id == *user_id && r.emoji == *emoji) =>
+        {
+            list.push(Reaction {
+                emoji: emoji.clone(),
+                user_id: user_id.clone(),
+                created_at,
+            });
+        }
+        EventBody::ReactionRemoved { user_id, emoji, .. } => {
+            list.retain(|r| !(r.user_id == *user_id && r.emoji == *emoji));
+        }
+        _ => {}
+    }
+}
+
+/// Rewrites a handoff event's `handoff` to the state it leaves the chat in, computed from the
+/// chat's state `before` it (as the store holds it inside the append's transaction), not from
+/// the caller's possibly stale read: two agents joining at once on two nodes both end up in
+/// the list. What every store does in its append, in one place.
+///
+/// - `human_agent_requested`: the agents stay; an earlier wait keeps its `waiting_since`.
+/// - `human_agent_joined`: the wait ends; the agent is added unless already in.
+/// - `human_agent_left`: the agent is taken out; the wait (if any) stays.
+pub fn apply_handoff(before: &HandoffState, body: &mut EventBody) {
+    match body {
+        EventBody::HumanAgentRequested { handoff, .. } => {
+            handoff.waiting_since = before.waiting_since.or(handoff.waiting_since);
+            handoff.agents = before.agents.clone();
+        }
+        EventBody::HumanAgentJoined { agent_id, handoff } => {
+            let mut agents = before.agents.clone();
+            if !agents.contains(agent_id) {
+                agents.push(agent_id.clone());
+            }
+            *handoff = HandoffState {
+                waiting_since: None,
+                agents,
+            };
+        }
+        EventBody::HumanAgentLeft { agent_id, handoff } => {
+            *handoff = HandoffState {
+                waiting_since: before.waiting_since,
+                agents: before
+                    .agents
+                    .iter()
+                    .filter(|a| *a != agent_id)
+                    .cloned()
+                    .collect(),
+            };
+        }
+        _ => {}
+    }
 }
 
 impl EventBody {
@@ -179,6 +354,22 @@ impl EventBody {
             Self::MessageSuperseded { .. } => "message_superseded",
             Self::ToolCall { .. } => "tool_call",
             Self::ToolResult { .. } => "tool_result",
+            Self::ReactionAdded { .. } => "reaction_added",
+            Self::ReactionRemoved { .. } => "reaction_removed",
+            Self::CsatSubmitted { .. } => "csat_submitted",
+            Self::HumanAgentRequested { .. } => "human_agent_requested",
+            Self::HumanAgentJoined { .. } => "human_agent_joined",
+            Self::HumanAgentLeft { .. } => "human_agent_left",
+        }
+    }
+
+    /// The handoff state a handoff event leaves the chat in.
+    pub fn handoff(&self) -> Option<&HandoffState> {
+        match self {
+            Self::HumanAgentRequested { handoff, .. }
+            | Self::HumanAgentJoined { handoff, .. }
+            | Self::HumanAgentLeft { handoff, .. } => Some(handoff),
+            _ => None,
         }
     }
 
@@ -204,6 +395,23 @@ impl EventBody {
     pub fn idempotency_key(&self) -> Option<&str> {
         match self {
             Self::UserMessage { message_id, .. } => Some(message_id),
+            _ => None,
+        }
+    }
+
+    /// The message a reaction event is about, with the reaction list the store filled in.
+    pub fn reaction_target(&self) -> Option<(&str, &[Reaction])> {
+        match self {
+            Self::ReactionAdded {
+                message_id,
+                reactions,
+                ..
+            }
+            | Self::ReactionRemoved {
+                message_id,
+                reactions,
+                ..
+            } => Some((message_id, reactions)),
             _ => None,
         }
     }
@@ -296,6 +504,20 @@ pub enum LiveEvent {
         /// The `TurnFailed` body the store refused (code `unavailable`, partial text kept).
         end: Box<EventBody>,
     },
+    /// The model started a tool call and streams its input (AI SDK `tool-input-start`); the
+    /// whole call is stored as [`EventBody::ToolCall`] once complete. Not in the turn buffer:
+    /// a member that joins later gets the whole call only.
+    ToolInputStart {
+        turn: Arc<TurnRef>,
+        tool_call_id: Arc<str>,
+        name: Arc<str>,
+    },
+    /// The next piece of a started tool call's arguments (JSON text as the model writes it).
+    ToolInputDelta {
+        turn: Arc<TurnRef>,
+        tool_call_id: Arc<str>,
+        delta: Arc<str>,
+    },
     /// The chat was deleted: its log is gone, and members are told and dropped.
     ChatDeleted {
         deleted_by: Option<Arc<str>>,
@@ -315,4 +537,106 @@ pub enum BusMessage {
         event: LiveEvent,
         origin: Option<ConnectionId>,
     },
+}
+
+#[cfg(test)]
+mod declared_tools_tests {
+    use super::*;
+
+    #[test]
+    fn declared_tools_are_kept_and_old_rows_still_read() {
+        // A row stored before messages kept their tools.
+        let old = r#"{"kind":"user_message","messageId":"m1","userId":"ann","text":"hi"}"#;
+        let body: EventBody = serde_json::from_str(old).expect("old row");
+        assert!(matches!(body, EventBody::UserMessage { tools: None, .. }));
+        let old = r#"{"kind":"message_superseded","messageId":"a1","requestId":"r2"}"#;
+        let body: EventBody = serde_json::from_str(old).expect("old row");
+        assert!(matches!(
+            body,
+            EventBody::MessageSuperseded { tools: None, .. }
+        ));
+
+        let tools = vec![crate::provider::ToolSpec {
+            name: "confirm".into(),
+            description: "Ask".into(),
+            parameters: serde_json::json!({"type": "object"}),
+        }];
+        let new = EventBody::MessageSuperseded {
+            message_id: "a1".into(),
+            request_id: "r2".into(),
+            superseded_by: None,
+            context_seq: Some(3),
+            tools: Some(tools.clone()),
+        };
+        let text = serde_json::to_string(&new).expect("serializes");
+        assert_eq!(
+            serde_json::from_str::<EventBody>(&text).expect("reads"),
+            new
+        );
+        // A declaration without description or parameters reads with defaults.
+        let bare = r#"{"kind":"user_message","messageId":"m1","userId":"ann","text":"hi","tools":[{"name":"x"}]}"#;
+        let EventBody::UserMessage { tools: Some(t), .. } =
+            serde_json::from_str(bare).expect("bare")
+        else {
+            panic!("no tools");
+        };
+        assert_eq!(t[0].name, "x");
+        assert_eq!(t[0].parameters, serde_json::Value::Null);
+    }
+}
+
+#[cfg(test)]
+mod handoff_tests {
+    use super::*;
+
+    fn state(waiting_since: Option<i64>, agents: &[&str]) -> HandoffState {
+        HandoffState {
+            waiting_since,
+            agents: agents.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    fn applied(before: &HandoffState, mut body: EventBody) -> HandoffState {
+        apply_handoff(before, &mut body);
+        body.handoff().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn apply_handoff_uses_the_state_before_not_the_proposal() {
+        let join = |agent: &str, proposed: &[&str]| EventBody::HumanAgentJoined {
+            agent_id: agent.into(),
+            handoff: state(None, proposed),
+        };
+        let leave = |agent: &str, proposed: &[&str]| EventBody::HumanAgentLeft {
+            agent_id: agent.into(),
+            handoff: state(None, proposed),
+        };
+        let ask = |since: i64| EventBody::HumanAgentRequested {
+            requested_by: None,
+            handoff: state(Some(since), &[]),
+        };
+        // A join proposed from a view without `a1` still keeps `a1`.
+        assert_eq!(
+            applied(&state(Some(5), &["a1"]), join("a2", &["a2"])),
+            state(None, &["a1", "a2"])
+        );
+        assert_eq!(
+            applied(&state(None, &["a1"]), join("a1", &["a1"])),
+            state(None, &["a1"])
+        );
+        assert_eq!(
+            applied(&state(Some(5), &["a1", "a2"]), leave("a2", &["a1", "a3"])),
+            state(Some(5), &["a1"])
+        );
+        assert_eq!(
+            applied(&state(None, &["a1"]), leave("a9", &[])),
+            state(None, &["a1"])
+        );
+        // An earlier wait keeps its start; the agents stay.
+        assert_eq!(
+            applied(&state(Some(5), &["a1"]), ask(9)),
+            state(Some(5), &["a1"])
+        );
+        assert_eq!(applied(&state(None, &[]), ask(9)), state(Some(9), &[]));
+    }
 }

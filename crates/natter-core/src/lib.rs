@@ -7,6 +7,7 @@
 //! (Socket.IO, HTTP, …) call [`ChatCore`] and read a member's [`Feed`](feed::Feed); they never
 //! talk to a store or a provider themselves.
 
+pub mod agents;
 pub mod bus;
 pub mod bus_memory;
 pub mod chat;
@@ -16,10 +17,12 @@ mod core;
 pub mod error;
 pub mod event;
 pub mod feed;
+mod handoff;
 pub mod limits;
 pub mod presence;
 pub mod presence_memory;
 pub mod provider;
+pub mod reactions;
 mod scheduler;
 pub mod store;
 pub mod store_memory;
@@ -31,6 +34,7 @@ mod turn;
 pub use crate::core::{
     ChatCore, JoinOutcome, JoinRequest, PostOutcome, Seams, UserMessageInput, new_id,
 };
+pub use crate::handoff::HandoffOutcome;
 pub use chat::{ChatInfo, ChatKey, ConnectionId, Identity, Source};
 pub use config::CoreConfig;
 pub use error::CoreError;

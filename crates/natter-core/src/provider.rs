@@ -18,6 +18,10 @@
 //! - Tool calls arrive whole ([`ProviderEvent::ToolCall`]), in the order the model made them,
 //!   before the step's `Finish` (reason `tool_calls`). Assembling streamed fragments is the
 //!   provider's job, because each upstream fragments them differently.
+//! - A provider may also stream a call's input as it comes, so a UI can show it growing:
+//!   [`ProviderEvent::ToolCallStart`] once the call's id and name are known, then
+//!   [`ProviderEvent::ToolCallDelta`]s with the arguments' text, then the whole `ToolCall`
+//!   with the same id. Optional (a call may come whole only); a delta names a started call.
 //!
 //! [`check_stream`] checks a whole stream against these rules; every provider in the
 //! workspace runs through it in `tools/natter-fake-upstream/tests/provider_contract.rs`.
@@ -75,10 +79,13 @@ impl Role {
 }
 
 /// A tool the model may call: its name, what it does, and a JSON Schema for its input.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized as stored with a message that declared it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolSpec {
     pub name: String,
+    #[serde(default)]
     pub description: String,
+    #[serde(default)]
     pub parameters: serde_json::Value,
 }
 
@@ -110,6 +117,16 @@ pub enum ProviderEvent {
     Usage(Usage),
     /// A complete tool call, sent before the [`Finish`](Self::Finish) of its step.
     ToolCall(ToolCall),
+    /// The model started a tool call (see the module docs): its input follows as deltas.
+    ToolCallStart {
+        id: String,
+        name: String,
+    },
+    /// The next piece of a started call's arguments, as the model writes them (JSON text).
+    ToolCallDelta {
+        id: String,
+        arguments: String,
+    },
     /// The upstream's finish reason, normalized where known: `stop`, `length`,
     /// `tool_calls`, `content_filter`; anything else as the upstream sent it.
     Finish(String),
@@ -196,6 +213,7 @@ pub trait Provider: Send + Sync + 'static {
 /// provider tests. `Err` says which item broke which rule.
 pub fn check_stream(items: &[Result<ProviderEvent, ProviderError>]) -> Result<(), String> {
     let mut finished = false;
+    let mut started: Vec<&str> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item {
             Err(e) if i + 1 < items.len() => {
@@ -216,6 +234,12 @@ pub fn check_stream(items: &[Result<ProviderEvent, ProviderError>]) -> Result<()
             Ok(other) if finished => {
                 return Err(format!(
                     "item {i}: {other:?} after the Finish (only Usage may follow it)"
+                ));
+            }
+            Ok(ProviderEvent::ToolCallStart { id, .. }) => started.push(id),
+            Ok(ProviderEvent::ToolCallDelta { id, .. }) if !started.contains(&id.as_str()) => {
+                return Err(format!(
+                    "item {i}: a ToolCallDelta for `{id}`, which no ToolCallStart started"
                 ));
             }
             Ok(_) => {}
@@ -274,5 +298,17 @@ mod tests {
         assert!(
             refused(vec![Ok(ProviderEvent::Finish(String::new()))]).contains("without a reason")
         );
+        let delta = |id: &str| {
+            Ok(ProviderEvent::ToolCallDelta {
+                id: id.into(),
+                arguments: "{".into(),
+            })
+        };
+        assert!(refused(vec![delta("c1"), finish()]).contains("no ToolCallStart"));
+        let start = Ok(ProviderEvent::ToolCallStart {
+            id: "c1".into(),
+            name: "f".into(),
+        });
+        assert_eq!(check_stream(&[start, delta("c1"), finish()]), Ok(()));
     }
 }

@@ -41,7 +41,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::chat::ChatKey;
 use crate::coordinator::Control;
 use crate::core::{Inner, new_id};
-use crate::event::{EventBody, LiveEvent, ProcessingStatus, TurnRef};
+use crate::event::{EventBody, LiveEvent, ProcessingStatus, StoredEvent, TurnRef};
 use crate::provider::ToolSpec;
 use crate::store::{Guard, OpenTurn, StoreError};
 use crate::telemetry;
@@ -119,8 +119,9 @@ struct ClientWait {
 
 pub(crate) struct TurnScheduler {
     chats: Mutex<HashMap<ChatKey, ChatTurns>>,
-    /// Client-run tools declared with a message, until its turn starts. They are not stored:
-    /// a turn that another node runs (its node died) has the server's tools only.
+    /// Client-run tools declared with a message, until its turn starts (one node only: in a
+    /// cluster another node may run the turn, so the driver reads them from the store, where
+    /// they are kept with the event that asked for the turn).
     declared: Mutex<HashMap<(ChatKey, String), Vec<ToolSpec>>>,
     /// Client-run tool calls waiting for a member's result, by chat and call id.
     client_waits: Mutex<HashMap<(ChatKey, String), ClientWait>>,
@@ -225,7 +226,7 @@ impl TurnScheduler {
         trace_id: Option<&str>,
         client_tools: Vec<ToolSpec>,
     ) {
-        if !client_tools.is_empty() {
+        if !client_tools.is_empty() && !inner.coordinator.is_shared() {
             lock(&self.declared).insert((chat.clone(), request_id.to_owned()), client_tools);
         }
         if !inner.coordinator.is_shared() {
@@ -987,6 +988,40 @@ async fn end_unstarted(
     finish(inner, chat, &turn, ending, guard).await
 }
 
+/// The client-run tools kept with the event that asked for turn `open`: the
+/// `message_superseded` of a regenerate, or the user message it answers. A store error costs
+/// the tools (logged), not the turn.
+async fn stored_turn_tools(inner: &Inner, open: &OpenTurn) -> Vec<ToolSpec> {
+    let at = |seq: u64| async move {
+        match inner
+            .store
+            .events_after(&open.chat, seq.saturating_sub(1), 1)
+            .await
+        {
+            Ok(events) => events.into_iter().find(|e| e.seq == seq),
+            Err(e) => {
+                warn!(chat = %open.chat, error = %e, "reading a turn's declared tools failed");
+                None
+            }
+        }
+    };
+    let tools_of = |event: Option<StoredEvent>, superseding: bool| match event.map(|e| e.body) {
+        Some(EventBody::MessageSuperseded {
+            request_id, tools, ..
+        }) if superseding && request_id == open.request_id => Some(tools.unwrap_or_default()),
+        Some(EventBody::UserMessage { tools, .. }) if !superseding => {
+            Some(tools.unwrap_or_default())
+        }
+        _ => None,
+    };
+    if open.opened_seq != open.context_seq
+        && let Some(tools) = tools_of(at(open.opened_seq).await, true)
+    {
+        return tools;
+    }
+    tools_of(at(open.context_seq).await, false).unwrap_or_default()
+}
+
 /// Starts one queued turn and runs it to its end.
 async fn start(
     inner: &Arc<Inner>,
@@ -1048,10 +1083,15 @@ async fn start(
             }
         }
     }
+    let client_tools = if one_node {
+        sched.take_declared(chat, &open.request_id)
+    } else {
+        stored_turn_tools(inner, &open).await
+    };
     let req = TurnRequest {
         chat: chat.clone(),
         context_seq: open.context_seq,
-        client_tools: sched.take_declared(chat, &open.request_id),
+        client_tools,
         request_id,
         trace_id: open.trace_id.as_deref().map(Into::into),
         fence,

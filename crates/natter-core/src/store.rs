@@ -18,7 +18,19 @@
 //! - **Summary kept with the log.** In the same transaction as the append, the store updates
 //!   what [`chat_summary`](Store::chat_summary) reports: the latest activity time; the title
 //!   on `ChatUpdated`, or from the first `UserMessage` ([`title_from_text`]) while the chat
-//!   has none; `pinned`; the status on `ChatEnded`; the user as a member on `UserMessage`.
+//!   has none; `pinned`; the status on `ChatEnded`; the user as a member on `UserMessage`;
+//!   the handoff state (`waiting_since`, `human_agents`) as the latest `HumanAgent*` event's
+//!   `handoff` gives it. The store computes that `handoff` itself, in the same transaction
+//!   as the append, from the chat's state just before it (see
+//!   [`apply_handoff`](crate::event::apply_handoff)), and stores the event with it: the
+//!   caller's value comes from a read that a concurrent join or leave may have outdated.
+//! - **Reactions and CSAT kept with the log.** In the same transaction as the append, a
+//!   `ReactionAdded` / `ReactionRemoved` updates the message's reaction set (one per user,
+//!   message and emoji: adding one that is there, or removing one that is not, changes
+//!   nothing; a re-add keeps the first `createdAt`) and the store writes the message's whole
+//!   list after the change into the event's `reactions` (see
+//!   [`apply_reaction`](crate::event::apply_reaction)) before storing it; `CsatSubmitted`
+//!   becomes the summary's `csat`.
 //! - **Superseded messages.** Appending `MessageSuperseded` marks that message so that
 //!   `recent_messages` and `messages_after` skip it; the events themselves stay in the log.
 //! - **The turn queue kept with the log.** In the same transaction as the append, the store
@@ -44,7 +56,7 @@
 use async_trait::async_trait;
 
 use crate::chat::{ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, NewChat};
-use crate::event::{EventBody, StoredEvent};
+use crate::event::{EventBody, Reaction, StoredEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -186,6 +198,34 @@ pub trait Store: Send + Sync + 'static {
         offset: usize,
     ) -> Result<ChatPage, StoreError>;
 
+    /// Chats of `org` in `scope` waiting for a human agent (CONTRACT §7.2: the agents'
+    /// queue): oldest `waiting_since` first (ties by chat id). The default reads the whole
+    /// list (so wrappers that forward [`Store::list_chats`] get it right); real stores answer
+    /// from an index.
+    async fn list_waiting_chats(
+        &self,
+        org: &str,
+        scope: &ChatScope,
+        limit: usize,
+        offset: usize,
+    ) -> Result<ChatPage, StoreError> {
+        let all = self.list_chats(org, scope, usize::MAX >> 1, 0).await?;
+        let mut waiting: Vec<ChatSummary> = all
+            .chats
+            .into_iter()
+            .filter(|c| c.waiting_since.is_some())
+            .collect();
+        waiting.sort_by(|a, b| {
+            a.waiting_since
+                .cmp(&b.waiting_since)
+                .then_with(|| a.key.chat_id.cmp(&b.key.chat_id))
+        });
+        Ok(ChatPage {
+            total: waiting.len() as u64,
+            chats: waiting.into_iter().skip(offset).take(limit).collect(),
+        })
+    }
+
     /// Deletes the chat and its whole log. `false` if it did not exist.
     async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError>;
 
@@ -220,6 +260,14 @@ pub trait Store: Send + Sync + 'static {
         request_id: &str,
         fence: u64,
     ) -> Result<bool, StoreError>;
+
+    /// The reactions on each of `message_ids` that has any (CONTRACT §7.3), each list in
+    /// the order its reactions were first added.
+    async fn reactions(
+        &self,
+        chat: &ChatKey,
+        message_ids: &[String],
+    ) -> Result<Vec<(String, Vec<Reaction>)>, StoreError>;
 
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use crate::chat::{
     ChatInfo, ChatKey, ChatPage, ChatScope, ChatStatus, ChatSummary, NewChat, title_from_text,
 };
-use crate::event::{EventBody, StoredEvent};
+use crate::event::{Csat, EventBody, Reaction, StoredEvent, apply_handoff, apply_reaction};
 use crate::store::{Appended, Guard, OpenTurn, Store, StoreError};
 
 /// One chat: its log and everything the store keeps with it.
@@ -28,6 +28,8 @@ struct Chat {
     posters: BTreeSet<String>,
     /// Read receipts: (user, message id) → read at.
     receipts: BTreeMap<(String, String), i64>,
+    /// Reactions by message id, each list in the order first added.
+    reactions: HashMap<String, Vec<Reaction>>,
     /// Open turns, in the order asked for.
     turns: Vec<OpenTurn>,
     fence: u64,
@@ -68,7 +70,21 @@ impl Chat {
 
     /// Stores `event` (its `seq` is the new head) and keeps the summary, the supersede marks,
     /// the receipts and the turn queue in step.
-    fn push(&mut self, event: StoredEvent) {
+    fn push(&mut self, mut event: StoredEvent) -> StoredEvent {
+        // A reaction event carries the message's list after it, filled in here.
+        if let Some((message_id, _)) = event.body.reaction_target() {
+            let mut list = self.reactions.get(message_id).cloned().unwrap_or_default();
+            apply_reaction(&mut list, &event.body, event.created_at);
+            if let EventBody::ReactionAdded { reactions, .. }
+            | EventBody::ReactionRemoved { reactions, .. } = &mut event.body
+            {
+                *reactions = list;
+            }
+        }
+        // A handoff event carries the chat's handoff state after it, computed here from the
+        // state now (not the caller's read, which a concurrent join may have outdated).
+        let before = self.summary.handoff();
+        apply_handoff(&before, &mut event.body);
         let seq = event.seq;
         let s = &mut self.summary;
         s.head_seq = seq;
@@ -147,11 +163,47 @@ impl Chat {
             | EventBody::TurnFailed { request_id, .. } => {
                 self.turns.retain(|t| t.request_id != *request_id);
             }
+            EventBody::HumanAgentRequested { handoff, .. }
+            | EventBody::HumanAgentJoined { handoff, .. }
+            | EventBody::HumanAgentLeft { handoff, .. } => {
+                s.waiting_since = handoff.waiting_since;
+                s.human_agents = handoff.agents.clone();
+            }
+            EventBody::ReactionAdded {
+                message_id,
+                reactions,
+                ..
+            }
+            | EventBody::ReactionRemoved {
+                message_id,
+                reactions,
+                ..
+            } => {
+                if reactions.is_empty() {
+                    self.reactions.remove(message_id);
+                } else {
+                    self.reactions.insert(message_id.clone(), reactions.clone());
+                }
+            }
+            EventBody::CsatSubmitted {
+                user_id,
+                rating,
+                comment,
+                ..
+            } => {
+                s.csat = Some(Csat {
+                    user_id: user_id.clone(),
+                    rating: *rating,
+                    comment: comment.clone(),
+                    submitted_at: event.created_at,
+                });
+            }
             EventBody::ChatCreated { .. }
             | EventBody::ToolCall { .. }
             | EventBody::ToolResult { .. } => {}
         }
-        self.events.push(event);
+        self.events.push(event.clone());
+        event
     }
 
     /// Refuses a write `guard` does not allow.
@@ -290,12 +342,16 @@ impl Store for MemoryStore {
                 head_seq: 0,
                 epoch,
                 members: members.clone(),
+                waiting_since: None,
+                human_agents: Vec::new(),
+                csat: None,
             },
             events: Vec::new(),
             keys: HashMap::new(),
             superseded: HashSet::new(),
             posters: new.created_by.iter().cloned().collect(),
             receipts: BTreeMap::new(),
+            reactions: HashMap::new(),
             turns: Vec::new(),
             fence: 0,
         };
@@ -336,8 +392,7 @@ impl Store for MemoryStore {
             created_at,
             body,
         };
-        c.push(event.clone());
-        Ok(Appended::New(event))
+        Ok(Appended::New(c.push(event)))
     }
 
     async fn events_after(
@@ -449,6 +504,35 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn list_waiting_chats(
+        &self,
+        org: &str,
+        scope: &ChatScope,
+        limit: usize,
+        offset: usize,
+    ) -> Result<ChatPage, StoreError> {
+        let state = self.lock();
+        let mut page: Vec<&ChatSummary> = state
+            .chats
+            .values()
+            .filter(|c| &*c.summary.key.org == org && c.summary.waiting_since.is_some())
+            .filter(|c| match scope {
+                ChatScope::Org => true,
+                ChatScope::Member(user) => c.posters.contains(&**user),
+            })
+            .map(|c| &c.summary)
+            .collect();
+        page.sort_by(|a, b| {
+            a.waiting_since
+                .cmp(&b.waiting_since)
+                .then_with(|| a.key.chat_id.cmp(&b.key.chat_id))
+        });
+        Ok(ChatPage {
+            total: page.len() as u64,
+            chats: page.into_iter().skip(offset).take(limit).cloned().collect(),
+        })
+    }
+
     async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError> {
         Ok(self.lock().chats.remove(chat).is_some())
     }
@@ -524,6 +608,21 @@ impl Store for MemoryStore {
             }
             None => Ok(false),
         }
+    }
+
+    async fn reactions(
+        &self,
+        chat: &ChatKey,
+        message_ids: &[String],
+    ) -> Result<Vec<(String, Vec<Reaction>)>, StoreError> {
+        let state = self.lock();
+        let Some(c) = state.chats.get(chat) else {
+            return Ok(Vec::new());
+        };
+        Ok(message_ids
+            .iter()
+            .filter_map(|id| c.reactions.get(id).map(|l| (id.clone(), l.clone())))
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@ pub const TOOL_CALLS: &str = "natter_tool_calls_total";
 pub const LEASES_HELD: &str = "natter_leases_held";
 pub const TURNS_TAKEN_OVER: &str = "natter_turns_taken_over_total";
 pub const TURN_PANICS: &str = "natter_turn_panics_total";
+pub const CSAT_RATING: &str = "natter_csat_rating";
 
 /// Every name above: `docs/operations.md`, the dashboard and the alert rules are checked
 /// against it (natter-server's `tests/ops_assets.rs`).
@@ -36,6 +37,7 @@ pub const ALL: &[&str] = &[
     LEASES_HELD,
     TURNS_TAKEN_OVER,
     TURN_PANICS,
+    CSAT_RATING,
 ];
 
 /// Registers descriptions so `/metrics` explains itself.
@@ -72,5 +74,9 @@ pub fn describe() {
     describe_counter!(
         TURN_PANICS,
         "Turns whose task panicked (ended with ai:error internal)"
+    );
+    describe_histogram!(
+        CSAT_RATING,
+        "CSAT ratings submitted (1-5; a replaced answer counts again)"
     );
 }

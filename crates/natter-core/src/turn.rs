@@ -16,6 +16,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::agents::Agent;
 use crate::chat::ChatKey;
 use crate::core::Inner;
 use crate::event::{EventBody, LiveEvent, ProcessingStatus, TurnRef, Usage};
@@ -55,6 +56,8 @@ pub(crate) enum Ending {
     Stopped(StopReason),
     TimedOut,
     Failed(ProviderError),
+    /// Refused before generating (the chat's agent is not configured any more).
+    Refused(ErrorCode, String),
 }
 
 pub(crate) struct Generation {
@@ -62,6 +65,8 @@ pub(crate) struct Generation {
     usage: Option<Usage>,
     tokens: u64,
     ending: Ending,
+    /// The model asked (the chat's agent's); `None`: the core's.
+    model: Option<String>,
 }
 
 impl Generation {
@@ -72,6 +77,7 @@ impl Generation {
             usage: None,
             tokens: 0,
             ending,
+            model: None,
         }
     }
 }
@@ -129,41 +135,226 @@ fn retry_delay(inner: &Inner, attempt: u32, err: &ProviderError) -> Duration {
     (exp + Duration::from_millis(jitter)).min(policy.max_delay)
 }
 
+/// A store error while reading the context, as a turn error (not retried).
+fn context_error(e: StoreError) -> ProviderError {
+    ProviderError::new(
+        ProviderErrorKind::Unavailable,
+        format!("reading context: {e}"),
+    )
+}
+
+/// The context: the latest messages up to the turn's `context_seq`, newest first until the
+/// byte budget is spent, each reply preceded by its turn's tool calls and results (so the
+/// model remembers what its tools returned), then the system prompt (the chat's agent's, else
+/// the core's) first.
 async fn build_context(
     inner: &Inner,
     req: &TurnRequest,
+    agent: Option<&Agent>,
 ) -> Result<Vec<PromptMessage>, ProviderError> {
     let cfg = &inner.config;
     let events = inner
         .store
         .recent_messages(&req.chat, req.context_seq, cfg.context_max_messages)
         .await
-        .map_err(|e| {
-            ProviderError::new(
-                ProviderErrorKind::Unavailable,
-                format!("reading context: {e}"),
-            )
-        })?;
-    let mut messages = Vec::new();
+        .map_err(context_error)?;
+    let tool_events = context_tool_events(inner, req, &events).await?;
+    // Newest first; each reply with its tools is one unit, so a cut never splits a call
+    // from its result.
+    let mut units: Vec<Vec<PromptMessage>> = Vec::new();
     let mut bytes = 0usize;
+    let fits = |bytes: usize, more: usize, units: &Vec<Vec<PromptMessage>>| {
+        bytes + more <= cfg.context_max_bytes || units.is_empty()
+    };
     for event in events.iter().rev() {
-        let (role, text) = match &event.body {
-            EventBody::UserMessage { text, .. } => (Role::User, text),
-            EventBody::AssistantMessage { text, .. } if !text.is_empty() => (Role::Assistant, text),
+        match &event.body {
+            EventBody::UserMessage { text, .. } => {
+                // The newest message always goes in, even alone over the limit.
+                if !fits(bytes, text.len(), &units) {
+                    break;
+                }
+                bytes += text.len();
+                units.push(vec![PromptMessage::text(Role::User, text.clone())]);
+            }
+            EventBody::AssistantMessage {
+                text, request_id, ..
+            } => {
+                let (tools, tool_bytes) = tool_messages(tool_events.get(request_id.as_str()));
+                if text.is_empty() && tools.is_empty() {
+                    continue;
+                }
+                let mut unit = Vec::new();
+                if !tools.is_empty() && fits(bytes, text.len() + tool_bytes, &units) {
+                    bytes += tool_bytes;
+                    unit = tools;
+                } else if text.is_empty() || !fits(bytes, text.len(), &units) {
+                    // Neither the reply with its tools nor its text alone fits what is left.
+                    break;
+                }
+                if !text.is_empty() {
+                    bytes += text.len();
+                    unit.push(PromptMessage::text(Role::Assistant, text.clone()));
+                }
+                units.push(unit);
+            }
             _ => continue,
-        };
-        // The newest message always goes in, even alone over the limit.
-        if bytes + text.len() > cfg.context_max_bytes && !messages.is_empty() {
-            break;
         }
-        bytes += text.len();
-        messages.push(PromptMessage::text(role, text.clone()));
     }
-    messages.reverse();
-    if let Some(system) = cfg.system_prompt.as_ref().filter(|s| !s.is_empty()) {
+    let mut messages: Vec<PromptMessage> = units.into_iter().rev().flatten().collect();
+    // The chat's agent's prompt, else the core's.
+    let system = agent
+        .and_then(|a| a.system_prompt.as_ref())
+        .or(cfg.system_prompt.as_ref());
+    if let Some(system) = system.filter(|s| !s.is_empty()) {
         messages.insert(0, PromptMessage::text(Role::System, system.clone()));
     }
     Ok(messages)
+}
+
+/// Events read per page when collecting the context's tool events.
+const CONTEXT_TOOL_PAGE: usize = 256;
+
+/// The stored tool calls and results of the turns whose replies are among `messages`, by
+/// request id, oldest first. A turn's tool events lie between the message that asked for it
+/// and its reply, so when no `seq` is missing between the messages there are none, and
+/// nothing more is read.
+async fn context_tool_events<'a>(
+    inner: &Inner,
+    req: &TurnRequest,
+    messages: &'a [crate::event::StoredEvent],
+) -> Result<std::collections::HashMap<&'a str, Vec<crate::event::StoredEvent>>, ProviderError> {
+    let mut by_turn = std::collections::HashMap::new();
+    let replies: Vec<(&str, u64)> = messages
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::AssistantMessage { request_id, .. } => Some((request_id.as_str(), e.seq)),
+            _ => None,
+        })
+        .collect();
+    let (Some(first), Some(&(_, last_reply))) = (messages.first(), replies.last()) else {
+        return Ok(by_turn);
+    };
+    let gapless = messages
+        .windows(2)
+        .take_while(|w| w[0].seq < last_reply)
+        .all(|w| w[1].seq == w[0].seq + 1);
+    if gapless {
+        return Ok(by_turn);
+    }
+    let mut after = first.seq;
+    let mut read = 0usize;
+    while after < last_reply && read < inner.config.replay_limit {
+        let page = inner
+            .store
+            .messages_after(&req.chat, after, CONTEXT_TOOL_PAGE)
+            .await
+            .map_err(context_error)?;
+        read += page.len();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        let full = page.len() == CONTEXT_TOOL_PAGE;
+        for event in page {
+            if event.seq >= last_reply {
+                break;
+            }
+            let request_id = match &event.body {
+                EventBody::ToolCall { request_id, .. }
+                | EventBody::ToolResult { request_id, .. } => request_id,
+                _ => continue,
+            };
+            if let Some(&(turn, _)) = replies.iter().find(|(r, _)| r == request_id) {
+                by_turn.entry(turn).or_insert_with(Vec::new).push(event);
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(by_turn)
+}
+
+/// One turn's stored tool events as the model's messages: an assistant message with the
+/// calls made together (the same `token_index`), then their results, for each call that has
+/// a result (a call without one, cut by an abort, would be refused by the upstream). Returns
+/// the messages and the bytes of arguments and results they hold.
+fn tool_messages(events: Option<&Vec<crate::event::StoredEvent>>) -> (Vec<PromptMessage>, usize) {
+    let Some(events) = events else {
+        return (Vec::new(), 0);
+    };
+    let result_of = |id: &str| {
+        events.iter().find_map(|e| match &e.body {
+            EventBody::ToolResult {
+                tool_call_id,
+                result,
+                error,
+                ..
+            } if tool_call_id == id => Some(tool_output(result.as_ref(), error.as_deref())),
+            _ => None,
+        })
+    };
+    let mut out: Vec<PromptMessage> = Vec::new();
+    let mut results: Vec<PromptMessage> = Vec::new();
+    let mut step: Option<u64> = None;
+    let mut bytes = 0usize;
+    for e in events {
+        let EventBody::ToolCall {
+            token_index,
+            tool_call_id,
+            name,
+            arguments,
+            ..
+        } = &e.body
+        else {
+            continue;
+        };
+        let Some(content) = result_of(tool_call_id) else {
+            continue;
+        };
+        // An invalid-JSON argument text was kept as a JSON string: give back the text.
+        let arguments = match arguments {
+            serde_json::Value::String(raw) => raw.clone(),
+            v => v.to_string(),
+        };
+        bytes += arguments.len() + content.len();
+        let call = ToolCall {
+            id: tool_call_id.clone(),
+            name: name.clone(),
+            arguments,
+        };
+        match out.last_mut() {
+            Some(m) if step == Some(*token_index) && m.role == Role::Assistant => {
+                m.tool_calls.push(call)
+            }
+            _ => {
+                out.append(&mut results);
+                out.push(PromptMessage {
+                    role: Role::Assistant,
+                    content: String::new(),
+                    tool_calls: vec![call],
+                    tool_call_id: None,
+                });
+            }
+        }
+        step = Some(*token_index);
+        results.push(PromptMessage {
+            role: Role::Tool,
+            content,
+            tool_calls: Vec::new(),
+            tool_call_id: Some(tool_call_id.clone()),
+        });
+    }
+    out.append(&mut results);
+    (out, bytes)
+}
+
+/// What the model gets back for a tool's outcome: the result as JSON text, or
+/// `{"error": …}`.
+fn tool_output(result: Option<&serde_json::Value>, error: Option<&str>) -> String {
+    match (result, error) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(e)) => serde_json::json!({ "error": e }).to_string(),
+        (None, None) => "null".to_owned(),
+    }
 }
 
 async fn generate(
@@ -181,6 +372,7 @@ async fn generate(
         usage: None,
         tokens: 0,
         ending: Ending::Finished("stop".into()),
+        model: None,
     };
     let processing = |status, reason| LiveEvent::Processing {
         request_id: req.request_id.clone(),
@@ -200,7 +392,24 @@ async fn generate(
         )
         .await;
 
-    let mut messages = match build_context(inner, req).await {
+    // The chat's agent (CONTRACT §7.5): its prompt, provider, model, tools, temperature.
+    let agent = match chat_agent(inner, &req.chat).await {
+        Ok(a) => a,
+        Err(ending) => {
+            g.ending = ending;
+            return g;
+        }
+    };
+    let agent = agent.as_deref();
+    let provider = agent
+        .and_then(|a| a.provider.clone())
+        .unwrap_or_else(|| inner.provider.clone());
+    let model = agent
+        .and_then(|a| a.model.clone())
+        .unwrap_or_else(|| inner.config.model.clone());
+    g.model = Some(model.clone());
+    let allowed = agent.and_then(|a| a.tools.as_deref());
+    let mut messages = match build_context(inner, req, agent).await {
         Ok(m) => m,
         Err(e) => {
             g.ending = Ending::Failed(e);
@@ -208,15 +417,18 @@ async fn generate(
         }
     };
     let mut tools = inner.tools.specs();
+    if let Some(allowed) = allowed {
+        tools.retain(|t| allowed.contains(&t.name));
+    }
     tools.extend(req.client_tools.iter().cloned());
     let max_steps = inner.config.max_steps.max(1);
 
     'steps: for step in 0..max_steps {
         let request = CompletionRequest {
-            model: inner.config.model.clone(),
+            model: model.clone(),
             messages: messages.clone(),
             max_tokens: None,
-            temperature: None,
+            temperature: agent.and_then(|a| a.temperature),
             // The last step offers no tools, so the model has to answer in text.
             tools: if step + 1 < max_steps {
                 tools.clone()
@@ -231,6 +443,8 @@ async fn generate(
         // Some servers repeat usage within a stream: the step's last report counts.
         let mut step_usage: Option<Usage> = None;
         let mut calls: Vec<ToolCall> = Vec::new();
+        // Calls whose input went out as it streamed (`ToolInputStart`): output, like tokens.
+        let mut streamed_inputs: Vec<Arc<str>> = Vec::new();
 
         'attempts: loop {
             // Decides whether a failure before the step's first output is retried, and waits
@@ -240,7 +454,7 @@ async fn generate(
                     let err: ProviderError = $err;
                     let delay = retry_delay(inner, attempt, &err);
                     let in_window = started.elapsed() + delay <= inner.config.retry.window;
-                    if step_tokens == 0 && calls.is_empty() && err.retryable() && attempt < inner.config.retry.max_retries && in_window {
+                    if step_tokens == 0 && calls.is_empty() && streamed_inputs.is_empty() && err.retryable() && attempt < inner.config.retry.max_retries && in_window {
                         attempt += 1;
                         metrics::counter!(telemetry::UPSTREAM_RETRIES).increment(1);
                         info!(attempt, error = %err, delay_ms = delay.as_millis() as u64, "retrying upstream");
@@ -267,7 +481,7 @@ async fn generate(
             }
 
             let opened = tokio::select! {
-                r = inner.provider.stream(request.clone()) => r,
+                r = provider.stream(request.clone()) => r,
                 _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
                 _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
             };
@@ -329,6 +543,49 @@ async fn generate(
                     }
                     Some(Ok(ProviderEvent::Usage(u))) => step_usage = Some(u),
                     Some(Ok(ProviderEvent::ToolCall(call))) => calls.push(call),
+                    // A call's input as it streams, for UIs that show it growing; only when
+                    // tools were offered (a call otherwise is ignored).
+                    Some(Ok(ProviderEvent::ToolCallStart { id, name })) => {
+                        if request.tools.is_empty() || streamed_inputs.iter().any(|s| **s == *id) {
+                            continue;
+                        }
+                        let id: Arc<str> = id.into();
+                        streamed_inputs.push(id.clone());
+                        let start = LiveEvent::ToolInputStart {
+                            turn: turn.clone(),
+                            tool_call_id: id,
+                            name: name.into(),
+                        };
+                        inner.publish_live(&req.chat, start, None).await;
+                    }
+                    Some(Ok(ProviderEvent::ToolCallDelta { id, mut arguments })) => {
+                        let Some(id) = streamed_inputs.iter().find(|s| ***s == *id).cloned() else {
+                            continue;
+                        };
+                        if arguments.is_empty() {
+                            continue;
+                        }
+                        // Pieces that already arrived go out as one, as text deltas do.
+                        while arguments.len() < inner.config.merge_delta_bytes {
+                            match stream.next().now_or_never() {
+                                Some(Some(Ok(ProviderEvent::ToolCallDelta {
+                                    id: next,
+                                    arguments: more,
+                                }))) if *next == *id => arguments.push_str(&more),
+                                Some(other) => {
+                                    lookahead = Some(other);
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        let delta = LiveEvent::ToolInputDelta {
+                            turn: turn.clone(),
+                            tool_call_id: id,
+                            delta: arguments.into(),
+                        };
+                        inner.publish_live(&req.chat, delta, None).await;
+                    }
                     Some(Ok(ProviderEvent::Finish(reason))) => finish_reason = Some(reason),
                     Some(Err(e)) => {
                         if finish_reason.is_some() {
@@ -345,10 +602,12 @@ async fn generate(
             }
             let reason = match finish_reason.take() {
                 Some(reason) => reason,
-                None if step_tokens == 0 && calls.is_empty() => retry_or_fail!(ProviderError::new(
-                    ProviderErrorKind::Cut,
-                    "the upstream stream ended before any output"
-                )),
+                None if step_tokens == 0 && calls.is_empty() && streamed_inputs.is_empty() => {
+                    retry_or_fail!(ProviderError::new(
+                        ProviderErrorKind::Cut,
+                        "the upstream stream ended before any output"
+                    ))
+                }
                 None => {
                     g.ending = Ending::Failed(ProviderError::new(
                         ProviderErrorKind::Cut,
@@ -375,7 +634,11 @@ async fn generate(
             tool_call_id: None,
         });
         for call in calls {
-            match run_tool(inner, req, &turn, &call, g.tokens, cancel, deadline).await {
+            match run_tool(
+                inner, req, &turn, &call, allowed, g.tokens, cancel, deadline,
+            )
+            .await
+            {
                 Ok(content) => messages.push(PromptMessage {
                     role: Role::Tool,
                     content,
@@ -401,6 +664,25 @@ async fn generate(
     // Unreachable in practice: the last step offers no tools, so it ends above.
     g.ending = Ending::Finished("length".into());
     g
+}
+
+/// The agent `chat` is bound to (`None`: unbound, or no agents configured: the core's
+/// defaults). Read from the store, so every node answers a chat with the same agent.
+async fn chat_agent(inner: &Inner, chat: &ChatKey) -> Result<Option<Arc<Agent>>, Ending> {
+    if inner.agents.is_empty() {
+        return Ok(None);
+    }
+    let summary = inner.store.chat_summary(chat).await.map_err(|e| {
+        Ending::Failed(ProviderError::new(
+            ProviderErrorKind::Unavailable,
+            format!("reading the chat's agent: {e}"),
+        ))
+    })?;
+    let metadata = summary.as_ref().and_then(|s| s.metadata.as_ref());
+    inner
+        .agents
+        .bound(metadata)
+        .map_err(|message| Ending::Refused(ErrorCode::NotFound, message))
 }
 
 fn add_usage(total: Option<Usage>, step: Usage) -> Usage {
@@ -444,22 +726,32 @@ async fn store_and_publish(
 }
 
 /// Stores the call, runs the tool (or waits for a member to), stores the result, and returns
-/// what goes back to the model: the result as JSON text, or `{"error": …}`.
+/// what goes back to the model: the result as JSON text, or `{"error": …}`. `allowed`: the
+/// server tools the chat's agent has (`None`: all).
+#[allow(clippy::too_many_arguments)]
 async fn run_tool(
     inner: &Arc<Inner>,
     req: &TurnRequest,
     turn: &TurnRef,
     call: &ToolCall,
+    allowed: Option<&[String]>,
     tokens_before: u64,
     cancel: &CancellationToken,
     deadline: tokio::time::Instant,
 ) -> Result<String, ToolStop> {
-    let executor = inner.tools.get(&call.name).cloned().or_else(|| {
-        req.client_tools
-            .iter()
-            .find(|t| t.name == call.name)
-            .map(|t| Executor::Client(t.clone()))
-    });
+    // A server tool the chat's agent was not given is as unknown to the model as any other.
+    let offered = |name: &str| allowed.is_none_or(|a| a.iter().any(|n| n == name));
+    let executor = inner
+        .tools
+        .get(&call.name)
+        .filter(|_| offered(&call.name))
+        .cloned()
+        .or_else(|| {
+            req.client_tools
+                .iter()
+                .find(|t| t.name == call.name)
+                .map(|t| Executor::Client(t.clone()))
+        });
     let checked = match &executor {
         None => Err(format!("there is no tool named `{}`", call.name)),
         Some(e) => check_arguments(&call.arguments, &e.spec().parameters),
@@ -523,11 +815,7 @@ async fn run_tool(
         Ok(v) => (Some(v), None),
         Err(e) => (None, Some(e)),
     };
-    let for_model = match (&result, &error) {
-        (Some(v), _) => v.to_string(),
-        (None, Some(e)) => serde_json::json!({ "error": e }).to_string(),
-        (None, None) => "null".to_owned(),
-    };
+    let for_model = tool_output(result.as_ref(), error.as_deref());
     let record = EventBody::ToolResult {
         request_id: turn.request_id.to_string(),
         message_id: turn.message_id.to_string(),
@@ -576,6 +864,7 @@ pub(crate) async fn finish(
 ) -> Ended {
     metrics::counter!(telemetry::TOKENS).increment(g.tokens);
     let token_count = g.tokens;
+    let model = g.model.unwrap_or_else(|| inner.config.model.clone());
     let (body, outcome) = match g.ending {
         Ending::Finished(reason) => (
             EventBody::AssistantMessage {
@@ -584,7 +873,7 @@ pub(crate) async fn finish(
                 text: g.text,
                 finish_reason: reason,
                 usage: g.usage,
-                model: Some(inner.config.model.clone()),
+                model: Some(model.clone()),
                 trace_id: turn.trace_id.as_deref().map(str::to_owned),
                 token_count: Some(g.tokens),
             },
@@ -599,7 +888,7 @@ pub(crate) async fn finish(
                     text: g.text,
                     finish_reason: "aborted".into(),
                     usage: g.usage,
-                    model: Some(inner.config.model.clone()),
+                    model: Some(model.clone()),
                     trace_id: turn.trace_id.as_deref().map(str::to_owned),
                     token_count: Some(g.tokens),
                 },
@@ -644,6 +933,10 @@ pub(crate) async fn finish(
                 g.text,
                 Some(g.tokens),
             ),
+            "failed",
+        ),
+        Ending::Refused(code, message) => (
+            failed_body(turn, code, message, false, g.text, Some(g.tokens)),
             "failed",
         ),
     };
@@ -727,5 +1020,102 @@ pub(crate) fn failed_body(
         partial_text,
         trace_id: turn.trace_id.as_deref().map(str::to_owned),
         token_count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::StoredEvent;
+    use serde_json::json;
+
+    fn call(seq: u64, id: &str, token_index: u64) -> StoredEvent {
+        StoredEvent {
+            seq,
+            created_at: 0,
+            body: EventBody::ToolCall {
+                request_id: "r1".into(),
+                message_id: "m1".into(),
+                token_index,
+                tool_call_id: id.into(),
+                name: "time".into(),
+                arguments: json!({"zone": id}),
+                executor: "server".into(),
+                trace_id: None,
+            },
+        }
+    }
+
+    fn result(seq: u64, id: &str, error: Option<&str>) -> StoredEvent {
+        StoredEvent {
+            seq,
+            created_at: 0,
+            body: EventBody::ToolResult {
+                request_id: "r1".into(),
+                message_id: "m1".into(),
+                token_index: 0,
+                tool_call_id: id.into(),
+                name: "time".into(),
+                result: error.is_none().then(|| json!("noon")),
+                error: error.map(str::to_owned),
+                trace_id: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_turns_tools_become_calls_per_step_then_results() {
+        // Step 1 made two calls (same token_index), step 2 one, whose result never came.
+        let events = vec![
+            call(2, "a", 1),
+            result(3, "a", None),
+            call(4, "b", 1),
+            result(5, "b", Some("down")),
+            call(6, "c", 3),
+        ];
+        let (messages, bytes) = tool_messages(Some(&events));
+        let roles: Vec<Role> = messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::Assistant, Role::Tool, Role::Tool]);
+        let ids: Vec<&str> = messages[0]
+            .tool_calls
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["a", "b"],
+            "one assistant message per step, unanswered calls left out"
+        );
+        assert_eq!(messages[0].tool_calls[0].arguments, r#"{"zone":"a"}"#);
+        assert_eq!(messages[1].tool_call_id.as_deref(), Some("a"));
+        assert_eq!(messages[1].content, r#""noon""#);
+        assert_eq!(messages[2].content, r#"{"error":"down"}"#);
+        let expected: usize = [
+            r#"{"zone":"a"}"#,
+            r#""noon""#,
+            r#"{"zone":"b"}"#,
+            r#"{"error":"down"}"#,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum();
+        assert_eq!(bytes, expected);
+        assert_eq!(tool_messages(None), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn steps_alternate_calls_and_results() {
+        let events = vec![
+            call(2, "a", 0),
+            result(3, "a", None),
+            call(4, "b", 2),
+            result(5, "b", None),
+        ];
+        let (messages, _) = tool_messages(Some(&events));
+        let roles: Vec<Role> = messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::Assistant, Role::Tool, Role::Assistant, Role::Tool]
+        );
     }
 }

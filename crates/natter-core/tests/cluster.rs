@@ -207,6 +207,7 @@ impl Cluster {
                 ttl,
             }),
             tools: Default::default(),
+            agents: Default::default(),
         };
         ChatCore::from_seams(self.config(), seams)
     }

@@ -45,6 +45,8 @@ fn user_message(id: &str) -> EventBody {
         request_id: None,
         trace_id: None,
         origin: None,
+        tools: None,
+        role: None,
     }
 }
 

@@ -69,7 +69,13 @@ async fn page(
     let limit = number(body, query, "limit")?.unwrap_or(DEFAULT_PAGE as u64);
     let limit = (limit as usize).min(face.config.max_page);
     let offset = usize::try_from(number(body, query, "offset")?.unwrap_or(0)).unwrap_or(usize::MAX);
-    let page = face.core.list_chats(org, &scope, limit, offset).await?;
+    let page = if waiting(body, query)? {
+        face.core
+            .list_waiting_chats(org, &scope, limit, offset)
+            .await?
+    } else {
+        face.core.list_chats(org, &scope, limit, offset).await?
+    };
     let has_more = (offset.saturating_add(page.chats.len()) as u64) < page.total;
     Ok(Json(json!({
         "chats": page.chats.iter().map(summary).collect::<Vec<_>>(),
@@ -78,7 +84,38 @@ async fn page(
     })))
 }
 
+/// `waiting` (body boolean, or query `true`/`false`): only the chats waiting for a human
+/// agent, oldest `waitingSince` first (CONTRACT §7.2).
+fn waiting(body: Option<&Fields<'_>>, query: &HashMap<String, String>) -> Result<bool, WireError> {
+    if let Some(f) = body
+        && let Some(w) = f.opt_bool("waiting")?
+    {
+        return Ok(w);
+    }
+    match query.get("waiting").map(String::as_str) {
+        None | Some("") | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(WireError::new(
+            ErrorCode::InvalidField,
+            format!("`waiting` must be true or false, got `{v}`"),
+        )),
+    }
+}
+
 /// The chats a caller's list holds: its own, or the whole org's for an admin (or auth off).
+/// A human agent's queue (`waiting`) holds the whole org's waiting chats.
+fn list_scope(
+    caller: &Caller,
+    who: &Identity,
+    body: Option<&Fields<'_>>,
+    query: &HashMap<String, String>,
+) -> Result<ChatScope, WireError> {
+    if who.is_human_agent() && waiting(body, query)? {
+        return Ok(ChatScope::Org);
+    }
+    Ok(scope_of(caller, who))
+}
+
 fn scope_of(caller: &Caller, who: &Identity) -> ChatScope {
     if caller.principal.is_none() || who.admin {
         ChatScope::Org
@@ -95,7 +132,8 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let f = Fields::new("list chats", &body)?;
     let who = identify(&caller, Some(&f), &q)?;
-    page(&face, &who.org, scope_of(&caller, &who), Some(&f), &q).await
+    let scope = list_scope(&caller, &who, Some(&f), &q)?;
+    page(&face, &who.org, scope, Some(&f), &q).await
 }
 
 pub async fn list_get(
@@ -104,7 +142,8 @@ pub async fn list_get(
     Query(q): Q,
 ) -> ApiResult<Json<Value>> {
     let who = identify(&caller, None, &q)?;
-    page(&face, &who.org, scope_of(&caller, &who), None, &q).await
+    let scope = list_scope(&caller, &who, None, &q)?;
+    page(&face, &who.org, scope, None, &q).await
 }
 
 /// Another user's list is for admins only (with auth on).
@@ -197,8 +236,10 @@ pub async fn messages(
     let has_more = events.len() > limit;
     events.truncate(limit);
     let next_after = events.last().map(|e| e.seq).unwrap_or(after);
+    let mut messages = json!(events.iter().filter_map(chat_message).collect::<Vec<_>>());
+    crate::realtime::add_reactions(&face.core, &key, &mut messages).await?;
     Ok(Json(json!({
-        "messages": events.iter().filter_map(chat_message).collect::<Vec<_>>(),
+        "messages": messages,
         "hasMore": has_more,
         "nextAfter": next_after,
     })))

@@ -109,16 +109,24 @@ pub fn identify(
     };
     let org = pick("orgId")?;
     let user = pick("userId")?;
+    // Seed 002 names the client type on `/stream`; a POST may name it too (CONTRACT §7.1).
+    let hint = match body {
+        Some(f) => f.opt_str("clientType")?,
+        None => None,
+    }
+    .or_else(|| query.get("clientType").cloned());
+    let client_type = natter_auth::client_type(caller.principal.as_ref(), hint.as_deref())?;
     match &caller.principal {
         Some(p) => {
             agree(&p.identity.user_id, user.as_deref(), "user")?;
             agree(&p.identity.org, org.as_deref(), "org")?;
-            Ok(p.identity.clone())
+            Ok(p.identity.clone().with_client_type(client_type))
         }
         None => Ok(Identity::new(
             org.unwrap_or_else(|| DEFAULT_ORG.to_owned()),
             user.unwrap_or_else(|| ANONYMOUS_USER.to_owned()),
-        )),
+        )
+        .with_client_type(client_type)),
     }
 }
 

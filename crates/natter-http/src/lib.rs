@@ -2,10 +2,12 @@
 //! - [`aisdk`]: the Vercel AI SDK's `DefaultChatTransport` (UI Message Stream v1 over SSE)
 //!   and `WebSocketChatTransport` (CONTRACT §2);
 //! - [`realtime`]: seed 002's POST + SSE API (`/api/v1/chat/*`, CONTRACT §3);
-//! - [`history`]: chat lists and history REST (`/api/v1/chats`).
+//! - [`history`]: chat lists and history REST (`/api/v1/chats`);
+//! - [`agents`]: the list of agents chats may be bound to (`/api/v1/agents`).
 //!
 //! Each only maps HTTP ⇄ core: no provider or database is called from here.
 
+pub mod agents;
 pub mod aisdk;
 mod body;
 pub mod error;
@@ -108,6 +110,7 @@ pub fn router(core: ChatCore, config: HttpConfig, shutdown: CancellationToken) -
                 .delete(history::delete_chat),
         )
         .route(&format!("{hist}/{{chat}}/messages"), get(history::messages))
+        .route(agents::AGENTS_PATH, get(agents::list))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(face)

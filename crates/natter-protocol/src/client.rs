@@ -31,6 +31,10 @@ pub struct JoinPayload {
     /// When this join creates the chat: the only users who may use it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<String>>,
+    /// When this join creates the chat: the agent (`GET /api/v1/agents`) it is bound to; on
+    /// an existing chat, the one it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
 }
@@ -44,6 +48,68 @@ pub struct LeavePayload {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(type = "string | number", optional))]
     pub chat_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// `handoff:request`: the customer asks for a human agent (CONTRACT §7.2).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffRequestPayload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(type = "string | number", optional))]
+    pub chat_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// `reaction:add` / `reaction:remove`: a reaction on a message (CONTRACT §7.3).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionPayload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(type = "string | number", optional))]
+    pub chat_id: Option<String>,
+    pub message_id: String,
+    /// One emoji: 1-8 Unicode scalar values, at most 32 bytes, no whitespace.
+    pub emoji: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// `chat:end`: ends the chat (its status becomes `closed`); customers get `csat:request`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct ChatEndPayload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(type = "string | number", optional))]
+    pub chat_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// `csat:submit`: the customer's rating of the chat (CONTRACT §7.4).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct CsatSubmitPayload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(type = "string | number", optional))]
+    pub chat_id: Option<String>,
+    /// 1 to 5.
+    pub rating: u8,
+    /// At most 2,000 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
 }
@@ -210,6 +276,7 @@ mod tests {
             last_seq: Some(7),
             epoch: Some("e".into()),
             members: Some(vec!["u1".into(), "u2".into()]),
+            agent_id: Some("support".into()),
             trace_id: Some("t".into()),
         };
         let r = JoinRequest::parse("chat:join", &wire(&p)).unwrap();
@@ -219,6 +286,7 @@ mod tests {
         assert_eq!(r.last_seq, p.last_seq);
         assert_eq!(r.epoch, p.epoch);
         assert_eq!(r.members, p.members);
+        assert_eq!(r.agent_id, p.agent_id);
     }
 
     #[test]

@@ -57,6 +57,19 @@ event_keys! {
     DiscoveryRequest => "discoveryRequest", "meta:events:request";
     DiscoveryResponse => "discoveryResponse", "meta:events:response";
     ServerError => "serverError", "error";
+    HandoffRequest => "handoffRequest", "handoff:request";
+    HandoffUpdate => "handoffUpdate", "handoff:update";
+    ReactionAdd => "reactionAdd", "reaction:add";
+    ReactionRemove => "reactionRemove", "reaction:remove";
+    ReactionUpdate => "reactionUpdate", "reaction:update";
+    ChatEnd => "chatEnd", "chat:end";
+    CsatSubmit => "csatSubmit", "csat:submit";
+    CsatRequest => "csatRequest", "csat:request";
+    CsatSubmitted => "csatSubmitted", "csat:submitted";
+    ChatUpdated => "chatUpdated", "chat:updated";
+    ChatEnded => "chatEnded", "chat:ended";
+    ChatDeleted => "chatDeleted", "chat:deleted";
+    MessageSuperseded => "messageSuperseded", "message:superseded";
 }
 
 /// The keys a client sends (server-bound). The others are emitted by the server.
@@ -71,6 +84,11 @@ pub const CLIENT_TO_SERVER: &[EventKey] = &[
     EventKey::ToolResultIn,
     EventKey::AuthRefresh,
     EventKey::DiscoveryRequest,
+    EventKey::HandoffRequest,
+    EventKey::ReactionAdd,
+    EventKey::ReactionRemove,
+    EventKey::ChatEnd,
+    EventKey::CsatSubmit,
 ];
 
 /// Error from building an [`EventNames`] map out of configuration.
@@ -183,7 +201,7 @@ mod tests {
     #[test]
     fn defaults_cover_every_key() {
         let names = EventNames::default();
-        assert_eq!(names.discovery().events.len(), 22);
+        assert_eq!(names.discovery().events.len(), EventKey::ALL.len());
         assert_eq!(names.name(EventKey::AiToken), "ai:token");
         assert_eq!(names.inbound("user:message"), Some(EventKey::UserMessage));
         // The read receipt shares its name in both directions; inbound it is markRead.

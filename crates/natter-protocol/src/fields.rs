@@ -32,6 +32,37 @@ pub fn check_id_field(event: &str, field: &str, value: &str) -> Result<(), WireE
     Ok(())
 }
 
+/// A CSAT `rating`: a required integer (its range is the core's to check). `4.0` counts as
+/// 4; `4.5`, a string or a boolean is `invalid_field`.
+pub fn req_rating(event: &str, v: &Value) -> Result<i64, WireError> {
+    match v.get("rating") {
+        None | Some(Value::Null) => Err(WireError::new(
+            ErrorCode::MissingField,
+            format!("{event}: `rating` is required"),
+        )),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e9)
+                    .map(|f| f as i64)
+            })
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::InvalidField,
+                    format!("{event}: `rating` must be an integer from 1 to 5, got {n}"),
+                )
+            }),
+        Some(other) => Err(WireError::new(
+            ErrorCode::InvalidField,
+            format!(
+                "{event}: `rating` must be an integer from 1 to 5, got {}",
+                type_name(other)
+            ),
+        )),
+    }
+}
+
 /// A JSON object being validated.
 pub struct Fields<'a> {
     event: &'a str,

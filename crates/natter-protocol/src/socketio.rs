@@ -42,6 +42,8 @@ pub struct JoinRequest {
     pub epoch: Option<String>,
     /// When this join creates the chat: the users who may use it (a members-only chat).
     pub members: Option<Vec<String>>,
+    /// When this join creates the chat: the agent it is bound to (CONTRACT §7.5).
+    pub agent_id: Option<String>,
 }
 
 /// Most user ids in a chat's member list.
@@ -59,6 +61,7 @@ impl JoinRequest {
                 Some(_) => Some(f.req_id_list("members", MAX_MEMBERS)?),
                 None => None,
             },
+            agent_id: f.opt_id("agentId")?,
         })
     }
 }
@@ -217,7 +220,8 @@ pub struct ChatMessageEvent {
     pub chat_id: String,
     pub message_id: String,
     pub user_id: String,
-    #[cfg_attr(test, ts(type = "\"user\""))]
+    /// `humanAgent` for a human agent's message (CONTRACT §7.2).
+    #[cfg_attr(test, ts(type = "\"user\" | \"humanAgent\""))]
     pub role: Cow<'static, str>,
     pub text: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -228,6 +232,9 @@ pub struct ChatMessageEvent {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The message's reactions (CONTRACT §7.3), in the join ack's `messages` when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactions: Option<Vec<ReactionWire>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -260,6 +267,9 @@ pub struct AiMessageEvent {
     pub seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The message's reactions (CONTRACT §7.3), in the join ack's `messages` when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactions: Option<Vec<ReactionWire>>,
 }
 
 /// Either message shape, for the join ack's `messages`.
@@ -269,6 +279,22 @@ pub struct AiMessageEvent {
 pub enum HistoryMessage {
     User(ChatMessageEvent),
     Assistant(AiMessageEvent),
+}
+
+impl HistoryMessage {
+    pub fn message_id(&self) -> &str {
+        match self {
+            Self::User(m) => &m.message_id,
+            Self::Assistant(m) => &m.message_id,
+        }
+    }
+
+    pub fn set_reactions(&mut self, reactions: Vec<ReactionWire>) {
+        match self {
+            Self::User(m) => m.reactions = Some(reactions),
+            Self::Assistant(m) => m.reactions = Some(reactions),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -333,6 +359,11 @@ pub struct AiToolCallEvent {
     pub seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// `true` on a client-run call sent again after a `chat:join` without `lastSeq` because
+    /// it still waits for an answer: its `seq` is at or below the join ack's, and a client
+    /// applies it anyway (it is not in the ack's `messages`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<bool>,
 }
 
 /// `ai:tool_result`: a tool call's outcome (exactly one of `result` and `error`).
@@ -470,6 +501,265 @@ impl From<&WireError> for ErrorAck {
     }
 }
 
+/// `handoff:update` (CONTRACT §7.2): a chat's handoff state after a durable change
+/// (`human_agent_requested`, `human_agent_joined`, `human_agent_left`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffUpdateEvent {
+    pub chat_id: String,
+    pub is_waiting_for_agent: bool,
+    pub human_agent_engaged: bool,
+    pub ai_engaged: bool,
+    /// The agent who joined or left (absent for a request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// What happened: `human_agent_requested`, `human_agent_joined` or `human_agent_left`.
+    #[cfg_attr(
+        test,
+        ts(type = "\"human_agent_requested\" | \"human_agent_joined\" | \"human_agent_left\"")
+    )]
+    pub reason: Cow<'static, str>,
+    /// Epoch ms since the chat waits for an agent, while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<i64>,
+    pub seq: u64,
+}
+
+/// The ack of `handoff:request`: the chat's handoff state (`seq` is the request's event, or
+/// the chat's head when it was already waiting).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffAck {
+    #[cfg_attr(test, ts(type = "true"))]
+    pub ok: bool,
+    pub chat_id: String,
+    pub is_waiting_for_agent: bool,
+    pub human_agent_engaged: bool,
+    pub ai_engaged: bool,
+    pub seq: u64,
+}
+
+/// `reaction:add` / `reaction:remove` (CONTRACT §7.3): `{chatId?, messageId, emoji}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReactionRequest {
+    pub common: Common,
+    pub message_id: String,
+    /// Checked by the core (one emoji; empty is `missing_field`).
+    pub emoji: String,
+}
+
+impl ReactionRequest {
+    pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        let common = Common::read(&f)?;
+        let message_id = f.req_id("messageId")?;
+        crate::fields::check_id_field(event, "messageId", &message_id)?;
+        Ok(Self {
+            common,
+            message_id,
+            emoji: f.req_text("emoji")?,
+        })
+    }
+}
+
+/// `chat:end {chatId?, reason?}` (CONTRACT §7.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatEndRequest {
+    pub common: Common,
+    pub reason: Option<String>,
+}
+
+/// Longest `reason` of a `chat:end`, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+impl ChatEndRequest {
+    pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        let common = Common::read(&f)?;
+        let reason = f.opt_str("reason")?;
+        if let Some(r) = &reason
+            && r.len() > MAX_REASON_BYTES
+        {
+            return Err(WireError::new(
+                crate::ErrorCode::TooLarge,
+                format!("{event}: `reason` has at most {MAX_REASON_BYTES} bytes"),
+            ));
+        }
+        Ok(Self { common, reason })
+    }
+}
+
+/// `csat:submit {chatId?, rating, comment?}` (CONTRACT §7.4). The range of `rating` and the
+/// length of `comment` are checked by the core, the same for every face.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsatSubmitRequest {
+    pub common: Common,
+    pub rating: i64,
+    pub comment: Option<String>,
+}
+
+impl CsatSubmitRequest {
+    pub fn parse(event: &str, v: &Value) -> Result<Self, WireError> {
+        let f = Fields::new(event, v)?;
+        let common = Common::read(&f)?;
+        let rating = crate::fields::req_rating(event, v)?;
+        Ok(Self {
+            common,
+            rating,
+            comment: f.opt_str("comment")?,
+        })
+    }
+}
+
+/// One emoji reaction (seed 002's `EmojiReaction`; `createdAt` ISO 8601 on this face).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionWire {
+    pub emoji: String,
+    pub user_id: String,
+    pub created_at: String,
+}
+
+/// `reaction:update`: a message's whole reaction list after a reaction was added or removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionUpdateEvent {
+    pub chat_id: String,
+    pub message_id: String,
+    pub reactions: Vec<ReactionWire>,
+    /// Who added or removed a reaction, and which.
+    pub user_id: String,
+    pub emoji: String,
+    pub added: bool,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// The ack of `reaction:add` / `reaction:remove`: the message's list now. `changed: false`
+/// (and no `seq`) when nothing changed: the reaction was already there, or not there to
+/// remove; no event was logged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionAck {
+    #[cfg_attr(test, ts(type = "true"))]
+    pub ok: bool,
+    pub chat_id: String,
+    pub message_id: String,
+    pub reactions: Vec<ReactionWire>,
+    pub changed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// The ack of `chat:end` and `csat:submit`: the `seq` of the event logged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct SeqAck {
+    #[cfg_attr(test, ts(type = "true"))]
+    pub ok: bool,
+    pub chat_id: String,
+    pub seq: u64,
+}
+
+/// `csat:request`: a customer is asked to rate the chat that just ended (CONTRACT §7.4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct CsatRequestEvent {
+    pub chat_id: String,
+    /// The `seq` of the `chat:ended` that asked.
+    pub seq: u64,
+}
+
+/// `csat:submitted`: a member's CSAT answer was stored (a later one replaces it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct CsatSubmittedEvent {
+    pub chat_id: String,
+    pub user_id: String,
+    pub rating: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub submitted_at: String,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// `chat:updated`: the chat was renamed and/or (un)pinned (history `PATCH`). Absent fields
+/// did not change; `title: ""` cleared it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct ChatUpdatedEvent {
+    pub chat_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    pub seq: u64,
+}
+
+/// `chat:ended`: the chat was ended (`chat:end`, seed 002 `/end`); its status is `closed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct ChatEndedEvent {
+    pub chat_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub seq: u64,
+}
+
+/// `chat:deleted`: the chat and its log are gone; the socket is taken out of it. No `seq`
+/// (the log it would belong to no longer exists).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct ChatDeletedEvent {
+    pub chat_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<String>,
+}
+
+/// `message:superseded`: an assistant message was regenerated; it leaves history and the
+/// turn `requestId` (which follows) replaces it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct MessageSupersededEvent {
+    pub chat_id: String,
+    pub message_id: String,
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+    pub seq: u64,
+}
+
 /// `{ok: true}` for events that return nothing else.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(test, derive(ts_rs::TS))]
@@ -547,6 +837,54 @@ pub struct MarkReadAck {
 mod tests {
     use super::*;
     use crate::ErrorCode;
+
+    #[test]
+    fn reaction_end_and_csat_requests() {
+        let r = ReactionRequest::parse(
+            "reaction:add",
+            &serde_json::json!({"chatId": 7, "messageId": 12, "emoji": "👍"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.common.chat_id.as_deref(),
+                r.message_id.as_str(),
+                r.emoji.as_str()
+            ),
+            (Some("7"), "12", "👍")
+        );
+        let e = ReactionRequest::parse("reaction:add", &serde_json::json!({"messageId": "m"}));
+        assert_eq!(e.unwrap_err().code, ErrorCode::MissingField);
+        let e = ReactionRequest::parse(
+            "reaction:add",
+            &serde_json::json!({"messageId": "m", "emoji": 1}),
+        );
+        assert_eq!(e.unwrap_err().code, ErrorCode::InvalidField);
+
+        let c = CsatSubmitRequest::parse("csat:submit", &serde_json::json!({"rating": 4.0}));
+        assert_eq!(c.unwrap().rating, 4);
+        for (v, code) in [
+            (serde_json::json!({}), ErrorCode::MissingField),
+            (serde_json::json!({"rating": null}), ErrorCode::MissingField),
+            (serde_json::json!({"rating": 4.5}), ErrorCode::InvalidField),
+            (serde_json::json!({"rating": "4"}), ErrorCode::InvalidField),
+            (
+                serde_json::json!({"rating": 1e300}),
+                ErrorCode::InvalidField,
+            ),
+            (
+                serde_json::json!({"rating": 4, "comment": []}),
+                ErrorCode::InvalidField,
+            ),
+        ] {
+            let e = CsatSubmitRequest::parse("csat:submit", &v).unwrap_err();
+            assert_eq!(e.code, code, "{v}");
+        }
+        let end = ChatEndRequest::parse("chat:end", &serde_json::json!({"reason": "done"}));
+        assert_eq!(end.unwrap().reason.as_deref(), Some("done"));
+        let e = ChatEndRequest::parse("chat:end", &serde_json::json!({"reason": "x".repeat(2000)}));
+        assert_eq!(e.unwrap_err().code, ErrorCode::TooLarge);
+    }
     use serde_json::json;
 
     #[test]

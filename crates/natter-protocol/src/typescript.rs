@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use ts_rs::TS;
 
 use crate::ErrorBody;
+use crate::client::HandoffRequestPayload;
 use crate::client::{
     AbortPayload, AuthRefreshPayload, ClientTool, DiscoveryRequestPayload, JoinPayload,
     LeavePayload, MarkReadPayload, ToolResultPayload, TypingPayload, UserMessagePayload,
 };
+use crate::client::{ChatEndPayload, CsatSubmitPayload, ReactionPayload};
 use crate::events::{CLIENT_TO_SERVER, DiscoveryResponse, EventKey};
 use crate::socketio::{
     AbortAck, AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, AiToolCallEvent,
@@ -21,6 +23,11 @@ use crate::socketio::{
     JoinAck, MarkReadAck, MessageReadEvent, OkAck, PresenceUpdateEvent, ServerErrorEvent,
     TypingUpdateEvent, Usage, UserMessageAck,
 };
+use crate::socketio::{
+    ChatDeletedEvent, ChatEndedEvent, ChatUpdatedEvent, CsatRequestEvent, CsatSubmittedEvent,
+    MessageSupersededEvent, ReactionAck, ReactionUpdateEvent, ReactionWire, SeqAck,
+};
+use crate::socketio::{HandoffAck, HandoffUpdateEvent};
 
 /// JSON numbers: `seq` and the token counts are `u64` in Rust but never exceed 2^53 on the wire.
 fn config() -> ts_rs::Config {
@@ -54,6 +61,18 @@ fn payload_type(key: EventKey) -> String {
         EventKey::ReadReceipt => MessageReadEvent::name(&config()),
         EventKey::DiscoveryResponse => DiscoveryResponse::name(&config()),
         EventKey::ServerError => ServerErrorEvent::name(&config()),
+        EventKey::HandoffRequest => HandoffRequestPayload::name(&config()),
+        EventKey::HandoffUpdate => HandoffUpdateEvent::name(&config()),
+        EventKey::ReactionAdd | EventKey::ReactionRemove => ReactionPayload::name(&config()),
+        EventKey::ReactionUpdate => ReactionUpdateEvent::name(&config()),
+        EventKey::ChatEnd => ChatEndPayload::name(&config()),
+        EventKey::CsatSubmit => CsatSubmitPayload::name(&config()),
+        EventKey::CsatRequest => CsatRequestEvent::name(&config()),
+        EventKey::CsatSubmitted => CsatSubmittedEvent::name(&config()),
+        EventKey::ChatUpdated => ChatUpdatedEvent::name(&config()),
+        EventKey::ChatEnded => ChatEndedEvent::name(&config()),
+        EventKey::ChatDeleted => ChatDeletedEvent::name(&config()),
+        EventKey::MessageSuperseded => MessageSupersededEvent::name(&config()),
     }
 }
 
@@ -66,6 +85,9 @@ fn ack_type(key: EventKey) -> String {
         EventKey::MarkRead => MarkReadAck::name(&config()),
         EventKey::AuthRefresh => AuthRefreshAck::name(&config()),
         EventKey::DiscoveryRequest => DiscoveryAck::name(&config()),
+        EventKey::HandoffRequest => HandoffAck::name(&config()),
+        EventKey::ReactionAdd | EventKey::ReactionRemove => ReactionAck::name(&config()),
+        EventKey::ChatEnd | EventKey::CsatSubmit => SeqAck::name(&config()),
         _ => OkAck::name(&config()),
     }
 }
@@ -83,6 +105,10 @@ fn declarations() -> Vec<String> {
         ToolResultPayload::decl(&config()),
         AuthRefreshPayload::decl(&config()),
         DiscoveryRequestPayload::decl(&config()),
+        HandoffRequestPayload::decl(&config()),
+        ReactionPayload::decl(&config()),
+        ChatEndPayload::decl(&config()),
+        CsatSubmitPayload::decl(&config()),
         // Server → client.
         ChatMessageEvent::decl(&config()),
         Usage::decl(&config()),
@@ -98,6 +124,15 @@ fn declarations() -> Vec<String> {
         AiTokenEvent::decl(&config()),
         ServerErrorEvent::decl(&config()),
         DiscoveryResponse::decl(&config()),
+        HandoffUpdateEvent::decl(&config()),
+        ReactionWire::decl(&config()),
+        ReactionUpdateEvent::decl(&config()),
+        CsatRequestEvent::decl(&config()),
+        CsatSubmittedEvent::decl(&config()),
+        ChatUpdatedEvent::decl(&config()),
+        ChatEndedEvent::decl(&config()),
+        ChatDeletedEvent::decl(&config()),
+        MessageSupersededEvent::decl(&config()),
         // Acks.
         ErrorBody::decl(&config()),
         ErrorAck::decl(&config()),
@@ -108,6 +143,9 @@ fn declarations() -> Vec<String> {
         MarkReadAck::decl(&config()),
         AuthRefreshAck::decl(&config()),
         DiscoveryAck::decl(&config()),
+        HandoffAck::decl(&config()),
+        ReactionAck::decl(&config()),
+        SeqAck::decl(&config()),
     ]
 }
 

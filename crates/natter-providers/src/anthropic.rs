@@ -278,15 +278,23 @@ impl Parser {
                         }
                         Block::Text
                     }
-                    "tool_use" => Block::ToolUse {
-                        id: str_of("id").to_owned(),
-                        name: str_of("name").to_owned(),
-                        json: String::new(),
-                        start_input: block
-                            .get("input")
-                            .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()))
-                            .cloned(),
-                    },
+                    "tool_use" => {
+                        let id = call_id(str_of("id"), index);
+                        // Its input streams as it comes (`input_json_delta`), then whole.
+                        events.push(ProviderEvent::ToolCallStart {
+                            id: id.clone(),
+                            name: str_of("name").to_owned(),
+                        });
+                        Block::ToolUse {
+                            id,
+                            name: str_of("name").to_owned(),
+                            json: String::new(),
+                            start_input: block
+                                .get("input")
+                                .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()))
+                                .cloned(),
+                        }
+                    }
                     _ => Block::Other,
                 };
                 self.blocks.insert(index, b);
@@ -306,8 +314,14 @@ impl Parser {
                             .get("partial_json")
                             .and_then(Value::as_str)
                             .unwrap_or_default();
-                        if let Some(Block::ToolUse { json, .. }) = self.blocks.get_mut(&index) {
+                        if let Some(Block::ToolUse { id, json, .. }) = self.blocks.get_mut(&index) {
                             json.push_str(part);
+                            if !part.is_empty() {
+                                events.push(ProviderEvent::ToolCallDelta {
+                                    id: id.clone(),
+                                    arguments: part.to_owned(),
+                                });
+                            }
                         }
                     }
                     _ => {}
@@ -315,7 +329,7 @@ impl Parser {
             }
             "content_block_stop" => {
                 if let Some(block) = self.blocks.remove(&index) {
-                    events.extend(tool_call(index, block));
+                    events.extend(tool_call(block));
                 }
             }
             "message_delta" => {
@@ -328,8 +342,8 @@ impl Parser {
             }
             "message_stop" => {
                 // Tool blocks never closed still go out whole, before the finish.
-                for (index, block) in std::mem::take(&mut self.blocks) {
-                    events.extend(tool_call(index, block));
+                for block in std::mem::take(&mut self.blocks).into_values() {
+                    events.extend(tool_call(block));
                 }
                 events.push(ProviderEvent::Usage(Usage {
                     prompt_tokens: self.input_tokens,
@@ -379,7 +393,16 @@ impl Parser {
     }
 }
 
-fn tool_call(index: u64, block: Block) -> Option<ProviderEvent> {
+/// The block's id, or one made up from its index when the upstream sent none.
+fn call_id(id: &str, index: u64) -> String {
+    if id.is_empty() {
+        format!("toolu_natter_{index}")
+    } else {
+        id.to_owned()
+    }
+}
+
+fn tool_call(block: Block) -> Option<ProviderEvent> {
     let Block::ToolUse {
         id,
         name,
@@ -395,11 +418,6 @@ fn tool_call(index: u64, block: Block) -> Option<ProviderEvent> {
         input.to_string()
     } else {
         "{}".to_owned()
-    };
-    let id = if id.is_empty() {
-        format!("toolu_natter_{index}")
-    } else {
-        id
     };
     Some(ProviderEvent::ToolCall(ToolCall {
         id,
@@ -500,6 +518,19 @@ mod tests {
     /// Runs a recorded SSE transcript through the parser, as the live stream does: events
     /// until the first error or `message_stop`, then `Cut` if it never came.
     fn run(sse: &str) -> Vec<Result<ProviderEvent, ProviderErrorKind>> {
+        run_all(sse)
+            .into_iter()
+            .filter(|e| {
+                !matches!(
+                    e,
+                    Ok(ProviderEvent::ToolCallStart { .. } | ProviderEvent::ToolCallDelta { .. })
+                )
+            })
+            .collect()
+    }
+
+    /// [`run`] with the streamed call input (`ToolCallStart`, `ToolCallDelta`) too.
+    fn run_all(sse: &str) -> Vec<Result<ProviderEvent, ProviderErrorKind>> {
         let mut parser = Parser::default();
         let mut out = Vec::new();
         for frame in sse.split("\n\n").filter(|f| !f.trim().is_empty()) {
@@ -637,6 +668,35 @@ data: {"type":"message_stop"}
                 })),
                 usage(472, 89),
                 finish("tool_calls"),
+            ]
+        );
+        // The input also streams as it comes, each call started before its pieces.
+        let streamed: Vec<ProviderEvent> = run_all(sse)
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                matches!(
+                    e,
+                    ProviderEvent::ToolCallStart { .. } | ProviderEvent::ToolCallDelta { .. }
+                )
+            })
+            .collect();
+        let start = |id: &str, name: &str| ProviderEvent::ToolCallStart {
+            id: id.into(),
+            name: name.into(),
+        };
+        let delta = |piece: &str| ProviderEvent::ToolCallDelta {
+            id: "toolu_01".into(),
+            arguments: piece.into(),
+        };
+        assert_eq!(
+            streamed,
+            vec![
+                start("toolu_01", "get_weather"),
+                delta(r#"{"location": "San Fra"#),
+                delta(r#"ncisco, CA", "unit": "fah"#),
+                delta(r#"renheit"}"#),
+                start("toolu_02", "now"),
             ]
         );
     }

@@ -15,7 +15,9 @@
 //! without an id continue the latest call at their index. The legacy single
 //! `delta.function_call` is accepted too. Whole calls are emitted, in order of first
 //! appearance, when the choice's `finish_reason` arrives (or at `[DONE]` if none came), with
-//! made-up ids where the server sent none and `{}` for empty arguments.
+//! made-up ids where the server sent none and `{}` for empty arguments. A call with the
+//! server's own id also streams as it comes: `ToolCallStart` once its id and name are known,
+//! then a `ToolCallDelta` per `arguments` piece.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -181,11 +183,16 @@ struct PartialCall {
     id: Option<String>,
     name: String,
     arguments: String,
+    /// `ToolCallStart` went out (the call has an id and a name), and this many bytes of
+    /// `arguments` went out as `ToolCallDelta`s.
+    started: bool,
+    streamed: usize,
 }
 
 impl ToolCallAssembler {
-    /// One element of `delta.tool_calls`.
-    fn push(&mut self, fragment: &Value) {
+    /// One element of `delta.tool_calls`. Returns what streams out of it: the call's start
+    /// once its id and name are known, and the arguments received since.
+    fn push(&mut self, fragment: &Value) -> Vec<ProviderEvent> {
         let text = |key: &str| {
             fragment
                 .get("function")
@@ -197,16 +204,22 @@ impl ToolCallAssembler {
             fragment.get("id").and_then(Value::as_str),
             text("name"),
             text("arguments"),
-        );
+        )
     }
 
-    /// The legacy `delta.function_call` (one call, no id, no index).
+    /// The legacy `delta.function_call` (one call, no id, no index): it comes whole only.
     fn push_legacy(&mut self, function_call: &Value) {
         let text = |key: &str| function_call.get(key).and_then(Value::as_str);
         self.add(LEGACY_FUNCTION_CALL, None, text("name"), text("arguments"));
     }
 
-    fn add(&mut self, key: u64, id: Option<&str>, name: Option<&str>, arguments: Option<&str>) {
+    fn add(
+        &mut self,
+        key: u64,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+    ) -> Vec<ProviderEvent> {
         let id = id.filter(|s| !s.is_empty());
         let name = name.filter(|s| !s.is_empty());
         let arguments = arguments.unwrap_or_default();
@@ -222,7 +235,7 @@ impl ToolCallAssembler {
         let i = match current {
             Some(i) => i,
             // An empty fragment (some servers send them) starts nothing.
-            None if id.is_none() && name.is_none() && arguments.is_empty() => return,
+            None if id.is_none() && name.is_none() && arguments.is_empty() => return Vec::new(),
             None => {
                 self.calls.push(PartialCall::default());
                 self.latest.insert(key, self.calls.len() - 1);
@@ -240,6 +253,27 @@ impl ToolCallAssembler {
             call.name.push_str(name);
         }
         call.arguments.push_str(arguments);
+        // Only a call with the upstream's own id streams: a made-up one is given at the end,
+        // and an id arriving late would not match it.
+        let mut out = Vec::new();
+        let Some(id) = call.id.clone() else {
+            return out;
+        };
+        if !call.started && !call.name.is_empty() {
+            call.started = true;
+            out.push(ProviderEvent::ToolCallStart {
+                id: id.clone(),
+                name: call.name.clone(),
+            });
+        }
+        if call.started && call.arguments.len() > call.streamed {
+            out.push(ProviderEvent::ToolCallDelta {
+                id,
+                arguments: call.arguments[call.streamed..].to_owned(),
+            });
+            call.streamed = call.arguments.len();
+        }
+        out
     }
 
     /// The assembled calls, in order of first appearance; the assembler is empty afterwards.
@@ -336,7 +370,7 @@ fn parse_chunk(data: &str, calls: &mut ToolCallAssembler) -> Result<Chunk, Provi
                 .and_then(Value::as_array)
             {
                 for fragment in fragments {
-                    calls.push(fragment);
+                    events.extend(calls.push(fragment));
                 }
             }
             if let Some(function_call) = choice
@@ -399,7 +433,12 @@ fn keep_after_finish(item: &Result<ProviderEvent, ProviderError>, finished: &mut
     match item {
         Ok(ProviderEvent::Finish(_)) => !std::mem::replace(finished, true),
         Ok(ProviderEvent::Usage(_)) | Err(_) => true,
-        Ok(ProviderEvent::TextDelta(_) | ProviderEvent::ToolCall(_)) => !*finished,
+        Ok(
+            ProviderEvent::TextDelta(_)
+            | ProviderEvent::ToolCall(_)
+            | ProviderEvent::ToolCallStart { .. }
+            | ProviderEvent::ToolCallDelta { .. },
+        ) => !*finished,
     }
 }
 
@@ -556,8 +595,67 @@ mod tests {
         out
     }
 
+    /// Streamed call input (`ToolCallStart`, `ToolCallDelta`) is not whole output.
+    fn is_streamed(e: &ProviderEvent) -> bool {
+        matches!(
+            e,
+            ProviderEvent::ToolCallStart { .. } | ProviderEvent::ToolCallDelta { .. }
+        )
+    }
+
+    /// The whole events (see [`streamed`] for the rest).
     fn events(sse: &str) -> Vec<ProviderEvent> {
-        run(sse).into_iter().map(Result::unwrap).collect()
+        let all = run(sse).into_iter().map(Result::unwrap);
+        all.filter(|e| !is_streamed(e)).collect()
+    }
+
+    /// The call input events only.
+    fn streamed(sse: &str) -> Vec<ProviderEvent> {
+        let all = run(sse).into_iter().map(Result::unwrap);
+        all.filter(is_streamed).collect()
+    }
+
+    fn start(id: &str, name: &str) -> ProviderEvent {
+        ProviderEvent::ToolCallStart {
+            id: id.into(),
+            name: name.into(),
+        }
+    }
+
+    fn delta(id: &str, arguments: &str) -> ProviderEvent {
+        ProviderEvent::ToolCallDelta {
+            id: id.into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    #[test]
+    fn call_input_streams_by_id_before_the_whole_call() {
+        assert_eq!(
+            streamed(OPENAI_SINGLE),
+            vec![
+                start("call_Xk9", "get_weather"),
+                delta("call_Xk9", "{\""),
+                delta("call_Xk9", "location"),
+                delta("call_Xk9", "\":\""),
+                delta("call_Xk9", "Paris"),
+                delta("call_Xk9", ", France\"}"),
+            ]
+        );
+        let all: Vec<ProviderEvent> = run(OPENAI_SINGLE).into_iter().map(Result::unwrap).collect();
+        let whole = all
+            .iter()
+            .position(|e| matches!(e, ProviderEvent::ToolCall(_)));
+        let last_delta = all.iter().rposition(is_streamed);
+        assert!(
+            last_delta < whole,
+            "the whole call comes after its input: {all:?}"
+        );
+        assert!(natter_core::provider::check_stream(&run(OPENAI_SINGLE)).is_ok());
+        // Calls without an id of their own (made up at the end) come whole only.
+        let no_id = r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"type":"function","function":{"name":"now","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}
+"#;
+        assert!(streamed(no_id).is_empty());
     }
 
     fn call(id: &str, name: &str, arguments: &str) -> ProviderEvent {
@@ -1051,6 +1149,7 @@ data: {"choices":[{"index":0,"delta":{"content":"after the end"}}]}
             .unwrap();
         let stream = provider.stream(request_with_tools()).await.unwrap();
         let got: Vec<ProviderEvent> = stream.map(Result::unwrap).collect().await;
+        let got: Vec<ProviderEvent> = got.into_iter().filter(|e| !is_streamed(e)).collect();
         assert_eq!(
             got,
             vec![

@@ -106,7 +106,8 @@ pub struct Settings {
     /// Messages of context sent to the model [default: 40].
     #[arg(long, env = "NATTER_CONTEXT_MAX_MESSAGES")]
     pub context_max_messages: Option<usize>,
-    /// Bytes of context text sent to the model [default: 32768].
+    /// Bytes of context text (with earlier tool arguments and results) sent to the model
+    /// [default: 32768].
     #[arg(long, env = "NATTER_CONTEXT_MAX_BYTES")]
     pub context_max_bytes: Option<usize>,
     /// Messages in the join ack [default: 50].
@@ -115,6 +116,10 @@ pub struct Settings {
     /// `every_message` (default) or `off`.
     #[arg(long, env = "NATTER_AI_MODE")]
     pub ai_mode: Option<String>,
+    /// Ask customers to rate a chat when it ends (`csat:request`, SSE `show_csat_survey`):
+    /// `on` or `off` [default: on].
+    #[arg(long, env = "NATTER_CSAT")]
+    pub csat: Option<String>,
     /// Packets buffered per socket before the server waits for it, at most 1048576 [default: 256].
     #[arg(long, env = "NATTER_SOCKET_BUFFER")]
     pub socket_buffer: Option<usize>,
@@ -175,6 +180,15 @@ pub struct Settings {
     /// JSON Schema): tools a member of the chat runs (`executor: "client"`).
     #[arg(skip)]
     pub client_tools: Option<Vec<ClientToolSetting>>,
+    /// In the TOML file: `[[providers]]` with `name`, `kind` (`openai`, `anthropic` or
+    /// `demo`), `base_url` and `api_key_env` (the environment variable holding its key):
+    /// more LLM endpoints, for agents to name.
+    #[arg(skip)]
+    pub providers: Option<Vec<ProviderSetting>>,
+    /// In the TOML file: `[[agents]]` with `id`, `name`, `description`, `system_prompt`,
+    /// `provider`, `model`, `tools` and `temperature`: named assistants a chat is bound to.
+    #[arg(skip)]
+    pub agents: Option<Vec<AgentSetting>>,
     /// Rename a Socket.IO event: `--event-name userMessage=msg:send` (repeatable).
     #[arg(
         long = "event-name",
@@ -270,6 +284,49 @@ pub struct ClientToolSetting {
     pub parameters: Option<serde_json::Value>,
 }
 
+/// An extra LLM endpoint declared in the TOML file (`[[providers]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSetting {
+    /// What agents call it by (`provider = "…"`).
+    pub name: String,
+    /// `openai` (any OpenAI-compatible endpoint), `anthropic` or `demo`.
+    pub kind: String,
+    /// [default: the kind's public API]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The environment variable holding its API key [default: the kind's usual one,
+    /// OPENAI_API_KEY / ANTHROPIC_API_KEY]. Keys are never written in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+/// A named assistant declared in the TOML file (`[[agents]]`, CONTRACT §7.5).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSetting {
+    /// What a chat is bound by (`metadata.agentId`, `chat:join {agentId}`, AI SDK `agentId`).
+    pub id: String,
+    /// Shown in lists; seed 002 may bind by it (`metadata.agentName`).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub system_prompt: String,
+    /// A `[[providers]]` name, or `openai` / `anthropic` / `local` / `demo` (that kind with
+    /// the server's own settings) [default: the server's provider].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// [default: the server's model on the server's provider, else the kind's default]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Names of the server's tools (`tools`, `[[client_tools]]`) it may call [default: all].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    /// Sampling temperature, 0 to 2 [default: the provider's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
 macro_rules! layer {
     ($self:ident, $other:ident, $($field:ident),*) => {
         Settings { $($field: $self.$field.or($other.$field)),* }
@@ -305,6 +362,7 @@ impl Settings {
             context_max_bytes,
             join_history,
             ai_mode,
+            csat,
             socket_buffer,
             bus_capacity,
             bus,
@@ -322,6 +380,8 @@ impl Settings {
             max_steps,
             client_tool_timeout_secs,
             client_tools,
+            providers,
+            agents,
             event_name,
             event_names,
             auth,
@@ -495,6 +555,11 @@ pub struct ServerConfig {
     pub bus: String,
     pub shutdown_grace: Duration,
     pub tools: ToolsConfig,
+    /// Providers agents name besides the server's own (`[[providers]]`, and built-in kinds
+    /// other than the server's); each is built once at startup.
+    pub providers: Vec<ProviderSpec>,
+    /// Named assistants (`[[agents]]`); empty: the server's own settings are the one agent.
+    pub agents: Vec<AgentConfig>,
     pub auth_mode: AuthMode,
     /// Browser origins allowed; empty: any.
     pub allowed_origins: Vec<String>,
@@ -642,6 +707,259 @@ fn tools_config(
     Ok(cfg)
 }
 
+/// One provider besides the server's own, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSpec {
+    /// The name agents use: a `[[providers]]` name, or a built-in kind's name.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// The API's base URL (unused by `local` and `demo`).
+    pub base_url: String,
+    pub api_key: Option<String>,
+    /// The `api_key_env` it was declared with (for `--print-config`).
+    pub api_key_env: Option<String>,
+    /// Declared in `[[providers]]` (else a built-in kind on the server's settings).
+    pub declared: bool,
+}
+
+/// One agent, resolved: `provider` is `None` for the server's own provider, else the name
+/// of one of [`ServerConfig::providers`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub system_prompt: String,
+    pub provider: Option<String>,
+    /// The model its turns ask for.
+    pub model: String,
+    pub tools: Option<Vec<String>>,
+    pub temperature: Option<f32>,
+}
+
+const BUILT_IN_PROVIDERS: [&str; 4] = ["openai", "anthropic", "local", "demo"];
+
+/// Whether `s` is usable as an id or name in the file: 1-128 characters, no control
+/// characters, not only whitespace.
+fn plain_name(s: &str) -> bool {
+    !s.trim().is_empty() && s.chars().count() <= 128 && !s.chars().any(char::is_control)
+}
+
+/// Resolves `[[providers]]` and `[[agents]]`: every provider an agent names exists, every
+/// tool it names is one of the server's, and ids are unique.
+#[allow(clippy::too_many_arguments)]
+fn agents_config(
+    providers: Option<Vec<ProviderSetting>>,
+    agents: Option<Vec<AgentSetting>>,
+    server: ProviderKind,
+    server_model: &str,
+    keys: &ApiKeys,
+    openai_base_url: &str,
+    anthropic_base_url: &str,
+    local_model: &LocalModelConfig,
+    tools: &ToolsConfig,
+) -> anyhow::Result<(Vec<ProviderSpec>, Vec<AgentConfig>)> {
+    let mut declared: Vec<ProviderSpec> = Vec::new();
+    for p in providers.unwrap_or_default() {
+        let name = p.name.trim().to_owned();
+        if !plain_name(&name) {
+            bail!("providers: a provider needs a `name` (1-128 characters)");
+        }
+        if BUILT_IN_PROVIDERS.contains(&name.as_str()) {
+            bail!(
+                "providers: `{name}` is a built-in provider name (openai, anthropic, local, demo); give this one another name"
+            );
+        }
+        if declared.iter().any(|d| d.name == name) {
+            bail!("providers: two providers are named `{name}`");
+        }
+        let kind = match p.kind.as_str() {
+            "openai" => ProviderKind::OpenAi,
+            "anthropic" => ProviderKind::Anthropic,
+            "demo" => ProviderKind::Demo,
+            "local" => bail!(
+                "provider `{name}`: kind `local` is the server's one local model; agents name it as provider = \"local\""
+            ),
+            other => bail!(
+                "provider `{name}`: kind must be `openai`, `anthropic` or `demo`, got `{other}`"
+            ),
+        };
+        let default_url = match kind {
+            ProviderKind::Anthropic => DEFAULT_ANTHROPIC_BASE_URL,
+            _ => DEFAULT_OPENAI_BASE_URL,
+        };
+        let base_url = p.base_url.clone().unwrap_or_else(|| default_url.to_owned());
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            bail!("provider `{name}`: base_url must be an http(s) URL, got `{base_url}`");
+        }
+        let api_key = match &p.api_key_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .ok()
+                    .filter(|k| !k.is_empty())
+                    .with_context(|| {
+                        format!(
+                            "provider `{name}`: the environment variable `{var}` (api_key_env) is not set"
+                        )
+                    })?,
+            ),
+            None => match kind {
+                ProviderKind::OpenAi => keys.openai.clone(),
+                ProviderKind::Anthropic => keys.anthropic.clone(),
+                _ => None,
+            },
+        };
+        if kind == ProviderKind::Anthropic
+            && api_key.is_none()
+            && base_url.trim_end_matches('/') == DEFAULT_ANTHROPIC_BASE_URL
+        {
+            bail!(
+                "provider `{name}`: no API key for the Anthropic API (set ANTHROPIC_API_KEY, or api_key_env)"
+            );
+        }
+        declared.push(ProviderSpec {
+            name,
+            kind,
+            base_url,
+            api_key,
+            api_key_env: p.api_key_env,
+            declared: true,
+        });
+    }
+    let mut specs: Vec<ProviderSpec> = declared.clone();
+    let mut out: Vec<AgentConfig> = Vec::new();
+    let mut server_tools: Vec<&str> = Vec::new();
+    if tools.current_time {
+        server_tools.push("current_time");
+    }
+    if tools.http_get_allow.is_some() {
+        server_tools.push("http_get");
+    }
+    server_tools.extend(tools.client.iter().map(|t| t.name.as_str()));
+    let known_providers = || {
+        let mut names: Vec<String> = BUILT_IN_PROVIDERS.iter().map(|s| s.to_string()).collect();
+        names.extend(declared.iter().map(|d| d.name.clone()));
+        names.join(", ")
+    };
+    for a in agents.unwrap_or_default() {
+        let id = a.id.trim().to_owned();
+        if !plain_name(&id) || id.len() > natter_protocol::fields::MAX_ID_BYTES {
+            bail!(
+                "agents: an agent needs an `id` of 1-{} bytes",
+                natter_protocol::fields::MAX_ID_BYTES
+            );
+        }
+        if out.iter().any(|b| b.id == id) {
+            bail!("agents: two agents have the id `{id}`");
+        }
+        if !plain_name(&a.name) {
+            bail!("agent `{id}`: `name` must be 1-128 characters");
+        }
+        if let Some(t) = a.temperature
+            && !(t.is_finite() && (0.0..=2.0).contains(&t))
+        {
+            bail!("agent `{id}`: temperature must be between 0 and 2, got {t}");
+        }
+        if let Some(list) = &a.tools {
+            for t in list {
+                if !server_tools.contains(&t.as_str()) {
+                    bail!(
+                        "agent `{id}`: unknown tool `{t}` (the server's tools: {}; enable built-ins with `tools`, declare client-run ones with [[client_tools]])",
+                        if server_tools.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            server_tools.join(", ")
+                        }
+                    );
+                }
+            }
+        }
+        // Which provider, and its kind (for the default model).
+        let (provider, kind) = match a.provider.as_deref().map(str::trim) {
+            None => (None, server),
+            Some(name) if name == server.as_str() => (None, server),
+            Some(name) => {
+                if let Some(d) = declared.iter().find(|d| d.name == name) {
+                    (Some(name.to_owned()), d.kind)
+                } else {
+                    let kind = match name {
+                        "openai" => ProviderKind::OpenAi,
+                        "anthropic" => ProviderKind::Anthropic,
+                        "local" => ProviderKind::Local,
+                        "demo" => ProviderKind::Demo,
+                        other => bail!(
+                            "agent `{id}`: unknown provider `{other}` (known: {}; declare more with [[providers]])",
+                            known_providers()
+                        ),
+                    };
+                    if !specs.iter().any(|s| s.name == name) {
+                        let (base_url, api_key) = match kind {
+                            ProviderKind::OpenAi => {
+                                (openai_base_url.to_owned(), keys.openai.clone())
+                            }
+                            ProviderKind::Anthropic => {
+                                (anthropic_base_url.to_owned(), keys.anthropic.clone())
+                            }
+                            _ => (String::new(), None),
+                        };
+                        if kind == ProviderKind::Anthropic
+                            && api_key.is_none()
+                            && base_url.trim_end_matches('/') == DEFAULT_ANTHROPIC_BASE_URL
+                        {
+                            bail!(
+                                "agent `{id}`: provider `anthropic` needs ANTHROPIC_API_KEY (or --anthropic-base-url to a local endpoint)"
+                            );
+                        }
+                        if kind == ProviderKind::Local && !local_model.path.is_file() {
+                            bail!(
+                                "agent `{id}`: provider `local`: no model file at {} (run `natter model pull`)",
+                                local_model.path.display()
+                            );
+                        }
+                        specs.push(ProviderSpec {
+                            name: name.to_owned(),
+                            kind,
+                            base_url,
+                            api_key,
+                            api_key_env: None,
+                            declared: false,
+                        });
+                    }
+                    (Some(name.to_owned()), kind)
+                }
+            }
+        };
+        let model = match (&a.model, &provider) {
+            (Some(m), _) => m.clone(),
+            (None, None) => server_model.to_owned(),
+            (None, Some(_)) => default_model(kind),
+        };
+        out.push(AgentConfig {
+            id,
+            name: a.name,
+            description: a.description.filter(|d| !d.is_empty()),
+            system_prompt: a.system_prompt,
+            provider,
+            model,
+            tools: a.tools,
+            temperature: a.temperature,
+        });
+    }
+    // Only providers some agent uses are built.
+    specs.retain(|s| out.iter().any(|a| a.provider.as_deref() == Some(&s.name)) || s.declared);
+    Ok((specs, out))
+}
+
+/// The model a provider kind uses when nothing names one.
+fn default_model(kind: ProviderKind) -> String {
+    match kind {
+        ProviderKind::Demo => "demo".into(),
+        ProviderKind::Local => "SmolLM2-135M-Instruct".into(),
+        ProviderKind::OpenAi => CoreConfig::default().model,
+        ProviderKind::Anthropic => DEFAULT_ANTHROPIC_MODEL.into(),
+    }
+}
+
 /// A heartbeat setting: at least 50 ms (shorter would be all pings and no chat), at most an hour.
 fn heartbeat_millis(what: &str, v: Option<u64>, default: u64) -> anyhow::Result<Duration> {
     match v.unwrap_or(default) {
@@ -710,6 +1028,8 @@ impl ServerConfig {
         let anthropic_base_url = s
             .anthropic_base_url
             .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.to_owned());
+        // Agents may name the other kinds, with their own keys.
+        let keys_for_agents = keys.clone();
         let api_key = match provider {
             ProviderKind::OpenAi => keys.openai,
             ProviderKind::Anthropic => keys.anthropic,
@@ -739,6 +1059,11 @@ impl ServerConfig {
             None | Some("every_message") => AiMode::EveryMessage,
             Some("off") => AiMode::Off,
             Some(other) => bail!("unknown ai_mode `{other}` (expected `every_message` or `off`)"),
+        };
+        core.csat = match s.csat.as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => bail!("unknown csat `{other}` (expected `on` or `off`)"),
         };
         if let Some(v) = s.max_concurrent_turns {
             core.max_concurrent_turns = at_most("max_concurrent_turns", v, MAX_QUEUE)?.max(1);
@@ -816,6 +1141,20 @@ impl ServerConfig {
             core.client_tool_timeout = secs("client_tool_timeout_secs", v, DAY)?;
         }
         let tools = tools_config(s.tools, s.http_get_allow, s.client_tools)?;
+        let openai_base_url = s
+            .openai_base_url
+            .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_owned());
+        let (providers, agents) = agents_config(
+            s.providers,
+            s.agents,
+            provider,
+            &core.model,
+            &keys_for_agents,
+            &openai_base_url,
+            &anthropic_base_url,
+            &local_model,
+            &tools,
+        )?;
         let max_payload_bytes = s.max_payload_bytes.unwrap_or(4 * 1024 * 1024);
         let defaults = HttpConfig::default();
         let base = |v: Option<String>, field: &str, default: String| -> anyhow::Result<String> {
@@ -853,9 +1192,7 @@ impl ServerConfig {
             provider,
             provider_note,
             local_model,
-            openai_base_url: s
-                .openai_base_url
-                .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_owned()),
+            openai_base_url,
             anthropic_base_url,
             api_key,
             core,
@@ -881,6 +1218,8 @@ impl ServerConfig {
                 HOUR,
             )?,
             tools,
+            providers,
+            agents,
             auth_mode: auth_settings.mode,
             allowed_origins,
         })
@@ -971,6 +1310,7 @@ impl ServerConfig {
                 }
                 .into(),
             ),
+            csat: Some(if core.csat { "on" } else { "off" }.into()),
             socket_buffer: Some(self.socket_buffer),
             bus_capacity: Some(self.bus_capacity),
             bus: Some(crate::cluster::redact(&self.bus)),
@@ -1001,6 +1341,35 @@ impl ServerConfig {
             max_steps: Some(core.max_steps),
             client_tool_timeout_secs: secs(core.client_tool_timeout),
             client_tools: (!client_tools.is_empty()).then_some(client_tools),
+            providers: {
+                let declared: Vec<ProviderSetting> = self
+                    .providers
+                    .iter()
+                    .filter(|p| p.declared)
+                    .map(|p| ProviderSetting {
+                        name: p.name.clone(),
+                        kind: p.kind.as_str().into(),
+                        base_url: Some(crate::cluster::redact(&p.base_url)),
+                        api_key_env: p.api_key_env.clone(),
+                    })
+                    .collect();
+                (!declared.is_empty()).then_some(declared)
+            },
+            agents: (!self.agents.is_empty()).then(|| {
+                self.agents
+                    .iter()
+                    .map(|a| AgentSetting {
+                        id: a.id.clone(),
+                        name: a.name.clone(),
+                        description: a.description.clone(),
+                        system_prompt: a.system_prompt.clone(),
+                        provider: a.provider.clone(),
+                        model: Some(a.model.clone()),
+                        tools: a.tools.clone(),
+                        temperature: a.temperature,
+                    })
+                    .collect()
+            }),
             event_name: None,
             event_names: (!event_names.is_empty()).then_some(event_names),
             auth: Some(
@@ -1069,7 +1438,7 @@ pub fn check_file(path: &Path, keys: ApiKeys) -> anyhow::Result<String> {
         .unwrap_or_default();
     let c = ServerConfig::resolve(s, keys).with_context(|| path.display().to_string())?;
     Ok(format!(
-        "{}: valid; {} key(s) set{}\nprovider {}, model {}, database {}, bus {}, listen {}, auth {}",
+        "{}: valid; {} key(s) set{}\nprovider {}, model {}, database {}, bus {}, listen {}, auth {}, agents {}",
         path.display(),
         set.len(),
         if set.is_empty() {
@@ -1085,6 +1454,15 @@ pub fn check_file(path: &Path, keys: ApiKeys) -> anyhow::Result<String> {
         match c.auth_mode {
             AuthMode::On => "on",
             AuthMode::Off => "off",
+        },
+        if c.agents.is_empty() {
+            "none (the server's defaults answer every chat)".to_owned()
+        } else {
+            c.agents
+                .iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         },
     ))
 }
@@ -1134,6 +1512,119 @@ mod tests {
         assert!(
             refused("[[client_tools]]\nname = \"x\"\nparameters = { type = 5 }")
                 .contains("schema is invalid")
+        );
+    }
+
+    #[test]
+    fn agents_and_providers_from_toml() {
+        let toml = r#"
+            tools = ["current_time"]
+            model = "server-model"
+            [[client_tools]]
+            name = "pick_color"
+            [[providers]]
+            name = "second"
+            kind = "openai"
+            base_url = "http://127.0.0.1:9/v1"
+            [[agents]]
+            id = "support"
+            name = "Support"
+            description = "Orders"
+            system_prompt = "You help."
+            temperature = 0.5
+            tools = ["current_time", "pick_color"]
+            [[agents]]
+            id = "sales"
+            name = "Sales"
+            system_prompt = "You sell."
+            provider = "second"
+            tools = []
+            [[agents]]
+            id = "canned"
+            name = "Canned"
+            system_prompt = "x"
+            provider = "demo"
+        "#;
+        let s: Settings = toml::from_str(toml).unwrap();
+        let keys = ApiKeys {
+            openai: Some("sk".into()),
+            anthropic: None,
+        };
+        let cfg = ServerConfig::resolve(s.clone(), keys.clone()).unwrap();
+        assert_eq!(cfg.provider, ProviderKind::OpenAi);
+        let ids: Vec<&str> = cfg.agents.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["support", "sales", "canned"]);
+        // Unnamed provider: the server's, with its model.
+        assert_eq!(cfg.agents[0].provider, None);
+        assert_eq!(cfg.agents[0].model, "server-model");
+        assert_eq!(cfg.agents[0].temperature, Some(0.5));
+        assert_eq!(cfg.agents[0].description.as_deref(), Some("Orders"));
+        // A declared provider: its kind's default model, the kind's usual key.
+        assert_eq!(cfg.agents[1].provider.as_deref(), Some("second"));
+        assert_eq!(cfg.agents[1].model, "gpt-4o-mini");
+        assert_eq!(cfg.agents[1].tools.as_deref(), Some(&[][..]));
+        assert_eq!(cfg.agents[2].model, "demo");
+        let second = cfg.providers.iter().find(|p| p.name == "second").unwrap();
+        assert_eq!(second.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(second.api_key.as_deref(), Some("sk"));
+        let demo = cfg.providers.iter().find(|p| p.name == "demo").unwrap();
+        assert_eq!(demo.kind, ProviderKind::Demo);
+        assert!(!demo.declared);
+        // --print-config writes them back, and they read back the same.
+        let out = cfg.print_config(&s).unwrap();
+        let back: Settings = toml::from_str(&out).unwrap();
+        let again = ServerConfig::resolve(back, keys.clone()).unwrap();
+        assert_eq!(again.agents, cfg.agents);
+        // Without agents, nothing.
+        let plain = ServerConfig::resolve(Settings::default(), ApiKeys::default()).unwrap();
+        assert!(plain.agents.is_empty() && plain.providers.is_empty());
+
+        let refused = |toml: &str| {
+            let s: Settings = toml::from_str(toml).unwrap();
+            match ServerConfig::resolve(s, keys.clone()) {
+                Ok(_) => panic!("`{toml}` was accepted"),
+                Err(e) => format!("{e:#}"),
+            }
+        };
+        let agent = |extra: &str| {
+            format!("[[agents]]\nid = \"a\"\nname = \"A\"\nsystem_prompt = \"p\"\n{extra}")
+        };
+        for (toml, expect) in [
+            (agent("provider = \"nope\""), "agent `a`: unknown provider `nope`"),
+            (agent("tools = [\"teleport\"]"), "agent `a`: unknown tool `teleport`"),
+            (agent("temperature = 3.0"), "temperature must be between 0 and 2"),
+            (format!("{}{}", agent(""), agent("")), "two agents have the id `a`"),
+            (
+                "[[agents]]\nid = \"\"\nname = \"A\"\nsystem_prompt = \"p\"".into(),
+                "needs an `id`",
+            ),
+            (
+                "[[providers]]\nname = \"openai\"\nkind = \"openai\"".into(),
+                "built-in provider name",
+            ),
+            (
+                "[[providers]]\nname = \"x\"\nkind = \"gpt\"".into(),
+                "kind must be",
+            ),
+            (
+                "[[providers]]\nname = \"x\"\nkind = \"openai\"\napi_key_env = \"NATTER_TEST_NO_SUCH_VARIABLE_3141\"".into(),
+                "`NATTER_TEST_NO_SUCH_VARIABLE_3141` (api_key_env) is not set",
+            ),
+            (
+                "[[providers]]\nname = \"x\"\nkind = \"anthropic\"".into(),
+                "no API key for the Anthropic API",
+            ),
+        ] {
+            let err = refused(&toml);
+            assert!(err.contains(expect), "`{toml}`: {err}");
+        }
+        // A missing system_prompt or an unknown key is a parse error.
+        assert!(toml::from_str::<Settings>("[[agents]]\nid = \"a\"\nname = \"A\"").is_err());
+        assert!(
+            toml::from_str::<Settings>(
+                "[[agents]]\nid = \"a\"\nname = \"A\"\nsystem_prompt = \"p\"\nmodle = \"x\""
+            )
+            .is_err()
         );
     }
 

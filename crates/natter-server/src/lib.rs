@@ -18,6 +18,7 @@ use axum::Router;
 use axum::serve::ListenerExt;
 use natter_core::ChatCore;
 use natter_core::Seams;
+use natter_core::agents::{Agent, Agents};
 use natter_core::provider::Provider;
 use natter_core::tools::ToolRegistry;
 use natter_providers::anthropic::AnthropicProvider;
@@ -38,26 +39,81 @@ pub struct Server {
 }
 
 fn provider(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
-    Ok(match config.provider {
+    let base_url = match config.provider {
+        ProviderKind::Anthropic => &config.anthropic_base_url,
+        _ => &config.openai_base_url,
+    };
+    build_provider(
+        config.provider,
+        base_url,
+        config.api_key.clone(),
+        &config.local_model,
+    )
+}
+
+fn build_provider(
+    kind: ProviderKind,
+    base_url: &str,
+    api_key: Option<String>,
+    local: &config::LocalModelConfig,
+) -> anyhow::Result<Arc<dyn Provider>> {
+    Ok(match kind {
         ProviderKind::Demo => Arc::new(DemoProvider::default()),
-        ProviderKind::Local => local_provider(&config.local_model)?,
+        ProviderKind::Local => local_provider(local)?,
         ProviderKind::OpenAi => Arc::new(
-            OpenAiProvider::new(
-                &config.openai_base_url,
-                config.api_key.clone(),
-                Duration::from_secs(10),
-            )
-            .map_err(anyhow::Error::msg)?,
+            OpenAiProvider::new(base_url, api_key, Duration::from_secs(10))
+                .map_err(anyhow::Error::msg)?,
         ),
         ProviderKind::Anthropic => Arc::new(
-            AnthropicProvider::new(
-                &config.anthropic_base_url,
-                config.api_key.clone(),
-                Duration::from_secs(10),
-            )
-            .map_err(anyhow::Error::msg)?,
+            AnthropicProvider::new(base_url, api_key, Duration::from_secs(10))
+                .map_err(anyhow::Error::msg)?,
         ),
     })
+}
+
+/// The config's agents on their providers, each provider built once (CONTRACT §7.5).
+fn agents(config: &ServerConfig, tools: &ToolRegistry) -> anyhow::Result<Agents> {
+    let mut built: Vec<(&str, Arc<dyn Provider>)> = Vec::new();
+    for spec in &config.providers {
+        let p = build_provider(
+            spec.kind,
+            &spec.base_url,
+            spec.api_key.clone(),
+            &config.local_model,
+        )
+        .with_context(|| format!("provider `{}`", spec.name))?;
+        built.push((&spec.name, p));
+    }
+    let mut list = Vec::new();
+    for a in &config.agents {
+        // An embedding app's own tools count too.
+        if let Some(names) = &a.tools
+            && let Some(missing) = names.iter().find(|n| tools.get(n).is_none())
+        {
+            anyhow::bail!("agent `{}`: unknown tool `{missing}`", a.id);
+        }
+        let provider = match &a.provider {
+            None => None,
+            Some(name) => Some(
+                built
+                    .iter()
+                    .find(|(n, _)| *n == name.as_str())
+                    .map(|(_, p)| p.clone())
+                    .with_context(|| format!("agent `{}`: unknown provider `{name}`", a.id))?,
+            ),
+        };
+        list.push(Agent {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            description: a.description.clone(),
+            system_prompt: Some(a.system_prompt.clone()),
+            provider,
+            model: Some(a.model.clone()),
+            tools: a.tools.clone(),
+            temperature: a.temperature,
+        });
+    }
+    Agents::new(list).map_err(anyhow::Error::msg)
 }
 
 #[cfg(feature = "local-model")]
@@ -126,13 +182,15 @@ impl Server {
     ) -> anyhow::Result<Self> {
         let store = store::open_store(&config).await?;
         let (bus, presence, coordinator) = cluster::open_cluster(&config).await?;
+        let tools = tools(&config, extra)?;
         let seams = Seams {
             store,
             bus,
             presence,
             provider: provider(&config)?,
             coordinator,
-            tools: tools(&config, extra)?,
+            agents: agents(&config, &tools)?,
+            tools,
         };
         Self::build_from_seams(config, seams)
     }

@@ -30,6 +30,11 @@ fn recorder() -> anyhow::Result<PrometheusHandle> {
     ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+        // CSAT ratings are 1 to 5: one bucket per rating, a real histogram.
+        .set_buckets_for_metric(
+            Matcher::Full(natter_core::telemetry::CSAT_RATING.into()),
+            &[1.0, 2.0, 3.0, 4.0, 5.0],
+        )?
         .install_recorder()?;
     Ok(HANDLE.get_or_init(|| handle).clone())
 }

@@ -59,11 +59,12 @@ fn identifiers(text: &str) -> BTreeSet<String> {
     out
 }
 
-/// A histogram's series name back to the metric's (`…_seconds_bucket` → `…_seconds`).
+/// A histogram's series name back to the metric's (`…_seconds_bucket` → `…_seconds`; the
+/// one histogram without a unit, `natter_csat_rating`, too).
 fn base_name(series: &str) -> &str {
     for suffix in ["_bucket", "_sum", "_count"] {
         if let Some(base) = series.strip_suffix(suffix)
-            && base.ends_with("_seconds")
+            && (base.ends_with("_seconds") || base == natter_core::telemetry::CSAT_RATING)
         {
             return base;
         }

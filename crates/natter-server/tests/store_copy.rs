@@ -27,6 +27,8 @@ fn user(id: &str, who: &str, text: &str, request: Option<&str>) -> EventBody {
         request_id: request.map(Into::into),
         trace_id: request.map(|r| format!("trace-{r}")),
         origin: None,
+        tools: None,
+        role: None,
     }
 }
 
@@ -83,6 +85,7 @@ async fn populate(url: &str) -> Vec<ChatKey> {
         request_id: "r2".into(),
         superseded_by: Some("ann".into()),
         context_seq: Some(m1),
+        tools: None,
     };
     s.append(&support, sup, 13).await.unwrap();
     s.append(&support, user("m2", "bob", "me too", Some("r3")), 14)
@@ -103,6 +106,22 @@ async fn populate(url: &str) -> Vec<ChatKey> {
         updated_by: Some("ann".into()),
     };
     s.append(&support, rename, 16).await.unwrap();
+    // A reaction and a CSAT answer: the copy has the message's reactions and the summary's csat.
+    let react = EventBody::ReactionAdded {
+        message_id: "m1".into(),
+        user_id: "bob".into(),
+        emoji: "👍".into(),
+        reactions: Vec::new(),
+        trace_id: None,
+    };
+    s.append(&support, react, 16).await.unwrap();
+    let csat = EventBody::CsatSubmitted {
+        user_id: "ann".into(),
+        rating: 4,
+        comment: Some("ok".into()),
+        trace_id: None,
+    };
+    s.append(&support, csat, 16).await.unwrap();
     // The queue: r2 started by the owner of fence 2, r3 queued, r4 asked with no event.
     s.claim_turns(&support).await.unwrap();
     let fence = s.claim_turns(&support).await.unwrap();
@@ -203,6 +222,12 @@ async fn assert_same(a: &dyn Transfer, b: &dyn Transfer, keys: &[ChatKey]) {
             b.chat_summary(k).await.unwrap(),
             "{k}: summary"
         );
+        let ids: Vec<String> = ["m1", "m2", "a1", "a2"].map(String::from).to_vec();
+        assert_eq!(
+            a.reactions(k, &ids).await.unwrap(),
+            b.reactions(k, &ids).await.unwrap(),
+            "{k}: reactions"
+        );
     }
     for (org, scope) in [
         ("acme", ChatScope::Org),
@@ -265,14 +290,24 @@ async fn sqlite_to_sqlite_copies_and_refuses_a_non_empty_target() {
                 t.started_fence
             ))
             .collect::<Vec<_>>(),
-        vec![("r3", 6, 6, None), ("r4", 8, 2, None), ("r5", 9, 2, None)]
+        vec![("r3", 6, 6, None), ("r4", 10, 2, None), ("r5", 11, 2, None)]
     );
     assert_eq!(support.participants, vec!["ann", "bob"]);
     assert_eq!(support.receipts.len(), 2);
     let s = &support.summary;
     assert_eq!(
+        s.csat.as_ref().map(|c| c.rating),
+        Some(4),
+        "the CSAT answer is copied"
+    );
+    let reacted = copied
+        .reactions(&ChatKey::new("acme", "support"), &["m1".into()])
+        .await
+        .unwrap();
+    assert_eq!(reacted.len(), 1, "the reactions are copied");
+    assert_eq!(
         (s.title.as_deref(), s.pinned, s.head_seq),
-        (Some("Refunds"), true, 9)
+        (Some("Refunds"), true, 11)
     );
     assert_eq!(s.members, Some(vec!["bob".to_owned(), "cat".to_owned()]));
     let events = copied
@@ -325,7 +360,7 @@ async fn sqlite_to_postgres_and_back_reads_the_same() {
         .await
         .unwrap();
     assert_eq!(report.chats, keys.len() as u64);
-    assert_eq!(report.events, 9 + 1102 + 2 + 205);
+    assert_eq!(report.events, 11 + 1102 + 2 + 205);
     let (sqlite, pg) = (open(&from).await, open(db.url()).await);
     assert_same(&*sqlite, &*pg, &keys).await;
 

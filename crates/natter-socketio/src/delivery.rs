@@ -250,6 +250,14 @@ async fn merge_ready_tokens(
     (item, next)
 }
 
+/// Whether this member is asked for a CSAT answer when the chat ends: CSAT is on and the
+/// member's client is a customer's (CONTRACT §7.1, §7.4).
+pub fn asks_csat(face: &Face, conn: &Conn, user_id: &Arc<str>) -> bool {
+    face.core.config().csat
+        && conn.identity.as_user(user_id.clone()).client_type
+            == natter_core::chat::ClientType::Customer
+}
+
 /// Sends a member's feed to its socket until the member leaves or the socket closes.
 pub async fn run_member(
     face: Arc<Face>,
@@ -284,8 +292,22 @@ pub async fn run_member(
             other => other,
         };
         let outcome = match item {
-            Ok(FeedItem::Live(LiveEvent::ChatDeleted { .. })) => {
+            Ok(FeedItem::Live(LiveEvent::ChatDeleted { deleted_by })) => {
                 if conn.remove_if_current(&chat_id, &stop) {
+                    if let Some((key, payload)) =
+                        wire::chat_deleted(&chat_id, deleted_by.as_deref())
+                    {
+                        let _ = emit_event(
+                            &socket,
+                            conn.profile,
+                            names,
+                            key,
+                            &*payload,
+                            Some(&chat_id),
+                            patience,
+                        )
+                        .await;
+                    }
                     let body = ServerErrorEvent::new(
                         &WireError::new(
                             ErrorCode::NotFound,
@@ -310,19 +332,30 @@ pub async fn run_member(
                 }
                 return;
             }
-            Ok(item) => match wire::feed_item(&chat_id, &item) {
-                Some((key, payload)) => {
+            Ok(item) => {
+                // A customer also gets `csat:request` after `chat:ended` (CONTRACT §7.4).
+                let csat = match &item {
+                    FeedItem::Durable(e) if asks_csat(&face, &conn, &user_id) => {
+                        wire::csat_request(&chat_id, e)
+                    }
+                    _ => None,
+                };
+                let mut sent = Ok(());
+                for (key, payload) in wire::feed_item(&chat_id, &item).into_iter().chain(csat) {
                     let chat = Some(&*chat_id);
-                    emit_event(&socket, conn.profile, names, key, &*payload, chat, patience)
+                    sent = emit_event(&socket, conn.profile, names, key, &*payload, chat, patience)
                         .await
                         .map(|waited| behind = waited)
                         .map_err(|e| match e {
                             EmitFailed::Closed => None,
                             EmitFailed::Full => Some(DropReason::SlowConsumer),
-                        })
+                        });
+                    if sent.is_err() {
+                        break;
+                    }
                 }
-                None => Ok(()),
-            },
+                sent
+            }
             Err(FeedEnd::Closed) => Err(None),
             Err(FeedEnd::TooFarBehind) => Err(Some(DropReason::SlowConsumer)),
             Err(FeedEnd::Unavailable(e)) => {

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use natter_core::{ChatKey, CoreError, JoinRequest as CoreJoin, Source, UserMessageInput};
 use natter_protocol::events::CLIENT_TO_SERVER;
 use natter_protocol::socketio::{
-    AbortAck, AbortRequest, AuthRefreshAck, AuthRefreshRequest, DiscoveryAck, ErrorAck, JoinAck,
-    JoinRequest, MarkReadAck, MarkReadRequest, OkAck, PlainRequest, ServerErrorEvent,
+    AbortAck, AbortRequest, AuthRefreshAck, AuthRefreshRequest, DiscoveryAck, ErrorAck, HandoffAck,
+    JoinAck, JoinRequest, MarkReadAck, MarkReadRequest, OkAck, PlainRequest, ServerErrorEvent,
     ToolResultRequest, TypingRequest, UserMessageAck, UserMessageRequest,
+};
+use natter_protocol::socketio::{
+    ChatEndRequest, CsatSubmitRequest, HistoryMessage, ReactionAck, ReactionRequest, SeqAck,
 };
 use natter_protocol::{ErrorCode, EventKey, WireError};
 use serde::Serialize;
@@ -127,9 +130,12 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
             )
         })?;
         let principal = face.config.auth.verify(&token)?;
-        ConnIdentity::from_token(&principal, &handshake)?
+        let client_type =
+            natter_auth::client_type(Some(&principal), handshake.field("clientType").as_deref())?;
+        ConnIdentity::from_token(&principal, &handshake)?.with_client_type(client_type)
     } else {
-        ConnIdentity::from_handshake(&handshake, &id)
+        let client_type = natter_auth::client_type(None, handshake.field("clientType").as_deref())?;
+        ConnIdentity::from_handshake(&handshake, &id).with_client_type(client_type)
     };
     let admission = face
         .core
@@ -265,6 +271,8 @@ pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
         last_seq: handshake.field("lastSeq").and_then(|s| s.parse().ok()),
         epoch: handshake.field("epoch"),
         members: None,
+        // Clients with `joinEvent: null` bind a new chat in the handshake (CONTRACT §7.5).
+        agent_id: handshake.field("agentId"),
     };
     let _serial = match held {
         Some(guard) => guard,
@@ -437,6 +445,23 @@ async fn dispatch(
             let r = refresh(&face, &conn, &event, &data);
             reply.result(r);
         }
+        EventKey::HandoffRequest => {
+            let r = handoff_request(&face, &conn, &event, &data).await;
+            reply.result(r);
+        }
+        EventKey::ReactionAdd | EventKey::ReactionRemove => {
+            let add = key == EventKey::ReactionAdd;
+            let r = reaction(&face, &conn, &event, &data, add).await;
+            reply.result(r);
+        }
+        EventKey::ChatEnd => {
+            let r = chat_end(&face, &conn, &event, &data).await;
+            reply.result(r);
+        }
+        EventKey::CsatSubmit => {
+            let r = csat_submit(&face, &conn, &event, &data).await;
+            reply.result(r);
+        }
         // Server→client keys are never registered as handlers.
         _ => reply.err(&WireError::new(
             ErrorCode::UnknownEvent,
@@ -476,6 +501,7 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
         last_seq: req.last_seq,
         epoch: req.epoch.clone(),
         members: req.members.clone(),
+        agent_id: req.agent_id.clone(),
     };
     let joined = face.core.join(&who, &conn.id, &chat, request).await;
     // The old membership's presence goes unless the new one (same user) replaced it.
@@ -491,8 +517,14 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     conn.identity.adopt(&who);
     let patience = face.core.config().slow_consumer_timeout;
     let names = &face.config.event_names;
+    let asks_csat = delivery::asks_csat(&face, &conn, &who.user_id);
     for event in &outcome.replay {
-        if let Some((key, payload)) = wire::durable(&chat.chat_id, event) {
+        let csat = if asks_csat {
+            wire::csat_request(&chat.chat_id, event)
+        } else {
+            None
+        };
+        for (key, payload) in wire::durable(&chat.chat_id, event).into_iter().chain(csat) {
             let chat_id = Some(&*chat.chat_id);
             match delivery::emit_event(
                 &socket,
@@ -523,11 +555,26 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
             }
         }
     }
-    let messages = outcome
+    let mut messages: Vec<HistoryMessage> = outcome
         .messages
         .iter()
         .filter_map(|e| wire::history_message(&chat.chat_id, e))
         .collect();
+    // Each message's reactions (CONTRACT §7.3). A failure to read them leaves them out
+    // rather than failing a join that already happened.
+    let ids: Vec<String> = messages.iter().map(|m| m.message_id().to_owned()).collect();
+    match face.core.reactions(&chat, &ids).await {
+        Ok(found) => {
+            let found: std::collections::HashMap<String, Vec<natter_core::event::Reaction>> =
+                found.into_iter().collect();
+            for m in &mut messages {
+                if let Some(list) = found.get(m.message_id()) {
+                    m.set_reactions(wire::reaction_list(list));
+                }
+            }
+        }
+        Err(e) => tracing::warn!(chat = %chat, error = %e, "reading reactions for a join failed"),
+    }
     reply.ok(&JoinAck {
         ok: true,
         chat_id: chat.chat_id.to_string(),
@@ -537,7 +584,41 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
         online_user_ids: outcome.online_user_ids.clone(),
         messages,
     });
+    // A client-run call still waiting (a join without lastSeq, e.g. after a page reload):
+    // sent again so this member can answer it; the running turn's tokens follow.
+    for event in &outcome.pending_tool_calls {
+        if let Some((key, payload)) = wire::pending_tool_call(&chat.chat_id, event) {
+            let chat_id = Some(&*chat.chat_id);
+            let sent = delivery::emit_event(
+                &socket,
+                conn.profile,
+                names,
+                key,
+                &*payload,
+                chat_id,
+                patience,
+            )
+            .await;
+            match sent {
+                Ok(_) => {}
+                Err(EmitFailed::Closed) => return face.core.leave(&who, &conn.id, &chat).await,
+                Err(EmitFailed::Full) => {
+                    let reason = DropReason::SlowConsumer;
+                    return delivery::drop_member(
+                        &face,
+                        &socket,
+                        &conn,
+                        &chat,
+                        &who.user_id,
+                        reason,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
     let stop = CancellationToken::new();
+    let chat_key = chat.clone();
     conn.insert(Membership {
         chat,
         user_id: who.user_id.clone(),
@@ -545,12 +626,29 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     });
     tokio::spawn(delivery::run_member(
         face.clone(),
-        socket,
-        conn,
+        socket.clone(),
+        conn.clone(),
         who.user_id.clone(),
         outcome.feed,
         stop,
     ));
+    // A human agent joining takes the chat over (CONTRACT §7.2): after the ack, so the
+    // `handoff:update` reaches this member too, through its feed.
+    if who.is_human_agent()
+        && let Err(e) = face.core.human_agent_join(&who, &chat_key).await
+    {
+        let e = core_err(e);
+        delivery::send_now(
+            &socket,
+            conn.profile,
+            &face.config.event_names,
+            EventKey::ServerError,
+            &ServerErrorEvent::new(
+                &e,
+                Some(face.config.event_names.name(EventKey::Join).to_owned()),
+            ),
+        );
+    }
 }
 
 async fn leave(face: &Face, conn: &Conn, event: &str, data: &Value) -> Result<OkAck, WireError> {
@@ -559,8 +657,41 @@ async fn leave(face: &Face, conn: &Conn, event: &str, data: &Value) -> Result<Ok
     if let Some(m) = conn.remove(&chat.chat_id) {
         m.stop.cancel();
         leave_presence(face, conn, &m).await;
+        // A human agent's leave hands the chat back (CONTRACT §7.2).
+        let who = conn.identity.as_user(m.user_id.clone());
+        if who.is_human_agent() {
+            face.core
+                .human_agent_leave(&who, &chat)
+                .await
+                .map_err(core_err)?;
+        }
     }
     Ok(OkAck::OK)
+}
+
+/// `handoff:request {chatId}`: the customer asks for a human agent (CONTRACT §7.2).
+async fn handoff_request(
+    face: &Face,
+    conn: &Conn,
+    event: &str,
+    data: &Value,
+) -> Result<HandoffAck, WireError> {
+    let req = PlainRequest::parse(event, data)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    let who = conn.identity.resolve(None)?;
+    let out = face
+        .core
+        .request_human_agent(&who, &chat)
+        .await
+        .map_err(core_err)?;
+    Ok(HandoffAck {
+        ok: true,
+        chat_id: chat.chat_id.to_string(),
+        is_waiting_for_agent: out.state.is_waiting_for_agent(),
+        human_agent_engaged: out.state.human_agent_engaged(),
+        ai_engaged: out.state.ai_engaged(),
+        seq: out.seq,
+    })
 }
 
 async fn user_message(
@@ -614,6 +745,7 @@ async fn typing(
     let req = TypingRequest::parse(event, data)?;
     let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
     let who = conn.identity.resolve(req.user_id.as_deref())?;
+    who.check_may_write("type").map_err(core_err)?;
     face.core
         .typing(&who, &conn.id, &chat, on, req.common.trace_id)
         .await;
@@ -624,6 +756,10 @@ async fn typing(
 async fn abort(face: &Face, conn: &Conn, event: &str, data: &Value) -> Result<AbortAck, WireError> {
     let req = AbortRequest::parse(event, data)?;
     let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    conn.identity
+        .resolve(None)?
+        .check_may_write("stop a turn")
+        .map_err(core_err)?;
     let request_id = face
         .core
         .abort(&chat, req.request_id.as_deref(), req.reason)
@@ -672,9 +808,91 @@ async fn tool_result(
 ) -> Result<OkAck, WireError> {
     let req = ToolResultRequest::parse(event, data)?;
     let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    conn.identity
+        .resolve(None)?
+        .check_may_write("answer tool calls")
+        .map_err(core_err)?;
     face.core
         .tool_result(&chat, &req.tool_call_id, req.result, req.error)
         .await
         .map_err(core_err)?;
     Ok(OkAck::OK)
+}
+
+/// `reaction:add` / `reaction:remove {chatId?, messageId, emoji}` (CONTRACT §7.3).
+async fn reaction(
+    face: &Face,
+    conn: &Conn,
+    event: &str,
+    data: &Value,
+    add: bool,
+) -> Result<ReactionAck, WireError> {
+    let req = ReactionRequest::parse(event, data)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    let who = conn.identity.resolve(None)?;
+    let out = face
+        .core
+        .react(
+            &who,
+            &chat,
+            req.message_id,
+            req.emoji,
+            add,
+            req.common.trace_id,
+        )
+        .await
+        .map_err(core_err)?;
+    Ok(ReactionAck {
+        ok: true,
+        chat_id: chat.chat_id.to_string(),
+        message_id: out.message_id,
+        reactions: wire::reaction_list(&out.reactions),
+        changed: out.event.is_some(),
+        seq: out.event.map(|e| e.seq),
+    })
+}
+
+/// `chat:end {chatId?, reason?}`: ends the chat as seed 002's `/end` does (CONTRACT §7.4).
+async fn chat_end(
+    face: &Face,
+    conn: &Conn,
+    event: &str,
+    data: &Value,
+) -> Result<SeqAck, WireError> {
+    let req = ChatEndRequest::parse(event, data)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    let who = conn.identity.resolve(None)?;
+    who.check_may_write("end a chat").map_err(core_err)?;
+    let ended = face
+        .core
+        .end_chat(&who, &chat, req.reason)
+        .await
+        .map_err(core_err)?;
+    Ok(SeqAck {
+        ok: true,
+        chat_id: chat.chat_id.to_string(),
+        seq: ended.seq,
+    })
+}
+
+/// `csat:submit {chatId?, rating, comment?}` (CONTRACT §7.4).
+async fn csat_submit(
+    face: &Face,
+    conn: &Conn,
+    event: &str,
+    data: &Value,
+) -> Result<SeqAck, WireError> {
+    let req = CsatSubmitRequest::parse(event, data)?;
+    let chat = conn.resolve_chat(req.common.chat_id.as_deref())?;
+    let who = conn.identity.resolve(None)?;
+    let stored = face
+        .core
+        .submit_csat(&who, &chat, req.rating, req.comment, req.common.trace_id)
+        .await
+        .map_err(core_err)?;
+    Ok(SeqAck {
+        ok: true,
+        chat_id: chat.chat_id.to_string(),
+        seq: stored.seq,
+    })
 }

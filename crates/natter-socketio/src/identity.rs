@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use natter_auth::Principal;
 use natter_core::Identity;
+use natter_core::chat::ClientType;
 use natter_protocol::{ErrorCode, WireError};
 use serde_json::Value;
 
@@ -87,6 +88,8 @@ pub struct ConnIdentity {
     admin: AtomicBool,
     /// When the connection's token stops being accepted, Unix seconds; 0 with auth off.
     expires_at: AtomicU64,
+    /// The handshake's `clientType` (CONTRACT §7.1), fixed for the connection.
+    client_type: ClientType,
 }
 
 impl ConnIdentity {
@@ -99,7 +102,18 @@ impl ConnIdentity {
             anonymous: format!("anon-{socket_id}").into(),
             admin: AtomicBool::new(false),
             expires_at: AtomicU64::new(0),
+            client_type: ClientType::Customer,
         }
+    }
+
+    /// The connection's client type, as [`natter_auth::client_type`] decided it.
+    pub fn with_client_type(mut self, client_type: ClientType) -> Self {
+        self.client_type = client_type;
+        self
+    }
+
+    pub fn client_type(&self) -> ClientType {
+        self.client_type
     }
 
     /// Auth on: identity from a verified token. Handshake hints must agree with it.
@@ -125,6 +139,7 @@ impl ConnIdentity {
             anonymous: p.identity.user_id.clone(),
             admin: AtomicBool::new(p.identity.admin),
             expires_at: AtomicU64::new(p.expires_at),
+            client_type: ClientType::Customer,
         })
     }
 
@@ -134,7 +149,9 @@ impl ConnIdentity {
 
     /// `user_id` of this connection's org, with this connection's rights.
     pub fn as_user(&self, user_id: Arc<str>) -> Identity {
-        Identity::new(self.org.clone(), user_id).with_admin(self.admin.load(Ordering::Relaxed))
+        Identity::new(self.org.clone(), user_id)
+            .with_admin(self.admin.load(Ordering::Relaxed))
+            .with_client_type(self.client_type)
     }
 
     /// When the token stops being accepted (Unix seconds); `None` with auth off.

@@ -1,12 +1,16 @@
 //! Core events → Socket.IO payloads (CONTRACT §1). Pure functions, no I/O.
 
-use natter_core::event::{EventBody, LiveEvent, StoredEvent};
+use natter_core::event::{EventBody, LiveEvent, Reaction, StoredEvent};
 use natter_core::feed::FeedItem;
 use natter_protocol::EventKey;
 use natter_protocol::socketio::{
     AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, AiToolCallEvent,
-    AiToolResultEvent, ChatMessageEvent, HistoryMessage, MessageReadEvent, PresenceUpdateEvent,
-    TypingUpdateEvent, Usage,
+    AiToolResultEvent, ChatMessageEvent, HandoffUpdateEvent, HistoryMessage, MessageReadEvent,
+    PresenceUpdateEvent, TypingUpdateEvent, Usage,
+};
+use natter_protocol::socketio::{
+    ChatDeletedEvent, ChatEndedEvent, ChatUpdatedEvent, CsatRequestEvent, CsatSubmittedEvent,
+    MessageSupersededEvent, ReactionUpdateEvent, ReactionWire,
 };
 use natter_protocol::time::iso8601;
 use serde::Serialize;
@@ -45,19 +49,25 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
             parts,
             request_id,
             trace_id,
-            // Which connection sent it stays on the server.
+            // Which connection sent it, and the tools it declared, stay on the server.
             origin: _,
+            tools: _,
+            role,
         } => Some(HistoryMessage::User(ChatMessageEvent {
             chat_id: chat_id.to_owned(),
             message_id: message_id.clone(),
             user_id: user_id.clone(),
-            role: "user".into(),
+            role: match role {
+                Some(r) => r.clone().into(),
+                None => "user".into(),
+            },
             text: text.clone(),
             parts: parts.clone(),
             created_at: iso8601(event.created_at),
             seq: event.seq,
             request_id: request_id.clone(),
             trace_id: trace_id.clone(),
+            reactions: None,
         })),
         EventBody::AssistantMessage {
             message_id,
@@ -79,6 +89,7 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
             finish_reason: finish_reason.clone(),
             seq: event.seq,
             trace_id: trace_id.clone(),
+            reactions: None,
         })),
         _ => None,
     }
@@ -112,6 +123,39 @@ fn turn_failed(chat_id: &str, body: &EventBody, seq: Option<u64>) -> Option<Outg
             retryable: *retryable,
             seq,
             trace_id: trace_id.clone(),
+        },
+    )
+}
+
+/// A client-run call still waiting for an answer, sent after a join without `lastSeq`: its
+/// `ai:tool_call` marked `pending: true`.
+pub fn pending_tool_call(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
+    let EventBody::ToolCall {
+        request_id,
+        message_id,
+        tool_call_id,
+        name,
+        arguments,
+        executor,
+        trace_id,
+        ..
+    } = &event.body
+    else {
+        return None;
+    };
+    raw(
+        EventKey::AiToolCall,
+        &AiToolCallEvent {
+            chat_id: chat_id.to_owned(),
+            request_id: request_id.clone(),
+            message_id: message_id.clone(),
+            tool_call_id: tool_call_id.clone(),
+            name: name.clone(),
+            arguments: arguments.clone(),
+            executor: executor.clone(),
+            seq: event.seq,
+            trace_id: trace_id.clone(),
+            pending: Some(true),
         },
     )
 }
@@ -164,6 +208,7 @@ pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
                 executor: executor.clone(),
                 seq: event.seq,
                 trace_id: trace_id.clone(),
+                pending: None,
             },
         ),
         EventBody::ToolResult {
@@ -189,12 +234,147 @@ pub fn durable(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
                 trace_id: trace_id.clone(),
             },
         ),
+        EventBody::HumanAgentRequested { handoff, .. }
+        | EventBody::HumanAgentJoined { handoff, .. }
+        | EventBody::HumanAgentLeft { handoff, .. } => raw(
+            EventKey::HandoffUpdate,
+            &HandoffUpdateEvent {
+                chat_id: chat_id.to_owned(),
+                is_waiting_for_agent: handoff.is_waiting_for_agent(),
+                human_agent_engaged: handoff.human_agent_engaged(),
+                ai_engaged: handoff.ai_engaged(),
+                agent_id: match &event.body {
+                    EventBody::HumanAgentJoined { agent_id, .. }
+                    | EventBody::HumanAgentLeft { agent_id, .. } => Some(agent_id.clone()),
+                    _ => None,
+                },
+                reason: event.body.kind().into(),
+                waiting_since: handoff.waiting_since,
+                seq: event.seq,
+            },
+        ),
+        EventBody::ReactionAdded {
+            message_id,
+            user_id,
+            emoji,
+            reactions,
+            trace_id,
+        }
+        | EventBody::ReactionRemoved {
+            message_id,
+            user_id,
+            emoji,
+            reactions,
+            trace_id,
+        } => raw(
+            EventKey::ReactionUpdate,
+            &ReactionUpdateEvent {
+                chat_id: chat_id.to_owned(),
+                message_id: message_id.clone(),
+                reactions: reaction_list(reactions),
+                user_id: user_id.clone(),
+                emoji: emoji.clone(),
+                added: matches!(event.body, EventBody::ReactionAdded { .. }),
+                seq: event.seq,
+                trace_id: trace_id.clone(),
+            },
+        ),
+        EventBody::CsatSubmitted {
+            user_id,
+            rating,
+            comment,
+            trace_id,
+        } => raw(
+            EventKey::CsatSubmitted,
+            &CsatSubmittedEvent {
+                chat_id: chat_id.to_owned(),
+                user_id: user_id.clone(),
+                rating: *rating,
+                comment: comment.clone(),
+                submitted_at: iso8601(event.created_at),
+                seq: event.seq,
+                trace_id: trace_id.clone(),
+            },
+        ),
+        EventBody::ChatEnded { ended_by, reason } => raw(
+            EventKey::ChatEnded,
+            &ChatEndedEvent {
+                chat_id: chat_id.to_owned(),
+                ended_by: ended_by.clone(),
+                reason: reason.clone(),
+                seq: event.seq,
+            },
+        ),
+        EventBody::ChatUpdated {
+            title,
+            pinned,
+            updated_by,
+            members: _,
+        } => raw(
+            EventKey::ChatUpdated,
+            &ChatUpdatedEvent {
+                chat_id: chat_id.to_owned(),
+                title: title.clone(),
+                pinned: *pinned,
+                updated_by: updated_by.clone(),
+                seq: event.seq,
+            },
+        ),
+        EventBody::MessageSuperseded {
+            message_id,
+            request_id,
+            superseded_by,
+            ..
+        } => raw(
+            EventKey::MessageSuperseded,
+            &MessageSupersededEvent {
+                chat_id: chat_id.to_owned(),
+                message_id: message_id.clone(),
+                request_id: request_id.clone(),
+                superseded_by: superseded_by.clone(),
+                seq: event.seq,
+            },
+        ),
         // No Socket.IO event in the contract; the seq still counts for `lastSeq`.
-        EventBody::ChatCreated { .. }
-        | EventBody::ChatEnded { .. }
-        | EventBody::ChatUpdated { .. }
-        | EventBody::MessageSuperseded { .. } => None,
+        EventBody::ChatCreated { .. } => None,
     }
+}
+
+/// A reaction list with ISO 8601 times (CONTRACT §6.1).
+pub fn reaction_list(list: &[Reaction]) -> Vec<ReactionWire> {
+    list.iter()
+        .map(|r| ReactionWire {
+            emoji: r.emoji.clone(),
+            user_id: r.user_id.clone(),
+            created_at: iso8601(r.created_at),
+        })
+        .collect()
+}
+
+/// `csat:request` after a `chat_ended` event, for a member who is asked (a customer, with
+/// CSAT on: the caller decides).
+pub fn csat_request(chat_id: &str, event: &StoredEvent) -> Option<Outgoing> {
+    match event.body {
+        EventBody::ChatEnded { .. } => raw(
+            EventKey::CsatRequest,
+            &CsatRequestEvent {
+                chat_id: chat_id.to_owned(),
+                seq: event.seq,
+            },
+        ),
+        _ => None,
+    }
+}
+
+/// `chat:deleted`, sent before the socket is taken out of a deleted chat.
+pub fn chat_deleted(chat_id: &str, deleted_by: Option<&str>) -> Option<Outgoing> {
+    raw(
+        EventKey::ChatDeleted,
+        &ChatDeletedEvent {
+            chat_id: chat_id.to_owned(),
+            deleted_by: deleted_by.map(str::to_owned),
+        },
+    )
 }
 
 /// A feed item as the Socket.IO event it is, if it has one.
@@ -259,9 +439,13 @@ pub fn feed_item(chat_id: &str, item: &FeedItem) -> Option<Outgoing> {
             // The turn ended but its end is not in the log: the same ai:error, without seq.
             LiveEvent::TurnEndUnstored { end, .. } => turn_failed(chat_id, end, None),
             // Deletion ends the membership; the member task tells the client itself.
+            // Streamed tool input is for AI SDK streams: Socket.IO gets the whole
+            // `ai:tool_call` (docs/protocol.md, Tools).
             LiveEvent::TurnStarted { .. }
             | LiveEvent::Token { .. }
-            | LiveEvent::ChatDeleted { .. } => None,
+            | LiveEvent::ChatDeleted { .. }
+            | LiveEvent::ToolInputStart { .. }
+            | LiveEvent::ToolInputDelta { .. } => None,
         },
     }
 }

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use natter_core::chat::{
     ChatInfo, ChatKey, ChatPage, ChatScope, ChatStatus, ChatSummary, NewChat, title_from_text,
 };
-use natter_core::event::{EventBody, StoredEvent};
+use natter_core::event::{Csat, EventBody, HandoffState, Reaction, StoredEvent, apply_handoff};
 use natter_core::store::{Appended, Guard, OpenTurn, Store, StoreError};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -158,7 +158,9 @@ fn members_column(members: Option<&Vec<String>>) -> Option<String> {
 }
 
 const SUMMARY_COLUMNS: &str = "chat_id, epoch, head_seq, created_at, title, pinned, status, \
-                               created_by, metadata, updated_at, members";
+                               created_by, metadata, updated_at, members, \
+                               csat_rating, csat_comment, csat_user, csat_at, \
+                               waiting_since, human_agents";
 
 fn row_to_summary(org: &str, r: &PgRow) -> Result<ChatSummary, StoreError> {
     let chat_id: String = r.try_get("chat_id").ctx("read chat_id")?;
@@ -177,7 +179,30 @@ fn row_to_summary(org: &str, r: &PgRow) -> Result<ChatSummary, StoreError> {
         head_seq: from_sql(r.try_get("head_seq").ctx("read head_seq")?),
         epoch: r.try_get("epoch").ctx("read epoch")?,
         members: members.and_then(|m| serde_json::from_str(&m).ok()),
+        csat: csat_from_row(r)?,
+        waiting_since: r.try_get("waiting_since").ctx("read waiting_since")?,
+        human_agents: r
+            .try_get::<Option<String>, _>("human_agents")
+            .ctx("read human_agents")?
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or_default(),
     })
+}
+
+/// The summary's latest CSAT answer, from the `csat_*` columns.
+fn csat_from_row(r: &PgRow) -> Result<Option<Csat>, StoreError> {
+    let rating: Option<i16> = r.try_get("csat_rating").ctx("read csat_rating")?;
+    let Some(rating) = rating else {
+        return Ok(None);
+    };
+    let user: Option<String> = r.try_get("csat_user").ctx("read csat_user")?;
+    let at: Option<i64> = r.try_get("csat_at").ctx("read csat_at")?;
+    Ok(Some(Csat {
+        user_id: user.unwrap_or_default(),
+        rating: u8::try_from(rating).unwrap_or(0),
+        comment: r.try_get("csat_comment").ctx("read csat_comment")?,
+        submitted_at: at.unwrap_or(0),
+    }))
 }
 
 fn row_to_open_turn(chat: &ChatKey, r: &PgRow) -> Result<OpenTurn, StoreError> {
@@ -362,7 +387,7 @@ impl PgStore {
                     status = COALESCE($7, status),
                     members = CASE WHEN $8 THEN $9 ELSE members END
              WHERE org = $1 AND chat_id = $2
-             RETURNING head_seq, turn_fence",
+             RETURNING head_seq, turn_fence, waiting_since, human_agents",
         )
         .bind(&*chat.org)
         .bind(&*chat.chat_id)
@@ -435,6 +460,19 @@ impl PgStore {
             }
         }
 
+        // A reaction event gets its message's list after it, computed under the lock.
+        let filled = fill_reactions(&mut tx, chat, seq, body, created_at).await?;
+        let (body, json) = match &filled {
+            Some((b, j)) => (b, j.as_str()),
+            None => (body, json),
+        };
+        // A handoff event gets the chat's handoff state after it, from the row as locked
+        // above (the UPDATE leaves these columns alone), not from the caller's stale read.
+        let handed = fill_handoff(&head, body)?;
+        let (body, json) = match &handed {
+            Some((b, j)) => (b, j.as_str()),
+            None => (body, json),
+        };
         match insert_event(&mut tx, chat, seq, body, json, created_at).await {
             Ok(()) => {}
             // Another writer stored this messageId (see `append_guarded`): try again.
@@ -478,6 +516,125 @@ async fn insert_event(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// A handoff event with the chat's handoff state after it (and its JSON), computed from the
+/// locked chat row `head` (its `waiting_since` and `human_agents` before the event); `None`
+/// for any other event.
+fn fill_handoff(
+    head: &sqlx::postgres::PgRow,
+    body: &EventBody,
+) -> Result<Option<(EventBody, String)>, StoreError> {
+    if body.handoff().is_none() {
+        return Ok(None);
+    }
+    let before = HandoffState {
+        waiting_since: head.try_get("waiting_since").ctx("read waiting_since")?,
+        agents: head
+            .try_get::<Option<String>, _>("human_agents")
+            .ctx("read human_agents")?
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or_default(),
+    };
+    let mut body = body.clone();
+    apply_handoff(&before, &mut body);
+    let json = serde_json::to_string(&body)
+        .map_err(|e| StoreError::Backend(format!("cannot serialize an event: {e}")))?;
+    Ok(Some((body, json)))
+}
+
+/// Applies a reaction event to the `reactions` table and returns the event with the
+/// message's list after it (and its JSON); `None` for any other event.
+async fn fill_reactions(
+    conn: &mut PgConnection,
+    chat: &ChatKey,
+    seq: i64,
+    body: &EventBody,
+    created_at: i64,
+) -> Result<Option<(EventBody, String)>, StoreError> {
+    let (message_id, user_id, emoji, add) = match body {
+        EventBody::ReactionAdded {
+            message_id,
+            user_id,
+            emoji,
+            ..
+        } => (message_id, user_id, emoji, true),
+        EventBody::ReactionRemoved {
+            message_id,
+            user_id,
+            emoji,
+            ..
+        } => (message_id, user_id, emoji, false),
+        _ => return Ok(None),
+    };
+    let sql = if add {
+        "INSERT INTO reactions (org, chat_id, message_id, user_id, emoji, created_at, added_seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+    } else {
+        "DELETE FROM reactions
+         WHERE org = $1 AND chat_id = $2 AND message_id = $3 AND user_id = $4 AND emoji = $5"
+    };
+    let mut q = sqlx::query(sql)
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .bind(message_id)
+        .bind(user_id)
+        .bind(emoji);
+    if add {
+        q = q.bind(created_at).bind(seq);
+    }
+    q.execute(&mut *conn)
+        .await
+        .ctx("append: update reactions")?;
+    let list = reactions_of(&mut *conn, chat, std::slice::from_ref(message_id))
+        .await?
+        .into_iter()
+        .next()
+        .map(|(_, l)| l)
+        .unwrap_or_default();
+    let mut body = body.clone();
+    if let EventBody::ReactionAdded { reactions, .. }
+    | EventBody::ReactionRemoved { reactions, .. } = &mut body
+    {
+        *reactions = list;
+    }
+    let json = serde_json::to_string(&body)
+        .map_err(|e| StoreError::Backend(format!("cannot serialize an event: {e}")))?;
+    Ok(Some((body, json)))
+}
+
+/// The reactions of `message_ids` that have any, each list in the order first added.
+async fn reactions_of(
+    conn: &mut PgConnection,
+    chat: &ChatKey,
+    message_ids: &[String],
+) -> Result<Vec<(String, Vec<Reaction>)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT message_id, user_id, emoji, created_at FROM reactions
+         WHERE org = $1 AND chat_id = $2 AND message_id = ANY($3::text[])
+         ORDER BY message_id, added_seq, user_id, emoji",
+    )
+    .bind(&*chat.org)
+    .bind(&*chat.chat_id)
+    .bind(message_ids)
+    .fetch_all(&mut *conn)
+    .await
+    .ctx("read reactions")?;
+    let mut by_id: std::collections::HashMap<String, Vec<Reaction>> =
+        std::collections::HashMap::new();
+    for r in &rows {
+        let id: String = r.try_get("message_id").ctx("read message_id")?;
+        by_id.entry(id).or_default().push(Reaction {
+            user_id: r.try_get("user_id").ctx("read user_id")?,
+            emoji: r.try_get("emoji").ctx("read emoji")?,
+            created_at: r.try_get("created_at").ctx("read created_at")?,
+        });
+    }
+    // In the order asked for.
+    Ok(message_ids
+        .iter()
+        .filter_map(|id| by_id.remove(id).map(|l| (id.clone(), l)))
+        .collect())
 }
 
 /// Members, receipts, superseded marks and the turn queue, in step with the log.
@@ -567,6 +724,43 @@ async fn apply_to_tables(
             .execute(&mut *conn)
             .await
             .ctx("append: store read receipts")?;
+        }
+        EventBody::CsatSubmitted {
+            user_id,
+            rating,
+            comment,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE chats SET csat_rating = $3, csat_comment = $4, csat_user = $5,
+                        csat_at = (SELECT created_at FROM events
+                                   WHERE org = $1 AND chat_id = $2 AND seq = $6)
+                 WHERE org = $1 AND chat_id = $2",
+            )
+            .bind(org)
+            .bind(chat_id)
+            .bind(i16::from(*rating))
+            .bind(comment)
+            .bind(user_id)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await
+            .ctx("append: store the CSAT answer")?;
+        }
+        EventBody::HumanAgentRequested { handoff, .. }
+        | EventBody::HumanAgentJoined { handoff, .. }
+        | EventBody::HumanAgentLeft { handoff, .. } => {
+            sqlx::query(
+                "UPDATE chats SET waiting_since = $3, human_agents = $4
+                 WHERE org = $1 AND chat_id = $2",
+            )
+            .bind(org)
+            .bind(chat_id)
+            .bind(handoff.waiting_since)
+            .bind(members_column(Some(&handoff.agents)))
+            .execute(&mut *conn)
+            .await
+            .ctx("append: store the handoff state")?;
         }
         _ => {}
     }
@@ -845,6 +1039,47 @@ impl Store for PgStore {
         })
     }
 
+    async fn list_waiting_chats(
+        &self,
+        org: &str,
+        scope: &ChatScope,
+        limit: usize,
+        offset: usize,
+    ) -> Result<ChatPage, StoreError> {
+        let member = match scope {
+            ChatScope::Org => None,
+            ChatScope::Member(user) => Some(&**user),
+        };
+        let filter = " AND waiting_since IS NOT NULL AND ($2::text IS NULL OR chat_id IN \
+                      (SELECT chat_id FROM chat_members WHERE org = $1 AND user_id = $2))";
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM chats WHERE org = $1{filter}"
+        )))
+        .bind(org)
+        .bind(member)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("count waiting chats")?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM chats WHERE org = $1{filter}
+             ORDER BY waiting_since, chat_id LIMIT $3 OFFSET $4"
+        )))
+        .bind(org)
+        .bind(member)
+        .bind(sql_int(limit as u64))
+        .bind(sql_int(offset as u64))
+        .fetch_all(&self.pool)
+        .await
+        .ctx("list waiting chats")?;
+        Ok(ChatPage {
+            chats: rows
+                .iter()
+                .map(|r| row_to_summary(org, r))
+                .collect::<Result<_, _>>()?,
+            total: from_sql(total),
+        })
+    }
+
     async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.ctx("begin delete chat")?;
         // The chat row first: appenders of this chat wait on its lock, then find no chat.
@@ -860,6 +1095,7 @@ impl Store for PgStore {
             "DELETE FROM read_receipts WHERE org = $1 AND chat_id = $2",
             "DELETE FROM chat_members WHERE org = $1 AND chat_id = $2",
             "DELETE FROM open_turns WHERE org = $1 AND chat_id = $2",
+            "DELETE FROM reactions WHERE org = $1 AND chat_id = $2",
         ] {
             sqlx::query(sql)
                 .bind(&*chat.org)
@@ -973,6 +1209,18 @@ impl Store for PgStore {
         .rows_affected();
         tx.commit().await.ctx("start turn: commit")?;
         Ok(started > 0)
+    }
+
+    async fn reactions(
+        &self,
+        chat: &ChatKey,
+        message_ids: &[String],
+    ) -> Result<Vec<(String, Vec<Reaction>)>, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.acquire().await.ctx("acquire")?;
+        reactions_of(&mut conn, chat, message_ids).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

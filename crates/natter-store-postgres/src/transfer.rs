@@ -177,8 +177,16 @@ impl Transfer for PgStore {
             return Ok(false);
         }
         let mut last = 0;
+        // Each reaction event holds its message's whole list after it: the last one is the
+        // message's list now.
+        let mut reactions = std::collections::BTreeMap::new();
         while let Some(page) = events.try_next().await? {
             last = check_page(key, last, s.head_seq, &page)?;
+            for e in &page {
+                if let Some((message_id, list)) = e.event.body.reaction_target() {
+                    reactions.insert(message_id.to_owned(), list.to_vec());
+                }
+            }
             // One statement per page.
             let mut seqs = Vec::with_capacity(page.len());
             let mut kinds = Vec::with_capacity(page.len());
@@ -254,6 +262,53 @@ impl Transfer for PgStore {
             .ctx("import: insert a receipt")?;
         }
         // In queue order: `position` keeps it for turns of the same opened_seq.
+        for (message_id, list) in &reactions {
+            for (i, r) in list.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO reactions
+                         (org, chat_id, message_id, user_id, emoji, created_at, added_seq)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(&*key.org)
+                .bind(&*key.chat_id)
+                .bind(message_id)
+                .bind(&r.user_id)
+                .bind(&r.emoji)
+                .bind(r.created_at)
+                .bind(sql_int(i as u64))
+                .execute(&mut *tx)
+                .await
+                .ctx("import: insert reactions")?;
+            }
+        }
+        if let Some(c) = &s.csat {
+            sqlx::query(
+                "UPDATE chats SET csat_rating = $3, csat_comment = $4, csat_user = $5, csat_at = $6
+                 WHERE org = $1 AND chat_id = $2",
+            )
+            .bind(&*key.org)
+            .bind(&*key.chat_id)
+            .bind(i16::from(c.rating))
+            .bind(&c.comment)
+            .bind(&c.user_id)
+            .bind(c.submitted_at)
+            .execute(&mut *tx)
+            .await
+            .ctx("import: the CSAT answer")?;
+        }
+        if s.waiting_since.is_some() || !s.human_agents.is_empty() {
+            sqlx::query(
+                "UPDATE chats SET waiting_since = $3, human_agents = $4
+                 WHERE org = $1 AND chat_id = $2",
+            )
+            .bind(&*key.org)
+            .bind(&*key.chat_id)
+            .bind(s.waiting_since)
+            .bind(members_column(Some(&s.human_agents)))
+            .execute(&mut *tx)
+            .await
+            .ctx("import: the handoff state")?;
+        }
         for t in &chat.open_turns {
             sqlx::query(
                 "INSERT INTO open_turns (org, chat_id, request_id, trace_id, opened_seq,

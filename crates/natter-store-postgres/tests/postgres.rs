@@ -22,6 +22,8 @@ fn user(id: &str, text: &str) -> EventBody {
         request_id: None,
         trace_id: None,
         origin: None,
+        tools: None,
+        role: None,
     }
 }
 
@@ -248,6 +250,8 @@ async fn fencing_holds_across_nodes() {
         request_id: Some("r1".into()),
         trace_id: None,
         origin: None,
+        tools: None,
+        role: None,
     };
     a.append(&chat, asked, 1).await.unwrap();
     let fa = a.claim_turns(&chat).await.unwrap();

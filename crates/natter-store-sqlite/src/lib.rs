@@ -19,7 +19,9 @@ use async_trait::async_trait;
 use natter_core::chat::{
     ChatInfo, ChatKey, ChatPage, ChatScope, ChatStatus, ChatSummary, NewChat, title_from_text,
 };
-use natter_core::event::{EventBody, StoredEvent};
+use natter_core::event::{
+    Csat, EventBody, HandoffState, Reaction, StoredEvent, apply_handoff, apply_reaction,
+};
 use natter_core::store::{Appended, Guard, OpenTurn, Store, StoreError};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -328,6 +330,134 @@ async fn check_guard(
     }
 }
 
+/// Keeps a message's reactions in step with a reaction event and writes the list after it
+/// into the event (see [`Store`]'s "Reactions and CSAT kept with the log").
+async fn apply_reaction_event(
+    conn: &mut SqliteConnection,
+    chat: &ChatKey,
+    seq: u64,
+    mut body: EventBody,
+    created_at: i64,
+) -> Result<EventBody, StoreError> {
+    let (message_id, user_id, emoji, add) = match &body {
+        EventBody::ReactionAdded {
+            message_id,
+            user_id,
+            emoji,
+            ..
+        } => (message_id.clone(), user_id.clone(), emoji.clone(), true),
+        EventBody::ReactionRemoved {
+            message_id,
+            user_id,
+            emoji,
+            ..
+        } => (message_id.clone(), user_id.clone(), emoji.clone(), false),
+        _ => return Ok(body),
+    };
+    let sql = if add {
+        "INSERT OR IGNORE INTO reactions (org, chat_id, message_id, user_id, emoji, created_at, added_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    } else {
+        "DELETE FROM reactions
+         WHERE org = ?1 AND chat_id = ?2 AND message_id = ?3 AND user_id = ?4 AND emoji = ?5"
+    };
+    let mut q = sqlx::query(sql)
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .bind(&message_id)
+        .bind(&user_id)
+        .bind(&emoji);
+    if add {
+        q = q.bind(created_at).bind(sql_int(seq));
+    }
+    q.execute(&mut *conn).await.map_err(backend)?;
+    let list = reactions_of(&mut *conn, chat, std::slice::from_ref(&message_id))
+        .await?
+        .into_iter()
+        .next()
+        .map(|(_, l)| l)
+        .unwrap_or_default();
+    // The table is the truth; `apply_reaction` is how every store agrees on it.
+    debug_assert!({
+        let mut check = list.clone();
+        apply_reaction(&mut check, &body, created_at);
+        check == list
+    });
+    if let EventBody::ReactionAdded { reactions, .. }
+    | EventBody::ReactionRemoved { reactions, .. } = &mut body
+    {
+        *reactions = list;
+    }
+    Ok(body)
+}
+
+/// Writes into a handoff event the chat's handoff state after it, computed from the chat
+/// row inside the append's transaction (`BEGIN IMMEDIATE`, so no other writer is between
+/// the read and the write): two agents joining at once from stale reads both end up in it.
+async fn fill_handoff(
+    conn: &mut SqliteConnection,
+    chat: &ChatKey,
+    mut body: EventBody,
+) -> Result<EventBody, StoreError> {
+    if body.handoff().is_none() {
+        return Ok(body);
+    }
+    let row = sqlx::query(
+        "SELECT waiting_since, human_agents FROM chats WHERE org = ?1 AND chat_id = ?2",
+    )
+    .bind(&*chat.org)
+    .bind(&*chat.chat_id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let before = HandoffState {
+        waiting_since: row.try_get("waiting_since").map_err(backend)?,
+        agents: row
+            .try_get::<Option<String>, _>("human_agents")
+            .map_err(backend)?
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or_default(),
+    };
+    apply_handoff(&before, &mut body);
+    Ok(body)
+}
+
+/// The reactions of `message_ids` that have any, each list in the order first added.
+async fn reactions_of(
+    conn: &mut SqliteConnection,
+    chat: &ChatKey,
+    message_ids: &[String],
+) -> Result<Vec<(String, Vec<Reaction>)>, StoreError> {
+    let mut out: Vec<(String, Vec<Reaction>)> = Vec::new();
+    for id in message_ids {
+        let rows = sqlx::query(
+            "SELECT user_id, emoji, created_at FROM reactions
+             WHERE org = ? AND chat_id = ? AND message_id = ? ORDER BY added_seq, user_id, emoji",
+        )
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if rows.is_empty() {
+            continue;
+        }
+        let list = rows
+            .iter()
+            .map(|r| {
+                Ok(Reaction {
+                    user_id: r.try_get("user_id").map_err(backend)?,
+                    emoji: r.try_get("emoji").map_err(backend)?,
+                    created_at: r.try_get("created_at").map_err(backend)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.push((id.clone(), list));
+    }
+    Ok(out)
+}
+
 /// Keeps the `chats` row (what lists show) and the member list in step with the log.
 async fn apply_to_summary(
     conn: &mut SqliteConnection,
@@ -377,6 +507,34 @@ async fn apply_to_summary(
                     .map_err(backend)?;
             }
         }
+        EventBody::CsatSubmitted {
+            user_id,
+            rating,
+            comment,
+            ..
+        } => {
+            run(
+                "UPDATE chats SET csat_rating = ?3, csat_comment = ?4, csat_user = ?5, csat_at = ?6
+                 WHERE org = ?1 AND chat_id = ?2",
+            )
+            .bind(i64::from(*rating))
+            .bind(comment)
+            .bind(user_id)
+            .bind(created_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        }
+        EventBody::HumanAgentRequested { handoff, .. }
+        | EventBody::HumanAgentJoined { handoff, .. }
+        | EventBody::HumanAgentLeft { handoff, .. } => {
+            run("UPDATE chats SET waiting_since = ?3, human_agents = ?4 WHERE org = ?1 AND chat_id = ?2")
+                .bind(handoff.waiting_since)
+                .bind(members_column(Some(&handoff.agents)))
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+        }
         EventBody::ChatEnded { .. } => {
             run("UPDATE chats SET status = ?3 WHERE org = ?1 AND chat_id = ?2")
                 .bind(ChatStatus::Closed.as_str())
@@ -402,7 +560,9 @@ async fn apply_to_summary(
 }
 
 const SUMMARY_COLUMNS: &str = "chat_id, epoch, head_seq, created_at, title, pinned, status, \
-                               created_by, metadata, updated_at, members";
+                               created_by, metadata, updated_at, members, \
+                               csat_rating, csat_comment, csat_user, csat_at, \
+                               waiting_since, human_agents";
 
 /// The `members` column: a JSON array, or NULL for an org-wide chat (also for an empty list).
 fn members_column(members: Option<&Vec<String>>) -> Option<String> {
@@ -429,7 +589,34 @@ fn row_to_summary(org: &str, r: &sqlx::sqlite::SqliteRow) -> Result<ChatSummary,
             .try_get::<Option<String>, _>("members")
             .map_err(backend)?
             .and_then(|m| serde_json::from_str(&m).ok()),
+        csat: csat_from_row(r)?,
+        waiting_since: r.try_get("waiting_since").map_err(backend)?,
+        human_agents: r
+            .try_get::<Option<String>, _>("human_agents")
+            .map_err(backend)?
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or_default(),
     })
+}
+
+/// The summary's latest CSAT answer, from the `csat_*` columns.
+fn csat_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Option<Csat>, StoreError> {
+    let rating: Option<i64> = r.try_get("csat_rating").map_err(backend)?;
+    let Some(rating) = rating else {
+        return Ok(None);
+    };
+    Ok(Some(Csat {
+        user_id: r
+            .try_get::<Option<String>, _>("csat_user")
+            .map_err(backend)?
+            .unwrap_or_default(),
+        rating: u8::try_from(rating).unwrap_or(0),
+        comment: r.try_get("csat_comment").map_err(backend)?,
+        submitted_at: r
+            .try_get::<Option<i64>, _>("csat_at")
+            .map_err(backend)?
+            .unwrap_or(0),
+    }))
 }
 
 #[async_trait]
@@ -539,6 +726,8 @@ impl Store for SqliteStore {
             return Err(StoreError::NoSuchChat(chat.to_string()));
         };
         let seq = seq as u64;
+        let body = apply_reaction_event(&mut tx, chat, seq, body, created_at).await?;
+        let body = fill_handoff(&mut tx, chat, body).await?;
         insert_event(&mut tx, chat, seq, &body, created_at).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Appended::New(StoredEvent {
@@ -676,13 +865,61 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn list_waiting_chats(
+        &self,
+        org: &str,
+        scope: &ChatScope,
+        limit: usize,
+        offset: usize,
+    ) -> Result<ChatPage, StoreError> {
+        let member = match scope {
+            ChatScope::Org => None,
+            ChatScope::Member(user) => Some(&**user),
+        };
+        let filter = " AND waiting_since IS NOT NULL AND (?2 IS NULL OR chat_id IN \
+                      (SELECT chat_id FROM chat_members WHERE org = ?1 AND user_id = ?2))";
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM chats WHERE org = ?1{filter}"
+        )))
+        .bind(org)
+        .bind(member)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM chats WHERE org = ?1{filter}
+             ORDER BY waiting_since, chat_id LIMIT ?3 OFFSET ?4"
+        )))
+        .bind(org)
+        .bind(member)
+        .bind(sql_int(limit as u64))
+        .bind(sql_int(offset as u64))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        Ok(ChatPage {
+            chats: rows
+                .iter()
+                .map(|r| row_to_summary(org, r))
+                .collect::<Result<_, _>>()?,
+            total: total as u64,
+        })
+    }
+
     async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        for table in ["events", "read_receipts", "chat_members", "open_turns"] {
+        for table in [
+            "events",
+            "read_receipts",
+            "chat_members",
+            "open_turns",
+            "reactions",
+        ] {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE org = ? AND chat_id = ?"
             )))
@@ -822,6 +1059,15 @@ impl Store for SqliteStore {
         Ok(started > 0)
     }
 
+    async fn reactions(
+        &self,
+        chat: &ChatKey,
+        message_ids: &[String],
+    ) -> Result<Vec<(String, Vec<Reaction>)>, StoreError> {
+        let mut conn = self.readers.acquire().await.map_err(backend)?;
+        reactions_of(&mut conn, chat, message_ids).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.readers)
@@ -844,6 +1090,8 @@ mod tests {
             request_id: None,
             trace_id: None,
             origin: None,
+            tools: None,
+            role: None,
         }
     }
 
@@ -1041,6 +1289,7 @@ mod tests {
             request_id: "q2".into(),
             superseded_by: None,
             context_seq: None,
+            tools: None,
         };
         s.append(&a, sup, 16).await.unwrap();
         // The reply and its tool call left history together; the log keeps all.
@@ -1085,6 +1334,8 @@ mod tests {
             request_id: Some(request.into()),
             trace_id: Some(format!("trace-{request}")),
             origin: None,
+            tools: None,
+            role: None,
         };
         let ended = |request: &str| EventBody::AssistantMessage {
             message_id: format!("reply-{request}"),
@@ -1143,6 +1394,7 @@ mod tests {
                     request_id: "r3".into(),
                     superseded_by: Some("u".into()),
                     context_seq: Some(m3_seq),
+                    tools: None,
                 },
                 6,
             )

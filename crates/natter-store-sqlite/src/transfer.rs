@@ -164,10 +164,16 @@ impl Transfer for SqliteStore {
             return Ok(false);
         }
         let mut last = 0;
+        // Each reaction event holds its message's whole list after it: the last one is the
+        // message's list now.
+        let mut reactions = std::collections::BTreeMap::new();
         while let Some(page) = events.try_next().await? {
             last = check_page(key, last, s.head_seq, &page)?;
             for e in &page {
                 let body = &e.event.body;
+                if let Some((message_id, list)) = body.reaction_target() {
+                    reactions.insert(message_id.to_owned(), list.to_vec());
+                }
                 let json = serde_json::to_string(body)
                     .map_err(|err| StoreError::Backend(format!("cannot serialize: {err}")))?;
                 sqlx::query(
@@ -218,6 +224,52 @@ impl Transfer for SqliteStore {
             .bind(&r.user_id)
             .bind(&r.message_id)
             .bind(r.read_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        for (message_id, list) in &reactions {
+            for (i, r) in list.iter().enumerate() {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO reactions
+                         (org, chat_id, message_id, user_id, emoji, created_at, added_seq)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&*key.org)
+                .bind(&*key.chat_id)
+                .bind(message_id)
+                .bind(&r.user_id)
+                .bind(&r.emoji)
+                .bind(r.created_at)
+                .bind(sql_int(i as u64))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+        }
+        if let Some(c) = &s.csat {
+            sqlx::query(
+                "UPDATE chats SET csat_rating = ?, csat_comment = ?, csat_user = ?, csat_at = ?
+                 WHERE org = ? AND chat_id = ?",
+            )
+            .bind(i64::from(c.rating))
+            .bind(&c.comment)
+            .bind(&c.user_id)
+            .bind(c.submitted_at)
+            .bind(&*key.org)
+            .bind(&*key.chat_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        if s.waiting_since.is_some() || !s.human_agents.is_empty() {
+            sqlx::query(
+                "UPDATE chats SET waiting_since = ?, human_agents = ? WHERE org = ? AND chat_id = ?",
+            )
+            .bind(s.waiting_since)
+            .bind(members_column(Some(&s.human_agents)))
+            .bind(&*key.org)
+            .bind(&*key.chat_id)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;

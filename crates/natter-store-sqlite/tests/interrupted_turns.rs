@@ -158,6 +158,7 @@ fn a_turn_cut_by_a_crash_ends_as_interrupted_at_the_next_start() {
                     last_seq: Some(2),
                     epoch: Some(info.epoch.clone()),
                     members: None,
+                    agent_id: None,
                 },
             )
             .await

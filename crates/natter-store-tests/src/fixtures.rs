@@ -13,6 +13,8 @@ pub fn user(message_id: &str, user_id: &str, text: &str) -> EventBody {
         request_id: None,
         trace_id: None,
         origin: None,
+        tools: None,
+        role: None,
     }
 }
 
@@ -26,6 +28,8 @@ pub fn asked(message_id: &str, request_id: &str) -> EventBody {
         request_id: Some(request_id.into()),
         trace_id: Some(format!("trace-{request_id}")),
         origin: None,
+        tools: None,
+        role: None,
     }
 }
 
@@ -87,6 +91,7 @@ pub fn superseded(message_id: &str, request_id: &str, context_seq: Option<u64>) 
         request_id: request_id.into(),
         superseded_by: Some("u".into()),
         context_seq,
+        tools: None,
     }
 }
 

@@ -25,9 +25,14 @@ use futures::future::BoxFuture;
 use natter_core::store::Store;
 
 mod fixtures;
+mod handoff;
 mod log;
+mod reactions;
 mod summary;
 mod turns;
+
+pub use handoff::{handoff_state_counts_concurrent_changes, handoff_state_follows_the_log};
+pub use reactions::reactions_and_csat_follow_the_log;
 
 pub use log::{
     epoch_is_fixed_and_new_after_recreate, find_message_finds_what_created_a_message,
@@ -84,6 +89,9 @@ pub fn cases() -> Vec<Case> {
         fencing_is_atomic_with_the_append,
         start_turn_and_queued_guard,
         chats_with_open_turns_finds_every_queue,
+        handoff_state_follows_the_log,
+        handoff_state_counts_concurrent_changes,
+        reactions_and_csat_follow_the_log,
     ]
 }
 

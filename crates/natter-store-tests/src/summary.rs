@@ -43,6 +43,9 @@ pub async fn summaries_follow_the_log(store: Arc<dyn Store>) {
             head_seq: 1,
             epoch: info.epoch.clone(),
             members: None,
+            waiting_since: None,
+            human_agents: Vec::new(),
+            csat: None,
         },
         "Summary kept with the log: a new chat's summary"
     );

@@ -35,6 +35,8 @@ enum Bug {
     ListTieDescending,
     /// `messages_after` leaves out tool events.
     NoToolEventsInHistory,
+    /// `list_waiting_chats` lists the newest wait first.
+    WaitingNewestFirst,
 }
 
 struct Broken {
@@ -146,6 +148,28 @@ impl Store for Broken {
         Ok(all)
     }
 
+    async fn list_waiting_chats(
+        &self,
+        org: &str,
+        scope: &ChatScope,
+        limit: usize,
+        offset: usize,
+    ) -> Result<ChatPage, StoreError> {
+        if !matches!(self.bug, Bug::WaitingNewestFirst) {
+            return self
+                .inner
+                .list_waiting_chats(org, scope, limit, offset)
+                .await;
+        }
+        let mut all = self
+            .inner
+            .list_waiting_chats(org, scope, usize::MAX, 0)
+            .await?;
+        all.chats.reverse();
+        all.chats = all.chats.into_iter().skip(offset).take(limit).collect();
+        Ok(all)
+    }
+
     async fn delete_chat(&self, chat: &ChatKey) -> Result<bool, StoreError> {
         self.inner.delete_chat(chat).await
     }
@@ -206,6 +230,14 @@ impl Store for Broken {
         }
     }
 
+    async fn reactions(
+        &self,
+        chat: &ChatKey,
+        message_ids: &[String],
+    ) -> Result<Vec<(String, Vec<natter_core::event::Reaction>)>, StoreError> {
+        self.inner.reactions(chat, message_ids).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -257,6 +289,7 @@ async fn the_suite_catches_planted_bugs() {
             Bug::NoToolEventsInHistory,
             "superseded_messages_leave_history",
         ),
+        (Bug::WaitingNewestFirst, "handoff_state_follows_the_log"),
     ] {
         must_catch(bug, case).await;
     }

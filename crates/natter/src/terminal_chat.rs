@@ -326,6 +326,15 @@ impl Screen {
             )),
             // The next `Reconnecting` says the same, with its delay.
             ChatEvent::ReconnectAttemptFailed { .. } => {}
+            // Support-desk events (handoff, reactions, CSAT, chat changes): not shown here.
+            ChatEvent::HandoffUpdate(_)
+            | ChatEvent::ReactionUpdate(_)
+            | ChatEvent::CsatRequest(_)
+            | ChatEvent::CsatSubmitted(_)
+            | ChatEvent::ChatUpdated(_)
+            | ChatEvent::ChatEnded(_)
+            | ChatEvent::ChatDeleted(_)
+            | ChatEvent::MessageSuperseded(_) => {}
             ChatEvent::Discovery(_) | ChatEvent::Other(_) | ChatEvent::Closed(_) => {}
         }
     }

@@ -524,6 +524,52 @@ test("presence is global: members on different nodes see each other (join ack an
   bob.close();
 });
 
+test("handoff across nodes: three agents taking one chat at the same instant on three nodes are all engaged; the AI is back only after the last leaves", opts, async () => {
+  const chatId = uid("handoff");
+  const { c: cust } = await member(shared.url(0), "cust", chatId);
+  const asked = await cust.emit("handoff:request", { chatId });
+  assert.equal(asked.ok, true, JSON.stringify(asked));
+  /** Seed 002's /load through node `i`: the chat as the store keeps it. */
+  const load = async (i) => {
+    const res = await fetch(`${shared.url(i)}/api/v1/chat/load`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ orgId: "default", chatKey: chatId, userId: "cust" }),
+    });
+    assert.equal(res.status, 200, `/load through node ${i}: ${res.status}`);
+    return (await res.json()).chat;
+  };
+  const agents = await Promise.all(
+    [0, 1, 2].map((i) => connect(shared.url(i), { transports: ["websocket"], query: { userId: `agent-${i}`, clientType: "humanAgent" } })),
+  );
+  // The same instant: every agent joins (and so takes the chat) on its own node at once.
+  const joins = await Promise.all(agents.map((a) => a.emit("chat:join", { chatId })));
+  for (const j of joins) assert.equal(j.ok, true, JSON.stringify(j));
+  await cust.until(() => cust.of("handoff:update").filter((u) => u.reason === "human_agent_joined").length >= 3, 10000, "3 human_agent_joined at the customer");
+  const joined = cust.of("handoff:update").filter((u) => u.reason === "human_agent_joined");
+  assert.deepEqual(joined.map((u) => u.agentId).sort(), ["agent-0", "agent-1", "agent-2"]);
+  for (const i of [0, 1, 2]) {
+    const chat = await load(i);
+    assert.deepEqual([...chat.humanAgents].sort(), ["agent-0", "agent-1", "agent-2"], `every agent is engaged, read through node ${i}`);
+    assert.deepEqual([chat.humanAgentEngaged, chat.aiEngaged, chat.isWaitingForAgent], [true, false, false]);
+  }
+
+  // Two leave at the same instant on two nodes: the third is still in.
+  const leaves = await Promise.all([0, 1].map((i) => agents[i].emit("chat:leave", { chatId })));
+  for (const l of leaves) assert.equal(l.ok, true, JSON.stringify(l));
+  await cust.until(() => cust.of("handoff:update").filter((u) => u.reason === "human_agent_left").length >= 2, 10000, "2 human_agent_left at the customer");
+  const lastUpdate = () => cust.of("handoff:update").reduce((a, b) => (b.seq > a.seq ? b : a));
+  assert.deepEqual([lastUpdate().humanAgentEngaged, lastUpdate().aiEngaged], [true, false], "agent-2 is still engaged");
+  assert.deepEqual((await load(1)).humanAgents, ["agent-2"]);
+
+  assert.equal((await agents[2].emit("chat:leave", { chatId })).ok, true);
+  await cust.until(() => cust.of("handoff:update").filter((u) => u.reason === "human_agent_left").length >= 3, 10000, "the last human_agent_left");
+  assert.deepEqual([lastUpdate().humanAgentEngaged, lastUpdate().aiEngaged], [false, true], "the AI answers again");
+  assert.deepEqual((await load(2)).humanAgents, []);
+  for (const a of agents) a.close();
+  cust.close();
+});
+
 // ------------------------------------------------------------------ one cluster per test
 
 test("kill -9 of the node running a turn: interrupted within 15 s, acked messages kept, the chat goes on, the node comes back", opts, async () => {

@@ -317,8 +317,7 @@ describe("client-run tools over Socket.IO", () => {
   });
 
   test(
-    "k. a member joining without lastSeq during the wait learns of the pending call",
-    { todo: "gap: a join without lastSeq sends only `messages` and the running turn's tokens, so the pending ai:tool_call is never sent; a reloaded page cannot answer it" },
+    "k. a member joining without lastSeq during the wait learns of the pending call (after the ack, marked pending)",
     async () => {
       const { chatId, ann, close } = await pair();
       const requestId = await say(ann, chatId, "[fake:toolcall name=pick_color args={}] who picks?");
@@ -328,6 +327,7 @@ describe("client-run tools over Socket.IO", () => {
         await carl.emit("chat:join", { chatId });
         const seen = await carl.waitFor("ai:tool_call", (p) => p.toolCallId === live.toolCallId, 1500);
         assert.equal(seen.executor, "client");
+        assert.equal(seen.pending, true);
       } finally {
         await ann.emit("ai:tool_result", { chatId, toolCallId: live.toolCallId, result: "x" });
         await ann.waitFor("ai:message", (m) => m.requestId === requestId);

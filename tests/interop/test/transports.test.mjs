@@ -198,11 +198,24 @@ const DEFAULT_NAMES = {
   discoveryRequest: "meta:events:request",
   discoveryResponse: "meta:events:response",
   serverError: "error",
+  handoffRequest: "handoff:request",
+  handoffUpdate: "handoff:update",
+  reactionAdd: "reaction:add",
+  reactionRemove: "reaction:remove",
+  reactionUpdate: "reaction:update",
+  chatEnd: "chat:end",
+  csatRequest: "csat:request",
+  csatSubmit: "csat:submit",
+  csatSubmitted: "csat:submitted",
+  chatUpdated: "chat:updated",
+  chatEnded: "chat:ended",
+  chatDeleted: "chat:deleted",
+  messageSuperseded: "message:superseded",
 };
 
 test("discovery: every EventKey with the contract's default names", () =>
   withClients(async (open) => {
-    assert.equal(Object.keys(DEFAULT_NAMES).length, 22);
+    assert.equal(Object.keys(DEFAULT_NAMES).length, 35);
     const c = await open(natter.url, { query: { userId: "disco" } });
     const ack = await c.emit("meta:events:request", {});
     assert.deepEqual(ack, { ok: true, version: 1, events: DEFAULT_NAMES });

@@ -148,6 +148,14 @@ impl Store for LogStore {
         self.inner.start_turn(chat, request_id, fence).await
     }
 
+    async fn reactions(
+        &self,
+        chat: &ChatKey,
+        message_ids: &[String],
+    ) -> Result<Vec<(String, Vec<natter_core::event::Reaction>)>, StoreError> {
+        self.inner.reactions(chat, message_ids).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -6,6 +6,8 @@
 //! `start {messageId}` → `start-step` → `text-start` → `text-delta`* → `text-end` →
 //! `finish-step` → one of `finish {finishReason}` (done), `abort {reason}` (stopped),
 //! `error {errorText}` (failed). The transport adds `[DONE]` (HTTP) or `end` (WebSocket).
+//! A tool call is `tool-input-start` → `tool-input-delta`* (its arguments as the model streams
+//! them) → `tool-input-available`, then its output.
 
 use std::sync::Arc;
 
@@ -28,6 +30,11 @@ pub struct TurnChunks {
     new_step: bool,
     /// Tokens below this index are skipped (a continuation: the client has them).
     min_index: u64,
+    /// Tool calls whose `tool-input-start` went out as their input streamed: their deltas
+    /// follow, and their whole call sends only `tool-input-available`. A delta of a call not
+    /// in here (it started before this stream) is dropped: the SDK refuses a delta without
+    /// its start, and the whole call comes anyway.
+    inputs: Vec<Arc<str>>,
     done: bool,
 }
 
@@ -53,6 +60,7 @@ impl TurnChunks {
             text_parts: 0,
             new_step: false,
             min_index: 0,
+            inputs: Vec::new(),
             done: false,
         }
     }
@@ -215,6 +223,28 @@ impl TurnChunks {
                     self.delta(text, out);
                 }
             }
+            FeedItem::Live(LiveEvent::ToolInputStart {
+                turn,
+                tool_call_id,
+                name,
+            }) if turn.request_id == self.request_id => {
+                self.start(&turn.message_id, out);
+                self.close_text(out);
+                self.step_boundary(out);
+                out.push(json!({"type": "tool-input-start", "toolCallId": &**tool_call_id, "toolName": &**name}));
+                self.inputs.push(tool_call_id.clone());
+            }
+            FeedItem::Live(LiveEvent::ToolInputDelta {
+                turn,
+                tool_call_id,
+                delta,
+            }) if turn.request_id == self.request_id && self.inputs.contains(tool_call_id) => {
+                out.push(json!({
+                    "type": "tool-input-delta",
+                    "toolCallId": &**tool_call_id,
+                    "inputTextDelta": &**delta,
+                }));
+            }
             FeedItem::Durable(event) => self.accept_end(event, out),
             FeedItem::Live(LiveEvent::TurnEndUnstored { turn, end })
                 if turn.request_id == self.request_id =>
@@ -247,7 +277,9 @@ impl TurnChunks {
                 self.start(message_id, out);
                 self.close_text(out);
                 self.step_boundary(out);
-                out.push(json!({"type": "tool-input-start", "toolCallId": tool_call_id, "toolName": name}));
+                if !self.inputs.iter().any(|id| **id == **tool_call_id) {
+                    out.push(json!({"type": "tool-input-start", "toolCallId": tool_call_id, "toolName": name}));
+                }
                 out.push(json!({
                     "type": "tool-input-available",
                     "toolCallId": tool_call_id,
@@ -525,6 +557,63 @@ mod tests {
             out[2]["id"], out[13]["id"],
             "each step's text is its own part"
         );
+    }
+
+    #[test]
+    fn tool_input_streams_as_deltas_between_start_and_available() {
+        let mut c = TurnChunks::for_request("r1".into());
+        let mut out = Vec::new();
+        let live = |event| FeedItem::Live(event);
+        let delta = |id: &str, d: &str| {
+            live(LiveEvent::ToolInputDelta {
+                turn: turn(),
+                tool_call_id: id.into(),
+                delta: d.into(),
+            })
+        };
+        // A delta of a call whose start this stream never saw is dropped.
+        c.accept(&delta("c0", "{"), &mut out);
+        c.accept(
+            &live(LiveEvent::ToolInputStart {
+                turn: turn(),
+                tool_call_id: "c1".into(),
+                name: "time".into(),
+            }),
+            &mut out,
+        );
+        c.accept(&delta("c1", "{\"zone\":"), &mut out);
+        c.accept(&delta("c1", "\"UTC\"}"), &mut out);
+        let call = EventBody::ToolCall {
+            request_id: "r1".into(),
+            message_id: "m1".into(),
+            token_index: 0,
+            tool_call_id: "c1".into(),
+            name: "time".into(),
+            arguments: json!({"zone": "UTC"}),
+            executor: "server".into(),
+            trace_id: None,
+        };
+        c.accept_end(
+            &StoredEvent {
+                seq: 3,
+                created_at: 0,
+                body: call,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            types(&out),
+            [
+                "start",
+                "start-step",
+                "tool-input-start",
+                "tool-input-delta",
+                "tool-input-delta",
+                "tool-input-available"
+            ]
+        );
+        assert_eq!(out[3]["inputTextDelta"], "{\"zone\":");
+        assert_eq!(out[3]["toolCallId"], "c1");
     }
 
     #[test]

@@ -111,12 +111,16 @@ pub(crate) async fn send(
         .opt_str("trigger")?
         .unwrap_or_else(|| "submit-message".into());
     let trace_id = f.opt_id("traceId")?;
+    let agent_id = agent_id(f)?;
     let conn = request_conn("aisdk");
     match trigger.as_str() {
-        "submit-message" => submit(face, who, caller, &chat, &conn, f, trace_id).await,
+        "submit-message" => submit(face, who, caller, &chat, &conn, f, trace_id, agent_id).await,
         "regenerate-message" => {
             let message_id = f.opt_id("messageId")?;
             face.core.open_chat(who, &chat, None).await?;
+            if let Some(id) = &agent_id {
+                face.core.check_agent(&chat, id).await?;
+            }
             // Follow before the turn is queued, so its start is not missed.
             let (_, feed) = face.core.follow(who, &conn, &chat).await?;
             let request_id = face
@@ -143,6 +147,19 @@ pub(crate) async fn send(
     }
 }
 
+/// `agentId` in the request body (the transport's `body` option; a WebSocket frame nests it
+/// under `body`): the agent a new chat is bound to (CONTRACT §7.5).
+fn agent_id(f: &Fields<'_>) -> ApiResult<Option<String>> {
+    if let Some(id) = f.opt_id("agentId")? {
+        return Ok(Some(id));
+    }
+    match f.opt_object("body").ok().flatten() {
+        Some(body) => Ok(Fields::new("body", &body)?.opt_id("agentId")?),
+        None => Ok(None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn submit(
     face: &Face,
     who: &Identity,
@@ -151,6 +168,7 @@ async fn submit(
     conn: &ConnectionId,
     f: &Fields<'_>,
     trace_id: Option<String>,
+    agent_id: Option<String>,
 ) -> ApiResult<TurnStream> {
     let messages = f
         .opt_array("messages")?
@@ -162,7 +180,12 @@ async fn submit(
     let m = Fields::new("messages[last]", last)?;
     match m.opt_str("role")?.as_deref() {
         Some("user") => {}
-        Some("assistant") => return continue_after_tools(face, who, chat, conn, last).await,
+        Some("assistant") => {
+            if let Some(id) = &agent_id {
+                face.core.check_agent(chat, id).await?;
+            }
+            return continue_after_tools(face, who, chat, conn, last).await;
+        }
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,
@@ -191,16 +214,27 @@ async fn submit(
         tools,
     };
     let create = face.core.config().auto_create_chats;
+    // A new chat is bound to the agent; an existing one must already have it.
+    let new = NewChat {
+        metadata: agent_id
+            .as_ref()
+            .map(|id| serde_json::json!({ natter_core::agents::AGENT_ID_KEY: id })),
+        ..NewChat::default()
+    };
     face.core
-        .open_chat(who, chat, create.then(NewChat::default))
+        .open_chat(who, chat, create.then_some(new))
         .await?;
+    if let (false, Some(id)) = (create, &agent_id) {
+        face.core.check_agent(chat, id).await?;
+    }
     let (_, feed) = face.core.follow(who, conn, chat).await?;
     let posted = face
         .core
         .post_user_message(who, &caller.source(Some(conn)), chat, input)
         .await?;
     let Some(request_id) = posted.request_id else {
-        // The chat's AI mode is off: the message is stored, and no reply comes.
+        // The chat's AI mode is off, or a human agent has the chat (CONTRACT §7.2): the
+        // message is stored, and no reply comes.
         return Ok(TurnStream::new(
             None,
             TurnChunks::for_request("none".into()),

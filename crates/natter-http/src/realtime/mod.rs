@@ -41,6 +41,31 @@ async fn target(
     Ok((who, chat))
 }
 
+/// Fills `reactions` into seed 002 `ChatMessage`s (a JSON array) that have any (CONTRACT
+/// §7.3): `/load` and history pages.
+pub(crate) async fn add_reactions(
+    core: &natter_core::ChatCore,
+    chat: &ChatKey,
+    messages: &mut Value,
+) -> ApiResult<()> {
+    let Some(list) = messages.as_array_mut() else {
+        return Ok(());
+    };
+    let ids: Vec<String> = list
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect();
+    let found: HashMap<String, Vec<natter_core::event::Reaction>> =
+        core.reactions(chat, &ids).await?.into_iter().collect();
+    for m in list.iter_mut() {
+        let Some(id) = m["id"].as_str() else { continue };
+        if let Some(r) = found.get(id) {
+            m["reactions"] = wire::reactions(r);
+        }
+    }
+    Ok(())
+}
+
 /// An optional `members` list of user ids (a members-only chat).
 pub(crate) fn members(f: &Fields<'_>) -> ApiResult<Option<Vec<String>>> {
     match f.opt_array("members")? {
@@ -121,7 +146,9 @@ pub async fn load(
     face.core
         .tell_user(&who, &chat, FollowReason::Loaded, summary.head_seq, None)
         .await;
-    Ok(Json(json!({"chat": wire::chat(&summary, &messages)})))
+    let mut chat_json = wire::chat(&summary, &messages);
+    add_reactions(&face.core, &chat, &mut chat_json["messages"]).await?;
+    Ok(Json(json!({"chat": chat_json})))
 }
 
 /// `{orgId, chatKey, userId, typing}`: the chat's streams get `typing` / `stopped_typing`.
@@ -139,6 +166,7 @@ pub async fn typing(
 }
 
 async fn set_typing(face: &Face, who: &Identity, chat: &ChatKey, typing: bool) -> ApiResult<()> {
+    who.check_may_write("type")?;
     face.core.chat_summary(chat).await?;
     let conn = request_conn("typing");
     face.core.typing(who, &conn, chat, typing, None).await;
@@ -161,6 +189,17 @@ pub async fn end(
     };
     face.core.end_chat(&who, &chat, reason).await?;
     Ok(ok())
+}
+
+/// With auth off a seed-002 client cannot name its client type on `/event` (its `sendEvent`
+/// sends `{type, orgId, chatKey, userId, data}`): posting `human_agent_joined` is then taken
+/// as the act of a human agent. With auth on the token decides (CONTRACT §7.1).
+fn as_agent(face: &Face, who: Identity) -> Identity {
+    if !face.config.auth.is_on() && who.client_type == natter_core::chat::ClientType::Customer {
+        who.with_client_type(natter_core::chat::ClientType::HumanAgent)
+    } else {
+        who
+    }
 }
 
 /// `{type, orgId, chatKey, userId, data?}`: the client events this server acts on —
@@ -188,15 +227,66 @@ pub async fn event(
             })?;
             let d = Fields::new("event.data", &data)?;
             let call = d.req_id("toolCallId")?;
+            who.check_may_write("answer tool calls")?;
             let (result, error) = natter_protocol::fields::tool_outcome(&data);
             face.core.chat_summary(&chat).await?;
             face.core.tool_result(&chat, &call, result, error).await?;
+        }
+        // Reactions (CONTRACT §7.3): answered with the message's list now.
+        "reaction_added" | "reaction_removed" => {
+            let data = f.opt_object("data")?.ok_or_else(|| {
+                ApiError::new(ErrorCode::MissingField, "event: `data` is required")
+            })?;
+            let d = Fields::new("event.data", &data)?;
+            let message_id = d.req_id("messageId")?;
+            let emoji = d.req_text("emoji")?;
+            let add = kind == "reaction_added";
+            let out = face
+                .core
+                .react(&who, &chat, message_id, emoji, add, None)
+                .await?;
+            let mut answer = json!({
+                "success": true,
+                "messageId": out.message_id,
+                "reactions": wire::reactions(&out.reactions),
+                "changed": out.event.is_some(),
+            });
+            if let Some(e) = &out.event {
+                answer["seq"] = json!(e.seq);
+            }
+            return Ok(Json(answer));
+        }
+        // CSAT (CONTRACT §7.4): one answer per user and chat; a later one replaces it.
+        "csat_submitted" => {
+            let data = f.opt_object("data")?.ok_or_else(|| {
+                ApiError::new(ErrorCode::MissingField, "event: `data` is required")
+            })?;
+            let d = Fields::new("event.data", &data)?;
+            let rating = natter_protocol::fields::req_rating("event.data", &data)?;
+            let comment = d.opt_str("comment")?;
+            let stored = face
+                .core
+                .submit_csat(&who, &chat, rating, comment, None)
+                .await?;
+            return Ok(Json(json!({"success": true, "seq": stored.seq})));
+        }
+        // Handoff (CONTRACT §7.2).
+        "human_agent_requested" => {
+            face.core.request_human_agent(&who, &chat).await?;
+        }
+        "human_agent_joined" => {
+            face.core
+                .human_agent_join(&as_agent(&face, who), &chat)
+                .await?;
+        }
+        "human_agent_left" => {
+            face.core.human_agent_leave(&who, &chat).await?;
         }
         other => {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,
                 format!(
-                    "event: type `{other}` is not one this server acts on (typing, stopped_typing, chat_ended, client_action_callback)"
+                    "event: type `{other}` is not one this server acts on (typing, stopped_typing, chat_ended, client_action_callback, human_agent_requested, human_agent_joined, human_agent_left, reaction_added, reaction_removed, csat_submitted)"
                 ),
             ));
         }

@@ -128,10 +128,16 @@ pub async fn open(
         ending: ending.clone(),
     };
     let expiry = token_expiry_event(&caller, &stream);
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        stream.run(user_channel, named, last_event_id, expiry).await;
+        stream
+            .run(user_channel, named, last_event_id, subscribed_tx, expiry)
+            .await;
         drop(admission);
     });
+    // The response (and so the client's `open`) waits until the stream follows its chat: a
+    // client that posts as soon as the stream is open must get every event the post causes.
+    let _ = subscribed.await;
     let heartbeat = face.config.heartbeat;
     let last_words = futures::stream::once(async move {
         ending
@@ -193,6 +199,7 @@ impl StreamTask {
         mut user_channel: UserSubscription,
         named: Option<ChatKey>,
         last_event_id: Option<u64>,
+        subscribed: tokio::sync::oneshot::Sender<()>,
         expiry: impl std::future::Future<Output = Event>,
     ) {
         tokio::pin!(expiry);
@@ -201,7 +208,11 @@ impl StreamTask {
         let mut following: HashSet<Arc<str>> = HashSet::new();
         if let Some(chat) = named {
             following.insert(chat.chat_id.clone());
-            this.clone().follow(&mut members, chat, last_event_id).await;
+            this.clone()
+                .follow(&mut members, chat, last_event_id, Some(subscribed))
+                .await;
+        } else {
+            let _ = subscribed.send(());
         }
         loop {
             tokio::select! {
@@ -242,7 +253,7 @@ impl StreamTask {
                         FollowReason::Posted => {}
                     }
                     if following.insert(chat.chat_id.clone()) {
-                        this.clone().follow(&mut members, chat, Some(event.after_seq)).await;
+                        this.clone().follow(&mut members, chat, Some(event.after_seq), None).await;
                     }
                 }
                 Some(_) = members.join_next(), if !members.is_empty() => {}
@@ -335,6 +346,7 @@ impl StreamTask {
         members: &mut JoinSet<()>,
         chat: ChatKey,
         after_seq: Option<u64>,
+        subscribed: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
         let core = &self.face.core;
         let summary = match core.chat_summary(&chat).await {
@@ -342,7 +354,7 @@ impl StreamTask {
             Err(_) => return,
         };
         let epoch = summary.epoch.clone();
-        let outcome = match core
+        let outcome = core
             .join(
                 &self.who,
                 &self.conn,
@@ -351,10 +363,14 @@ impl StreamTask {
                     last_seq: after_seq,
                     epoch: Some(epoch),
                     members: None,
+                    agent_id: None,
                 },
             )
-            .await
-        {
+            .await;
+        if let Some(subscribed) = subscribed {
+            let _ = subscribed.send(());
+        }
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 let w = e.to_wire();
@@ -389,6 +405,17 @@ impl StreamTask {
             }
         }
         for event in &outcome.replay {
+            for e in self.durable_events(&chat, event) {
+                if !self.send(e).await {
+                    return;
+                }
+            }
+        }
+        // A stream opened without `Last-Event-ID` during a client-run tool's wait (a page
+        // reload, or a call made while the stream was opening) gets the waiting
+        // `client_action` again, so it can answer it. With its `seq` as `id:`, as always: a
+        // reconnect from there replays what followed it, which clients dedupe by id.
+        for event in &outcome.pending_tool_calls {
             for e in self.durable_events(&chat, event) {
                 if !self.send(e).await {
                     return;
@@ -524,6 +551,70 @@ impl StreamTask {
                     None,
                 );
                 out.push(sse_event("chat_ended", &e, id));
+                // CONTRACT §7.4: a customer's stream is asked to rate the chat (no `id`: it
+                // is part of the `chat_ended` above, and comes again with it on replay).
+                if self.face.core.config().csat
+                    && self.who.client_type == natter_core::chat::ClientType::Customer
+                {
+                    let data = json!({"seq": event.seq});
+                    let e = self.envelope(
+                        chat,
+                        "show_csat_survey",
+                        &self.who.user_id,
+                        t,
+                        Some(data),
+                        None,
+                    );
+                    out.push(sse_event("show_csat_survey", &e, None));
+                }
+            }
+            // CONTRACT §7.3: the message's whole reaction list after the change.
+            EventBody::ReactionAdded {
+                message_id,
+                user_id,
+                emoji,
+                reactions,
+                ..
+            }
+            | EventBody::ReactionRemoved {
+                message_id,
+                user_id,
+                emoji,
+                reactions,
+                ..
+            } => {
+                let data = json!({
+                    "messageId": message_id,
+                    "reactions": super::wire::reactions(reactions),
+                    "emoji": emoji,
+                    "added": matches!(event.body, EventBody::ReactionAdded { .. }),
+                    "seq": event.seq,
+                });
+                let e = self.envelope(chat, "reaction_update", user_id, t, Some(data), None);
+                out.push(sse_event("reaction_update", &e, id));
+            }
+            EventBody::CsatSubmitted {
+                user_id,
+                rating,
+                comment,
+                ..
+            } => {
+                let mut data = json!({"rating": rating, "submittedAt": t, "seq": event.seq});
+                if let Some(c) = comment {
+                    data["comment"] = json!(c);
+                }
+                let e = self.envelope(chat, "csat_submitted", user_id, t, Some(data), None);
+                out.push(sse_event("csat_submitted", &e, id));
+            }
+            // Handoff (CONTRACT §7.2): seed 002's `human_agent_joined` / `_left`, and
+            // `human_agent_requested`, with the chat's handoff state after the change.
+            EventBody::HumanAgentRequested { .. }
+            | EventBody::HumanAgentJoined { .. }
+            | EventBody::HumanAgentLeft { .. } => {
+                let kind = event.body.kind();
+                let (user, data) = super::wire::handoff_data(&event.body);
+                let e = self.envelope(chat, kind, &user, t, Some(data), None);
+                out.push(sse_event(kind, &e, id));
             }
             // No seed 002 event for these; the next event's id still moves past their seq.
             EventBody::ChatCreated { .. }

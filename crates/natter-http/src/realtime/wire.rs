@@ -2,7 +2,7 @@
 //! Times are epoch milliseconds here (CONTRACT §6.1). Pure functions, no I/O.
 
 use natter_core::chat::ChatSummary;
-use natter_core::event::{EventBody, StoredEvent};
+use natter_core::event::{EventBody, Reaction, StoredEvent};
 use serde_json::{Value, json};
 
 /// Seed 002's sender id for the assistant.
@@ -17,10 +17,12 @@ pub fn chat_message(event: &StoredEvent) -> Option<Value> {
             user_id,
             text,
             parts,
+            role,
             ..
         } => {
+            let role = role.as_deref().unwrap_or("user");
             let mut m = json!({
-                "id": message_id, "role": "user", "content": text, "time": t, "status": "sent",
+                "id": message_id, "role": role, "content": text, "time": t, "status": "sent",
                 "senderId": user_id, "createdAt": t, "seq": event.seq,
             });
             if let Some(p) = parts {
@@ -110,6 +112,53 @@ pub fn chat_message(event: &StoredEvent) -> Option<Value> {
     })
 }
 
+/// A handoff event's `ChatEvent.userId` (the agent, or the customer who asked) and its
+/// `data`: the chat's handoff state after it (CONTRACT §7.2).
+pub fn handoff_data(body: &EventBody) -> (String, Value) {
+    let (user, agent) = match body {
+        EventBody::HumanAgentJoined { agent_id, .. }
+        | EventBody::HumanAgentLeft { agent_id, .. } => (agent_id.clone(), Some(agent_id.clone())),
+        EventBody::HumanAgentRequested { requested_by, .. } => {
+            (requested_by.clone().unwrap_or_default(), None)
+        }
+        _ => (String::new(), None),
+    };
+    let state = body.handoff().cloned().unwrap_or_default();
+    let mut data = json!({
+        "aiEngaged": state.ai_engaged(),
+        "humanAgentEngaged": state.human_agent_engaged(),
+        "isWaitingForAgent": state.is_waiting_for_agent(),
+    });
+    if let Some(a) = agent {
+        data["agentId"] = json!(a);
+    }
+    if let Some(w) = state.waiting_since {
+        data["waitingSince"] = json!(w);
+    }
+    (user, data)
+}
+
+/// Seed 002's `EmojiReaction[]` (`createdAt` epoch ms).
+pub fn reactions(list: &[Reaction]) -> Value {
+    json!(
+        list.iter()
+            .map(|r| json!({"emoji": r.emoji, "userId": r.user_id, "createdAt": r.created_at}))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// A chat's latest CSAT answer as `ChatSummary.csat`: `{rating, comment?, submittedAt}`
+/// (plus `userId`, who answered).
+pub fn csat(s: &ChatSummary) -> Option<Value> {
+    s.csat.as_ref().map(|c| {
+        let mut v = json!({"rating": c.rating, "submittedAt": c.submitted_at, "userId": c.user_id});
+        if let Some(comment) = &c.comment {
+            v["comment"] = json!(comment);
+        }
+        v
+    })
+}
+
 /// A `ChatEvent` envelope.
 pub fn chat_event(
     kind: &str,
@@ -145,7 +194,16 @@ pub fn summary(s: &ChatSummary) -> Value {
         "metadata": s.metadata.clone().unwrap_or_else(|| json!({})),
         "isBackground": false,
         "seq": s.head_seq,
+        "aiEngaged": s.ai_engaged(),
+        "humanAgentEngaged": s.human_agent_engaged(),
+        "isWaitingForAgent": s.is_waiting_for_agent(),
     });
+    if let (Some(w), Some(obj)) = (s.waiting_since, v.as_object_mut()) {
+        obj.insert("waitingSince".into(), json!(w));
+    }
+    if let (Some(c), Some(obj)) = (csat(s), v.as_object_mut()) {
+        obj.insert("csat".into(), c);
+    }
     // Only members-only chats carry the field, so org-wide ones keep seed 002's exact shape.
     if let (Some(members), Some(obj)) = (&s.members, v.as_object_mut()) {
         obj.insert("members".into(), json!(members));
@@ -164,13 +222,16 @@ pub fn chat(s: &ChatSummary, messages: &[StoredEvent]) -> Value {
         "lastUpdated": s.updated_at,
         "users": s.created_by.iter().map(|u| json!({"id": u, "role": "user"})).collect::<Vec<_>>(),
         "status": s.status.as_str(),
-        "aiEngaged": true,
-        "humanAgentEngaged": false,
-        "isWaiting": false,
-        "isWaitingForAgent": false,
+        "aiEngaged": s.ai_engaged(),
+        "humanAgentEngaged": s.human_agent_engaged(),
+        "isWaiting": s.is_waiting_for_agent(),
+        "isWaitingForAgent": s.is_waiting_for_agent(),
+        "waitingSince": s.waiting_since,
+        "humanAgents": s.human_agents,
         "metadata": s.metadata.clone().unwrap_or_else(|| json!({})),
         "pinned": s.pinned,
         "seq": s.head_seq,
         "epoch": s.epoch,
+        "csat": csat(s),
     })
 }

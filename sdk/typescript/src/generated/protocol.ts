@@ -11,7 +11,12 @@ chatId?: string | number, userId?: string | number, lastSeq?: number, epoch?: st
 /**
  * When this join creates the chat: the only users who may use it.
  */
-members?: Array<string>, traceId?: string, };
+members?: Array<string>, 
+/**
+ * When this join creates the chat: the agent (`GET /api/v1/agents`) it is bound to; on
+ * an existing chat, the one it has.
+ */
+agentId?: string, traceId?: string, };
 
 export type LeavePayload = { chatId?: string | number, traceId?: string, };
 
@@ -51,11 +56,43 @@ export type AuthRefreshPayload = { token: string, };
 
 export type DiscoveryRequestPayload = { traceId?: string, };
 
-export type ChatMessageEvent = { chatId: string, messageId: string, userId: string, role: "user", text: string, parts?: JsonValue, createdAt: string, seq: number, requestId?: string, traceId?: string, };
+export type HandoffRequestPayload = { chatId?: string | number, traceId?: string, };
+
+export type ReactionPayload = { chatId?: string | number, messageId: string, 
+/**
+ * One emoji: 1-8 Unicode scalar values, at most 32 bytes, no whitespace.
+ */
+emoji: string, traceId?: string, };
+
+export type ChatEndPayload = { chatId?: string | number, reason?: string, traceId?: string, };
+
+export type CsatSubmitPayload = { chatId?: string | number, 
+/**
+ * 1 to 5.
+ */
+rating: number, 
+/**
+ * At most 2,000 characters.
+ */
+comment?: string, traceId?: string, };
+
+export type ChatMessageEvent = { chatId: string, messageId: string, userId: string, 
+/**
+ * `humanAgent` for a human agent's message (CONTRACT §7.2).
+ */
+role: "user" | "humanAgent", text: string, parts?: JsonValue, createdAt: string, seq: number, requestId?: string, traceId?: string, 
+/**
+ * The message's reactions (CONTRACT §7.3), in the join ack's `messages` when it has any.
+ */
+reactions?: Array<ReactionWire>, };
 
 export type Usage = { promptTokens: number, completionTokens: number, totalTokens: number, };
 
-export type AiMessageEvent = { chatId: string, messageId: string, role: "assistant", text: string, createdAt: string, usage?: Usage, options?: Array<string>, requestId: string, finishReason: string, seq: number, traceId?: string, };
+export type AiMessageEvent = { chatId: string, messageId: string, role: "assistant", text: string, createdAt: string, usage?: Usage, options?: Array<string>, requestId: string, finishReason: string, seq: number, traceId?: string, 
+/**
+ * The message's reactions (CONTRACT §7.3), in the join ack's `messages` when it has any.
+ */
+reactions?: Array<ReactionWire>, };
 
 export type HistoryMessage = ChatMessageEvent | AiMessageEvent;
 
@@ -65,7 +102,13 @@ export type AiErrorEvent = { chatId: string, code: string, message: string, deta
  */
 seq?: number, traceId?: string, };
 
-export type AiToolCallEvent = { chatId: string, requestId: string, messageId: string, toolCallId: string, name: string, arguments: JsonValue, executor: "server" | "client", seq: number, traceId?: string, };
+export type AiToolCallEvent = { chatId: string, requestId: string, messageId: string, toolCallId: string, name: string, arguments: JsonValue, executor: "server" | "client", seq: number, traceId?: string, 
+/**
+ * `true` on a client-run call sent again after a `chat:join` without `lastSeq` because
+ * it still waits for an answer: its `seq` is at or below the join ack's, and a client
+ * applies it anyway (it is not in the ack's `messages`). Absent otherwise.
+ */
+pending?: boolean, };
 
 export type AiToolResultEvent = { chatId: string, requestId: string, messageId: string, toolCallId: string, name: string, result?: JsonValue, error?: string, seq: number, traceId?: string, };
 
@@ -91,6 +134,44 @@ retryAfterMs?: number, };
 
 export type DiscoveryResponse = { version: number, events: { [key in string]: string }, };
 
+export type HandoffUpdateEvent = { chatId: string, isWaitingForAgent: boolean, humanAgentEngaged: boolean, aiEngaged: boolean, 
+/**
+ * The agent who joined or left (absent for a request).
+ */
+agentId?: string, 
+/**
+ * What happened: `human_agent_requested`, `human_agent_joined` or `human_agent_left`.
+ */
+reason: "human_agent_requested" | "human_agent_joined" | "human_agent_left", 
+/**
+ * Epoch ms since the chat waits for an agent, while it does.
+ */
+waitingSince?: number, seq: number, };
+
+export type ReactionWire = { emoji: string, userId: string, createdAt: string, };
+
+export type ReactionUpdateEvent = { chatId: string, messageId: string, reactions: Array<ReactionWire>, 
+/**
+ * Who added or removed a reaction, and which.
+ */
+userId: string, emoji: string, added: boolean, seq: number, traceId?: string, };
+
+export type CsatRequestEvent = { chatId: string, 
+/**
+ * The `seq` of the `chat:ended` that asked.
+ */
+seq: number, };
+
+export type CsatSubmittedEvent = { chatId: string, userId: string, rating: number, comment?: string, submittedAt: string, seq: number, traceId?: string, };
+
+export type ChatUpdatedEvent = { chatId: string, title?: string, pinned?: boolean, updatedBy?: string, seq: number, };
+
+export type ChatEndedEvent = { chatId: string, endedBy?: string, reason?: string, seq: number, };
+
+export type ChatDeletedEvent = { chatId: string, deletedBy?: string, };
+
+export type MessageSupersededEvent = { chatId: string, messageId: string, requestId: string, supersededBy?: string, seq: number, };
+
 export type ErrorBody = { code: string, message: string, retryAfterMs?: number, };
 
 export type ErrorAck = { ok: false, error: ErrorBody, };
@@ -113,6 +194,12 @@ export type AuthRefreshAck = { ok: true, expiresAt?: string, };
 
 export type DiscoveryAck = { ok: true, version: number, events: { [key in string]: string }, };
 
+export type HandoffAck = { ok: true, chatId: string, isWaitingForAgent: boolean, humanAgentEngaged: boolean, aiEngaged: boolean, seq: number, };
+
+export type ReactionAck = { ok: true, chatId: string, messageId: string, reactions: Array<ReactionWire>, changed: boolean, seq?: number, };
+
+export type SeqAck = { ok: true, chatId: string, seq: number, };
+
 /** Events a client sends, by default wire name. */
 export interface ClientToServerEvents {
   "chat:join": JoinPayload;
@@ -125,6 +212,11 @@ export interface ClientToServerEvents {
   "ai:tool_result": ToolResultPayload;
   "auth:refresh": AuthRefreshPayload;
   "meta:events:request": DiscoveryRequestPayload;
+  "handoff:request": HandoffRequestPayload;
+  "reaction:add": ReactionPayload;
+  "reaction:remove": ReactionPayload;
+  "chat:end": ChatEndPayload;
+  "csat:submit": CsatSubmitPayload;
 }
 
 /** Events the server sends, by default wire name. */
@@ -141,6 +233,14 @@ export interface ServerToClientEvents {
   "message:read": MessageReadEvent;
   "meta:events:response": DiscoveryResponse;
   "error": ServerErrorEvent;
+  "handoff:update": HandoffUpdateEvent;
+  "reaction:update": ReactionUpdateEvent;
+  "csat:request": CsatRequestEvent;
+  "csat:submitted": CsatSubmittedEvent;
+  "chat:updated": ChatUpdatedEvent;
+  "chat:ended": ChatEndedEvent;
+  "chat:deleted": ChatDeletedEvent;
+  "message:superseded": MessageSupersededEvent;
 }
 
 /** Every event by default wire name, both directions (seed 001's `ChatEvents`). */
@@ -155,6 +255,11 @@ export interface ChatEvents {
   "ai:tool_result": ToolResultPayload | AiToolResultEvent;
   "auth:refresh": AuthRefreshPayload;
   "meta:events:request": DiscoveryRequestPayload;
+  "handoff:request": HandoffRequestPayload;
+  "reaction:add": ReactionPayload;
+  "reaction:remove": ReactionPayload;
+  "chat:end": ChatEndPayload;
+  "csat:submit": CsatSubmitPayload;
   "chat:message": ChatMessageEvent;
   "presence:update": PresenceUpdateEvent;
   "typing:update": TypingUpdateEvent;
@@ -165,6 +270,14 @@ export interface ChatEvents {
   "ai:tool_call": AiToolCallEvent;
   "meta:events:response": DiscoveryResponse;
   "error": ServerErrorEvent;
+  "handoff:update": HandoffUpdateEvent;
+  "reaction:update": ReactionUpdateEvent;
+  "csat:request": CsatRequestEvent;
+  "csat:submitted": CsatSubmittedEvent;
+  "chat:updated": ChatUpdatedEvent;
+  "chat:ended": ChatEndedEvent;
+  "chat:deleted": ChatDeletedEvent;
+  "message:superseded": MessageSupersededEvent;
 }
 
 /** The ack of each client event: `{ok: true, …}` or `{ok: false, error}`. */
@@ -179,6 +292,11 @@ export interface ClientAcks {
   "ai:tool_result": OkAck | ErrorAck;
   "auth:refresh": AuthRefreshAck | ErrorAck;
   "meta:events:request": DiscoveryAck | ErrorAck;
+  "handoff:request": HandoffAck | ErrorAck;
+  "reaction:add": ReactionAck | ErrorAck;
+  "reaction:remove": ReactionAck | ErrorAck;
+  "chat:end": SeqAck | ErrorAck;
+  "csat:submit": SeqAck | ErrorAck;
 }
 
 /** A logical event, independent of its wire name. */
@@ -204,7 +322,20 @@ export type EventKey =
   | "readReceipt"
   | "discoveryRequest"
   | "discoveryResponse"
-  | "serverError";
+  | "serverError"
+  | "handoffRequest"
+  | "handoffUpdate"
+  | "reactionAdd"
+  | "reactionRemove"
+  | "reactionUpdate"
+  | "chatEnd"
+  | "csatSubmit"
+  | "csatRequest"
+  | "csatSubmitted"
+  | "chatUpdated"
+  | "chatEnded"
+  | "chatDeleted"
+  | "messageSuperseded";
 
 /** The wire name of every event key when the server remaps none. */
 export const DEFAULT_EVENT_NAMES = {
@@ -230,6 +361,19 @@ export const DEFAULT_EVENT_NAMES = {
   discoveryRequest: "meta:events:request",
   discoveryResponse: "meta:events:response",
   serverError: "error",
+  handoffRequest: "handoff:request",
+  handoffUpdate: "handoff:update",
+  reactionAdd: "reaction:add",
+  reactionRemove: "reaction:remove",
+  reactionUpdate: "reaction:update",
+  chatEnd: "chat:end",
+  csatSubmit: "csat:submit",
+  csatRequest: "csat:request",
+  csatSubmitted: "csat:submitted",
+  chatUpdated: "chat:updated",
+  chatEnded: "chat:ended",
+  chatDeleted: "chat:deleted",
+  messageSuperseded: "message:superseded",
 } as const satisfies Record<EventKey, string>;
 
 /** Event keys of the events a client sends. */
@@ -244,4 +388,9 @@ export const CLIENT_EVENT_KEYS = [
   "toolResultIn",
   "authRefresh",
   "discoveryRequest",
+  "handoffRequest",
+  "reactionAdd",
+  "reactionRemove",
+  "chatEnd",
+  "csatSubmit",
 ] as const satisfies readonly EventKey[];
