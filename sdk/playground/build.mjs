@@ -1,7 +1,8 @@
-// Builds the playground into crates/natter-server/assets/playground: one minified app.js
-// (main.ts with @natter/client from ../typescript/src and socket.io-client from
-// ../typescript/node_modules), plus index.html and style.css as they are. The server embeds
-// these files, so they are committed and `cargo build` needs no npm.
+// Builds the playground and the desk into crates/natter-server/assets/playground: one minified
+// script per page (app.js from main.ts, desk.js from desk.ts, each with @natter/client from
+// ../typescript/src and socket.io-client from ../typescript/node_modules), plus index.html,
+// desk.html and style.css as they are. The server embeds these files, so they are committed
+// and `cargo build` needs no npm.
 //
 // `node build.mjs --check` builds into a temporary directory instead and fails if any file
 // differs from the committed one (esbuild gives the same bytes for the same version and input).
@@ -15,7 +16,13 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "../..");
 const committed = path.join(repo, "crates/natter-server/assets/playground");
 const sdkModules = path.resolve(here, "../typescript/node_modules/socket.io-client");
-const FILES = ["index.html", "style.css", "app.js"];
+/** Each page's entry point and the script it becomes. */
+const BUNDLES = [
+  ["main.ts", "app.js"],
+  ["desk.ts", "desk.js"],
+];
+const COPIED = ["index.html", "desk.html", "style.css"];
+const FILES = [...COPIED, ...BUNDLES.map(([, out]) => out)];
 
 async function build(outDir) {
   if (!existsSync(sdkModules)) {
@@ -24,9 +31,16 @@ async function build(outDir) {
     );
   }
   mkdirSync(outDir, { recursive: true });
+  for (const [entry, out] of BUNDLES) await bundle(path.join(here, entry), path.join(outDir, out));
+  for (const name of COPIED) {
+    copyFileSync(path.join(here, name), path.join(outDir, name));
+  }
+}
+
+async function bundle(entry, outfile) {
   const result = await esbuild.build({
-    entryPoints: [path.join(here, "main.ts")],
-    outfile: path.join(outDir, "app.js"),
+    entryPoints: [entry],
+    outfile,
     bundle: true,
     minify: true,
     format: "iife",
@@ -37,10 +51,7 @@ async function build(outDir) {
     legalComments: "none",
     logLevel: "warning",
   });
-  if (result.errors.length > 0) throw new Error("esbuild failed");
-  for (const name of ["index.html", "style.css"]) {
-    copyFileSync(path.join(here, name), path.join(outDir, name));
-  }
+  if (result.errors.length > 0) throw new Error(`esbuild failed on ${entry}`);
 }
 
 async function check() {
@@ -72,8 +83,8 @@ try {
     await check();
   } else {
     await build(committed);
-    const size = readFileSync(path.join(committed, "app.js")).length;
-    console.log(`wrote crates/natter-server/assets/playground/{${FILES.join(",")}} (app.js ${size} bytes)`);
+    const sizes = BUNDLES.map(([, out]) => `${out} ${readFileSync(path.join(committed, out)).length} bytes`).join(", ");
+    console.log(`wrote crates/natter-server/assets/playground/{${FILES.join(",")}} (${sizes})`);
   }
 } catch (e) {
   console.error(e instanceof Error ? e.message : e);

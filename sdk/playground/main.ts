@@ -1,17 +1,13 @@
 // The Natter playground: one page, no framework. Join a chat under a name, talk to the
 // assistant, and watch what the other members see: presence, typing, the reply streaming in,
 // read receipts, stop. `?chat=…&user=…` fill the form (two tabs on one chat is the demo);
-// `?token=…` is sent as the handshake's `auth.token` when the server has auth on.
-import { AIChatSocket } from "../typescript/src/index.ts";
+// `?token=…` is sent as the handshake's `auth.token` when the server has auth on. As a support
+// customer: ask for a person (the /desk page takes the chat), end the chat, rate it.
+import { AIChatSocket, ChatHistoryClient, type HandoffUpdateEvent } from "../typescript/src/index.ts";
+import { byId, describeError, detail, formatTime, newId, tokenClaim, tokenUser } from "./shared.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Elements
-
-function byId<T extends HTMLElement>(id: string): T {
-  const el = document.getElementById(id);
-  if (!el) throw new Error(`the page has no #${id}`);
-  return el as T;
-}
 
 const ui = {
   status: byId<HTMLSpanElement>("connection-status"),
@@ -29,6 +25,13 @@ const ui = {
   error: byId<HTMLParagraphElement>("error"),
   presence: byId<HTMLUListElement>("presence"),
   aiStatus: byId<HTMLParagraphElement>("ai-status"),
+  handoffStatus: byId<HTMLParagraphElement>("handoff-status"),
+  handoffButton: byId<HTMLButtonElement>("handoff-button"),
+  endButton: byId<HTMLButtonElement>("end-button"),
+  csatForm: byId<HTMLFormElement>("csat-form"),
+  csatComment: byId<HTMLTextAreaElement>("csat-comment"),
+  csatSubmit: byId<HTMLButtonElement>("csat-submit"),
+  csatThanks: byId<HTMLParagraphElement>("csat-thanks"),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -45,6 +48,9 @@ interface Session {
   socket: AIChatSocket;
   chatId: string;
   userId: string;
+  token: string | null;
+  /** The `seq` of the handoff state shown: an older one read later must not replace it. */
+  handoffSeq: number;
   /** Whether a join ack has been shown: the first fills the list, later ones recover. */
   joinedOnce: boolean;
   /** Each shown message by id, for receipts, streaming and de-duplication. */
@@ -66,15 +72,6 @@ let session: Session | null = null;
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-/** A v4 UUID. `crypto.randomUUID` exists only in secure contexts; a LAN http:// page is not one. */
-function newId(): string {
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = ((b[6] ?? 0) & 0x0f) | 0x40;
-  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
-  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
-
 function setStatus(state: ConnectionState, text: string): void {
   ui.status.dataset.state = state;
   ui.status.textContent = text;
@@ -90,30 +87,6 @@ function setAiStatus(state: string, text: string): void {
   ui.aiStatus.textContent = text;
 }
 
-/** `code: message` for a NatterError, a server `{code, message}`, or any thrown value. */
-function describeError(e: unknown): string {
-  if (e && typeof e === "object") {
-    const o = e as { code?: unknown; message?: unknown };
-    if (typeof o.message === "string") {
-      return typeof o.code === "string" && !o.message.startsWith(o.code) ? `${o.code}: ${o.message}` : o.message;
-    }
-  }
-  return String(e);
-}
-
-/** A string field of an `ai:error`'s free-form `details`, if it has one. */
-function detail(details: unknown, key: string): string | undefined {
-  if (typeof details !== "object" || details === null || Array.isArray(details)) return undefined;
-  const value = (details as Record<string, unknown>)[key];
-  return typeof value === "string" ? value : undefined;
-}
-
-function formatTime(iso: unknown): string {
-  if (typeof iso !== "string") return "";
-  const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? "" : d.toLocaleTimeString();
-}
-
 /** Keeps the list pinned to the newest message unless the reader scrolled up. */
 function withScroll(change: () => void): void {
   const list = ui.messages;
@@ -125,9 +98,12 @@ function withScroll(change: () => void): void {
 // ---------------------------------------------------------------------------------------------
 // Rendering
 
+/** `humanAgent`: a person from support (the /desk page) wrote it. */
+type Role = "user" | "assistant" | "humanAgent";
+
 interface Shown {
   messageId: string;
-  role: "user" | "assistant";
+  role: Role;
   userId: string;
   text: string;
   createdAt?: string | undefined;
@@ -268,14 +244,20 @@ function turnEnded(s: Session, requestId: string): void {
   renderRunning(s);
 }
 
+/** The role a `chat:message` / history entry is shown with. */
+function roleOf(role: string): Role {
+  return role === "assistant" || role === "humanAgent" ? role : "user";
+}
+
 function showHistory(s: Session, messages: ReadonlyArray<{ messageId: string; role: string; text: string; createdAt?: string; userId?: string; finishReason?: string }>): void {
   ui.messages.replaceChildren();
   s.elements.clear();
   const fromOthers: string[] = [];
   for (const m of messages) {
-    const assistant = m.role === "assistant";
+    const role = roleOf(m.role);
+    const assistant = role === "assistant";
     const userId = assistant ? "assistant" : (m.userId ?? "");
-    const li = messageElement(s, { messageId: m.messageId, role: assistant ? "assistant" : "user", userId, text: m.text, createdAt: m.createdAt });
+    const li = messageElement(s, { messageId: m.messageId, role, userId, text: m.text, createdAt: m.createdAt });
     if (m.finishReason === "aborted") {
       li.dataset.state = "aborted";
       part(li, "note").textContent = "stopped";
@@ -286,11 +268,73 @@ function showHistory(s: Session, messages: ReadonlyArray<{ messageId: string; ro
 }
 
 // ---------------------------------------------------------------------------------------------
+// Support: a person instead of the assistant, ending the chat, rating it
+
+function renderHandoff(e: Pick<HandoffUpdateEvent, "isWaitingForAgent" | "humanAgentEngaged" | "agentId">): void {
+  const [state, text] = e.humanAgentEngaged
+    ? ["human", e.agentId ? `${e.agentId} from support is here` : "a person from support is here"]
+    : e.isWaitingForAgent
+      ? ["waiting", "waiting for a person…"]
+      : ["ai", "the assistant answers"];
+  ui.handoffStatus.dataset.state = state;
+  ui.handoffStatus.textContent = text;
+  ui.handoffButton.disabled = session === null || e.isWaitingForAgent || e.humanAgentEngaged;
+}
+
+/**
+ * The chat's handoff state when the page joins (the join ack does not carry it): read from its
+ * summary, unless a `handoff:update` newer than the summary came first.
+ */
+async function loadHandoff(s: Session): Promise<void> {
+  // With auth on the org is the token's (a request naming another is refused).
+  const orgId = (s.token ? tokenClaim(s.token, "org_id") : undefined) ?? "default";
+  const history = new ChatHistoryClient({ baseUrl: window.location.origin, orgId, ...(s.token ? { token: s.token } : {}) });
+  const summary = await history.getChat(s.chatId); // null when unreadable: keep what is shown
+  if (session !== s || !summary) return;
+  if (summary.status === "closed") showEnded(true);
+  if (typeof summary.isWaitingForAgent !== "boolean") return;
+  if ((summary.seq ?? 0) < s.handoffSeq) return;
+  s.handoffSeq = summary.seq ?? 0;
+  renderHandoff({ isWaitingForAgent: summary.isWaitingForAgent, humanAgentEngaged: summary.humanAgentEngaged === true });
+}
+
+function resetSupport(): void {
+  renderHandoff({ isWaitingForAgent: false, humanAgentEngaged: false });
+  showEnded(false);
+  ui.handoffButton.disabled = true;
+  ui.endButton.disabled = true;
+  ui.csatForm.hidden = true;
+  ui.csatForm.reset();
+  ui.csatSubmit.disabled = true;
+  ui.csatThanks.hidden = true;
+}
+
+function showCsat(): void {
+  ui.csatThanks.hidden = true;
+  ui.csatForm.hidden = false;
+  ui.csatSubmit.disabled = ui.csatForm.querySelector("input[name=rating]:checked") === null;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Joining, sending, typing
 
 function setJoined(joined: boolean): void {
   ui.input.disabled = !joined;
   ui.sendButton.disabled = !joined;
+  if (!joined) {
+    ui.handoffButton.disabled = true;
+    ui.endButton.disabled = true;
+  } else {
+    ui.handoffButton.disabled = ui.handoffStatus.dataset.state !== "ai";
+    ui.endButton.disabled = ui.endButton.dataset.ended === "true";
+  }
+}
+
+/** The chat was ended (by anyone): it cannot be ended again. */
+function showEnded(ended: boolean): void {
+  ui.endButton.dataset.ended = String(ended);
+  ui.endButton.textContent = ended ? "Chat ended" : "End chat";
+  if (ended) ui.endButton.disabled = true;
 }
 
 function stopTyping(s: Session): void {
@@ -315,6 +359,7 @@ function leave(): void {
   ui.leaveButton.disabled = true;
   setAiStatus("idle", "idle");
   setJoined(false);
+  resetSupport();
   setStatus("idle", "not connected");
 }
 
@@ -329,6 +374,8 @@ function join(chatId: string, userId: string, token: string | null): void {
     socket: undefined as unknown as AIChatSocket, // set right below, before any callback can run
     chatId,
     userId,
+    token,
+    handoffSeq: 0,
     joinedOnce: false,
     elements: new Map(),
     runningTurns: new Set(),
@@ -356,7 +403,10 @@ function join(chatId: string, userId: string, token: string | null): void {
       onJoin: (ack) => {
         if (!live()) return;
         renderPresence(s, ack.onlineUserIds);
-        if (!s.joinedOnce) showHistory(s, ack.messages);
+        if (!s.joinedOnce) {
+          showHistory(s, ack.messages);
+          void loadHandoff(s);
+        }
         s.joinedOnce = true;
       },
       // A rejoin that could not replay what was missed: the ack's messages are the truth.
@@ -387,7 +437,7 @@ function join(chatId: string, userId: string, token: string | null): void {
       },
       onChatMessage: (e) => {
         if (!live()) return;
-        messageElement(s, { messageId: e.messageId, role: "user", userId: e.userId, text: e.text, createdAt: e.createdAt });
+        messageElement(s, { messageId: e.messageId, role: roleOf(e.role), userId: e.userId, text: e.text, createdAt: e.createdAt });
         if (e.userId !== s.userId) markRead(s, [e.messageId]);
       },
       onPresenceUpdate: (e) => {
@@ -409,6 +459,17 @@ function join(chatId: string, userId: string, token: string | null): void {
       },
       onReadReceipt: (e) => {
         if (live()) onReadReceipt(s, e);
+      },
+      onHandoffUpdate: (e) => {
+        if (!live()) return;
+        s.handoffSeq = Math.max(s.handoffSeq, e.seq);
+        renderHandoff(e);
+      },
+      onCsatRequest: () => {
+        if (live()) showCsat();
+      },
+      onChatEnded: () => {
+        if (live()) showEnded(true);
       },
       onAIProcessing: (e) => {
         if (!live()) return;
@@ -480,24 +541,6 @@ function send(s: Session): void {
 // ---------------------------------------------------------------------------------------------
 // Wiring
 
-/**
- * The `user_id` claim of a JWT, read without checking the signature: only to prefill the name
- * field (the server checks the token and takes the identity from it, whatever the page shows).
- */
-function tokenUser(jwt: string): string | undefined {
-  try {
-    const body = jwt.split(".")[1];
-    if (!body) return undefined;
-    const bytes = Uint8Array.from(atob(body.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
-    const json = new TextDecoder().decode(bytes);
-    const claims: unknown = JSON.parse(json);
-    const user = typeof claims === "object" && claims !== null ? (claims as Record<string, unknown>)["user_id"] : undefined;
-    return typeof user === "string" ? user : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 const params = new URLSearchParams(window.location.search);
 const token = params.get("token");
 ui.chatInput.value = params.get("chat") ?? "";
@@ -551,6 +594,56 @@ ui.input.addEventListener("input", () => {
 
 ui.input.addEventListener("blur", () => {
   if (session) stopTyping(session);
+});
+
+ui.handoffButton.addEventListener("click", () => {
+  const s = session;
+  if (!s) return;
+  ui.handoffButton.disabled = true;
+  // The handoff:update that follows says "waiting"; a refusal says why.
+  s.socket.requestHandoff().catch((e: unknown) => {
+    if (session !== s) return;
+    showError(`ask for a person: ${describeError(e)}`);
+    ui.handoffButton.disabled = false;
+  });
+});
+
+ui.endButton.addEventListener("click", () => {
+  const s = session;
+  if (!s) return;
+  ui.endButton.disabled = true;
+  s.socket.endChat(undefined, "ended by the customer").catch((e: unknown) => {
+    if (session !== s) return;
+    showError(`end chat: ${describeError(e)}`);
+    ui.endButton.disabled = false;
+  });
+});
+
+ui.csatForm.addEventListener("change", () => {
+  ui.csatSubmit.disabled = ui.csatForm.querySelector("input[name=rating]:checked") === null;
+});
+
+ui.csatForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const s = session;
+  const checked = ui.csatForm.querySelector<HTMLInputElement>("input[name=rating]:checked");
+  if (!s || !checked) return;
+  const rating = Number(checked.value);
+  const comment = ui.csatComment.value.trim();
+  ui.csatSubmit.disabled = true;
+  s.socket
+    .submitCsat(undefined, rating, comment === "" ? undefined : comment)
+    .then(() => {
+      if (session !== s) return;
+      ui.csatForm.hidden = true;
+      ui.csatThanks.hidden = false;
+      ui.csatThanks.textContent = `Thank you: you rated this chat ${rating}/5.`;
+    })
+    .catch((e: unknown) => {
+      if (session !== s) return;
+      showError(`rating: ${describeError(e)}`);
+      ui.csatSubmit.disabled = false;
+    });
 });
 
 ui.stopButton.addEventListener("click", () => {

@@ -1,7 +1,8 @@
 //! The playground: a small page at `/` that talks to this server over Socket.IO, so a person
 //! can try a chat by hand (two tabs on one chat show presence, typing, streaming, read
-//! receipts and stop). Its source is `sdk/playground`; the built files are committed under
-//! `assets/playground`, so building the server needs no npm.
+//! receipts and stop), and the desk at `/desk`, where a human agent takes the chats whose
+//! customer asked for a person. Their source is `sdk/playground`; the built files are
+//! committed under `assets/playground`, so building the server needs no npm.
 //!
 //! The file names carry no content hash, so every response says `no-cache` with an `ETag`:
 //! the browser revalidates each load and gets a body-less 304 while nothing changed, and never
@@ -57,6 +58,20 @@ static APP_JS: LazyLock<Asset> = LazyLock::new(|| {
         None,
     )
 });
+static DESK: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        include_bytes!("../assets/playground/desk.html"),
+        "text/html; charset=utf-8",
+        Some(PAGE_CSP),
+    )
+});
+static DESK_JS: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        include_bytes!("../assets/playground/desk.js"),
+        "text/javascript; charset=utf-8",
+        None,
+    )
+});
 static STYLE_CSS: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(
         include_bytes!("../assets/playground/style.css"),
@@ -65,7 +80,8 @@ static STYLE_CSS: LazyLock<Asset> = LazyLock::new(|| {
     )
 });
 
-/// `GET /` (the page), `/playground/app.js` and `/playground/style.css`; HEAD too.
+/// `GET /` (the playground), `/desk` (the desk), their scripts `/playground/app.js` and
+/// `/playground/desk.js`, and `/playground/style.css`; HEAD too.
 pub fn router() -> Router {
     Router::new()
         .route(
@@ -73,8 +89,16 @@ pub fn router() -> Router {
             get(|headers: HeaderMap| async move { respond(&INDEX, &headers) }),
         )
         .route(
+            "/desk",
+            get(|headers: HeaderMap| async move { respond(&DESK, &headers) }),
+        )
+        .route(
             "/playground/app.js",
             get(|headers: HeaderMap| async move { respond(&APP_JS, &headers) }),
+        )
+        .route(
+            "/playground/desk.js",
+            get(|headers: HeaderMap| async move { respond(&DESK_JS, &headers) }),
         )
         .route(
             "/playground/style.css",
@@ -145,7 +169,9 @@ mod tests {
     fn page_and_assets_carry_their_content_types() {
         for (asset, content_type) in [
             (&*INDEX, "text/html; charset=utf-8"),
+            (&*DESK, "text/html; charset=utf-8"),
             (&*APP_JS, "text/javascript; charset=utf-8"),
+            (&*DESK_JS, "text/javascript; charset=utf-8"),
             (&*STYLE_CSS, "text/css; charset=utf-8"),
         ] {
             let response = respond(asset, &HeaderMap::new());
@@ -162,23 +188,34 @@ mod tests {
     }
 
     #[test]
-    fn only_the_page_carries_a_content_security_policy() {
-        let page = respond(&INDEX, &HeaderMap::new());
-        assert!(header_of(&page, header::CONTENT_SECURITY_POLICY).contains("default-src 'self'"));
-        let script = respond(&APP_JS, &HeaderMap::new());
-        assert!(
-            script
-                .headers()
-                .get(header::CONTENT_SECURITY_POLICY)
-                .is_none()
-        );
+    fn only_the_pages_carry_a_content_security_policy() {
+        for page in [&*INDEX, &*DESK] {
+            let page = respond(page, &HeaderMap::new());
+            assert!(
+                header_of(&page, header::CONTENT_SECURITY_POLICY).contains("default-src 'self'")
+            );
+        }
+        for script in [&*APP_JS, &*DESK_JS] {
+            let script = respond(script, &HeaderMap::new());
+            assert!(
+                script
+                    .headers()
+                    .get(header::CONTENT_SECURITY_POLICY)
+                    .is_none()
+            );
+        }
     }
 
     #[test]
-    fn the_page_loads_the_served_script_and_style() {
-        let html = std::str::from_utf8(INDEX.body).unwrap_or("");
-        assert!(html.contains("src=\"playground/app.js\""), "{html}");
-        assert!(html.contains("href=\"playground/style.css\""), "{html}");
+    fn the_pages_load_the_served_scripts_and_style() {
+        for (page, script) in [
+            (&*INDEX, "playground/app.js"),
+            (&*DESK, "playground/desk.js"),
+        ] {
+            let html = std::str::from_utf8(page.body).unwrap_or("");
+            assert!(html.contains(&format!("src=\"{script}\"")), "{html}");
+            assert!(html.contains("href=\"playground/style.css\""), "{html}");
+        }
     }
 
     #[test]
@@ -211,7 +248,11 @@ mod tests {
 
     #[test]
     fn each_asset_has_its_own_tag() {
-        assert_ne!(INDEX.etag, APP_JS.etag);
-        assert_ne!(APP_JS.etag, STYLE_CSS.etag);
+        let tags = [&INDEX, &DESK, &APP_JS, &DESK_JS, &STYLE_CSS].map(|a| a.etag.clone());
+        for (i, a) in tags.iter().enumerate() {
+            for b in &tags[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 }

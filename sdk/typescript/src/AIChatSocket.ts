@@ -2,10 +2,22 @@
 import {
   DEFAULT_EVENT_NAMES,
   type AckOk,
+  type ChatDeletedEvent,
+  type ChatEndedEvent,
   type ChatID,
+  type ChatUpdatedEvent,
+  type CsatRequestEvent,
+  type CsatSubmittedEvent,
   type EventKey,
+  type HandoffAck,
+  type HandoffUpdateEvent,
   type JoinAck,
+  type MessageSupersededEvent,
+  type ReactionAck,
+  type ReactionUpdateEvent,
+  type SeqAck,
   type ServerToClientEvents,
+  type SocketClientType,
   type UserID,
   type UserMessageAck,
 } from "./ChatEvents.js";
@@ -40,6 +52,14 @@ export interface ChatSocketEvents {
   aiToolCall: S2C["ai:tool_call"];
   aiToolResult: S2C["ai:tool_result"];
   readReceipt: S2C["message:read"];
+  handoffUpdate: HandoffUpdateEvent;
+  reactionUpdate: ReactionUpdateEvent;
+  csatRequest: CsatRequestEvent;
+  csatSubmitted: CsatSubmittedEvent;
+  chatUpdated: ChatUpdatedEvent;
+  chatEnded: ChatEndedEvent;
+  chatDeleted: ChatDeletedEvent;
+  messageSuperseded: MessageSupersededEvent;
 }
 
 export interface AIChatCallbacks {
@@ -70,6 +90,26 @@ export interface AIChatCallbacks {
   /* Tools */
   onAIToolCall?: (event: S2C["ai:tool_call"]) => void;
   onAIToolResult?: (event: S2C["ai:tool_result"]) => void;
+
+  /* Support desk (CONTRACT §7) */
+  /** The chat's handoff state changed (asked for a person, an agent joined or left). */
+  onHandoffUpdate?: (event: HandoffUpdateEvent) => void;
+  /** A message's reactions changed: `reactions` is its whole list. */
+  onReactionUpdate?: (event: ReactionUpdateEvent) => void;
+  /** The chat ended and this (customer) connection is asked to rate it: {@link AIChatSocket.submitCsat}. */
+  onCsatRequest?: (event: CsatRequestEvent) => void;
+  /** A member's rating was stored. */
+  onCsatSubmitted?: (event: CsatSubmittedEvent) => void;
+
+  /* Chat lifecycle */
+  /** Renamed and/or (un)pinned. */
+  onChatUpdated?: (event: ChatUpdatedEvent) => void;
+  /** The chat was ended (`chat:end`, or seed 002's `/end`). */
+  onChatEnded?: (event: ChatEndedEvent) => void;
+  /** The chat was deleted; the server took this socket out of it. */
+  onChatDeleted?: (event: ChatDeletedEvent) => void;
+  /** A reply was regenerated: drop `messageId`; the turn `requestId` brings its replacement. */
+  onMessageSuperseded?: (event: MessageSupersededEvent) => void;
 }
 
 export interface AIChatSocketOptions {
@@ -78,6 +118,12 @@ export interface AIChatSocketOptions {
   chatId?: ChatID;
   /** Named in the join payload, so the server knows who joined (dev mode; with auth the token says). */
   userId?: UserID;
+  /**
+   * Who this connection is (CONTRACT §7.1), sent as the handshake's `auth.clientType`:
+   * `humanAgent` takes the chat on join (with auth on it needs the `chat:agent` scope),
+   * `observer` only reads. Default: the server's, `customer`.
+   */
+  clientType?: SocketClientType;
   /** Join event; default the `join` name in force (`"chat:join"`); `null` skips the join. */
   joinEvent?: string | null;
   /** Custom join payload; the SDK adds `lastSeq`/`epoch` (when known) and `meta`. */
@@ -126,6 +172,15 @@ export interface MarkReadParams {
   traceId?: string;
 }
 
+export interface ReactionParams {
+  messageId: string;
+  /** One to eight Unicode scalar values, no whitespace (CONTRACT §7.3). */
+  emoji: string;
+  /** Default: this socket's chat. */
+  chatId?: ChatID;
+  traceId?: string;
+}
+
 export interface ToolResultParams {
   requestId?: string;
   toolCallId: string;
@@ -148,6 +203,14 @@ const SERVER_EVENT_KEYS = [
   "aiToolResult",
   "readReceipt",
   "serverError",
+  "handoffUpdate",
+  "reactionUpdate",
+  "csatRequest",
+  "csatSubmitted",
+  "chatUpdated",
+  "chatEnded",
+  "chatDeleted",
+  "messageSuperseded",
 ] as const satisfies readonly EventKey[];
 type ServerEventKey = (typeof SERVER_EVENT_KEYS)[number];
 
@@ -167,6 +230,18 @@ function numberField(value: unknown, key: string): number | undefined {
   if (!isRecord(value)) return undefined;
   const v = value[key];
   return typeof v === "number" ? v : undefined;
+}
+
+/** The handshake options with `auth.clientType` added (an `auth` callback is wrapped). */
+function withClientType(options: AIChatSocketOptions): IoOptions {
+  const io = options.ioOptions ?? {};
+  const clientType = options.clientType;
+  if (clientType === undefined) return io;
+  const auth = io.auth;
+  if (typeof auth === "function") {
+    return { ...io, auth: (cb: (data: object) => void) => auth((data: object) => cb({ ...data, clientType })) };
+  }
+  return { ...io, auth: { ...(auth ?? {}), clientType } };
 }
 
 function stringField(value: unknown, key: string): string | undefined {
@@ -224,7 +299,7 @@ export class AIChatSocket {
       ...(options.chatId !== undefined ? { chatId: options.chatId } : {}),
       joinEvent: () => (options.joinEvent === null ? null : this.name("join")),
       joinPayload: () => this.joinPayload(),
-      ...(options.ioOptions !== undefined ? { ioOptions: options.ioOptions } : {}),
+      ...(options.ioOptions !== undefined || options.clientType !== undefined ? { ioOptions: withClientType(options) } : {}),
       autoConnect: false,
       serverErrorEvent: null, // bound below, under the name in force
       ...(options.ackTimeoutMs !== undefined ? { ackTimeoutMs: options.ackTimeoutMs } : {}),
@@ -368,6 +443,51 @@ export class AIChatSocket {
     return this.send("toolResultIn", { ...this.chatField(), ...params });
   }
 
+  /**
+   * Leaves the chat (`chat:leave`) and stays connected. A human agent hands the chat back to
+   * the AI this way (CONTRACT §7.2). The socket joins again on its next reconnect.
+   */
+  leave(chatId?: ChatID, traceId?: string): Promise<AckOk> {
+    return this.send("leave", { ...this.chatField(chatId), ...(traceId !== undefined ? { traceId } : {}) });
+  }
+
+  /** A customer asks for a person (`handoff:request`): the chat waits in the agents' queue. */
+  requestHandoff(chatId?: ChatID, traceId?: string): Promise<HandoffAck> {
+    return this.send("handoffRequest", { ...this.chatField(chatId), ...(traceId !== undefined ? { traceId } : {}) });
+  }
+
+  /**
+   * Adds this user's reaction to a message (`reaction:add`). The ack has the message's whole
+   * list; adding it twice changes nothing (`changed: false`).
+   */
+  addReaction(params: ReactionParams): Promise<ReactionAck> {
+    return this.send("reactionAdd", { ...params, ...this.chatField(params.chatId) });
+  }
+
+  /** Removes this user's reaction from a message (`reaction:remove`). */
+  removeReaction(params: ReactionParams): Promise<ReactionAck> {
+    return this.send("reactionRemove", { ...params, ...this.chatField(params.chatId) });
+  }
+
+  /** Ends the chat (`chat:end`); its customers are then asked to rate it (`csat:request`). */
+  endChat(chatId?: ChatID, reason?: string, traceId?: string): Promise<SeqAck> {
+    return this.send("chatEnd", {
+      ...this.chatField(chatId),
+      ...(reason !== undefined ? { reason } : {}),
+      ...(traceId !== undefined ? { traceId } : {}),
+    });
+  }
+
+  /** Rates the chat (`csat:submit`): `rating` an integer 1–5, `comment` at most 2,000 characters. */
+  submitCsat(chatId: ChatID | undefined, rating: number, comment?: string, traceId?: string): Promise<SeqAck> {
+    return this.send("csatSubmit", {
+      ...this.chatField(chatId),
+      rating,
+      ...(comment !== undefined ? { comment } : {}),
+      ...(traceId !== undefined ? { traceId } : {}),
+    });
+  }
+
   // ---- raw access ----
 
   /** Every incoming event by wire name, unprocessed. Returns the remover. */
@@ -404,8 +524,10 @@ export class AIChatSocket {
 
   // ---- internals ----
 
-  private chatField(): { chatId?: ChatID } {
-    return this.options.chatId !== undefined ? { chatId: this.options.chatId } : {};
+  /** `{chatId}`: the one given, else this socket's chat, else none (the server's only chat). */
+  private chatField(chatId?: ChatID): { chatId?: ChatID } {
+    const id = chatId ?? this.options.chatId;
+    return id !== undefined ? { chatId: id } : {};
   }
 
   private joinPayload(fromSeq?: number): Record<string, unknown> {
@@ -533,10 +655,22 @@ export class AIChatSocket {
         if (this.acceptSeq(payload)) this.dispatch("aiError", payload as S2C["ai:error"]);
         return;
       }
-      case "chatMessage":
       case "aiToolCall":
+        // A waiting client-run call sent again after a plain join carries `pending: true` and
+        // its original (older) seq: deliver it anyway, or a reloaded page could not answer it.
+        if ((isRecord(payload) && payload["pending"] === true) || this.acceptSeq(payload)) {
+          this.dispatch(key, payload as never);
+        }
+        return;
+      case "chatMessage":
       case "aiToolResult":
       case "readReceipt":
+      case "handoffUpdate":
+      case "reactionUpdate":
+      case "csatSubmitted":
+      case "chatUpdated":
+      case "chatEnded":
+      case "messageSuperseded":
         if (this.acceptSeq(payload)) this.dispatch(key, payload as never);
         return;
       case "serverError": {
@@ -550,6 +684,9 @@ export class AIChatSocket {
       case "presenceUpdate":
       case "typingUpdate":
       case "aiProcessing":
+      // Its `seq` is the chat:ended's (already counted): it must not be dropped as seen.
+      case "csatRequest":
+      case "chatDeleted":
         this.dispatch(key, payload as never);
         return;
     }
@@ -620,6 +757,14 @@ export class AIChatSocket {
       aiToolCall: c.onAIToolCall,
       aiToolResult: c.onAIToolResult,
       readReceipt: c.onReadReceipt,
+      handoffUpdate: c.onHandoffUpdate,
+      reactionUpdate: c.onReactionUpdate,
+      csatRequest: c.onCsatRequest,
+      csatSubmitted: c.onCsatSubmitted,
+      chatUpdated: c.onChatUpdated,
+      chatEnded: c.onChatEnded,
+      chatDeleted: c.onChatDeleted,
+      messageSuperseded: c.onMessageSuperseded,
     };
     return table[key];
   }

@@ -10,3 +10,6 @@ export type UserID = string | number;
 
 /** A successful ack: `{ ok: true, ... }` with per-event fields. */
 export type AckOk<T extends object = Record<string, unknown>> = { ok: true } & T;
+
+/** Who a connection is (CONTRACT §7.1): handshake `auth.clientType`, or the token's `client_type` claim. */
+export type SocketClientType = "customer" | "humanAgent" | "observer";

@@ -7,6 +7,7 @@ export type { TokenLike, TokenVerdict } from "./TokenAssembler.js";
 export { AIChatSocket } from "./AIChatSocket.js";
 export type {
   AIChatCallbacks,
+  ReactionParams,
   AIChatSocketOptions,
   AITokenUpdate,
   ChatSocketEvents,

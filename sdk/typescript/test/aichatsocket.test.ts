@@ -404,3 +404,40 @@ test("a client-run tool declared with the message is answered with sendToolResul
   assert.equal(reply.requestId, requestId);
   assert.match(reply.text, /teal/);
 });
+
+test("a reloaded page (a new AIChatSocket, plain join) gets the pending client-run call and answers it", async () => {
+  const chatId = uid("chat");
+  const first = open({ url: natter.url, chatId, userId: "ann" });
+  const seen: S2C["ai:tool_call"][] = [];
+  first.subscribe("aiToolCall", (e) => seen.push(e));
+  const requestId = uid("req");
+  await first.sendMessage({
+    messageId: uid("m"),
+    userId: "ann",
+    requestId,
+    text: "[fake:toolcall name=pick_color args={}] pick",
+    tools: [{ name: "pick_color", description: "Picks a colour", parameters: { type: "object" } }],
+  });
+  const call = await until(() => seen[0], "the first page's ai:tool_call");
+  first.destroy();
+
+  const replies: S2C["ai:message"][] = [];
+  const again: S2C["ai:tool_call"][] = [];
+  const reloaded: AIChatSocket = open({
+    url: natter.url,
+    chatId,
+    userId: "ann",
+    callbacks: {
+      onAIToolCall: (e) => {
+        again.push(e);
+        void reloaded.sendToolResult({ requestId: e.requestId, toolCallId: e.toolCallId, result: "olive" });
+      },
+      onAIMessage: (e) => replies.push(e),
+    },
+  });
+  const reply = await until(() => replies.find((r) => r.requestId === requestId), "ai:message");
+  assert.equal(again.length, 1);
+  assert.equal(again[0]?.toolCallId, call.toolCallId);
+  assert.equal(again[0]?.pending, true);
+  assert.match(reply.text, /olive/);
+});

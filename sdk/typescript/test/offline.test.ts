@@ -88,3 +88,50 @@ test("event names: defaults, eventNames, setEventNames, then eventResolver's las
   assert.equal(chat.name("join"), "room:enter");
   chat.destroy();
 });
+
+test("clientType goes into the handshake's auth, beside what was there (an auth callback too)", async () => {
+  const plain = new AIChatSocket({ url: NOWHERE, autoConnect: false, clientType: "humanAgent" });
+  assert.deepEqual(plain.service.socket.auth, { clientType: "humanAgent" });
+  const merged = new AIChatSocket({
+    url: NOWHERE,
+    autoConnect: false,
+    clientType: "observer",
+    ioOptions: { auth: { token: "t" } },
+  });
+  assert.deepEqual(merged.service.socket.auth, { token: "t", clientType: "observer" });
+  const lazy = new AIChatSocket({
+    url: NOWHERE,
+    autoConnect: false,
+    clientType: "humanAgent",
+    ioOptions: { auth: (cb) => cb({ token: "fresh" }) },
+  });
+  const auth = lazy.service.socket.auth;
+  assert.equal(typeof auth, "function");
+  const got = await new Promise((resolve) => (auth as (cb: (d: object) => void) => void)(resolve));
+  assert.deepEqual(got, { token: "fresh", clientType: "humanAgent" });
+  const none = new AIChatSocket({ url: NOWHERE, autoConnect: false });
+  assert.equal(none.service.socket.auth, undefined, "no clientType, no auth added");
+  // @ts-expect-error not a client type
+  new AIChatSocket({ url: NOWHERE, autoConnect: false, clientType: "admin" }).destroy();
+  for (const c of [plain, merged, lazy, none]) c.destroy();
+});
+
+test("the support-desk helpers are typed: rating a number, reactions need messageId and emoji", () => {
+  const chat = new AIChatSocket({ url: NOWHERE, chatId: "c", autoConnect: false, ackTimeoutMs: 5 });
+  const pending = [
+    chat.requestHandoff(),
+    chat.addReaction({ messageId: "m", emoji: "👍" }),
+    chat.removeReaction({ messageId: "m", emoji: "👍", chatId: "other" }),
+    chat.endChat(undefined, "done"),
+    chat.submitCsat("c", 5, "great"),
+    chat.leave(),
+  ];
+  // @ts-expect-error `emoji` is required
+  void chat.addReaction({ messageId: "m" });
+  // @ts-expect-error `rating` is a number
+  void chat.submitCsat(undefined, "5");
+  assert.equal(chat.name("handoffRequest"), "handoff:request");
+  assert.equal(chat.name("csatRequest"), "csat:request");
+  chat.destroy();
+  return Promise.allSettled(pending).then((results) => assert.ok(results.every((r) => r.status === "rejected")));
+});

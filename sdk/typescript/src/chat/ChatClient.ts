@@ -9,6 +9,7 @@ import type {
   ChatMessage,
   ChatTransport,
   ConnectionMetrics,
+  EmojiReaction,
   RetryConfig,
   TransportError,
   TransportState,
@@ -362,6 +363,28 @@ export class ChatClient {
         if (chat && typeof chat.key === "string") this.adoptChat(chat);
         return;
       }
+      case "human_agent_requested":
+      case "human_agent_joined":
+      case "human_agent_left":
+      case "handoff_update": {
+        this.noteSeq(event.chatKey, data["seq"]);
+        const chat = this.state.currentChat;
+        if (chat && event.chatKey === chat.key) this.setState({ currentChat: { ...chat, ...handoffState(event.type, data, chat) } });
+        return;
+      }
+      case "reaction_update": {
+        this.noteSeq(event.chatKey, data["seq"]);
+        const messageId = data["messageId"];
+        const reactions = data["reactions"];
+        if (event.chatKey !== this.state.chatKey || typeof messageId !== "string" || !Array.isArray(reactions)) return;
+        const i = this.state.messages.findIndex((m) => m.id === messageId);
+        const m = this.state.messages[i];
+        if (!m) return;
+        const next = this.state.messages.slice();
+        next[i] = { ...m, reactions: reactions as EmojiReaction[] };
+        this.setState({ messages: next });
+        return;
+      }
       case "chat_ended": {
         this.noteSeq(event.chatKey, data["seq"]);
         const chat = this.state.currentChat;
@@ -548,6 +571,53 @@ export class ChatClient {
     });
   }
 
+  /** POST /event `{type, data?}` for the current chat (the support-desk helpers below). */
+  private chatEvent(op: string, type: string, data?: Record<string, unknown>): Promise<void> {
+    return this.guarded(async () => {
+      await this.post("event", { ...this.ids(), chatKey: this.needChatKey(op), type, ...(data !== undefined ? { data } : {}) });
+    });
+  }
+
+  /** A customer asks for a person (`human_agent_requested`): the chat waits in the agents' queue. */
+  requestHandoff(): Promise<void> {
+    return this.chatEvent("requestHandoff", "human_agent_requested");
+  }
+
+  /** A `humanAgent` client takes the chat (`human_agent_joined`): the AI stops answering. */
+  joinAsAgent(): Promise<void> {
+    return this.chatEvent("joinAsAgent", "human_agent_joined");
+  }
+
+  /** A `humanAgent` client hands the chat back to the AI (`human_agent_left`). */
+  leaveAsAgent(): Promise<void> {
+    return this.chatEvent("leaveAsAgent", "human_agent_left");
+  }
+
+  /** Adds this user's reaction to a message (`reaction_added`; twice changes nothing). */
+  addReaction(messageId: string, emoji: string): Promise<void> {
+    return this.reaction("addReaction", "reaction_added", messageId, emoji);
+  }
+
+  /** Removes this user's reaction from a message (`reaction_removed`). */
+  removeReaction(messageId: string, emoji: string): Promise<void> {
+    return this.reaction("removeReaction", "reaction_removed", messageId, emoji);
+  }
+
+  private reaction(op: string, type: string, messageId: string, emoji: string): Promise<void> {
+    if (typeof messageId !== "string" || messageId === "" || typeof emoji !== "string" || emoji === "") {
+      return this.guarded(() => Promise.reject(new ChatRequestError(transportError("invalid_field", `${op}: \`messageId\` and \`emoji\` must be non-empty strings`, false))));
+    }
+    return this.chatEvent(op, type, { messageId, emoji });
+  }
+
+  /** Answers `show_csat_survey` (`csat_submitted`): `rating` an integer 1–5, `comment` optional. */
+  submitCsat(rating: number, comment?: string): Promise<void> {
+    if (!Number.isInteger(rating) || rating < 1 || rating > 5) {
+      return this.guarded(() => Promise.reject(new ChatRequestError(transportError("invalid_field", "submitCsat: `rating` must be an integer from 1 to 5", false))));
+    }
+    return this.chatEvent("submitCsat", "csat_submitted", { rating, ...(comment !== undefined ? { comment } : {}) });
+  }
+
   /** POST /end (`data.reason`). */
   endChat(reason?: string): Promise<void> {
     return this.guarded(async () => {
@@ -576,6 +646,30 @@ export class ChatClient {
   stopTyping(): void {
     this.typing(false);
   }
+}
+
+/**
+ * The chat's handoff flags after a handoff event: the event's own `data` flags when it carries
+ * them (the server's word), else what the event means (CONTRACT §7.2).
+ */
+function handoffState(type: string, data: Record<string, unknown>, chat: Chat): Partial<Chat> {
+  const flag = (name: string, otherwise: boolean): boolean => (typeof data[name] === "boolean" ? (data[name] as boolean) : otherwise);
+  const meaning =
+    type === "human_agent_requested"
+      ? { isWaitingForAgent: true, humanAgentEngaged: chat.humanAgentEngaged, aiEngaged: chat.aiEngaged }
+      : type === "human_agent_joined"
+        ? { isWaitingForAgent: false, humanAgentEngaged: true, aiEngaged: false }
+        : type === "human_agent_left"
+          ? { isWaitingForAgent: chat.isWaitingForAgent, humanAgentEngaged: false, aiEngaged: true }
+          : { isWaitingForAgent: chat.isWaitingForAgent, humanAgentEngaged: chat.humanAgentEngaged, aiEngaged: chat.aiEngaged };
+  const isWaitingForAgent = flag("isWaitingForAgent", meaning.isWaitingForAgent);
+  const waitingSince = typeof data["waitingSince"] === "number" ? data["waitingSince"] : undefined;
+  return {
+    isWaitingForAgent,
+    humanAgentEngaged: flag("humanAgentEngaged", meaning.humanAgentEngaged),
+    aiEngaged: flag("aiEngaged", meaning.aiEngaged),
+    ...(waitingSince !== undefined ? { waitingSince } : {}),
+  };
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -81,12 +81,16 @@ export class ChatHistoryClient {
     return new ChatRequestError(transportError("invalid_field", what, false));
   }
 
-  /** POST /api/v1/chats `{limit, offset}`; `{chats: [], total: 0, hasMore: false}` on failure. */
-  getChatHistory(params: { limit?: number; offset?: number; skipCache?: boolean } = {}): Promise<ChatHistoryResult> {
+  /**
+   * POST /api/v1/chats `{limit, offset, waiting?}`; `{chats: [], total: 0, hasMore: false}` on
+   * failure. `waiting: true` lists only the chats waiting for a human agent, oldest first.
+   */
+  getChatHistory(params: { limit?: number; offset?: number; skipCache?: boolean; waiting?: boolean } = {}): Promise<ChatHistoryResult> {
     return this.run<ChatHistoryResult>({ chats: [], total: 0, hasMore: false }, async (token) => {
       const body: Record<string, unknown> = { orgId: this.options.orgId };
       if (params.limit !== undefined) body["limit"] = params.limit;
       if (params.offset !== undefined) body["offset"] = params.offset;
+      if (params.waiting !== undefined) body["waiting"] = params.waiting;
       const res = (await requestJson("POST", this.url(""), body, token)) as Partial<ChatHistoryResult>;
       if (!Array.isArray(res?.chats)) throw ChatHistoryClient.bad("the history list has no `chats`");
       return { chats: res.chats, total: Number(res.total ?? res.chats.length), hasMore: Boolean(res.hasMore) };

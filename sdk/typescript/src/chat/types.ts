@@ -174,6 +174,19 @@ export interface ChatSummary {
   /** Natter extras. */
   createdAt?: number;
   seq?: number;
+  /** Handoff state (CONTRACT §7.2); `waitingSince` is set while `isWaitingForAgent`. */
+  aiEngaged?: boolean;
+  humanAgentEngaged?: boolean;
+  isWaitingForAgent?: boolean;
+  /** The latest customer rating of the chat (CONTRACT §7.4). */
+  csat?: CsatResult;
+}
+
+/** A chat's satisfaction rating: `rating` 1–5, `submittedAt` epoch ms. */
+export interface CsatResult {
+  rating: number;
+  comment?: string;
+  submittedAt: number;
 }
 
 export interface ChatHistoryResult {
