@@ -4,6 +4,7 @@
 //! model when its file is present (`NATTER_MODEL_PATH`, or `natter model pull`'s default
 //! places), skipped with a loud line otherwise (failing under `CI=true`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -89,12 +90,14 @@ fn request_with_result(text: &str) -> CompletionRequest {
             arguments: "{}".into(),
         }],
         tool_call_id: None,
+        images: Vec::new(),
     });
     r.messages.push(PromptMessage {
         role: Role::Tool,
         content: "\"sunny\"".into(),
         tool_calls: Vec::new(),
         tool_call_id: Some("call_1".into()),
+        images: Vec::new(),
     });
     r
 }
@@ -242,22 +245,31 @@ async fn every_provider_keeps_the_stream_contract() {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{message}");
             }
-            eprintln!("\n!!! {message}\n");
+            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+            let _ = writeln!(std::io::stderr(), "\n!!! {message}\n");
         }
     }
 }
 
-/// `NATTER_MODEL_PATH`, else where `natter model pull` puts the model for `scripts/test`
-/// (`~/.cache/natter`) or by default (`natter-data/` in the workspace).
+/// `NATTER_MODEL_PATH`, else where `natter model pull` puts the model by default (the
+/// per-user cache: `$XDG_CACHE_HOME/natter` or `~/.cache/natter`), else `natter-data/` in the
+/// workspace.
 fn local_model_path() -> Option<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(p) = std::env::var_os("NATTER_MODEL_PATH") {
         candidates.push(PathBuf::from(p));
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(natter_local_model::pull::model_path(
-            &PathBuf::from(home).join(".cache/natter"),
-        ));
+    // As natter_server::config::user_cache_dir (not a dependency of this crate).
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(cache) = env("XDG_CACHE_HOME")
+        .filter(|d| d.is_absolute())
+        .or_else(|| env("HOME").map(|home| home.join(".cache")))
+    {
+        candidates.push(natter_local_model::pull::model_path(&cache.join("natter")));
     }
     candidates.push(natter_local_model::pull::model_path(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../natter-data"),

@@ -4,10 +4,12 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -17,22 +19,143 @@ use tokio::process::{Child, Command};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Where the binaries are: `$NATTER_BIN_DIR`, or the workspace's `target/debug`.
-pub fn bin_dir() -> PathBuf {
-    match std::env::var_os("NATTER_BIN_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug"),
+/// The binaries these tests run, from `$NATTER_BIN_DIR` when it is set (e.g. release builds),
+/// else from this test's own profile directory, built there by `cargo build` unless they are
+/// newer than every source file. Cargo gives a test `CARGO_BIN_EXE_*` only for its own
+/// package's binaries, and these are other packages' (`natter`, `natter-fake-upstream`).
+/// Decided once per test binary; the server tested is never older than its sources.
+fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("NATTER_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(
+            path.is_file(),
+            "{} is missing (NATTER_BIN_DIR is set): build it, or unset NATTER_BIN_DIR to let the \
+             test build it",
+            path.display()
+        );
+        return path;
+    }
+    static BUILT: OnceLock<Result<HashMap<String, PathBuf>, String>> = OnceLock::new();
+    match BUILT.get_or_init(build_binaries) {
+        Ok(built) => built
+            .get(name)
+            .unwrap_or_else(|| panic!("`cargo build` did not report the binary {name}"))
+            .clone(),
+        Err(e) => panic!("{e}"),
     }
 }
 
-fn binary(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` first (or set NATTER_BIN_DIR)",
-        path.display()
+const BINARIES: [&str; 2] = ["natter", "natter-fake-upstream"];
+
+/// `cargo build -p natter -p natter-fake-upstream` with this test's profile (the directory the
+/// test runs from: TARGET/PROFILE/deps/) and target directory (`CARGO_TARGET_DIR` and the
+/// Cargo config are inherited); returns the binaries' paths as Cargo reports them.
+///
+/// Skipped when the binaries in the profile directory are newer than every source file, as
+/// right after `cargo test --workspace` built them: building them again for this package
+/// alone would resolve other features and recompile about 20 dependencies (minutes on 2
+/// cores) for nothing.
+fn build_binaries() -> Result<HashMap<String, PathBuf>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this test's own path: {e}"))?;
+    if let Some(dir) = exe.parent().and_then(Path::parent) {
+        let present: HashMap<String, PathBuf> = BINARIES
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    dir.join(format!("{n}{}", std::env::consts::EXE_SUFFIX)),
+                )
+            })
+            .collect();
+        if present.values().all(|bin| newer_than_sources(bin)) {
+            return Ok(present);
+        }
+    }
+    let profile = match exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+    {
+        // `debug` is the directory of the dev and test profiles.
+        Some("debug") | None => "dev",
+        Some(dir) => dir,
+    }
+    .to_owned();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "natter-client tests: cargo build --profile {profile} -p natter -p natter-fake-upstream \
+         (the binaries they run)"
     );
-    path
+    let out = std::process::Command::new(&cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--profile", &profile])
+        .args(["--message-format", "json-render-diagnostics"])
+        .args(["-p", "natter", "--bin", "natter"])
+        .args([
+            "-p",
+            "natter-fake-upstream",
+            "--bin",
+            "natter-fake-upstream",
+        ])
+        .stdin(Stdio::null())
+        // Cargo's progress and errors go where the person running the tests sees them.
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| {
+            format!(
+                "could not run {}: {e} (or set NATTER_BIN_DIR)",
+                cargo.display()
+            )
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "building natter and natter-fake-upstream failed ({}); see cargo's output above",
+            out.status
+        ));
+    }
+    let mut built = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (Some(name), Some(exe)) =
+            (msg["target"]["name"].as_str(), msg["executable"].as_str())
+        {
+            built.insert(name.to_owned(), PathBuf::from(exe));
+        }
+    }
+    Ok(built)
+}
+
+/// Whether `bin` was modified after every file of the workspace's crates and tools and its
+/// Cargo.toml and Cargo.lock (any doubt, such as an unreadable time, says no).
+fn newer_than_sources(bin: &Path) -> bool {
+    fn newest_under(path: &Path, bin_time: std::time::SystemTime) -> bool {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return false;
+        };
+        if meta.is_dir() {
+            let skip = matches!(
+                path.file_name().and_then(|n| n.to_str()),
+                Some("target" | "node_modules" | ".git")
+            );
+            return skip
+                || std::fs::read_dir(path).is_ok_and(|entries| {
+                    entries.flatten().all(|e| newest_under(&e.path(), bin_time))
+                });
+        }
+        meta.modified().is_ok_and(|t| t <= bin_time)
+    }
+    let Ok(bin_time) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    ["crates", "tools", "Cargo.toml", "Cargo.lock"]
+        .iter()
+        .all(|p| newest_under(&root.join(p), bin_time))
 }
 
 /// Spawns `bin` and waits (20 s at most) for it to print `listening on http://…`.

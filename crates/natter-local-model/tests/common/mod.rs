@@ -1,8 +1,10 @@
 //! Finds the model file for the tests that need it.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-/// `NATTER_MODEL_PATH`, else `~/.cache/natter/models/…` (where `.ci/run` pulls it), else
+/// `NATTER_MODEL_PATH`, else the per-user cache (`$XDG_CACHE_HOME/natter/models/…` or
+/// `~/.cache/natter/models/…`, where `natter model pull` and `scripts/test` put it), else
 /// `natter-data/models/…` in the workspace. Without a model the test is skipped with a loud
 /// message, except under `CI=true`, where it fails.
 pub fn model_path() -> Option<PathBuf> {
@@ -10,10 +12,17 @@ pub fn model_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("NATTER_MODEL_PATH") {
         candidates.push(PathBuf::from(p));
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(natter_local_model::pull::model_path(
-            &PathBuf::from(home).join(".cache/natter"),
-        ));
+    // As natter_server::config::user_cache_dir, which this crate cannot depend on.
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(cache) = env("XDG_CACHE_HOME")
+        .filter(|d| d.is_absolute())
+        .or_else(|| env("HOME").map(|home| home.join(".cache")))
+    {
+        candidates.push(natter_local_model::pull::model_path(&cache.join("natter")));
     }
     candidates.push(natter_local_model::pull::model_path(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../natter-data"),
@@ -27,6 +36,7 @@ pub fn model_path() -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{message}");
     }
-    eprintln!("\n!!! SKIPPED: {message}\n");
+    // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED: {message}\n");
     None
 }
