@@ -6,7 +6,8 @@
 use async_trait::async_trait;
 use natter_core::chat::{ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, NewChat};
 use natter_core::event::{EventBody, StoredEvent};
-use natter_core::store::{Appended, Guard, OpenTurn, Store, StoreError};
+use natter_core::attachments::{Attachment, Processing};
+use natter_core::store::{Appended, Guard, OpenTurn, PutAttachment, Store, StoreError};
 use natter_core::store_memory::MemoryStore;
 
 /// A fixed clock: runs must not depend on the wall time.
@@ -136,5 +137,62 @@ impl Store for MemStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await
+    }
+
+    async fn put_attachment(
+        &self,
+        attachment: &Attachment,
+        bytes: &[u8],
+        quota: Option<u64>,
+    ) -> Result<PutAttachment, StoreError> {
+        self.0.put_attachment(attachment, bytes, quota).await
+    }
+
+    async fn attachment(&self, org: &str, id: &str) -> Result<Option<Attachment>, StoreError> {
+        self.0.attachment(org, id).await
+    }
+
+    async fn attachment_bytes(&self, org: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.attachment_bytes(org, id).await
+    }
+
+    async fn attachment_text(&self, org: &str, id: &str) -> Result<Option<String>, StoreError> {
+        self.0.attachment_text(org, id).await
+    }
+
+    async fn set_attachment_processing(
+        &self,
+        org: &str,
+        id: &str,
+        processing: &Processing,
+        text: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.0
+            .set_attachment_processing(org, id, processing, text)
+            .await
+    }
+
+    async fn attachments_processing(&self, limit: usize) -> Result<Vec<Attachment>, StoreError> {
+        self.0.attachments_processing(limit).await
+    }
+
+    async fn mark_attachments_referenced(
+        &self,
+        chat: &ChatKey,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        self.0.mark_attachments_referenced(chat, ids).await
+    }
+
+    async fn delete_orphan_attachments(
+        &self,
+        created_before: i64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        self.0.delete_orphan_attachments(created_before, limit).await
+    }
+
+    async fn chat_attachment_bytes(&self, chat: &ChatKey) -> Result<u64, StoreError> {
+        self.0.chat_attachment_bytes(chat).await
     }
 }

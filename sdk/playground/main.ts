@@ -2,8 +2,9 @@
 // assistant, and watch what the other members see: presence, typing, the reply streaming in,
 // read receipts, stop. `?chat=…&user=…` fill the form (two tabs on one chat is the demo);
 // `?token=…` is sent as the handshake's `auth.token` when the server has auth on. As a support
-// customer: ask for a person (the /desk page takes the chat), end the chat, rate it.
-import { AIChatSocket, ChatHistoryClient, type HandoffUpdateEvent } from "../typescript/src/index.ts";
+// customer: ask for a person (the /desk page takes the chat), end the chat, rate it. The
+// paperclip uploads files (images show inline, documents as links with their processing state).
+import { AIChatSocket, ChatHistoryClient, type HandoffUpdateEvent, type UploadedAttachment } from "../typescript/src/index.ts";
 import { byId, describeError, detail, formatTime, newId, tokenClaim, tokenUser } from "./shared.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -20,6 +21,9 @@ const ui = {
   typing: byId<HTMLParagraphElement>("typing-indicator"),
   composer: byId<HTMLFormElement>("composer"),
   input: byId<HTMLTextAreaElement>("message-input"),
+  attachButton: byId<HTMLButtonElement>("attach-button"),
+  fileInput: byId<HTMLInputElement>("file-input"),
+  pending: byId<HTMLUListElement>("pending-attachments"),
   sendButton: byId<HTMLButtonElement>("send-button"),
   stopButton: byId<HTMLButtonElement>("stop-button"),
   error: byId<HTMLParagraphElement>("error"),
@@ -65,6 +69,18 @@ interface Session {
   unread: string[];
   typingSent: boolean;
   typingTimer: number | undefined;
+  /** Files uploaded for the next message, in order; `null` while one is still uploading. */
+  pending: Array<{ key: number; file: string; uploaded: UploadedAttachment | null }>;
+  /** Documents' processing state by attachment id (events may come before their message). */
+  processing: Map<string, ProcessingState>;
+}
+
+/** A document's processing as `attachment:processing` reports it. */
+interface ProcessingState {
+  status: string;
+  percent?: number | undefined;
+  chars?: number | undefined;
+  error?: string | undefined;
 }
 
 let session: Session | null = null;
@@ -101,12 +117,26 @@ function withScroll(change: () => void): void {
 /** `humanAgent`: a person from support (the /desk page) wrote it. */
 type Role = "user" | "assistant" | "humanAgent";
 
+/** A file on a message, as `chat:message.attachments` lists it. */
+interface ShownAttachment {
+  id: string;
+  name: string;
+  mimeType: string;
+  size: number;
+  url: string;
+  width?: number | undefined;
+  height?: number | undefined;
+  /** The stored processing state of a document, when the server says it. */
+  processing?: unknown;
+}
+
 interface Shown {
   messageId: string;
   role: Role;
   userId: string;
   text: string;
   createdAt?: string | undefined;
+  attachments?: readonly ShownAttachment[] | undefined;
 }
 
 /** The element showing message `m`, made and appended if it is new. */
@@ -145,10 +175,158 @@ function messageElement(s: Session, m: Shown): HTMLLIElement {
   receipt.className = "receipt";
   receipt.dataset.testid = "read-receipt";
 
-  li.append(meta, text, note, receipt);
+  const files = document.createElement("div");
+  files.className = "attachments";
+  files.dataset.testid = "message-attachments";
+  for (const a of m.attachments ?? []) files.append(attachmentElement(s, a));
+
+  li.append(meta, text, files, note, receipt);
   s.elements.set(m.messageId, li);
   withScroll(() => ui.messages.append(li));
   return li;
+}
+
+/** `1.2 KB`: sizes as people read them. */
+function humanSize(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+/**
+ * Where the page reads an attachment: the server's URL, with the identity the page has (an
+ * `<img>` or a link cannot send an Authorization header): `?token=` with auth on, the name
+ * with auth off.
+ */
+function downloadUrl(s: Session, url: string): string {
+  const u = new URL(url, window.location.origin);
+  if (s.token) u.searchParams.set("token", s.token);
+  else u.searchParams.set("userId", s.userId);
+  return u.toString();
+}
+
+/** An image inline (with its name), or a document as a link with its processing state. */
+function attachmentElement(s: Session, a: ShownAttachment): HTMLElement {
+  if (a.mimeType.startsWith("image/")) {
+    const figure = document.createElement("figure");
+    figure.className = "attachment-image";
+    figure.dataset.testid = "attachment-image";
+    figure.dataset.attachmentId = a.id;
+    const img = document.createElement("img");
+    img.src = downloadUrl(s, a.url);
+    img.alt = a.name;
+    img.loading = "lazy";
+    if (a.width && a.height) {
+      img.width = Math.min(a.width, 240);
+      img.height = Math.round((img.width / a.width) * a.height);
+    }
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${a.name} (${a.width && a.height ? `${a.width}×${a.height}, ` : ""}${humanSize(a.size)})`;
+    figure.append(img, caption);
+    return figure;
+  }
+  const doc = document.createElement("div");
+  doc.className = "attachment-doc";
+  doc.dataset.testid = "attachment-doc";
+  doc.dataset.attachmentId = a.id;
+  const link = document.createElement("a");
+  link.href = downloadUrl(s, a.url);
+  link.textContent = a.name;
+  link.rel = "noopener";
+  const size = document.createElement("span");
+  size.className = "size";
+  size.textContent = ` (${a.mimeType}, ${humanSize(a.size)})`;
+  const state = document.createElement("span");
+  state.className = "processing";
+  state.dataset.testid = "attachment-processing";
+  doc.append(link, size, state);
+  const known = s.processing.get(a.id) ?? storedProcessing(a.processing);
+  if (known) renderProcessing(state, known);
+  return doc;
+}
+
+/** The processing state a message's attachment carries, if the server put one there. */
+function storedProcessing(value: unknown): ProcessingState | undefined {
+  if (typeof value === "string") return { status: value };
+  if (typeof value !== "object" || value === null) return undefined;
+  const o = value as Record<string, unknown>;
+  if (typeof o["status"] !== "string") return undefined;
+  const err = o["error"];
+  return {
+    status: o["status"],
+    chars: typeof o["chars"] === "number" ? o["chars"] : undefined,
+    error: typeof err === "string" ? err : typeof err === "object" && err !== null ? String((err as Record<string, unknown>)["message"] ?? "") : undefined,
+  };
+}
+
+function renderProcessing(el: HTMLElement, p: ProcessingState): void {
+  el.dataset.state = p.status;
+  el.textContent =
+    p.status === "complete"
+      ? `read${p.chars !== undefined ? `: ${p.chars.toLocaleString()} characters` : ""}`
+      : p.status === "error"
+        ? `could not be read${p.error ? `: ${p.error}` : ""}`
+        : p.percent !== undefined
+          ? `reading… ${p.percent}%`
+          : "reading…";
+}
+
+/** A document's processing changed: remember it and show it wherever the document is. */
+function onProcessing(s: Session, attachmentId: string, p: ProcessingState): void {
+  s.processing.set(attachmentId, p);
+  for (const el of ui.messages.querySelectorAll<HTMLElement>(".attachment-doc")) {
+    if (el.dataset.attachmentId !== attachmentId) continue;
+    const state = el.querySelector<HTMLElement>(".processing");
+    if (state) renderProcessing(state, p);
+  }
+}
+
+/** The files waiting for the next message, each with a button that drops it. */
+function renderPending(s: Session): void {
+  ui.pending.replaceChildren(
+    ...s.pending.map((p) => {
+      const li = document.createElement("li");
+      li.dataset.testid = "pending-attachment";
+      li.dataset.state = p.uploaded ? "ready" : "uploading";
+      const label = document.createElement("span");
+      label.textContent = p.uploaded ? `${p.uploaded.name} (${humanSize(p.uploaded.size)})` : `uploading ${p.file}…`;
+      const drop = document.createElement("button");
+      drop.type = "button";
+      drop.textContent = "×";
+      drop.title = `Do not send ${p.file}`;
+      drop.addEventListener("click", () => {
+        s.pending = s.pending.filter((x) => x.key !== p.key);
+        renderPending(s);
+      });
+      li.append(label, drop);
+      return li;
+    }),
+  );
+}
+
+let uploadKeys = 0;
+
+/** Uploads the picked files for the chat; each waits in the list for the next message. */
+function attachFiles(s: Session, files: readonly File[]): void {
+  for (const file of files) {
+    const key = ++uploadKeys;
+    s.pending.push({ key, file: file.name, uploaded: null });
+    renderPending(s);
+    s.socket
+      .uploadAttachment(undefined, file)
+      .then((uploaded) => {
+        const entry = s.pending.find((p) => p.key === key);
+        if (!entry || session !== s) return; // dropped meanwhile, or the page left the chat
+        entry.uploaded = uploaded;
+        renderPending(s);
+      })
+      .catch((e: unknown) => {
+        s.pending = s.pending.filter((p) => p.key !== key);
+        if (session !== s) return;
+        renderPending(s);
+        showError(`${file.name}: ${describeError(e)}`);
+      });
+  }
 }
 
 /** The message's part with `className` (text, time, note, receipt); messageElement makes them all. */
@@ -249,7 +427,10 @@ function roleOf(role: string): Role {
   return role === "assistant" || role === "humanAgent" ? role : "user";
 }
 
-function showHistory(s: Session, messages: ReadonlyArray<{ messageId: string; role: string; text: string; createdAt?: string; userId?: string; finishReason?: string }>): void {
+function showHistory(
+  s: Session,
+  messages: ReadonlyArray<{ messageId: string; role: string; text: string; createdAt?: string; userId?: string; finishReason?: string; attachments?: readonly ShownAttachment[] }>,
+): void {
   ui.messages.replaceChildren();
   s.elements.clear();
   const fromOthers: string[] = [];
@@ -257,7 +438,7 @@ function showHistory(s: Session, messages: ReadonlyArray<{ messageId: string; ro
     const role = roleOf(m.role);
     const assistant = role === "assistant";
     const userId = assistant ? "assistant" : (m.userId ?? "");
-    const li = messageElement(s, { messageId: m.messageId, role, userId, text: m.text, createdAt: m.createdAt });
+    const li = messageElement(s, { messageId: m.messageId, role, userId, text: m.text, createdAt: m.createdAt, attachments: m.attachments });
     if (m.finishReason === "aborted") {
       li.dataset.state = "aborted";
       part(li, "note").textContent = "stopped";
@@ -321,6 +502,7 @@ function showCsat(): void {
 function setJoined(joined: boolean): void {
   ui.input.disabled = !joined;
   ui.sendButton.disabled = !joined;
+  ui.attachButton.disabled = !joined;
   if (!joined) {
     ui.handoffButton.disabled = true;
     ui.endButton.disabled = true;
@@ -354,6 +536,7 @@ function leave(): void {
   for (const timer of s.typers.values()) window.clearTimeout(timer);
   s.socket.destroy();
   ui.presence.replaceChildren();
+  ui.pending.replaceChildren();
   ui.typing.textContent = "";
   ui.stopButton.disabled = true;
   ui.leaveButton.disabled = true;
@@ -384,6 +567,8 @@ function join(chatId: string, userId: string, token: string | null): void {
     unread: [],
     typingSent: false,
     typingTimer: undefined,
+    pending: [],
+    processing: new Map(),
   };
   // Callbacks of a session the page has left are ignored.
   const live = () => session === s;
@@ -437,7 +622,14 @@ function join(chatId: string, userId: string, token: string | null): void {
       },
       onChatMessage: (e) => {
         if (!live()) return;
-        messageElement(s, { messageId: e.messageId, role: roleOf(e.role), userId: e.userId, text: e.text, createdAt: e.createdAt });
+        messageElement(s, {
+          messageId: e.messageId,
+          role: roleOf(e.role),
+          userId: e.userId,
+          text: e.text,
+          createdAt: e.createdAt,
+          attachments: e.attachments,
+        });
         if (e.userId !== s.userId) markRead(s, [e.messageId]);
       },
       onPresenceUpdate: (e) => {
@@ -464,6 +656,10 @@ function join(chatId: string, userId: string, token: string | null): void {
         if (!live()) return;
         s.handoffSeq = Math.max(s.handoffSeq, e.seq);
         renderHandoff(e);
+      },
+      onAttachmentProcessing: (e) => {
+        if (!live()) return;
+        onProcessing(s, e.attachmentId, { status: e.status, percent: e.percent, chars: e.chars, error: e.error?.message });
       },
       onCsatRequest: () => {
         if (live()) showCsat();
@@ -520,14 +716,21 @@ function join(chatId: string, userId: string, token: string | null): void {
 
 function send(s: Session): void {
   const text = ui.input.value.trim();
-  if (text === "") return;
+  if (s.pending.some((p) => p.uploaded === null)) {
+    showError("A file is still uploading; send once it is ready.");
+    return;
+  }
+  const attachments = s.pending.flatMap((p) => (p.uploaded ? [p.uploaded] : []));
+  if (text === "" && attachments.length === 0) return;
   stopTyping(s);
   const messageId = newId();
-  const li = messageElement(s, { messageId, role: "user", userId: s.userId, text, createdAt: new Date().toISOString() });
+  const li = messageElement(s, { messageId, role: "user", userId: s.userId, text, createdAt: new Date().toISOString(), attachments });
   li.dataset.pending = "true";
   ui.input.value = "";
+  s.pending = [];
+  renderPending(s);
   s.socket
-    .sendMessage({ messageId, userId: s.userId, text })
+    .sendMessage({ messageId, userId: s.userId, text, ...(attachments.length > 0 ? { attachments } : {}) })
     .then(() => {
       delete li.dataset.pending;
     })
@@ -563,6 +766,17 @@ ui.joinForm.addEventListener("submit", (ev) => {
 });
 
 ui.leaveButton.addEventListener("click", () => leave());
+
+ui.attachButton.addEventListener("click", () => ui.fileInput.click());
+
+ui.fileInput.addEventListener("change", () => {
+  const files = [...(ui.fileInput.files ?? [])];
+  ui.fileInput.value = ""; // picking the same file again fires `change` again
+  if (session && files.length > 0) {
+    showError(null);
+    attachFiles(session, files);
+  }
+});
 
 ui.composer.addEventListener("submit", (ev) => {
   ev.preventDefault();

@@ -34,7 +34,7 @@ use natter_core::bus::{FollowReason, UserEvent};
 use natter_core::chat::ChatKey;
 use natter_core::coordinator::Control;
 use natter_core::event::{
-    BusMessage, EventBody, LiveEvent, ProcessingStatus, StoredEvent, TurnRef,
+    BusMessage, EventBody, LiveEvent, ProcessingStatus, ProcessingUpdate, StoredEvent, TurnRef,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -207,6 +207,13 @@ enum MsgOut<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         o: Option<&'a str>,
     },
+    /// A document's processing step (CONTRACT §7.6).
+    Attachment {
+        id: &'a str,
+        up: &'a ProcessingUpdate,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        o: Option<&'a str>,
+    },
     ToolInputStart {
         turn: WireTurn<'a>,
         call: &'a str,
@@ -285,6 +292,12 @@ enum MsgIn<'a> {
         #[serde(default)]
         o: Option<String>,
     },
+    Attachment {
+        id: String,
+        up: ProcessingUpdate,
+        #[serde(default)]
+        o: Option<String>,
+    },
     ToolInputStart {
         #[serde(borrow)]
         turn: WireTurn<'a>,
@@ -359,6 +372,14 @@ fn msg_out(message: &BusMessage) -> MsgOut<'_> {
                 },
                 LiveEvent::ChatDeleted { deleted_by } => MsgOut::ChatDeleted {
                     by: deleted_by.as_deref(),
+                    o,
+                },
+                LiveEvent::AttachmentProcessing {
+                    attachment_id,
+                    update,
+                } => MsgOut::Attachment {
+                    id: attachment_id,
+                    up: update,
                     o,
                 },
                 LiveEvent::ToolInputStart {
@@ -484,6 +505,13 @@ fn msg_in(m: MsgIn<'_>, turns: &mut TurnCache) -> Result<BusMessage, DecodeError
         MsgIn::ChatDeleted { by, o } => BusMessage::Live {
             event: LiveEvent::ChatDeleted {
                 deleted_by: by.map(Into::into),
+            },
+            origin: origin(o),
+        },
+        MsgIn::Attachment { id, up, o } => BusMessage::Live {
+            event: LiveEvent::AttachmentProcessing {
+                attachment_id: id.into(),
+                update: up,
             },
             origin: origin(o),
         },
@@ -845,6 +873,24 @@ mod tests {
             }),
             live(LiveEvent::ChatDeleted {
                 deleted_by: Some("ann".into()),
+            }),
+            live(LiveEvent::AttachmentProcessing {
+                attachment_id: "att1".into(),
+                update: ProcessingUpdate::Progress { percent: 40 },
+            }),
+            live(LiveEvent::AttachmentProcessing {
+                attachment_id: "att1".into(),
+                update: ProcessingUpdate::Complete {
+                    chars: 12,
+                    pages: Some(2),
+                },
+            }),
+            live(LiveEvent::AttachmentProcessing {
+                attachment_id: "att2".into(),
+                update: ProcessingUpdate::Error {
+                    code: "timeout".into(),
+                    message: "too slow".into(),
+                },
             }),
         ]
     }

@@ -11,21 +11,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use natter_protocol::client::{
-    AbortPayload, AuthRefreshPayload, ClientTool, DiscoveryRequestPayload, JoinPayload as Join,
-    LeavePayload, MarkReadPayload, ToolResultPayload, TypingPayload, UserMessagePayload,
+    AbortPayload, AttachmentRef, AuthRefreshPayload, ClientTool, DiscoveryRequestPayload,
+    JoinPayload as Join, LeavePayload, MarkReadPayload, ToolResultPayload, TypingPayload,
+    UserMessagePayload,
 };
 use natter_protocol::events::{DiscoveryResponse, EventKey};
 use natter_protocol::socketio::{
     AbortAck, AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, AiToolCallEvent,
-    AiToolResultEvent, AuthRefreshAck, ChatDeletedEvent, ChatEndedEvent, ChatMessageEvent,
-    ChatUpdatedEvent, CsatRequestEvent, CsatSubmittedEvent, HandoffUpdateEvent, JoinAck,
-    MarkReadAck, MessageReadEvent, MessageSupersededEvent, PresenceUpdateEvent,
+    AiToolResultEvent, AttachmentProcessingEvent, AuthRefreshAck, ChatDeletedEvent, ChatEndedEvent,
+    ChatMessageEvent, ChatUpdatedEvent, CsatRequestEvent, CsatSubmittedEvent, HandoffUpdateEvent,
+    JoinAck, MarkReadAck, MessageReadEvent, MessageSupersededEvent, PresenceUpdateEvent,
     ReactionUpdateEvent, ServerErrorEvent, TypingUpdateEvent, UserMessageAck,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use crate::attachments::{self, AttachmentFile, Identity, UploadedAttachment};
 use crate::backoff::ReconnectPolicy;
 use crate::error::ClientError;
 use crate::events::{self as ev, ChatEvents};
@@ -162,6 +164,10 @@ pub enum ChatEvent {
     ChatDeleted(ChatDeletedEvent),
     /// `message:superseded`: an assistant message is being regenerated; its replacement follows.
     MessageSuperseded(MessageSupersededEvent),
+    /// `attachment:processing`: a document uploaded to the chat is being read (`processing`,
+    /// with `percent`), or was (`complete` with `chars`/`pages`, or `error`). Not durable: a
+    /// client that missed it reads the state from the message's attachments.
+    AttachmentProcessing(AttachmentProcessingEvent),
     Discovery(DiscoveryResponse),
     ServerError(ServerErrorEvent),
     /// An event this client does not know (or a server event asking for an ack).
@@ -201,6 +207,7 @@ pub struct ChatCallbacks {
     pub on_reaction_update: Callback<ReactionUpdateEvent>,
     pub on_csat_request: Callback<CsatRequestEvent>,
     pub on_chat_ended: Callback<ChatEndedEvent>,
+    pub on_attachment_processing: Callback<AttachmentProcessingEvent>,
     pub on_event: Callback<ChatEvent>,
 }
 
@@ -231,6 +238,7 @@ impl ChatCallbacks {
             ChatEvent::ReactionUpdate(e) => run(&mut self.on_reaction_update, e),
             ChatEvent::CsatRequest(e) => run(&mut self.on_csat_request, e),
             ChatEvent::ChatEnded(e) => run(&mut self.on_chat_ended, e),
+            ChatEvent::AttachmentProcessing(e) => run(&mut self.on_attachment_processing, e),
             _ => {}
         }
         run(&mut self.on_event, event);
@@ -369,6 +377,9 @@ pub struct SendMessage {
     pub request_id: Option<String>,
     pub parts: Option<Vec<Value>>,
     pub tools: Option<Vec<ClientTool>>,
+    /// Ids of uploaded attachments ([`AiChatSocket::upload_attachment`]) the message carries,
+    /// sent as `attachments: [{id}]` (at most 10).
+    pub attachments: Vec<String>,
 }
 
 impl SendMessage {
@@ -377,6 +388,41 @@ impl SendMessage {
             text: text.into(),
             ..Self::default()
         }
+    }
+
+    /// Adds an uploaded attachment (or its id) to the message.
+    pub fn attach(mut self, attachment: impl AttachmentId) -> Self {
+        self.attachments.push(attachment.attachment_id());
+        self
+    }
+}
+
+/// What names an uploaded attachment: its [`UploadedAttachment`] or its id.
+pub trait AttachmentId {
+    fn attachment_id(self) -> String;
+}
+
+impl AttachmentId for &UploadedAttachment {
+    fn attachment_id(self) -> String {
+        self.id.clone()
+    }
+}
+
+impl AttachmentId for UploadedAttachment {
+    fn attachment_id(self) -> String {
+        self.id
+    }
+}
+
+impl AttachmentId for String {
+    fn attachment_id(self) -> String {
+        self
+    }
+}
+
+impl AttachmentId for &str {
+    fn attachment_id(self) -> String {
+        self.to_owned()
     }
 }
 
@@ -501,8 +547,10 @@ impl AiChatSocket {
     /// Sends a user message and returns its ack (`seq`, `duplicate`). The reply streams as
     /// `AiProcessing`, `AiToken`s and one `AiMessage` (or `AiError`).
     pub async fn send_message(&self, message: SendMessage) -> Result<UserMessageAck, ClientError> {
-        if message.text.is_empty() {
-            return Err(ClientError::InvalidOptions("a message needs text".into()));
+        if message.text.is_empty() && message.attachments.is_empty() {
+            return Err(ClientError::InvalidOptions(
+                "a message needs text or an attachment".into(),
+            ));
         }
         let payload = UserMessagePayload {
             chat_id: Some(self.chat_id.to_string()),
@@ -519,6 +567,13 @@ impl AiChatSocket {
             ),
             tools: message.tools,
             trace_id: self.trace(),
+            attachments: (!message.attachments.is_empty()).then(|| {
+                message
+                    .attachments
+                    .into_iter()
+                    .map(|id| AttachmentRef { id })
+                    .collect()
+            }),
         };
         self.service
             .emit_with_ack::<ev::UserMessage>(&payload)
@@ -703,6 +758,37 @@ impl AiChatSocket {
         }
         self.service.socket().set_auth(Some(auth));
         Ok(ack)
+    }
+
+    /// Uploads a file for this chat (`POST /api/v1/attachments`, CONTRACT §7.6) with this
+    /// connection's identity (its token, or `orgId`/`userId` with auth off). Send it with a
+    /// message by id: [`SendMessage::attachments`]. The same bytes twice in one chat are one
+    /// attachment. Refusals are [`ClientError::Http`] with the server's code (`too_large`,
+    /// `unsupported_media_type`, `not_found`, `rate_limited` …).
+    pub async fn upload_attachment(
+        &self,
+        file: AttachmentFile,
+    ) -> Result<UploadedAttachment, ClientError> {
+        let mut identity = Identity::from_auth(self.service.socket().auth().as_ref());
+        if identity.user_id.is_none() {
+            identity.user_id = self.user_id.as_deref().map(str::to_owned);
+        }
+        attachments::upload(
+            &self.service.options().socket.url,
+            &self.chat_id,
+            &identity,
+            file,
+        )
+        .await
+    }
+
+    /// [`upload_attachment`](Self::upload_attachment) of a file on disk, streamed.
+    pub async fn upload_file(
+        &self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<UploadedAttachment, ClientError> {
+        self.upload_attachment(AttachmentFile::open(path).await?)
+            .await
     }
 
     /// Leaves the chat (presence updates) without disconnecting.
@@ -924,6 +1010,9 @@ fn translate_event(event: IncomingEvent, state: &Mutex<ChatState>) -> Option<Cha
                 })
             }
             n if n == ev::ChatDeleted::NAME => Some(ChatEvent::ChatDeleted(decode(&event)?)),
+            n if n == ev::AttachmentProcessing::NAME => {
+                Some(ChatEvent::AttachmentProcessing(decode(&event)?))
+            }
             n if n == ev::AiProcessing::NAME => Some(ChatEvent::AiProcessing(decode(&event)?)),
             n if n == ev::PresenceUpdate::NAME => Some(ChatEvent::PresenceUpdate(decode(&event)?)),
             n if n == ev::TypingUpdate::NAME => Some(ChatEvent::TypingUpdate(decode(&event)?)),

@@ -90,6 +90,19 @@ pub enum ClientError {
         message: String,
     },
 
+    /// An HTTP call (an attachment upload) the server refused: its `{error: {code, message}}`
+    /// (`too_large` 413, `unsupported_media_type` 415, `not_found`, `rate_limited` …).
+    #[error("HTTP {status}: {code}: {message}")]
+    Http {
+        status: u16,
+        code: String,
+        message: String,
+    },
+
+    /// A local file could not be read (e.g. the one to upload).
+    #[error("{0}")]
+    Io(String),
+
     #[error("gave up reconnecting after {attempts} attempt(s); last error: {last}")]
     ReconnectFailed { attempts: u32, last: String },
 
@@ -120,6 +133,8 @@ impl ClientError {
             Self::Encode { .. } => "encode_failed",
             Self::Decode { .. } => "decode_failed",
             Self::Refused { code, .. } => code,
+            Self::Http { code, .. } => code,
+            Self::Io(_) => "io_error",
             Self::ReconnectFailed { .. } => "reconnect_failed",
             Self::Closed => "closed",
         }

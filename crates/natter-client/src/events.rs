@@ -114,4 +114,7 @@ server_events! {
     ChatDeleted = "chat:deleted", s::ChatDeletedEvent;
     /// `message:superseded`: an assistant message was regenerated
     MessageSuperseded = "message:superseded", s::MessageSupersededEvent;
+    /// `attachment:processing`: a document's processing started, progressed or ended
+    /// (CONTRACT §7.6)
+    AttachmentProcessing = "attachment:processing", s::AttachmentProcessingEvent;
 }

@@ -40,6 +40,7 @@
 //! # }
 //! ```
 
+pub mod attachments;
 pub mod backoff;
 pub mod chat;
 pub mod codec;
@@ -49,8 +50,11 @@ pub mod service;
 pub mod stream;
 pub mod transport;
 
+pub use attachments::{AttachmentFile, UploadedAttachment};
 pub use backoff::ReconnectPolicy;
-pub use chat::{AiChatSocket, ChatCallbacks, ChatEvent, ChatEventStream, ChatOptions, SendMessage};
+pub use chat::{
+    AiChatSocket, AttachmentId, ChatCallbacks, ChatEvent, ChatEventStream, ChatOptions, SendMessage,
+};
 pub use error::{ClientError, ConnectErrorKind};
 pub use events::ChatEvents;
 /// The wire types, re-exported so apps need no separate dependency.

@@ -372,6 +372,11 @@ impl Socket {
         *lock(&self.shared.auth) = auth;
     }
 
+    /// The `auth` object the next `CONNECT` sends (the latest [`set_auth`](Self::set_auth)).
+    pub fn auth(&self) -> Option<Value> {
+        lock(&self.shared.auth).clone()
+    }
+
     /// Emits `event` with `args`, asking no ack. Fails with `NotConnected` while disconnected
     /// (nothing is queued across reconnects: the app decides what to resend).
     pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), ClientError> {

@@ -72,6 +72,8 @@ pub struct CoreConfig {
     pub limits: crate::limits::LimitsConfig,
     /// Ask customers for a rating when a chat ends (CONTRACT §7.4; `--csat off`).
     pub csat: bool,
+    /// Attachments: sizes, quota, orphan sweep, what the model gets (CONTRACT §7.6).
+    pub attachments: crate::attachments::AttachmentsConfig,
 }
 
 impl Default for CoreConfig {
@@ -96,6 +98,7 @@ impl Default for CoreConfig {
             client_tool_timeout: Duration::from_secs(60),
             limits: crate::limits::LimitsConfig::default(),
             csat: true,
+            attachments: crate::attachments::AttachmentsConfig::default(),
         }
     }
 }

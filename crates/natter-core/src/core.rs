@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub coordinator: Arc<dyn Coordinator>,
     pub turns: TurnScheduler,
     pub limits: Limits,
+    /// Document text extraction (see [`crate::processing`]).
+    pub(crate) processing: crate::processing::DocumentProcessing,
 }
 
 impl Inner {
@@ -85,6 +87,9 @@ pub struct Seams {
     pub tools: ToolRegistry,
     /// Named assistants (CONTRACT §7.5); empty: the core's own settings are the one agent.
     pub agents: crate::agents::Agents,
+    /// How documents' text is extracted (CONTRACT §7.6); the server's runs PDFs in a child
+    /// process.
+    pub extractor: Arc<dyn crate::processing::DocumentExtractor>,
 }
 
 impl Seams {
@@ -103,7 +108,16 @@ impl Seams {
             coordinator: Arc::new(MemoryCoordinator::default()),
             tools: ToolRegistry::default(),
             agents: crate::agents::Agents::default(),
+            extractor: Arc::new(crate::processing::InProcessExtractor::default()),
         }
+    }
+
+    pub fn with_extractor(
+        mut self,
+        extractor: Arc<dyn crate::processing::DocumentExtractor>,
+    ) -> Self {
+        self.extractor = extractor;
+        self
     }
 
     pub fn with_tools(mut self, tools: ToolRegistry) -> Self {
@@ -167,6 +181,8 @@ pub struct UserMessageInput {
     pub trace_id: Option<String>,
     /// Client-run tools declared for this message's turn (see [`crate::tools::parse_declared`]).
     pub tools: Vec<crate::provider::ToolSpec>,
+    /// Ids of attachments of this chat the message refers to (CONTRACT §7.6).
+    pub attachments: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +265,7 @@ impl ChatCore {
                 agents: seams.agents,
                 coordinator: seams.coordinator,
                 turns,
+                processing: crate::processing::DocumentProcessing::new(seams.extractor),
             }),
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -259,6 +276,9 @@ impl ChatCore {
 
     fn start_background(&self, runtime: &tokio::runtime::Handle) {
         let turns = &self.inner.turns;
+        // Documents a previous run left mid-extraction (CONTRACT §7.6).
+        let core = self.clone();
+        turns.spawn_background(runtime, |_| async move { core.resume_processing().await });
         // At startup rather than when each chat is next opened: the open turns are a small
         // indexed set (at most the turns running or queued at the crash), while chats may be
         // many, and a member waiting on a turn may never reopen its chat (a pending-turn
@@ -1118,6 +1138,17 @@ impl ChatCore {
         if ai {
             self.settle(chat).await;
         }
+        let attachments = if msg.attachments.is_empty() {
+            None
+        } else {
+            let resolved = self.resolve_attachments(chat, &msg.attachments).await?;
+            Some(
+                resolved
+                    .iter()
+                    .map(crate::message_attachments::for_message)
+                    .collect(),
+            )
+        };
         let request_id = ai.then(|| msg.request_id.clone().unwrap_or_else(new_id));
         let body = EventBody::UserMessage {
             message_id: msg.message_id,
@@ -1129,6 +1160,7 @@ impl ChatCore {
             origin: conn.map(|c| c.to_string()),
             role,
             tools: (!msg.tools.is_empty()).then(|| msg.tools.clone()),
+            attachments,
         };
         let appended = inner
             .store

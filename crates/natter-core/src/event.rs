@@ -16,6 +16,52 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// An attachment a user message refers to, as stored with the message: what clients show
+/// (the download `url` is made from the `id` by the faces).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageAttachment {
+    pub id: String,
+    pub name: String,
+    pub mime_type: String,
+    pub size: u64,
+    /// An image's size in pixels (for the `[image: name, WxH]` line of models without vision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+impl MessageAttachment {
+    /// Whether the model may see it as an image part.
+    pub fn is_image(&self) -> bool {
+        self.mime_type.starts_with("image/")
+    }
+
+    /// As messages show it on the wire (`{id, name, mimeType, size, url}`).
+    pub fn wire(&self) -> natter_protocol::socketio::AttachmentWire {
+        natter_protocol::socketio::AttachmentWire {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            mime_type: self.mime_type.clone(),
+            size: self.size,
+            url: crate::attachments::attachment_url(&self.id),
+            width: self.width,
+            height: self.height,
+        }
+    }
+
+    /// `[image: <name>, <width>x<height>]`, what a model without vision gets for an image.
+    pub fn image_line(&self) -> String {
+        format!(
+            "[image: {}, {}x{}]",
+            self.name,
+            self.width.unwrap_or(0),
+            self.height.unwrap_or(0)
+        )
+    }
+}
+
 /// What happened, in a durable event. Stored as JSON (`kind` + camelCase fields), so new
 /// fields must be optional and old rows must stay readable.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,6 +102,9 @@ pub enum EventBody {
         /// Never on the wire.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tools: Option<Vec<crate::provider::ToolSpec>>,
+        /// The attachments the message refers to (CONTRACT §7.6), with what clients show.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachments: Option<Vec<MessageAttachment>>,
     },
     #[serde(rename_all = "camelCase")]
     AssistantMessage {
@@ -522,6 +571,42 @@ pub enum LiveEvent {
     ChatDeleted {
         deleted_by: Option<Arc<str>>,
     },
+    /// A document attachment's text extraction moved on (CONTRACT §7.6). Live, not in the
+    /// log (CONTRACT §6.5): the attachment's metadata keeps the state for whoever missed it.
+    AttachmentProcessing {
+        attachment_id: Arc<str>,
+        update: ProcessingUpdate,
+    },
+}
+
+/// One step of a document's processing, as members are told of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ProcessingUpdate {
+    Started,
+    Progress {
+        percent: u8,
+    },
+    Complete {
+        chars: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pages: Option<u32>,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+impl ProcessingUpdate {
+    /// The Socket.IO `status`: `processing` (started and progress), `complete` or `error`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Self::Started | Self::Progress { .. } => "processing",
+            Self::Complete { .. } => "complete",
+            Self::Error { .. } => "error",
+        }
+    }
 }
 
 /// What travels on the bus for one chat.

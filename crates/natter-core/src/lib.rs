@@ -8,6 +8,7 @@
 //! talk to a store or a provider themselves.
 
 pub mod agents;
+pub mod attachments;
 pub mod bus;
 pub mod bus_memory;
 pub mod chat;
@@ -19,8 +20,10 @@ pub mod event;
 pub mod feed;
 mod handoff;
 pub mod limits;
+mod message_attachments;
 pub mod presence;
 pub mod presence_memory;
+pub mod processing;
 pub mod provider;
 pub mod reactions;
 mod scheduler;

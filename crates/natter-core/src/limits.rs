@@ -50,6 +50,8 @@ pub struct LimitsConfig {
     pub max_connections_per_user: usize,
     /// … and per address.
     pub max_connections_per_ip: usize,
+    /// Attachment uploads per user, per minute (`--attachment-uploads-per-minute`); 0: no limit.
+    pub uploads_per_user: u32,
 }
 
 impl Default for LimitsConfig {
@@ -67,6 +69,7 @@ impl Default for LimitsConfig {
             },
             max_connections_per_user: 32,
             max_connections_per_ip: 512,
+            uploads_per_user: 30,
         }
     }
 }
@@ -169,6 +172,7 @@ pub struct Limits {
     config: LimitsConfig,
     messages: RateSet,
     turns: RateSet,
+    uploads: RateSet,
     checks: AtomicU64,
     open: Arc<Mutex<Counts>>,
 }
@@ -178,6 +182,13 @@ impl Limits {
         Self {
             messages: RateSet::new("messages", config.messages),
             turns: RateSet::new("AI replies", config.turns),
+            uploads: RateSet::new(
+                "attachment uploads",
+                ScopedRate {
+                    per_user: config.uploads_per_user,
+                    ..ScopedRate::UNLIMITED
+                },
+            ),
             checks: AtomicU64::new(0),
             open: Arc::default(),
             config,
@@ -192,6 +203,7 @@ impl Limits {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
             self.messages.purge();
             self.turns.purge();
+            self.uploads.purge();
         }
     }
 
@@ -209,6 +221,16 @@ impl Limits {
             self.turns.take(who, from).map_err(CoreError::Rejected)?;
         }
         Ok(())
+    }
+
+    /// One attachment upload (per user only: uploads come over plain HTTP requests).
+    pub fn upload(&self, who: &Identity, from: &Source) -> Result<(), CoreError> {
+        self.tick();
+        let from = Source {
+            conn: None,
+            ip: from.ip,
+        };
+        self.uploads.take(who, &from).map_err(CoreError::Rejected)
     }
 
     /// A turn that no new message starts (regenerate).

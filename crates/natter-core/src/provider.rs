@@ -44,6 +44,9 @@ pub struct PromptMessage {
     pub tool_calls: Vec<ToolCall>,
     /// On a [`Role::Tool`] message: the call it answers (`content` is the result as JSON).
     pub tool_call_id: Option<String>,
+    /// On a user message: the images it carries (attachments), after `content`. Providers with
+    /// vision send them as image parts; the others send [`PromptImage::text_line`] instead.
+    pub images: Vec<PromptImage>,
 }
 
 impl PromptMessage {
@@ -54,7 +57,52 @@ impl PromptMessage {
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            images: Vec::new(),
         }
+    }
+
+    /// `content` followed by one [`PromptImage::text_line`] per image: what a model without
+    /// vision gets.
+    pub fn content_with_image_lines(&self) -> String {
+        let mut out = self.content.clone();
+        for image in &self.images {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&image.text_line());
+        }
+        out
+    }
+}
+
+/// An image attached to a message, as the model gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptImage {
+    /// The file name the user gave.
+    pub name: String,
+    /// The sniffed type (`image/png`, `image/jpeg`, `image/gif`, `image/webp`).
+    pub mime_type: String,
+    pub width: u32,
+    pub height: u32,
+    /// The bytes, shared: a context is cloned per step and retry.
+    pub data: std::sync::Arc<[u8]>,
+}
+
+impl PromptImage {
+    /// `[image: <name>, <width>x<height>]`, for models without vision (CONTRACT §7.6).
+    pub fn text_line(&self) -> String {
+        format!("[image: {}, {}x{}]", self.name, self.width, self.height)
+    }
+
+    /// The bytes as standard base64 (Anthropic's `source.data`).
+    pub fn base64(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&self.data)
+    }
+
+    /// `data:<mime>;base64,...` (OpenAI's `image_url.url`).
+    pub fn data_url(&self) -> String {
+        format!("data:{};base64,{}", self.mime_type, self.base64())
     }
 }
 

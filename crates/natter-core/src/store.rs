@@ -49,12 +49,18 @@
 //!   turn. A deleted and recreated chat starts its fence again from 0.
 //!   [`start_turn`](Store::start_turn) is fenced the same way.
 //! - **Real delete.** [`delete_chat`](Store::delete_chat) removes the chat and all its
-//!   events; the same chat id may later be created again, with a new epoch.
+//!   events, and its attachments; the same chat id may later be created again, with a new
+//!   epoch.
+//! - **Attachments** (CONTRACT §7.6) are kept with their chat: bytes and metadata, ids unique
+//!   across the store. [`put_attachment`](Store::put_attachment) stores the same bytes
+//!   (sha256) once per chat, and checks the chat's quota in the same transaction as the
+//!   insert. Every read is scoped by org: an id of another org is not there.
 //!
 //! [`title_from_text`]: crate::chat::title_from_text
 
 use async_trait::async_trait;
 
+use crate::attachments::{Attachment, Processing};
 use crate::chat::{ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, NewChat};
 use crate::event::{EventBody, Reaction, StoredEvent};
 
@@ -107,6 +113,21 @@ pub struct OpenTurn {
     pub context_seq: u64,
     /// The fence of the owner that started it; `None` while it is queued.
     pub started_fence: Option<u64>,
+}
+
+/// What [`Store::put_attachment`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutAttachment {
+    /// Stored as given.
+    Stored(Attachment),
+    /// The chat already holds an attachment with the same sha256: that one, nothing stored.
+    Duplicate(Attachment),
+    /// Storing it would pass the quota; `used` is what the chat's attachments hold now.
+    OverQuota { used: u64 },
+}
+
+fn no_attachments() -> StoreError {
+    StoreError::Backend("this store does not keep attachments".into())
 }
 
 /// A condition an append must meet, checked in the same transaction.
@@ -271,4 +292,86 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // Attachments (CONTRACT §7.6). The defaults refuse, so wrappers that do not forward them
+    // still build; every real store implements them (see the conformance suite).
+
+    /// Stores `attachment` (metadata; its `chat` must exist: [`StoreError::NoSuchChat`]) and
+    /// `bytes`, unless the chat already holds one with the same `sha256`
+    /// ([`PutAttachment::Duplicate`]), or `quota` is set and the chat's attachments plus
+    /// `bytes` would pass it ([`PutAttachment::OverQuota`]); all in one transaction.
+    async fn put_attachment(
+        &self,
+        attachment: &Attachment,
+        bytes: &[u8],
+        quota: Option<u64>,
+    ) -> Result<PutAttachment, StoreError> {
+        let _ = (attachment, bytes, quota);
+        Err(no_attachments())
+    }
+
+    /// Attachment `id`'s metadata, if it belongs to a chat of `org`.
+    async fn attachment(&self, org: &str, id: &str) -> Result<Option<Attachment>, StoreError> {
+        let _ = (org, id);
+        Err(no_attachments())
+    }
+
+    /// Attachment `id`'s bytes, if it belongs to a chat of `org`.
+    async fn attachment_bytes(&self, org: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = (org, id);
+        Err(no_attachments())
+    }
+
+    /// The text extracted from document `id` (set with its `Complete` state), if any.
+    async fn attachment_text(&self, org: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let _ = (org, id);
+        Err(no_attachments())
+    }
+
+    /// Records document `id`'s processing state, and its extracted text with `Complete`.
+    /// `false` if there is no such attachment (its chat was deleted meanwhile).
+    async fn set_attachment_processing(
+        &self,
+        org: &str,
+        id: &str,
+        processing: &Processing,
+        text: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let _ = (org, id, processing, text);
+        Err(no_attachments())
+    }
+
+    /// Up to `limit` attachments (any chat) whose state is `Processing`, oldest first: what a
+    /// restarted node processes again.
+    async fn attachments_processing(&self, limit: usize) -> Result<Vec<Attachment>, StoreError> {
+        let _ = limit;
+        Err(no_attachments())
+    }
+
+    /// Marks attachments `ids` of `chat` referenced by a message (kept from the orphan sweep).
+    async fn mark_attachments_referenced(
+        &self,
+        chat: &ChatKey,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        let _ = (chat, ids);
+        Err(no_attachments())
+    }
+
+    /// Deletes up to `limit` attachments (any chat) never referenced and created before
+    /// `created_before` (Unix ms). Returns how many.
+    async fn delete_orphan_attachments(
+        &self,
+        created_before: i64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let _ = (created_before, limit);
+        Err(no_attachments())
+    }
+
+    /// Total bytes of `chat`'s attachments (what the quota counts).
+    async fn chat_attachment_bytes(&self, chat: &ChatKey) -> Result<u64, StoreError> {
+        let _ = chat;
+        Err(no_attachments())
+    }
 }

@@ -9,11 +9,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::attachments::{Attachment, Processing};
 use crate::chat::{
     ChatInfo, ChatKey, ChatPage, ChatScope, ChatStatus, ChatSummary, NewChat, title_from_text,
 };
 use crate::event::{Csat, EventBody, Reaction, StoredEvent, apply_handoff, apply_reaction};
-use crate::store::{Appended, Guard, OpenTurn, Store, StoreError};
+use crate::store::{Appended, Guard, OpenTurn, PutAttachment, Store, StoreError};
 
 /// One chat: its log and everything the store keeps with it.
 struct Chat {
@@ -33,6 +34,14 @@ struct Chat {
     /// Open turns, in the order asked for.
     turns: Vec<OpenTurn>,
     fence: u64,
+    /// Attachments in upload order: metadata, bytes and extracted text.
+    attachments: Vec<StoredAttachment>,
+}
+
+struct StoredAttachment {
+    meta: Attachment,
+    bytes: Vec<u8>,
+    text: Option<String>,
 }
 
 impl Chat {
@@ -354,6 +363,7 @@ impl Store for MemoryStore {
             reactions: HashMap::new(),
             turns: Vec::new(),
             fence: 0,
+            attachments: Vec::new(),
         };
         c.push(StoredEvent {
             seq: 1,
@@ -627,5 +637,149 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn put_attachment(
+        &self,
+        attachment: &Attachment,
+        bytes: &[u8],
+        quota: Option<u64>,
+    ) -> Result<PutAttachment, StoreError> {
+        let mut state = self.lock();
+        let chat = state
+            .chats
+            .get_mut(&attachment.chat)
+            .ok_or_else(|| StoreError::NoSuchChat(attachment.chat.to_string()))?;
+        if let Some(a) = chat
+            .attachments
+            .iter()
+            .find(|a| a.meta.sha256 == attachment.sha256)
+        {
+            return Ok(PutAttachment::Duplicate(a.meta.clone()));
+        }
+        let used: u64 = chat.attachments.iter().map(|a| a.meta.size).sum();
+        if let Some(q) = quota
+            && used + bytes.len() as u64 > q
+        {
+            return Ok(PutAttachment::OverQuota { used });
+        }
+        let mut meta = attachment.clone();
+        meta.size = bytes.len() as u64;
+        chat.attachments.push(StoredAttachment {
+            meta: meta.clone(),
+            bytes: bytes.to_vec(),
+            text: None,
+        });
+        Ok(PutAttachment::Stored(meta))
+    }
+
+    async fn attachment(&self, org: &str, id: &str) -> Result<Option<Attachment>, StoreError> {
+        Ok(self.with_attachment(org, id, |a| a.meta.clone()))
+    }
+
+    async fn attachment_bytes(&self, org: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.with_attachment(org, id, |a| a.bytes.clone()))
+    }
+
+    async fn attachment_text(&self, org: &str, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.with_attachment(org, id, |a| a.text.clone()).flatten())
+    }
+
+    async fn set_attachment_processing(
+        &self,
+        org: &str,
+        id: &str,
+        processing: &Processing,
+        text: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        for (key, chat) in state.chats.iter_mut() {
+            if &*key.org != org {
+                continue;
+            }
+            if let Some(a) = chat.attachments.iter_mut().find(|a| a.meta.id == id) {
+                a.meta.processing = processing.clone();
+                a.text = text.map(str::to_owned);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn attachments_processing(&self, limit: usize) -> Result<Vec<Attachment>, StoreError> {
+        let state = self.lock();
+        let mut all: Vec<Attachment> = state
+            .chats
+            .values()
+            .flat_map(|c| c.attachments.iter())
+            .filter(|a| a.meta.processing == Processing::Processing)
+            .map(|a| a.meta.clone())
+            .collect();
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn mark_attachments_referenced(
+        &self,
+        chat: &ChatKey,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        if let Some(c) = self.lock().chats.get_mut(chat) {
+            for a in c.attachments.iter_mut() {
+                if ids.contains(&a.meta.id) {
+                    a.meta.referenced = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_orphan_attachments(
+        &self,
+        created_before: i64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        let mut left = limit;
+        for chat in state.chats.values_mut() {
+            chat.attachments.retain(|a| {
+                let orphan = !a.meta.referenced && a.meta.created_at < created_before;
+                if orphan && left > 0 {
+                    left -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        Ok((limit - left) as u64)
+    }
+
+    async fn chat_attachment_bytes(&self, chat: &ChatKey) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .chats
+            .get(chat)
+            .map(|c| c.attachments.iter().map(|a| a.meta.size).sum())
+            .unwrap_or(0))
+    }
+}
+
+impl MemoryStore {
+    /// `f` of attachment `id` in a chat of `org`.
+    fn with_attachment<T>(
+        &self,
+        org: &str,
+        id: &str,
+        f: impl FnOnce(&StoredAttachment) -> T,
+    ) -> Option<T> {
+        let state = self.lock();
+        state
+            .chats
+            .iter()
+            .filter(|(k, _)| &*k.org == org)
+            .find_map(|(_, c)| c.attachments.iter().find(|a| a.meta.id == id))
+            .map(f)
     }
 }

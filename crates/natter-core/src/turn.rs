@@ -20,6 +20,7 @@ use crate::agents::Agent;
 use crate::chat::ChatKey;
 use crate::core::Inner;
 use crate::event::{EventBody, LiveEvent, ProcessingStatus, TurnRef, Usage};
+use crate::message_attachments;
 use crate::provider::{
     CompletionRequest, PromptMessage, ProviderError, ProviderErrorKind, ProviderEvent, Role,
     ToolCall,
@@ -136,6 +137,13 @@ fn retry_delay(inner: &Inner, attempt: u32, err: &ProviderError) -> Duration {
 }
 
 /// A store error while reading the context, as a turn error (not retried).
+fn attachment_error(e: crate::error::CoreError) -> ProviderError {
+    ProviderError::new(
+        ProviderErrorKind::Unavailable,
+        format!("reading attachments: {e}"),
+    )
+}
+
 fn context_error(e: StoreError) -> ProviderError {
     ProviderError::new(
         ProviderErrorKind::Unavailable,
@@ -166,15 +174,67 @@ async fn build_context(
     let fits = |bytes: usize, more: usize, units: &Vec<Vec<PromptMessage>>| {
         bytes + more <= cfg.context_max_bytes || units.is_empty()
     };
+    // A document still being processed is waited for at most this long, once for the turn.
+    let processing_deadline = tokio::time::Instant::now() + cfg.attachments.processing_timeout;
     for event in events.iter().rev() {
         match &event.body {
-            EventBody::UserMessage { text, .. } => {
-                // The newest message always goes in, even alone over the limit.
-                if !fits(bytes, text.len(), &units) {
-                    break;
+            EventBody::UserMessage {
+                text, attachments, ..
+            } => {
+                let attachments = attachments.as_deref().unwrap_or_default();
+                if attachments.is_empty() {
+                    // The newest message always goes in, even alone over the limit.
+                    if !fits(bytes, text.len(), &units) {
+                        break;
+                    }
+                    bytes += text.len();
+                    units.push(vec![PromptMessage::text(Role::User, text.clone())]);
+                    continue;
                 }
-                bytes += text.len();
-                units.push(vec![PromptMessage::text(Role::User, text.clone())]);
+                // Attachments count too (CONTRACT §7.6): documents' text, and images' bytes;
+                // an older message whose images do not fit what is left keeps them as
+                // `[image: …]` lines rather than being left out.
+                let docs = message_attachments::documents_text(
+                    inner,
+                    &req.chat,
+                    attachments,
+                    processing_deadline,
+                )
+                .await
+                .map_err(attachment_error)?;
+                let mut content = text.clone();
+                if !docs.is_empty() {
+                    if !content.is_empty() {
+                        content.push_str("\n\n");
+                    }
+                    content.push_str(&docs);
+                }
+                let image_bytes = message_attachments::image_bytes(attachments);
+                let lines = message_attachments::image_lines(attachments);
+                let message = if fits(bytes, content.len() + image_bytes, &units) {
+                    bytes += content.len() + image_bytes;
+                    let (images, gone) =
+                        message_attachments::load_images(inner, &req.chat, attachments)
+                            .await
+                            .map_err(attachment_error)?;
+                    for line in gone {
+                        content.push('\n');
+                        content.push_str(&line);
+                    }
+                    let mut m = PromptMessage::text(Role::User, content);
+                    m.images = images;
+                    m
+                } else if fits(bytes, content.len() + lines.len() + 1, &units) {
+                    bytes += content.len() + lines.len() + 1;
+                    if !lines.is_empty() {
+                        content.push('\n');
+                        content.push_str(&lines);
+                    }
+                    PromptMessage::text(Role::User, content)
+                } else {
+                    break;
+                };
+                units.push(vec![message]);
             }
             EventBody::AssistantMessage {
                 text, request_id, ..
@@ -332,6 +392,7 @@ fn tool_messages(events: Option<&Vec<crate::event::StoredEvent>>) -> (Vec<Prompt
                     content: String::new(),
                     tool_calls: vec![call],
                     tool_call_id: None,
+                    images: Vec::new(),
                 });
             }
         }
@@ -341,6 +402,7 @@ fn tool_messages(events: Option<&Vec<crate::event::StoredEvent>>) -> (Vec<Prompt
             content,
             tool_calls: Vec::new(),
             tool_call_id: Some(tool_call_id.clone()),
+            images: Vec::new(),
         });
     }
     out.append(&mut results);
@@ -409,7 +471,13 @@ async fn generate(
         .unwrap_or_else(|| inner.config.model.clone());
     g.model = Some(model.clone());
     let allowed = agent.and_then(|a| a.tools.as_deref());
-    let mut messages = match build_context(inner, req, agent).await {
+    // Building may wait for a document being processed: the turn stays abortable.
+    let built = tokio::select! {
+        built = build_context(inner, req, agent) => built,
+        _ = cancel.cancelled() => { g.ending = Ending::Stopped(stop_reason(stop)); return g; }
+        _ = sleep_until(deadline) => { g.ending = Ending::TimedOut; return g; }
+    };
+    let mut messages = match built {
         Ok(m) => m,
         Err(e) => {
             g.ending = Ending::Failed(e);
@@ -632,6 +700,7 @@ async fn generate(
             content: step_text,
             tool_calls: calls.clone(),
             tool_call_id: None,
+            images: Vec::new(),
         });
         for call in calls {
             match run_tool(
@@ -644,6 +713,7 @@ async fn generate(
                     content,
                     tool_calls: Vec::new(),
                     tool_call_id: Some(call.id.clone()),
+                    images: Vec::new(),
                 }),
                 Err(ToolStop::Cancelled) => {
                     g.ending = Ending::Stopped(stop_reason(stop));

@@ -116,6 +116,7 @@ async fn a_bound_chat_uses_its_agent() {
                     request_id: None,
                     trace_id: None,
                     tools: Vec::new(),
+                    attachments: Vec::new(),
                 },
             )
             .await

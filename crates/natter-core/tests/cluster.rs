@@ -208,6 +208,7 @@ impl Cluster {
             }),
             tools: Default::default(),
             agents: Default::default(),
+            extractor: Arc::new(natter_core::processing::InProcessExtractor::default()),
         };
         ChatCore::from_seams(self.config(), seams)
     }
@@ -225,6 +226,7 @@ fn message(id: &str, text: &str) -> UserMessageInput {
         request_id: Some(format!("req-{id}")),
         trace_id: None,
         tools: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

@@ -46,6 +46,7 @@ fn user_message(id: &str) -> EventBody {
         trace_id: None,
         origin: None,
         tools: None,
+        attachments: None,
         role: None,
     }
 }

@@ -52,6 +52,7 @@ fn msg(id: &str) -> UserMessageInput {
         request_id: None,
         trace_id: None,
         tools: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

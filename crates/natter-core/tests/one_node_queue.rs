@@ -111,6 +111,7 @@ impl Chat {
             request_id: Some(format!("r{n}")),
             trace_id: None,
             tools: Vec::new(),
+            attachments: Vec::new(),
         };
         self.core
             .post_user_message(

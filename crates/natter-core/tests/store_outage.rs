@@ -67,6 +67,7 @@ async fn the_turn_ends_live_when_its_end_cannot_be_stored() {
         request_id: Some("r1".into()),
         trace_id: None,
         tools: Vec::new(),
+        attachments: Vec::new(),
     };
     core.post_user_message(&who, &Source::new(Some(conn.clone()), None), &chat, input)
         .await

@@ -134,6 +134,7 @@ async fn setup(provider: CallsThenAnswers, config: CoreConfig) -> Setup {
         request_id: Some("r1".into()),
         trace_id: None,
         tools: Vec::new(),
+        attachments: Vec::new(),
     };
     core.post_user_message(&who, &Source::default(), &chat, input)
         .await
@@ -390,6 +391,7 @@ async fn max_steps_ends_the_loop_in_text() {
         request_id: None,
         trace_id: None,
         tools: Vec::new(),
+        attachments: Vec::new(),
     };
     core.post_user_message(&who, &Source::default(), &chat, input)
         .await
@@ -436,6 +438,7 @@ async fn tools_declared_with_a_message_are_client_run_for_its_turn() {
         request_id: None,
         trace_id: None,
         tools,
+        attachments: Vec::new(),
     };
     core.post_user_message(&who, &Source::default(), &chat, input)
         .await

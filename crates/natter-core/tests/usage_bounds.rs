@@ -115,6 +115,7 @@ async fn usage_over_tool_steps_saturates_and_a_huge_timeout_is_harmless() {
         request_id: Some("r1".into()),
         trace_id: None,
         tools: Vec::new(),
+        attachments: Vec::new(),
     };
     core.post_user_message(&who, &Source::default(), &chat, input)
         .await

@@ -24,7 +24,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidField
         | ErrorCode::ChatRequired
         | ErrorCode::UnknownEvent => StatusCode::BAD_REQUEST,
-        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::TooLarge | ErrorCode::QuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::NotFound | ErrorCode::NotJoined => StatusCode::NOT_FOUND,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,

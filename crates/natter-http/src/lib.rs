@@ -9,6 +9,7 @@
 
 pub mod agents;
 pub mod aisdk;
+pub mod attachments;
 mod body;
 pub mod error;
 pub mod history;
@@ -77,6 +78,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 /// the core has ended its turns) to close the SSE streams and WebSockets still open.
 pub fn router(core: ChatCore, config: HttpConfig, shutdown: CancellationToken) -> Router {
     let limit = config.max_body_bytes;
+    let upload_limit = attachments::upload_body_limit(core.attachments_config().max_bytes);
     let face = Arc::new(Face {
         core,
         config,
@@ -111,7 +113,19 @@ pub fn router(core: ChatCore, config: HttpConfig, shutdown: CancellationToken) -
         )
         .route(&format!("{hist}/{{chat}}/messages"), get(history::messages))
         .route(agents::AGENTS_PATH, get(agents::list))
+        .route(
+            &format!("{}/{{id}}", attachments::ATTACHMENTS_PATH),
+            get(attachments::download),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        // Uploads have their own limit: the largest attachment and the form around it (the
+        // handler stops reading as soon as the file passes its limit).
+        .merge(
+            Router::new()
+                .route(attachments::ATTACHMENTS_PATH, post(attachments::upload))
+                .method_not_allowed_fallback(method_not_allowed)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .with_state(face)
 }

@@ -101,7 +101,18 @@ impl Provider for LocalProvider {
         let budget = context.saturating_sub(max_tokens.min(context / 4));
         // Tokenizing a long context is CPU work: not on the async runtime's threads.
         let tokenizer = self.tokenizer.clone();
-        let messages = request.messages;
+        // No vision: each image becomes a `[image: name, WxH]` line (CONTRACT §7.6).
+        let messages: Vec<PromptMessage> = request
+            .messages
+            .into_iter()
+            .map(|mut m| {
+                if !m.images.is_empty() {
+                    m.content = m.content_with_image_lines();
+                    m.images.clear();
+                }
+                m
+            })
+            .collect();
         let prompt = tokio::task::spawn_blocking(move || prompt_ids(&tokenizer, &messages, budget))
             .await
             .map_err(|_| failed(ProviderErrorKind::Protocol, "encoding the prompt failed"))??;

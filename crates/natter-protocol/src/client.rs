@@ -146,6 +146,17 @@ pub struct UserMessagePayload {
     pub tools: Option<Vec<ClientTool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Attachments uploaded to this chat (`POST /api/v1/attachments`) that the message
+    /// carries, at most 10 (CONTRACT §7.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<AttachmentRef>>,
+}
+
+/// A reference to an uploaded attachment, by the `id` the upload answered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct AttachmentRef {
+    pub id: String,
 }
 
 /// A tool that a client runs, declared on one `user:message`.
@@ -320,8 +331,10 @@ mod tests {
                 parameters: Some(json!({"type": "object"})),
             }]),
             trace_id: Some("t".into()),
+            attachments: Some(vec![AttachmentRef { id: "a1".into() }]),
         };
         let r = UserMessageRequest::parse("user:message", &wire(&p)).unwrap();
+        assert_eq!(r.attachments, vec!["a1".to_owned()]);
         assert_eq!(r.common.chat_id, p.chat_id);
         assert_eq!(r.common.trace_id, p.trace_id);
         assert_eq!(r.message_id, p.message_id);

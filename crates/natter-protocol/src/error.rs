@@ -65,6 +65,10 @@ pub enum ErrorCode {
     TooManyConnections,
     /// This socket is in as many chats as allowed; leave one first.
     TooManyJoins,
+    /// An upload whose bytes are not one of the accepted types (CONTRACT §7.6; HTTP 415).
+    UnsupportedMediaType,
+    /// A chat's attachments would pass `--attachment-quota-bytes` (HTTP 413).
+    QuotaExceeded,
     /// A bug on our side. Never used for bad input.
     Internal,
 }
@@ -99,6 +103,8 @@ impl ErrorCode {
         Self::RateLimited,
         Self::TooManyConnections,
         Self::TooManyJoins,
+        Self::UnsupportedMediaType,
+        Self::QuotaExceeded,
         Self::Internal,
     ];
 
@@ -132,6 +138,8 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::TooManyConnections => "too_many_connections",
             Self::TooManyJoins => "too_many_joins",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::Internal => "internal",
         }
     }

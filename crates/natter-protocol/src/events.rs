@@ -70,6 +70,7 @@ event_keys! {
     ChatEnded => "chatEnded", "chat:ended";
     ChatDeleted => "chatDeleted", "chat:deleted";
     MessageSuperseded => "messageSuperseded", "message:superseded";
+    AttachmentProcessing => "attachmentProcessing", "attachment:processing";
 }
 
 /// The keys a client sends (server-bound). The others are emitted by the server.

@@ -63,6 +63,9 @@ pub fn req_rating(event: &str, v: &Value) -> Result<i64, WireError> {
     }
 }
 
+/// Most attachments one message may carry (the core checks the same limit).
+pub const MAX_MESSAGE_ATTACHMENTS: usize = 10;
+
 /// A JSON object being validated.
 pub struct Fields<'a> {
     event: &'a str,
@@ -191,6 +194,48 @@ impl<'a> Fields<'a> {
                 Value::String(s) if !s.is_empty() => Ok(s.clone()),
                 Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
                 other => Err(self.invalid(field, "an array of non-empty ids", other)),
+            })
+            .collect()
+    }
+
+    /// Optional attachment references `[{id}, …]` (CONTRACT §7.6): their ids, at most `max`
+    /// (more is `invalid_field`; absent or `null` is none).
+    pub fn opt_attachment_ids(&self, field: &str, max: usize) -> Result<Vec<String>, WireError> {
+        let Some(v) = self.present(field) else {
+            return Ok(Vec::new());
+        };
+        let Value::Array(items) = v else {
+            return Err(self.invalid(field, "an array of `{id}` objects", v));
+        };
+        if items.len() > max {
+            return Err(WireError::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "{}: `{field}` has {} items, a message may carry at most {max}",
+                    self.event,
+                    items.len()
+                ),
+            ));
+        }
+        items
+            .iter()
+            .map(|item| match item.get("id") {
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => Ok(s.clone()),
+                Some(Value::String(_)) => Err(WireError::new(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "{}: `{field}[].id` must be a non-empty string of at most 128 bytes",
+                        self.event
+                    ),
+                )),
+                Some(other) if item.is_object() => {
+                    Err(self.invalid(&format!("{field}[].id"), "a string", other))
+                }
+                None if item.is_object() => Err(WireError::new(
+                    ErrorCode::MissingField,
+                    format!("{}: `{field}[].id` is required", self.event),
+                )),
+                _ => Err(self.invalid(field, "an array of `{id}` objects", item)),
             })
             .collect()
     }

@@ -92,6 +92,8 @@ pub struct UserMessageRequest {
     pub request_id: Option<String>,
     /// Client-run tools declared for this message (raw; the core checks them).
     pub tools: Option<Value>,
+    /// Ids of the attachments it carries (`attachments: [{id}]`).
+    pub attachments: Vec<String>,
 }
 
 impl UserMessageRequest {
@@ -105,6 +107,8 @@ impl UserMessageRequest {
             parts: f.opt_array("parts")?,
             request_id: f.opt_str("requestId")?,
             tools: f.opt_array("tools")?,
+            attachments: f
+                .opt_attachment_ids("attachments", crate::fields::MAX_MESSAGE_ATTACHMENTS)?,
         })
     }
 }
@@ -235,6 +239,9 @@ pub struct ChatMessageEvent {
     /// The message's reactions (CONTRACT §7.3), in the join ack's `messages` when it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reactions: Option<Vec<ReactionWire>>,
+    /// The attachments it carries (CONTRACT §7.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<AttachmentWire>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -613,6 +620,46 @@ impl CsatSubmitRequest {
             comment: f.opt_str("comment")?,
         })
     }
+}
+
+/// An attachment as a message shows it (CONTRACT §7.6): `url` is where members download it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentWire {
+    pub id: String,
+    pub name: String,
+    pub mime_type: String,
+    pub size: u64,
+    pub url: String,
+    /// An image's size in pixels, when its header gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+/// A document attachment's processing moved on (CONTRACT §7.6): `status` `processing` (with
+/// `percent` once known), then `complete` (`chars`, `pages` for a PDF) or `error`. No `seq`:
+/// a client that missed it reads the state from the attachment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentProcessingEvent {
+    pub chat_id: String,
+    pub attachment_id: String,
+    #[cfg_attr(test, ts(type = "\"processing\" | \"complete\" | \"error\""))]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chars: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ErrorBody>,
 }
 
 /// One emoji reaction (seed 002's `EmojiReaction`; `createdAt` ISO 8601 on this face).

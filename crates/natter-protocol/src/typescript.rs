@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use ts_rs::TS;
 
 use crate::ErrorBody;
+use crate::client::AttachmentRef;
 use crate::client::HandoffRequestPayload;
 use crate::client::{
     AbortPayload, AuthRefreshPayload, ClientTool, DiscoveryRequestPayload, JoinPayload,
@@ -17,6 +18,8 @@ use crate::client::{
 };
 use crate::client::{ChatEndPayload, CsatSubmitPayload, ReactionPayload};
 use crate::events::{CLIENT_TO_SERVER, DiscoveryResponse, EventKey};
+use crate::socketio::AttachmentProcessingEvent;
+use crate::socketio::AttachmentWire;
 use crate::socketio::{
     AbortAck, AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, AiToolCallEvent,
     AiToolResultEvent, AuthRefreshAck, ChatMessageEvent, DiscoveryAck, ErrorAck, HistoryMessage,
@@ -66,6 +69,7 @@ fn payload_type(key: EventKey) -> String {
         EventKey::ReactionAdd | EventKey::ReactionRemove => ReactionPayload::name(&config()),
         EventKey::ReactionUpdate => ReactionUpdateEvent::name(&config()),
         EventKey::ChatEnd => ChatEndPayload::name(&config()),
+        EventKey::AttachmentProcessing => AttachmentProcessingEvent::name(&config()),
         EventKey::CsatSubmit => CsatSubmitPayload::name(&config()),
         EventKey::CsatRequest => CsatRequestEvent::name(&config()),
         EventKey::CsatSubmitted => CsatSubmittedEvent::name(&config()),
@@ -98,6 +102,7 @@ fn declarations() -> Vec<String> {
         JoinPayload::decl(&config()),
         LeavePayload::decl(&config()),
         UserMessagePayload::decl(&config()),
+        AttachmentRef::decl(&config()),
         ClientTool::decl(&config()),
         TypingPayload::decl(&config()),
         AbortPayload::decl(&config()),
@@ -111,6 +116,7 @@ fn declarations() -> Vec<String> {
         CsatSubmitPayload::decl(&config()),
         // Server → client.
         ChatMessageEvent::decl(&config()),
+        AttachmentWire::decl(&config()),
         Usage::decl(&config()),
         AiMessageEvent::decl(&config()),
         HistoryMessage::decl(&config()),
@@ -133,6 +139,7 @@ fn declarations() -> Vec<String> {
         ChatEndedEvent::decl(&config()),
         ChatDeletedEvent::decl(&config()),
         MessageSupersededEvent::decl(&config()),
+        AttachmentProcessingEvent::decl(&config()),
         // Acks.
         ErrorBody::decl(&config()),
         ErrorAck::decl(&config()),

@@ -31,6 +31,8 @@ pub struct AnthropicProvider {
     client: reqwest::Client,
     base_url: String,
     api_key: Option<String>,
+    /// Whether the model takes images (`--vision`); without, they go as text lines.
+    vision: bool,
 }
 
 impl AnthropicProvider {
@@ -46,13 +48,21 @@ impl AnthropicProvider {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
+            vision: true,
         })
+    }
+
+    /// Whether the model has vision (default on): off sends images as
+    /// `[image: name, WxH]` lines instead of `image` blocks.
+    pub fn with_vision(mut self, vision: bool) -> Self {
+        self.vision = vision;
+        self
     }
 }
 
 /// The request body: system prompts lifted to the top-level `system`, tool calls and tool
 /// results as content blocks.
-fn body(request: &CompletionRequest) -> Value {
+fn body(request: &CompletionRequest, vision: bool) -> Value {
     let system: Vec<&str> = request
         .messages
         .iter()
@@ -63,7 +73,7 @@ fn body(request: &CompletionRequest) -> Value {
         "model": request.model,
         "max_tokens": request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
         "stream": true,
-        "messages": messages(&request.messages),
+        "messages": messages(&request.messages, vision),
     });
     if !system.is_empty() {
         body["system"] = json!(system.join("\n\n"));
@@ -89,7 +99,7 @@ fn body(request: &CompletionRequest) -> Value {
     body
 }
 
-fn messages(prompt: &[PromptMessage]) -> Vec<Value> {
+fn messages(prompt: &[PromptMessage], vision: bool) -> Vec<Value> {
     let mut out = Vec::new();
     // Tool results waiting to go out as one user message.
     let mut results: Vec<Value> = Vec::new();
@@ -122,6 +132,27 @@ fn messages(prompt: &[PromptMessage]) -> Vec<Value> {
                     }));
                 }
                 out.push(json!({"role": "assistant", "content": blocks}));
+            }
+            Role::User | Role::Assistant if !m.images.is_empty() && !vision => {
+                out.push(json!({"role": m.role.as_str(), "content": m.content_with_image_lines()}));
+            }
+            // Images make `content` a list of blocks: the text, then each image inline.
+            Role::User | Role::Assistant if !m.images.is_empty() => {
+                let mut blocks = Vec::with_capacity(m.images.len() + 1);
+                if !m.content.is_empty() {
+                    blocks.push(json!({"type": "text", "text": m.content}));
+                }
+                for image in &m.images {
+                    blocks.push(json!({
+                        "type": "image",
+                        "source": {
+                            "type": "base64",
+                            "media_type": image.mime_type,
+                            "data": image.base64(),
+                        },
+                    }));
+                }
+                out.push(json!({"role": m.role.as_str(), "content": blocks}));
             }
             // The API rejects empty text content; an empty message adds nothing anyway.
             Role::User | Role::Assistant if m.content.is_empty() => {}
@@ -439,7 +470,7 @@ impl Provider for AnthropicProvider {
             .post(&url)
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .header("anthropic-version", ANTHROPIC_VERSION)
-            .json(&body(&request));
+            .json(&body(&request, self.vision));
         if let Some(key) = &self.api_key {
             req = req.header("x-api-key", key);
         }
@@ -887,6 +918,30 @@ data: {"type":"message_stop"}
     }
 
     #[test]
+    fn images_go_as_image_blocks_or_as_lines_without_vision() {
+        let mut m = PromptMessage::text(Role::User, "what is this?");
+        m.images = vec![natter_core::provider::PromptImage {
+            name: "a.jpg".into(),
+            mime_type: "image/jpeg".into(),
+            width: 640,
+            height: 480,
+            data: std::sync::Arc::from(&b"\xFF\xD8\xFF"[..]),
+        }];
+        let prompt = vec![m];
+        assert_eq!(
+            messages(&prompt, true),
+            vec![json!({"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/"}},
+            ]})]
+        );
+        assert_eq!(
+            messages(&prompt, false),
+            vec![json!({"role": "user", "content": "what is this?\n[image: a.jpg, 640x480]"})]
+        );
+    }
+
+    #[test]
     fn request_body() {
         let call = ToolCall {
             id: "toolu_1".into(),
@@ -903,6 +958,7 @@ data: {"type":"message_stop"}
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: Some(id.into()),
+            images: Vec::new(),
         };
         let request = CompletionRequest {
             model: "claude-x".into(),
@@ -915,6 +971,7 @@ data: {"type":"message_stop"}
                     content: "Looking.".into(),
                     tool_calls: vec![call, bad],
                     tool_call_id: None,
+                    images: Vec::new(),
                 },
                 tool("toolu_1", r#"{"hits":3}"#),
                 tool("toolu_2", r#""noon""#),
@@ -930,7 +987,7 @@ data: {"type":"message_stop"}
             }],
         };
         assert_eq!(
-            body(&request),
+            body(&request, true),
             json!({
                 "model": "claude-x",
                 "max_tokens": 4096,
@@ -966,7 +1023,7 @@ data: {"type":"message_stop"}
             tools: Vec::new(),
         };
         assert_eq!(
-            body(&plain),
+            body(&plain, true),
             json!({"model": "m", "max_tokens": 10, "stream": true,
                    "messages": [{"role": "user", "content": "hi"}]})
         );

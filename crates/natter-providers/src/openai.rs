@@ -38,6 +38,8 @@ pub struct OpenAiProvider {
     client: reqwest::Client,
     base_url: String,
     api_key: Option<String>,
+    /// Whether the model takes images (`--vision`); without, they go as text lines.
+    vision: bool,
 }
 
 impl OpenAiProvider {
@@ -52,11 +54,23 @@ impl OpenAiProvider {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
+            vision: true,
         })
     }
 
-    fn body(request: &CompletionRequest) -> Value {
-        let messages: Vec<Value> = request.messages.iter().map(Self::message).collect();
+    /// Whether the model has vision (default on): off sends images as
+    /// `[image: name, WxH]` lines instead of `image_url` parts.
+    pub fn with_vision(mut self, vision: bool) -> Self {
+        self.vision = vision;
+        self
+    }
+
+    fn body(request: &CompletionRequest, vision: bool) -> Value {
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| Self::message(m, vision))
+            .collect();
         let mut body = json!({
             "model": request.model,
             "messages": messages,
@@ -89,7 +103,7 @@ impl OpenAiProvider {
         body
     }
 
-    fn message(m: &PromptMessage) -> Value {
+    fn message(m: &PromptMessage, vision: bool) -> Value {
         match m.role {
             Role::Tool => json!({
                 "role": "tool",
@@ -115,7 +129,23 @@ impl OpenAiProvider {
                 };
                 json!({"role": "assistant", "content": content, "tool_calls": calls})
             }
-            _ => json!({"role": m.role.as_str(), "content": m.content}),
+            _ if m.images.is_empty() => json!({"role": m.role.as_str(), "content": m.content}),
+            _ if !vision => {
+                json!({"role": m.role.as_str(), "content": m.content_with_image_lines()})
+            }
+            // Images make `content` an array of parts: the text first, then each image as a
+            // `data:` URL (the upstream fetches nothing from us).
+            _ => {
+                let mut parts = Vec::with_capacity(m.images.len() + 1);
+                if !m.content.is_empty() {
+                    parts.push(json!({"type": "text", "text": m.content}));
+                }
+                for image in &m.images {
+                    parts
+                        .push(json!({"type": "image_url", "image_url": {"url": image.data_url()}}));
+                }
+                json!({"role": m.role.as_str(), "content": parts})
+            }
         }
     }
 }
@@ -454,7 +484,7 @@ impl Provider for OpenAiProvider {
             .client
             .post(&url)
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&Self::body(&request));
+            .json(&Self::body(&request, self.vision));
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
         }
@@ -995,18 +1025,21 @@ data: {"choices":[{"index":0,"delta":{"content":"after the end"}}]}
                         },
                     ],
                     tool_call_id: None,
+                    images: Vec::new(),
                 },
                 PromptMessage {
                     role: Role::Tool,
                     content: r#"{"temp_c":4}"#.into(),
                     tool_calls: Vec::new(),
                     tool_call_id: Some("call_A".into()),
+                    images: Vec::new(),
                 },
                 PromptMessage {
                     role: Role::Tool,
                     content: r#"{"temp_c":11}"#.into(),
                     tool_calls: Vec::new(),
                     tool_call_id: Some("call_B".into()),
+                    images: Vec::new(),
                 },
                 PromptMessage {
                     role: Role::Assistant,
@@ -1017,6 +1050,7 @@ data: {"choices":[{"index":0,"delta":{"content":"after the end"}}]}
                         arguments: "{}".into(),
                     }],
                     tool_call_id: None,
+                    images: Vec::new(),
                 },
             ],
             max_tokens: Some(100),
@@ -1035,7 +1069,7 @@ data: {"choices":[{"index":0,"delta":{"content":"after the end"}}]}
 
     #[test]
     fn request_body_with_tools() {
-        let body = OpenAiProvider::body(&request_with_tools());
+        let body = OpenAiProvider::body(&request_with_tools(), true);
         assert_eq!(
             body["tools"],
             json!([{
@@ -1083,11 +1117,49 @@ data: {"choices":[{"index":0,"delta":{"content":"after the end"}}]}
         let mut plain = request_with_tools();
         plain.tools.clear();
         plain.messages.truncate(2);
-        let body = OpenAiProvider::body(&plain);
+        let body = OpenAiProvider::body(&plain, true);
         assert!(body.get("tools").is_none(), "{body}");
         assert_eq!(
             body["messages"][1],
             json!({"role": "user", "content": "weather in Oslo and Paris?"})
+        );
+    }
+
+    fn png(name: &str) -> natter_core::provider::PromptImage {
+        natter_core::provider::PromptImage {
+            name: name.into(),
+            mime_type: "image/png".into(),
+            width: 2,
+            height: 3,
+            data: std::sync::Arc::from(&b"\x89PNG"[..]),
+        }
+    }
+
+    #[test]
+    fn images_go_as_image_url_parts_or_as_lines_without_vision() {
+        let mut m = PromptMessage::text(Role::User, "what is this?");
+        m.images = vec![png("a.png"), png("b.png")];
+        let request = CompletionRequest {
+            model: "m".into(),
+            messages: vec![m],
+            max_tokens: None,
+            temperature: None,
+            tools: Vec::new(),
+        };
+        let body = OpenAiProvider::body(&request, true);
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw=="}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw=="}},
+            ]})
+        );
+        let body = OpenAiProvider::body(&request, false);
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "user",
+                   "content": "what is this?\n[image: a.png, 2x3]\n[image: b.png, 2x3]"})
         );
     }
 

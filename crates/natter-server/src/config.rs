@@ -43,7 +43,8 @@ pub struct Settings {
     #[arg(long, env = "NATTER_LOG_FORMAT")]
     pub log_format: Option<String>,
     /// The data directory: the SQLite database is DATA_DIR/natter.db and the local model
-    /// DATA_DIR/models/ (where `natter model pull --data-dir` puts it) unless `--database` /
+    /// DATA_DIR/models/ (where `natter model pull --data-dir` puts it; when absent there, the
+    /// per-user cache's, where a plain `natter model pull` puts it) unless `--database` /
     /// `--model-path` name others [default: natter-data].
     #[arg(long, env = "NATTER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -120,6 +121,41 @@ pub struct Settings {
     /// `on` or `off` [default: on].
     #[arg(long, env = "NATTER_CSAT")]
     pub csat: Option<String>,
+    /// Whether the OpenAI-compatible and Anthropic models take images: `on` (image parts) or
+    /// `off` (a `[image: name, WxH]` line instead) [default: on].
+    #[arg(long, env = "NATTER_VISION")]
+    pub vision: Option<String>,
+    /// Characters of document text a message hands the model, across its documents; past it
+    /// the text is cut with a marker [default: 20000].
+    #[arg(long, env = "NATTER_ATTACHMENT_TEXT_BUDGET")]
+    pub attachment_text_budget: Option<usize>,
+    /// Seconds a turn waits for a document of its message still being processed, at most
+    /// 3600 [default: 30].
+    #[arg(long, env = "NATTER_ATTACHMENT_PROCESSING_TIMEOUT_SECS")]
+    pub attachment_processing_timeout_secs: Option<f64>,
+    /// Seconds reading one document (PDF text extraction) may take before its reader is
+    /// killed and the document marked `error` (`timeout`), at most 3600 [default: 20].
+    #[arg(long, env = "NATTER_ATTACHMENT_EXTRACT_TIMEOUT_SECS")]
+    pub attachment_extract_timeout_secs: Option<f64>,
+    /// Address space, in MiB, of the child process that reads a PDF (`RLIMIT_AS`); a document
+    /// needing more is marked `error` (`too_large`), at least 64 [default: 1024].
+    #[arg(long, env = "NATTER_ATTACHMENT_EXTRACT_MEMORY_MB")]
+    pub attachment_extract_memory_mb: Option<u64>,
+    /// Largest attachment accepted, in bytes; a larger upload is refused (`413 too_large`) as
+    /// soon as it passes this, at most 1073741824 [default: 10485760].
+    #[arg(long, env = "NATTER_MAX_ATTACHMENT_BYTES")]
+    pub max_attachment_bytes: Option<u64>,
+    /// Attachment uploads per minute by one user [default: 30; 0: no limit].
+    #[arg(long, env = "NATTER_ATTACHMENT_UPLOADS_PER_MINUTE")]
+    pub attachment_uploads_per_minute: Option<u32>,
+    /// Bytes of attachments one chat may hold; an upload past it is `quota_exceeded`
+    /// [default: 104857600; 0: no limit].
+    #[arg(long, env = "NATTER_ATTACHMENT_QUOTA_BYTES")]
+    pub attachment_quota_bytes: Option<u64>,
+    /// Seconds after which an attachment no message refers to is deleted (the hourly sweep
+    /// and `natter attachments gc`), at least 60 [default: 86400].
+    #[arg(long, env = "NATTER_ATTACHMENT_ORPHAN_SECS")]
+    pub attachment_orphan_secs: Option<u64>,
     /// Packets buffered per socket before the server waits for it, at most 1048576 [default: 256].
     #[arg(long, env = "NATTER_SOCKET_BUFFER")]
     pub socket_buffer: Option<usize>,
@@ -252,7 +288,9 @@ pub struct Settings {
     /// Chats one socket may be in at once [default: 100; 0: no limit].
     #[arg(long, env = "NATTER_MAX_JOINS_PER_SOCKET")]
     pub max_joins_per_socket: Option<usize>,
-    /// The local model's GGUF file [default: DATA_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf].
+    /// The local model's GGUF file [default: DATA_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf,
+    /// else the same file under the per-user cache, ~/.cache/natter/, where `natter model
+    /// pull` puts it by default].
     #[arg(long, env = "NATTER_MODEL_PATH")]
     pub model_path: Option<PathBuf>,
     /// Local generations running at once, each with its own KV cache [default: 1].
@@ -363,6 +401,15 @@ impl Settings {
             join_history,
             ai_mode,
             csat,
+            vision,
+            attachment_text_budget,
+            attachment_processing_timeout_secs,
+            attachment_extract_timeout_secs,
+            attachment_extract_memory_mb,
+            max_attachment_bytes,
+            attachment_uploads_per_minute,
+            attachment_quota_bytes,
+            attachment_orphan_secs,
             socket_buffer,
             bus_capacity,
             bus,
@@ -444,8 +491,35 @@ impl ProviderKind {
     }
 }
 
-/// The model file's place in a data dir (where `natter model pull` puts it).
+/// The model file's place in a data dir or in the per-user cache (where `natter model pull`
+/// puts it).
 pub const MODEL_IN_DATA_DIR: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The per-user cache that `natter model pull` fills by default, so one download serves
+/// every data dir and checkout of this user: `$XDG_CACHE_HOME/natter` (an absolute one, as
+/// the XDG spec asks), else `$HOME/.cache/natter`; `None` without either.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let set = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    set("XDG_CACHE_HOME")
+        .filter(|d| d.is_absolute())
+        .or_else(|| set("HOME").map(|home| home.join(".cache")))
+        .map(|cache| cache.join("natter"))
+}
+
+/// The model file `serve` uses when `model_path` is not set: the data dir's, else the
+/// per-user cache's when only that one exists. When neither exists, the data dir's (the
+/// path the "no model" messages name).
+pub fn default_model_path(data_dir: &Path, cache_dir: Option<&Path>) -> PathBuf {
+    let in_data_dir = data_dir.join(MODEL_IN_DATA_DIR);
+    match cache_dir.map(|c| c.join(MODEL_IN_DATA_DIR)) {
+        Some(cached) if !in_data_dir.is_file() && cached.is_file() => cached,
+        _ => in_data_dir,
+    }
+}
 
 /// The data dir `s` names, else the default.
 fn data_dir(s: &Settings) -> anyhow::Result<PathBuf> {
@@ -505,7 +579,7 @@ fn local_model_config(s: &Settings, data_dir: &Path) -> anyhow::Result<LocalMode
         path: s
             .model_path
             .clone()
-            .unwrap_or_else(|| data_dir.join(MODEL_IN_DATA_DIR)),
+            .unwrap_or_else(|| default_model_path(data_dir, user_cache_dir().as_deref())),
         workers: s.local_workers.map(|n| n.clamp(1, 64)),
         temperature: s.local_temperature,
         top_p: s.local_top_p,
@@ -554,6 +628,10 @@ pub struct ServerConfig {
     /// `memory` or a `redis://` URL (see [`crate::cluster::open_cluster`]).
     pub bus: String,
     pub shutdown_grace: Duration,
+    /// Wall-clock bound on reading one document (`--attachment-extract-timeout-secs`).
+    pub extract_timeout: Duration,
+    /// The PDF reader's address-space limit, bytes (`--attachment-extract-memory-mb`).
+    pub extract_memory_bytes: u64,
     pub tools: ToolsConfig,
     /// Providers agents name besides the server's own (`[[providers]]`, and built-in kinds
     /// other than the server's); each is built once at startup.
@@ -607,6 +685,9 @@ fn limits_config(s: &Settings) -> LimitsConfig {
             .max_connections_per_user
             .unwrap_or(d.max_connections_per_user),
         max_connections_per_ip: s.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
+        uploads_per_user: s
+            .attachment_uploads_per_minute
+            .unwrap_or(d.uploads_per_user),
     }
 }
 
@@ -1065,6 +1146,28 @@ impl ServerConfig {
             Some("off") => false,
             Some(other) => bail!("unknown csat `{other}` (expected `on` or `off`)"),
         };
+        let vision = match s.vision.as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => bail!("unknown vision `{other}` (expected `on` or `off`)"),
+        };
+        core.attachments.vision = vision;
+        if let Some(v) = s.attachment_text_budget {
+            core.attachments.text_budget = v;
+        }
+        if let Some(v) = s.max_attachment_bytes {
+            core.attachments.max_bytes = at_most("max_attachment_bytes", v, 1 << 30)?.max(1);
+        }
+        if let Some(v) = s.attachment_quota_bytes {
+            core.attachments.chat_quota_bytes = v;
+        }
+        if let Some(v) = s.attachment_orphan_secs {
+            core.attachments.orphan_after = Duration::from_secs(v.max(60));
+        }
+        if let Some(v) = s.attachment_processing_timeout_secs {
+            core.attachments.processing_timeout =
+                secs("attachment_processing_timeout_secs", v, 3600)?;
+        }
         if let Some(v) = s.max_concurrent_turns {
             core.max_concurrent_turns = at_most("max_concurrent_turns", v, MAX_QUEUE)?.max(1);
         }
@@ -1217,6 +1320,21 @@ impl ServerConfig {
                 s.shutdown_grace_secs.unwrap_or(5.0),
                 HOUR,
             )?,
+            extract_timeout: secs(
+                "attachment_extract_timeout_secs",
+                s.attachment_extract_timeout_secs.unwrap_or(20.0),
+                HOUR,
+            )?
+            .max(Duration::from_secs(1)),
+            extract_memory_bytes: {
+                let mb = s.attachment_extract_memory_mb.unwrap_or(1024);
+                if !(64..=1024 * 1024).contains(&mb) {
+                    anyhow::bail!(
+                        "attachment_extract_memory_mb must be between 64 and 1048576 (got {mb})"
+                    );
+                }
+                mb * 1024 * 1024
+            },
             tools,
             providers,
             agents,
@@ -1311,6 +1429,15 @@ impl ServerConfig {
                 .into(),
             ),
             csat: Some(if core.csat { "on" } else { "off" }.into()),
+            vision: Some(if core.attachments.vision { "on" } else { "off" }.into()),
+            attachment_text_budget: Some(core.attachments.text_budget),
+            attachment_processing_timeout_secs: secs(core.attachments.processing_timeout),
+            attachment_extract_timeout_secs: secs(self.extract_timeout),
+            attachment_extract_memory_mb: Some(self.extract_memory_bytes / (1024 * 1024)),
+            max_attachment_bytes: Some(core.attachments.max_bytes),
+            attachment_uploads_per_minute: Some(limits.uploads_per_user),
+            attachment_quota_bytes: Some(core.attachments.chat_quota_bytes),
+            attachment_orphan_secs: Some(core.attachments.orphan_after.as_secs()),
             socket_buffer: Some(self.socket_buffer),
             bus_capacity: Some(self.bus_capacity),
             bus: Some(crate::cluster::redact(&self.bus)),
@@ -1470,6 +1597,41 @@ pub fn check_file(path: &Path, keys: ApiKeys) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachments_to_the_model_from_toml() {
+        let toml = r#"
+            vision = "off"
+            attachment_text_budget = 500
+            attachment_processing_timeout_secs = 2.5
+        "#;
+        let s: Settings = toml::from_str(toml).unwrap();
+        let cfg = ServerConfig::resolve(s, ApiKeys::default()).unwrap();
+        assert!(!cfg.core.attachments.vision);
+        assert_eq!(cfg.core.attachments.text_budget, 500);
+        assert_eq!(
+            cfg.core.attachments.processing_timeout,
+            Duration::from_millis(2500)
+        );
+        let s: Settings = toml::from_str("").unwrap();
+        assert!(
+            ServerConfig::resolve(s, ApiKeys::default())
+                .unwrap()
+                .core
+                .attachments
+                .vision
+        );
+        for bad in [
+            r#"vision = "maybe""#,
+            "attachment_processing_timeout_secs = 99999",
+        ] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            assert!(
+                ServerConfig::resolve(s, ApiKeys::default()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn tools_from_flags_and_toml() {
@@ -1688,9 +1850,10 @@ mod tests {
         let file: Settings = toml::from_str("data_dir = \"var/natter\"\n").unwrap();
         let cfg = ServerConfig::resolve(file, ApiKeys::default()).unwrap();
         assert_eq!(cfg.database, "sqlite://./var/natter/natter.db");
+        // (Or the per-user cache's file, when this machine has one and var/natter none.)
         assert_eq!(
             cfg.local_model.path,
-            Path::new("var/natter").join(MODEL_IN_DATA_DIR)
+            default_model_path(Path::new("var/natter"), user_cache_dir().as_deref())
         );
         // The default is the one the docs name.
         let cfg = ServerConfig::resolve(Settings::default(), ApiKeys::default()).unwrap();
@@ -1705,6 +1868,27 @@ mod tests {
             assert!(format!("{err:#}").contains("data_dir"), "{err:#}");
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Without `model_path`: the data dir's model, else the per-user cache's (one download per
+    /// machine, whatever the data dir), else the data dir's path for the "no model" messages.
+    #[test]
+    fn model_from_the_data_dir_else_the_user_cache() {
+        let root = tempfile::tempdir().unwrap();
+        let (data, cache) = (root.path().join("data"), root.path().join("cache"));
+        let put = |dir: &Path| {
+            let file = dir.join(MODEL_IN_DATA_DIR);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, b"GGUF").unwrap();
+            file
+        };
+        let in_data = data.join(MODEL_IN_DATA_DIR);
+        assert_eq!(default_model_path(&data, Some(&cache)), in_data);
+        assert_eq!(default_model_path(&data, None), in_data);
+        let cached = put(&cache);
+        assert_eq!(default_model_path(&data, Some(&cache)), cached);
+        put(&data);
+        assert_eq!(default_model_path(&data, Some(&cache)), in_data);
     }
 
     /// `natter model pull --data-dir D` puts the model where `serve --data-dir D` looks.

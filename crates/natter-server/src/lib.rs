@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod extractor;
 mod ops;
 mod origin;
 mod playground;
@@ -48,6 +49,7 @@ fn provider(config: &ServerConfig) -> anyhow::Result<Arc<dyn Provider>> {
         base_url,
         config.api_key.clone(),
         &config.local_model,
+        config.core.attachments.vision,
     )
 }
 
@@ -56,17 +58,20 @@ fn build_provider(
     base_url: &str,
     api_key: Option<String>,
     local: &config::LocalModelConfig,
+    vision: bool,
 ) -> anyhow::Result<Arc<dyn Provider>> {
     Ok(match kind {
         ProviderKind::Demo => Arc::new(DemoProvider::default()),
         ProviderKind::Local => local_provider(local)?,
         ProviderKind::OpenAi => Arc::new(
             OpenAiProvider::new(base_url, api_key, Duration::from_secs(10))
-                .map_err(anyhow::Error::msg)?,
+                .map_err(anyhow::Error::msg)?
+                .with_vision(vision),
         ),
         ProviderKind::Anthropic => Arc::new(
             AnthropicProvider::new(base_url, api_key, Duration::from_secs(10))
-                .map_err(anyhow::Error::msg)?,
+                .map_err(anyhow::Error::msg)?
+                .with_vision(vision),
         ),
     })
 }
@@ -80,6 +85,7 @@ fn agents(config: &ServerConfig, tools: &ToolRegistry) -> anyhow::Result<Agents>
             &spec.base_url,
             spec.api_key.clone(),
             &config.local_model,
+            config.core.attachments.vision,
         )
         .with_context(|| format!("provider `{}`", spec.name))?;
         built.push((&spec.name, p));
@@ -169,6 +175,24 @@ fn tools(config: &ServerConfig, mut registry: ToolRegistry) -> anyhow::Result<To
     Ok(registry)
 }
 
+/// PDFs are read by this binary re-executed as `natter extract-document` (see
+/// [`extractor`]); where the binary cannot be found, in process (no hard bounds).
+fn extractor(config: &ServerConfig) -> Arc<dyn natter_core::processing::DocumentExtractor> {
+    match extractor::ChildProcessExtractor::from_current_exe(
+        config.extract_timeout,
+        config.extract_memory_bytes,
+    ) {
+        Ok(x) => Arc::new(x),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the natter binary; documents are read in process, without time and memory bounds");
+            Arc::new(natter_core::processing::InProcessExtractor {
+                timeout: config.extract_timeout,
+                ..Default::default()
+            })
+        }
+    }
+}
+
 impl Server {
     pub async fn build(config: ServerConfig) -> anyhow::Result<Self> {
         Self::build_with_tools(config, ToolRegistry::default()).await
@@ -191,6 +215,7 @@ impl Server {
             coordinator,
             agents: agents(&config, &tools)?,
             tools,
+            extractor: extractor(&config),
         };
         Self::build_from_seams(config, seams)
     }
@@ -278,6 +303,24 @@ impl Server {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
+        // The orphan sweep (CONTRACT §7.6): attachments no message refers to, once they are
+        // older than `--attachment-orphan-secs`. Hourly, on every node (the stores' deletes
+        // are safe to run at once); it ends with the process.
+        let sweeper = {
+            let core = self.core.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    match core.delete_orphan_attachments(None).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(deleted = n, "deleted orphan attachments"),
+                        Err(e) => tracing::warn!(error = %e, "orphan attachment sweep failed"),
+                    }
+                }
+            })
+        };
+        let _sweeper = AbortOnDrop(sweeper);
         // The peer address feeds the per-address limits.
         let app = self
             .router
@@ -287,5 +330,34 @@ impl Server {
             .await
             .context("serving")?;
         Ok(())
+    }
+}
+
+/// Aborts a background task when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `natter attachments gc`: deletes attachments of the database at `url` that no message
+/// refers to and that are older than `older_than`. Returns how many.
+pub async fn gc_attachments(url: &str, older_than: Duration) -> anyhow::Result<u64> {
+    let options = store::StoreOptions {
+        sqlite_durability: Default::default(),
+        max_connections: None,
+    };
+    let store = store::open_transfer(url, &options).await?;
+    let cutoff = natter_protocol::time::now_millis()
+        .saturating_sub(older_than.as_millis().min(i64::MAX as u128) as i64);
+    let mut total = 0;
+    loop {
+        let n = store.delete_orphan_attachments(cutoff, 500).await?;
+        total += n;
+        if n < 500 {
+            return Ok(total);
+        }
     }
 }

@@ -28,6 +28,7 @@ fn user(id: &str, who: &str, text: &str, request: Option<&str>) -> EventBody {
         trace_id: request.map(|r| format!("trace-{r}")),
         origin: None,
         tools: None,
+        attachments: None,
         role: None,
     }
 }

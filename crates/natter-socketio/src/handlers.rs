@@ -714,6 +714,7 @@ async fn user_message(
         request_id: req.request_id,
         trace_id: req.common.trace_id,
         tools,
+        attachments: req.attachments,
     };
     let out = face
         .core

@@ -1,6 +1,6 @@
 //! Core events → Socket.IO payloads (CONTRACT §1). Pure functions, no I/O.
 
-use natter_core::event::{EventBody, LiveEvent, Reaction, StoredEvent};
+use natter_core::event::{EventBody, LiveEvent, ProcessingUpdate, Reaction, StoredEvent};
 use natter_core::feed::FeedItem;
 use natter_protocol::EventKey;
 use natter_protocol::socketio::{
@@ -53,6 +53,7 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
             origin: _,
             tools: _,
             role,
+            attachments,
         } => Some(HistoryMessage::User(ChatMessageEvent {
             chat_id: chat_id.to_owned(),
             message_id: message_id.clone(),
@@ -68,6 +69,9 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
             request_id: request_id.clone(),
             trace_id: trace_id.clone(),
             reactions: None,
+            attachments: attachments
+                .as_ref()
+                .map(|a| a.iter().map(|a| a.wire()).collect()),
         })),
         EventBody::AssistantMessage {
             message_id,
@@ -377,6 +381,40 @@ pub fn chat_deleted(chat_id: &str, deleted_by: Option<&str>) -> Option<Outgoing>
     )
 }
 
+/// `attachment:processing` (CONTRACT §7.6).
+fn attachment_processing(
+    chat_id: &str,
+    attachment_id: &str,
+    update: &ProcessingUpdate,
+) -> natter_protocol::socketio::AttachmentProcessingEvent {
+    let mut event = natter_protocol::socketio::AttachmentProcessingEvent {
+        chat_id: chat_id.to_owned(),
+        attachment_id: attachment_id.to_owned(),
+        status: update.status().to_owned(),
+        percent: None,
+        chars: None,
+        pages: None,
+        error: None,
+    };
+    match update {
+        ProcessingUpdate::Started => {}
+        ProcessingUpdate::Progress { percent } => event.percent = Some(*percent),
+        ProcessingUpdate::Complete { chars, pages } => {
+            event.percent = Some(100);
+            event.chars = Some(*chars);
+            event.pages = *pages;
+        }
+        ProcessingUpdate::Error { code, message } => {
+            event.error = Some(natter_protocol::ErrorBody {
+                code: code.clone(),
+                message: message.clone(),
+                retry_after_ms: None,
+            });
+        }
+    }
+    event
+}
+
 /// A feed item as the Socket.IO event it is, if it has one.
 pub fn feed_item(chat_id: &str, item: &FeedItem) -> Option<Outgoing> {
     match item {
@@ -434,6 +472,13 @@ pub fn feed_item(chat_id: &str, item: &FeedItem) -> Option<Outgoing> {
                     chat_id: chat_id.to_owned(),
                     online_user_ids: online_user_ids.clone(),
                 },
+            ),
+            LiveEvent::AttachmentProcessing {
+                attachment_id,
+                update,
+            } => raw(
+                EventKey::AttachmentProcessing,
+                &attachment_processing(chat_id, attachment_id, update),
             ),
             // Tokens arrive as FeedItem::Tokens; a turn's start has no Socket.IO event.
             // The turn ended but its end is not in the log: the same ai:error, without seq.

@@ -26,15 +26,18 @@
 //! TEXT exactly as serialized. PostgreSQL cannot store the NUL character in TEXT: titles drop
 //! it, and an id containing it is refused with a [`StoreError::Backend`].
 
+mod attachments;
+
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use natter_core::attachments::{Attachment, Processing};
 use natter_core::chat::{
     ChatInfo, ChatKey, ChatPage, ChatScope, ChatStatus, ChatSummary, NewChat, title_from_text,
 };
 use natter_core::event::{Csat, EventBody, HandoffState, Reaction, StoredEvent, apply_handoff};
-use natter_core::store::{Appended, Guard, OpenTurn, Store, StoreError};
+use natter_core::store::{Appended, Guard, OpenTurn, PutAttachment, Store, StoreError};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
@@ -1104,6 +1107,7 @@ impl Store for PgStore {
                 .await
                 .ctx("delete chat")?;
         }
+        attachments::delete_chat_attachments(&mut tx, chat).await?;
         tx.commit().await.ctx("delete chat: commit")?;
         Ok(deleted > 0)
     }
@@ -1229,6 +1233,63 @@ impl Store for PgStore {
             .await
             .ctx("ping")?;
         Ok(())
+    }
+
+    async fn put_attachment(
+        &self,
+        attachment: &Attachment,
+        bytes: &[u8],
+        quota: Option<u64>,
+    ) -> Result<PutAttachment, StoreError> {
+        self.put_attachment_impl(attachment, bytes, quota).await
+    }
+
+    async fn attachment(&self, org: &str, id: &str) -> Result<Option<Attachment>, StoreError> {
+        self.attachment_impl(org, id).await
+    }
+
+    async fn attachment_bytes(&self, org: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.attachment_bytes_impl(org, id).await
+    }
+
+    async fn attachment_text(&self, org: &str, id: &str) -> Result<Option<String>, StoreError> {
+        self.attachment_text_impl(org, id).await
+    }
+
+    async fn set_attachment_processing(
+        &self,
+        org: &str,
+        id: &str,
+        processing: &Processing,
+        text: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.set_attachment_processing_impl(org, id, processing, text)
+            .await
+    }
+
+    async fn attachments_processing(&self, limit: usize) -> Result<Vec<Attachment>, StoreError> {
+        self.attachments_processing_impl(limit).await
+    }
+
+    async fn mark_attachments_referenced(
+        &self,
+        chat: &ChatKey,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        self.mark_attachments_referenced_impl(chat, ids).await
+    }
+
+    async fn delete_orphan_attachments(
+        &self,
+        created_before: i64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        self.delete_orphan_attachments_impl(created_before, limit)
+            .await
+    }
+
+    async fn chat_attachment_bytes(&self, chat: &ChatKey) -> Result<u64, StoreError> {
+        self.chat_attachment_bytes_impl(chat).await
     }
 }
 

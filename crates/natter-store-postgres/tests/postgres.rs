@@ -23,6 +23,7 @@ fn user(id: &str, text: &str) -> EventBody {
         trace_id: None,
         origin: None,
         tools: None,
+        attachments: None,
         role: None,
     }
 }
@@ -55,7 +56,7 @@ async fn keeps_the_store_contract() {
         let url = url.clone();
         async move {
             let store = PgStore::connect(&url, options(8)).await.unwrap();
-            sqlx::query("TRUNCATE chats, events, read_receipts, chat_members, open_turns")
+            sqlx::query("TRUNCATE chats, events, read_receipts, chat_members, open_turns, reactions, attachments, attachment_blobs")
                 .execute(store.pool())
                 .await
                 .unwrap();
@@ -251,6 +252,7 @@ async fn fencing_holds_across_nodes() {
         trace_id: None,
         origin: None,
         tools: None,
+        attachments: None,
         role: None,
     };
     a.append(&chat, asked, 1).await.unwrap();

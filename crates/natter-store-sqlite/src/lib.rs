@@ -16,13 +16,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use natter_core::attachments::{Attachment, Processing};
 use natter_core::chat::{
     ChatInfo, ChatKey, ChatPage, ChatScope, ChatStatus, ChatSummary, NewChat, title_from_text,
 };
 use natter_core::event::{
     Csat, EventBody, HandoffState, Reaction, StoredEvent, apply_handoff, apply_reaction,
 };
-use natter_core::store::{Appended, Guard, OpenTurn, Store, StoreError};
+use natter_core::store::{Appended, Guard, OpenTurn, PutAttachment, Store, StoreError};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -30,6 +31,7 @@ use sqlx::sqlite::{
 // value is bound.
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
+mod attachments;
 mod transfer;
 
 /// Durability of commits.
@@ -929,6 +931,7 @@ impl Store for SqliteStore {
             .await
             .map_err(backend)?;
         }
+        attachments::delete_chat_attachments(&mut tx, chat).await?;
         let deleted = sqlx::query("DELETE FROM chats WHERE org = ? AND chat_id = ?")
             .bind(&*chat.org)
             .bind(&*chat.chat_id)
@@ -1075,6 +1078,62 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         Ok(())
     }
+    async fn put_attachment(
+        &self,
+        attachment: &Attachment,
+        bytes: &[u8],
+        quota: Option<u64>,
+    ) -> Result<PutAttachment, StoreError> {
+        self.put_attachment_impl(attachment, bytes, quota).await
+    }
+
+    async fn attachment(&self, org: &str, id: &str) -> Result<Option<Attachment>, StoreError> {
+        self.attachment_impl(org, id).await
+    }
+
+    async fn attachment_bytes(&self, org: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.attachment_bytes_impl(org, id).await
+    }
+
+    async fn attachment_text(&self, org: &str, id: &str) -> Result<Option<String>, StoreError> {
+        self.attachment_text_impl(org, id).await
+    }
+
+    async fn set_attachment_processing(
+        &self,
+        org: &str,
+        id: &str,
+        processing: &Processing,
+        text: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.set_attachment_processing_impl(org, id, processing, text)
+            .await
+    }
+
+    async fn attachments_processing(&self, limit: usize) -> Result<Vec<Attachment>, StoreError> {
+        self.attachments_processing_impl(limit).await
+    }
+
+    async fn mark_attachments_referenced(
+        &self,
+        chat: &ChatKey,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        self.mark_attachments_referenced_impl(chat, ids).await
+    }
+
+    async fn delete_orphan_attachments(
+        &self,
+        created_before: i64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        self.delete_orphan_attachments_impl(created_before, limit)
+            .await
+    }
+
+    async fn chat_attachment_bytes(&self, chat: &ChatKey) -> Result<u64, StoreError> {
+        self.chat_attachment_bytes_impl(chat).await
+    }
 }
 
 #[cfg(test)]
@@ -1091,6 +1150,7 @@ mod tests {
             trace_id: None,
             origin: None,
             tools: None,
+            attachments: None,
             role: None,
         }
     }
@@ -1335,6 +1395,7 @@ mod tests {
             trace_id: Some(format!("trace-{request}")),
             origin: None,
             tools: None,
+            attachments: None,
             role: None,
         };
         let ended = |request: &str| EventBody::AssistantMessage {

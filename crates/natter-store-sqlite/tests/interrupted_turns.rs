@@ -67,6 +67,7 @@ fn message(id: &str, request_id: &str) -> UserMessageInput {
         request_id: Some(request_id.into()),
         trace_id: Some(format!("trace-{request_id}")),
         tools: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

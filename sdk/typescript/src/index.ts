@@ -1,5 +1,17 @@
 export * from "./ChatEvents.js";
 export { NatterError, SdkErrorCode, checkAck, toNatterError } from "./errors.js";
+export {
+  ATTACHMENTS_PATH,
+  AttachmentTooLargeError,
+  AttachmentUploadError,
+  UnsupportedMediaTypeError,
+  attachmentIdOf,
+  attachmentRefs,
+  attachmentsEndpoint,
+  dataUrlToBlob,
+  uploadAttachment,
+} from "./attachments.js";
+export type { AttachmentProcessingState, AttachmentRef, UploadAttachmentOptions, UploadIdentity, UploadedAttachment } from "./attachments.js";
 export { SocketService } from "./SocketService.js";
 export type { EmitWithAckOptions, Handlers, IoOptions, Lazy, Listener, PayloadOf, SocketServiceOptions } from "./SocketService.js";
 export { TokenAssembler } from "./TokenAssembler.js";
@@ -14,6 +26,7 @@ export type {
   MarkReadParams,
   SendMessageParams,
   ToolResultParams,
+  UploadAttachmentParams,
 } from "./AIChatSocket.js";
 export { NatterChatTransport } from "./NatterChatTransport.js";
 export type { NatterChatTransportOptions } from "./NatterChatTransport.js";

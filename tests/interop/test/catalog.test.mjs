@@ -80,6 +80,16 @@ const wsFrame = (frame, { binary = false, requestId } = {}) => async () => {
   return { code: m[1], message: m[2] };
 };
 
+/** Attachments: a multipart/form-data upload of `parts` ([name, value] or [name, Blob, filename]). */
+const form = (parts) => async () => {
+  const f = new FormData();
+  for (const p of parts) f.append(...(typeof p[1] === "function" ? [p[0], p[1](), p[2]] : p));
+  const res = await fetch(`${natter.url}/api/v1/attachments`, { method: "POST", body: f });
+  const json = await res.json();
+  return { status: res.status, code: json?.error?.code, message: json?.error?.message };
+};
+const blob = (bytes, type = "application/octet-stream") => () => new Blob([bytes], { type });
+
 const rt = "/api/v1/chat";
 const hist = "/api/v1/chats";
 const q = (o) => `?${new URLSearchParams(o)}`;
@@ -99,6 +109,10 @@ const CASES = [
   { face: "socket.io", name: "user:message, messageId whitespace only", send: sio("user:message", { chatId: A, messageId: " \t ", text: "x" }), code: "missing_field" },
   { face: "socket.io", name: "user:message, tools a string", send: sio("user:message", { chatId: A, messageId: uid("m"), text: "x", tools: "lookup" }), code: "invalid_field" },
   { face: "socket.io", name: "user:message, a tool whose name is a number", send: sio("user:message", { chatId: A, messageId: uid("m"), text: "x", tools: [{ name: 5 }] }), code: "invalid_field" },
+  { face: "socket.io", name: "user:message, attachments a string", send: sio("user:message", { chatId: A, messageId: uid("m"), text: "x", attachments: "a1" }), code: "invalid_field" },
+  { face: "socket.io", name: "user:message, an attachment without id", send: sio("user:message", { chatId: A, messageId: uid("m"), text: "x", attachments: [{}] }), code: "missing_field" },
+  { face: "socket.io", name: "user:message, an attachment id a number", send: sio("user:message", { chatId: A, messageId: uid("m"), text: "x", attachments: [{ id: 5 }] }), code: "invalid_field" },
+  { face: "socket.io", name: "user:message, 11 attachments", send: sio("user:message", { chatId: A, messageId: uid("m"), text: "x", attachments: Array.from({ length: 11 }, (_, i) => ({ id: `a${i}` })) }), code: "invalid_field" },
   { face: "socket.io", name: "message:read, 501 messageIds", send: sio("message:read", { chatId: A, messageIds: Array.from({ length: 501 }, (_, i) => `m${i}`), readAt: ISO }), code: "too_large" },
   { face: "socket.io", name: "message:read, readAt month 13", send: sio("message:read", { chatId: A, messageIds: ["m"], readAt: "2026-13-45T99:00:00Z" }), code: "invalid_field" },
   { face: "socket.io", name: "message:read, a messageId 1.5", send: sio("message:read", { chatId: A, messageIds: [1.5], readAt: ISO }), code: "invalid_field" },
@@ -144,6 +158,9 @@ const CASES = [
   { face: "aisdk http", name: `text over --max-text-bytes (${MAX_TEXT + 1} bytes, body under the payload limit)`, send: http("POST", "/api/chat", aisdkBody({ messages: [userMsg("x".repeat(MAX_TEXT + 1))] })), status: 413, code: "too_large" },
   { face: "aisdk http", name: "agentId an array", send: http("POST", "/api/chat", aisdkBody({ agentId: ["support"] })), status: 400, code: "invalid_field" },
   { face: "aisdk http", name: "a tool with an empty name", send: http("POST", "/api/chat", aisdkBody({ tools: [{ name: "" }] })), status: 400, code: "invalid_field" },
+  { face: "aisdk http", name: "a file part with an https URL (the server fetches nothing)", send: http("POST", "/api/chat", aisdkBody({ messages: [userMsg("x", { parts: [{ type: "file", mediaType: "image/png", url: "https://example.com/a.png" }] })] })), status: 400, code: "invalid_field" },
+  { face: "aisdk http", name: "a file part without url", send: http("POST", "/api/chat", aisdkBody({ messages: [userMsg("x", { parts: [{ type: "file", mediaType: "image/png" }] })] })), status: 400, code: "missing_field" },
+  { face: "aisdk http", name: "a file part whose data: URL is not base64", send: http("POST", "/api/chat", aisdkBody({ messages: [userMsg("x", { parts: [{ type: "file", mediaType: "text/plain", url: "data:text/plain,hello" }] })] })), status: 400, code: "invalid_field" },
   { face: "aisdk http", name: "PUT on …/stop", send: http("PUT", "/api/chat/some-chat/stop"), status: 405, code: "method_not_allowed" },
 
   // ---------------------------------------------------------------- AI SDK WebSocket
@@ -160,6 +177,8 @@ const CASES = [
   // ---------------------------------------------------------------- seed 002 POSTs
   { face: "seed002", name: "/send with invalid UTF-8 bytes", send: http("POST", `${rt}/send`, INVALID_UTF8, { raw: true }), status: 400, code: "invalid_payload" },
   { face: "seed002", name: "/send, content with a lone surrogate escape", send: () => http("POST", `${rt}/send`, `{"userId":"ann","chatKey":"${ctx.chatKey}","message":{"content":"cut \\ud83d"}}`, { raw: true })(), status: 400, code: "invalid_payload" },
+  { face: "seed002", name: "/send, message.attachments an object", send: () => http("POST", `${rt}/send`, { userId: "ann", chatKey: ctx.chatKey, message: { content: "x", attachments: { id: "a1" } } })(), status: 400, code: "invalid_field" },
+  { face: "seed002", name: "/send, an attachment id of 300 bytes", send: () => http("POST", `${rt}/send`, { userId: "ann", chatKey: ctx.chatKey, message: { content: "x", attachments: [{ id: BIG_ID }] } })(), status: 400, code: "invalid_field" },
   { face: "seed002", name: "/send with body `true`", send: http("POST", `${rt}/send`, "true", { raw: true }), status: 400, code: "invalid_payload" },
   { face: "seed002", name: `/send content over --max-text-bytes`, send: () => http("POST", `${rt}/send`, { userId: "ann", chatKey: ctx.chatKey, message: { content: "é".repeat(MAX_TEXT / 2 + 1) } })(), status: 413, code: "too_large" },
   { face: "seed002", name: "/send message.id of 300 bytes", send: () => http("POST", `${rt}/send`, { userId: "ann", chatKey: ctx.chatKey, message: { id: BIG_ID, content: "x" } })(), status: 413, code: "too_large" },
@@ -203,12 +222,25 @@ const CASES = [
   // error shape (docs/protocol.md "HTTP errors").
   { face: "history", name: "GET a chatKey that %-decodes to invalid UTF-8", send: http("GET", `${hist}/%FF%FE`), status: 400, code: "invalid_field" },
   { face: "aisdk http", name: "POST …/stop on an id that %-decodes to invalid UTF-8", send: http("POST", "/api/chat/%C3%28/stop"), status: 400, code: "invalid_field" },
+
+  // ---------------------------------------------------------------- attachments (upload, download)
+  { face: "attachments", name: "upload without a file part", send: form([["chatKey", A], ["userId", "ann"]]), status: 400, code: "missing_field" },
+  { face: "attachments", name: "upload without chatKey", send: form([["userId", "ann"], ["file", blob("hi"), "a.txt"]]), status: 400, code: "missing_field" },
+  { face: "attachments", name: "upload, chatKey with a control character", send: form([["chatKey", "a\u0001b"], ["userId", "ann"], ["file", blob("hi"), "a.txt"]]), status: 400, code: "invalid_field" },
+  { face: "attachments", name: "upload, chatKey of 300 bytes", send: form([["chatKey", BIG_ID], ["userId", "ann"], ["file", blob("hi"), "a.txt"]]), status: 413, code: "too_large" },
+  { face: "attachments", name: "upload, two file parts", send: form([["chatKey", A], ["userId", "ann"], ["file", blob("a"), "a.txt"], ["file", blob("b"), "b.txt"]]), status: 400, code: "invalid_field" },
+  { face: "attachments", name: "upload, an empty file", send: form([["chatKey", A], ["userId", "ann"], ["file", blob(""), "a.txt"]]), status: 400, code: "invalid_field" },
+  { face: "attachments", name: "upload, an ELF executable claimed as PNG", send: form([["chatKey", A], ["userId", "ann"], ["file", blob(Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), "image/png"), "cat.png"]]), status: 415, code: "unsupported_media_type" },
+  { face: "attachments", name: "upload, a JSON body (not multipart)", send: http("POST", "/api/v1/attachments", { chatKey: A, file: "aGk=" }), status: 400, code: "invalid_payload" },
+  { face: "attachments", name: "upload, multipart with a broken body", send: http("POST", "/api/v1/attachments", "--nope\r\ngarbage", { raw: true, headers: { "content-type": "multipart/form-data; boundary=XyZ" } }), status: 400, code: "invalid_payload" },
+  { face: "attachments", name: "download an unknown id", send: http("GET", "/api/v1/attachments/no-such-id?userId=ann"), status: 404, code: "not_found" },
+  { face: "attachments", name: "PUT on the upload path", send: http("PUT", "/api/v1/attachments", {}), status: 405, code: "method_not_allowed" },
 ];
 
 test(`malformed-input catalog: ${CASES.length} cases over every face, then a normal turn on each`, async (t) => {
   const faces = new Set(CASES.map((c) => c.face));
   assert.ok(CASES.length >= 40, `${CASES.length} cases`);
-  assert.deepEqual([...faces].sort(), ["aisdk http", "aisdk ws", "history", "seed002", "socket.io", "sse"]);
+  assert.deepEqual([...faces].sort(), ["aisdk http", "aisdk ws", "attachments", "history", "seed002", "socket.io", "sse"]);
 
   // Setup: a Socket.IO connection in two chats, a seed-002 chat, an AI SDK WebSocket.
   ctx.sio = await connect(natter.url, { query: { userId: "ann" } });

@@ -2,7 +2,9 @@
 // keys sent and the screen read back, against the real server and a socket.io-client peer.
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
+import zlib from "node:zlib";
 import { after, before, test } from "node:test";
 
 import { binDir, connect, sleep, startFakeUpstream, startNatter, tempDir, uid } from "../lib/harness.mjs";
@@ -138,6 +140,92 @@ test("natter chat: history, presence, typing, streaming, Ctrl-C, a server restar
   while (alive() && Date.now() < deadline) await sleep(50);
   assert.ok(!alive(), "Ctrl-C with no reply running quits the client");
   bob2.close();
+});
+
+/** A valid `w`×`h` RGB PNG. */
+function png(w, h) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  const rows = Buffer.alloc((w * 3 + 1) * h, 0x80);
+  for (let y = 0; y < h; y++) rows[y * (w * 3 + 1)] = 0;
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", ihdr),
+    chunk("IDAT", zlib.deflateSync(rows)),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
+}
+
+test("natter chat: /attach uploads a file, the next message carries it, others' files show", { skip: !haveTmux }, async () => {
+  const chatId = uid("term-att");
+  // A leftover session of a failed test above would make new-session fail.
+  spawnSync("tmux", ["-L", tmuxSocket, "kill-session", "-t", session]);
+  const bob = await connect(natter.url, { auth: { userId: "bob" } });
+  const ack = await bob.emit("chat:join", { chatId, userId: "bob" });
+  assert.equal(ack.ok, true, JSON.stringify(ack));
+  const picture = path.join(tmp.dir, "shot.png");
+  writeFileSync(picture, png(32, 20));
+  const elf = path.join(tmp.dir, "cat.png");
+  writeFileSync(elf, Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), Buffer.alloc(100, 1)]));
+
+  tmux(
+    "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
+    path.join(binDir, "natter"), "chat", "--url", natter.url, "--chat", chatId, "--user", "alice",
+  );
+  await waitScreen((s) => s.includes("[joined chat"), "the join");
+
+  typeLine(`/attach ${picture}`);
+  await waitScreen((s) => s.includes("[attached shot.png (image/png, ") && s.includes("): it goes with your next message]"), "the upload");
+  typeLine("/attach");
+  await waitScreen((s) => s.includes("[your next message carries: shot.png]"), "the pending list");
+  typeLine("see my picture");
+  const sent = await bob.waitFor("chat:message", (m) => m.userId === "alice" && m.text === "see my picture").catch((e) => {
+    throw new Error(`${e.message}\nthe screen:\n${screen()}`);
+  });
+  assert.equal(sent.attachments?.length, 1, JSON.stringify(sent));
+  assert.equal(sent.attachments[0].name, "shot.png");
+  assert.equal(sent.attachments[0].mimeType, "image/png");
+  assert.equal(sent.attachments[0].width, 32);
+  await waitScreen((s) => s.includes("[sent with shot.png]"), "the sent note");
+  // Only the next message: the one after carries nothing.
+  typeLine("and no file here");
+  const plain = await bob.waitFor("chat:message", (m) => m.text === "and no file here");
+  assert.equal(plain.attachments, undefined, JSON.stringify(plain));
+
+  // Refusals are clear lines, and the client keeps going.
+  typeLine(`/attach ${elf}`);
+  await waitScreen((s) => s.includes(`[could not attach ${elf}: HTTP 415: unsupported_media_type`), "the 415");
+  typeLine(`/attach ${path.join(tmp.dir, "missing.png")}`);
+  await waitScreen((s) => s.includes("[could not attach") && s.includes("missing.png: No such file"), "the missing file");
+
+  // bob sends a document: alice's transcript shows it on his message.
+  const form = new FormData();
+  form.append("chatKey", chatId);
+  form.append("userId", "bob");
+  form.append("file", new Blob(["# Notes\n\nfor alice\n"]), "notes.md");
+  const up = await fetch(`${natter.url}/api/v1/attachments`, { method: "POST", body: form });
+  assert.equal(up.status, 200, await up.clone().text());
+  const doc = await up.json();
+  const posted = await bob.emit("user:message", { chatId, messageId: uid("m"), text: "here are my notes", attachments: [{ id: doc.id }] });
+  assert.equal(posted.ok, true, JSON.stringify(posted));
+  await waitScreen((s) => /bob: here are my notes \[file: notes\.md, text\/markdown[^,\]]*, \d+ B\]/.test(s), "bob's file in the transcript");
+
+  typeLine("/quit");
+  const deadline = Date.now() + 10000;
+  while (alive() && Date.now() < deadline) await sleep(50);
+  assert.ok(!alive(), "/quit leaves");
+  bob.close();
 });
 
 test("natter chat: a server that refuses the token is a clear error, not a hang", { skip: !haveTmux }, async () => {

@@ -211,11 +211,12 @@ const DEFAULT_NAMES = {
   chatEnded: "chat:ended",
   chatDeleted: "chat:deleted",
   messageSuperseded: "message:superseded",
+  attachmentProcessing: "attachment:processing",
 };
 
 test("discovery: every EventKey with the contract's default names", () =>
   withClients(async (open) => {
-    assert.equal(Object.keys(DEFAULT_NAMES).length, 35);
+    assert.equal(Object.keys(DEFAULT_NAMES).length, 36);
     const c = await open(natter.url, { query: { userId: "disco" } });
     const ack = await c.emit("meta:events:request", {});
     assert.deepEqual(ack, { ok: true, version: 1, events: DEFAULT_NAMES });

@@ -43,6 +43,136 @@ fn message_text(f: &Fields<'_>) -> Result<String, ApiError> {
     Ok(f.opt_str("content")?.unwrap_or_default())
 }
 
+/// A `file` part of the new user message (CONTRACT §7.6): its index among the parts and
+/// where its bytes are.
+enum FilePart {
+    /// A `data:` URL, stored as an attachment first.
+    Data {
+        index: usize,
+        name: String,
+        media_type: Option<String>,
+        bytes: Vec<u8>,
+    },
+    /// The URL of an attachment already stored (`/api/v1/attachments/{id}`).
+    Stored(String),
+}
+
+/// The `file` parts of a `UIMessage`: a `data:` URL (base64) or the URL of a stored
+/// attachment; any other URL is `invalid_field`, since the server fetches nothing.
+fn file_parts(parts: Option<&Value>) -> ApiResult<Vec<FilePart>> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for (index, part) in parts
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if part.get("type").and_then(Value::as_str) != Some("file") {
+            continue;
+        }
+        let f = Fields::new("parts[].file", part)?;
+        let url = f.req_str("url")?;
+        if out.len() == natter_core::attachments::MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "a message may carry at most {} files",
+                    natter_core::attachments::MAX_ATTACHMENTS_PER_MESSAGE
+                ),
+            ));
+        }
+        if let Some(rest) = url.strip_prefix("data:") {
+            let (header, data) = rest.split_once(',').ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidField,
+                    "a file part's `data:` URL has no `,` before its data",
+                )
+            })?;
+            let Some(media_type) = header.strip_suffix(";base64") else {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    "a file part's `data:` URL must be base64 (`data:<type>;base64,…`)",
+                ));
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::InvalidField,
+                        format!("a file part's `data:` URL is not valid base64: {e}"),
+                    )
+                })?;
+            let media_type = f
+                .opt_str("mediaType")?
+                .or_else(|| Some(media_type.to_owned()).filter(|t| !t.is_empty()));
+            out.push(FilePart::Data {
+                index,
+                name: f.opt_str("filename")?.unwrap_or_else(|| "file".into()),
+                media_type,
+                bytes,
+            });
+        } else if let Some(id) = natter_core::attachments::id_from_url(&url) {
+            out.push(FilePart::Stored(id.to_owned()));
+        } else {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "a file part's `url` must be a `data:` URL or the URL of an attachment stored \
+                 here (`/api/v1/attachments/{id}`): the server fetches nothing from elsewhere",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Stores the `data:` files as attachments of `chat` (same checks as an upload) and answers
+/// the ids of all files; the stored parts' `url` becomes the attachment's, so the log keeps
+/// no copy of the bytes.
+async fn store_files(
+    face: &Face,
+    who: &Identity,
+    caller: &Caller,
+    conn: &ConnectionId,
+    chat: &ChatKey,
+    files: Vec<FilePart>,
+    mut parts: Option<&mut Value>,
+) -> ApiResult<Vec<String>> {
+    let mut ids = Vec::with_capacity(files.len());
+    for file in files {
+        match file {
+            FilePart::Stored(id) => ids.push(id),
+            FilePart::Data {
+                index,
+                name,
+                media_type,
+                bytes,
+            } => {
+                let upload = natter_core::attachments::Upload {
+                    name,
+                    claimed_type: media_type,
+                    bytes,
+                    sha256: None,
+                };
+                let stored = face
+                    .core
+                    .upload_attachment(who, &caller.source(Some(conn)), chat, upload)
+                    .await?
+                    .attachment;
+                if let Some(part) = parts
+                    .as_deref_mut()
+                    .and_then(|p| p.get_mut(index))
+                    .and_then(Value::as_object_mut)
+                {
+                    part.insert("url".into(), Value::String(stored.url()));
+                    part.insert("mediaType".into(), Value::String(stored.mime_type.clone()));
+                }
+                ids.push(stored.id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// The chunks of one turn, read from a feed that was subscribed before the turn began.
 pub struct TurnStream {
     feed: Option<Feed>,
@@ -205,14 +335,10 @@ async fn submit(
         Some(t) => natter_core::tools::parse_declared(t)?,
         None => Vec::new(),
     };
-    let input = UserMessageInput {
-        message_id: m.req_id("id")?,
-        text: message_text(&m)?,
-        parts: m.opt_array("parts")?,
-        request_id: None,
-        trace_id,
-        tools,
-    };
+    let message_id = m.req_id("id")?;
+    let text = message_text(&m)?;
+    let mut parts = m.opt_array("parts")?;
+    let files = file_parts(parts.as_ref())?;
     let create = face.core.config().auto_create_chats;
     // A new chat is bound to the agent; an existing one must already have it.
     let new = NewChat {
@@ -227,6 +353,16 @@ async fn submit(
     if let (false, Some(id)) = (create, &agent_id) {
         face.core.check_agent(chat, id).await?;
     }
+    let attachments = store_files(face, who, caller, conn, chat, files, parts.as_mut()).await?;
+    let input = UserMessageInput {
+        message_id,
+        text,
+        parts,
+        request_id: None,
+        trace_id,
+        tools,
+        attachments,
+    };
     let (_, feed) = face.core.follow(who, conn, chat).await?;
     let posted = face
         .core

@@ -110,13 +110,24 @@ pub async fn send(
         .filter(|m| !m.is_null())
         .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "send: `message` is required"))?;
     let m = Fields::new("send.message", message)?;
+    let attachments = m.opt_attachment_ids(
+        "attachments",
+        natter_core::attachments::MAX_ATTACHMENTS_PER_MESSAGE,
+    )?;
+    // A message may be only attachments (a screenshot without a word).
+    let text = if attachments.is_empty() {
+        m.req_str("content")?
+    } else {
+        m.opt_str("content")?.unwrap_or_default()
+    };
     let input = UserMessageInput {
         message_id: m.opt_id("id")?.unwrap_or_else(natter_core::new_id),
-        text: m.req_str("content")?,
+        text,
         parts: None,
         request_id: None,
         trace_id: f.opt_id("traceId")?,
         tools: Vec::new(),
+        attachments,
     };
     let info = face.core.open_chat(&who, &chat, None).await?;
     // The user's streams follow the chat from here, so the reply reaches every tab.

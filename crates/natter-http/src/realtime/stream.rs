@@ -20,7 +20,7 @@ use axum::response::sse::{Event as SseFrame, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use natter_core::bus::{FollowReason, UserSubscription};
-use natter_core::event::{EventBody, LiveEvent, ProcessingStatus, StoredEvent};
+use natter_core::event::{EventBody, LiveEvent, ProcessingStatus, ProcessingUpdate, StoredEvent};
 use natter_core::feed::{Feed, FeedItem};
 use natter_core::{ChatKey, ConnectionId, Identity, JoinRequest};
 use natter_protocol::ErrorCode;
@@ -709,6 +709,36 @@ impl StreamTask {
                     body: (**end).clone(),
                 };
                 self.failed_events(chat, &event, None)
+            }
+            LiveEvent::AttachmentProcessing {
+                attachment_id,
+                update,
+            } => {
+                // Seed 002's `attachment_processing_*` events (CONTRACT §7.6); the server
+                // does the processing, so no user sends them.
+                let id = attachment_id.as_ref();
+                let (kind, data) = match update {
+                    ProcessingUpdate::Started => {
+                        ("attachment_processing_started", json!({"attachmentId": id}))
+                    }
+                    ProcessingUpdate::Progress { percent } => (
+                        "attachment_processing_progress",
+                        json!({"attachmentId": id, "percent": percent}),
+                    ),
+                    ProcessingUpdate::Complete { chars, pages } => {
+                        let mut data = json!({"attachmentId": id, "chars": chars});
+                        if let Some(pages) = pages {
+                            data["pages"] = json!(pages);
+                        }
+                        ("attachment_processing_complete", data)
+                    }
+                    ProcessingUpdate::Error { code, message } => (
+                        "attachment_processing_error",
+                        json!({"attachmentId": id, "code": code, "message": message}),
+                    ),
+                };
+                let e = self.envelope(chat, kind, "", now, Some(data), None);
+                vec![sse_event(kind, &e, None)]
             }
             LiveEvent::ChatDeleted { deleted_by } => {
                 let data = json!({"reason": "deleted", "endedBy": deleted_by.as_deref()});

@@ -18,6 +18,7 @@ pub fn chat_message(event: &StoredEvent) -> Option<Value> {
             text,
             parts,
             role,
+            attachments,
             ..
         } => {
             let role = role.as_deref().unwrap_or("user");
@@ -27,6 +28,10 @@ pub fn chat_message(event: &StoredEvent) -> Option<Value> {
             });
             if let Some(p) = parts {
                 m["parts"] = p.clone();
+            }
+            if let Some(a) = attachments {
+                let wire: Vec<_> = a.iter().map(|a| a.wire()).collect();
+                m["attachments"] = json!(wire);
             }
             m
         }

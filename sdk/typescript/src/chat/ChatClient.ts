@@ -1,6 +1,7 @@
 // Seed 002's realtime client without a framework: what `useChat` (`@natter/react`) runs on.
 // POST /create /send /load /typing /end /event, and one SSE stream (`GET /stream`) that
 // reconnects with backoff, a fresh token and `Last-Event-ID`.
+import { ATTACHMENTS_PATH, AttachmentUploadError, attachmentRefs, uploadAttachment, type UploadedAttachment } from "../attachments.js";
 import { ChatRequestError, asTransportError, joinUrl, requestJson, resolveToken } from "./http.js";
 import { EventSourceTransport, FetchSseTransport, transportError } from "./transports.js";
 import type {
@@ -518,6 +519,13 @@ export class ChatClient {
       if (attachments !== undefined && !Array.isArray(attachments)) {
         throw new ChatRequestError(transportError("invalid_field", "sendMessage: `attachments` must be an array", false));
       }
+      // The server needs only the ids (it fills in the rest); the optimistic copy keeps all.
+      let refs: Array<{ id: string }> | undefined;
+      try {
+        refs = attachments && attachments.length > 0 ? attachmentRefs(attachments as Array<{ id: string }>) : undefined;
+      } catch (e) {
+        throw new ChatRequestError(transportError("invalid_field", `sendMessage: ${(e as Error).message}`, false));
+      }
       const chatKey = this.needChatKey("sendMessage");
       const now = Date.now();
       const id = newMessageId();
@@ -544,7 +552,7 @@ export class ChatClient {
         await this.post("send", {
           ...this.ids(),
           chatKey,
-          message: { id, content, ...(attachments && attachments.length > 0 ? { attachments } : {}) },
+          message: { id, content, ...(refs !== undefined ? { attachments: refs } : {}) },
           ...(data !== undefined ? { data } : {}),
         });
       } catch (e) {
@@ -554,6 +562,61 @@ export class ChatClient {
       setStatus("sent");
       this.patchMetrics({ messagesSent: this.state.metrics.messagesSent + 1 });
     });
+  }
+
+  /**
+   * Uploads a file for a chat (`POST /api/v1/attachments`; default the current chat) with this
+   * client's identity (`getToken`/`token`, `orgId`, `userId`), and resolves to `{id, name,
+   * mimeType, size, sha256, url}`: pass it in `sendMessage(content, [attachment])`. Rejects with
+   * an `AttachmentUploadError` (`AttachmentTooLargeError` for 413, `UnsupportedMediaTypeError`
+   * for 415); a failure also sets `error` and calls `onError`, like every operation.
+   */
+  uploadAttachment(chatKey: string | null | undefined, file: Blob, options: { name?: string; signal?: AbortSignal } = {}): Promise<UploadedAttachment> {
+    return this.guardedUpload(async () => {
+      const key = chatKey ?? this.needChatKey("uploadAttachment");
+      const token = await this.token();
+      const started = Date.now();
+      const uploaded = await uploadAttachment({
+        url: this.attachmentsUrl(),
+        chatId: key,
+        file,
+        ...(options.name !== undefined ? { name: options.name } : {}),
+        ...(options.signal !== undefined ? { signal: options.signal } : {}),
+        ...(token !== undefined ? { token } : {}),
+        orgId: this.options.orgId,
+        userId: this.options.userId,
+      });
+      this.patchMetrics({ latency: Date.now() - started });
+      return uploaded;
+    });
+  }
+
+  /** `attachmentsUrl`, else the attachments path beside the chat prefix (`…/api/v1/chat` → `…/api/v1/attachments`). */
+  private attachmentsUrl(): string {
+    if (this.options.attachmentsUrl) return this.options.attachmentsUrl;
+    const base = this.options.baseUrl.replace(/\/+$/, "");
+    const chatPrefix = "/api/v1/chat";
+    if (base.endsWith(chatPrefix)) return base.slice(0, -chatPrefix.length) + ATTACHMENTS_PATH;
+    try {
+      return new URL(base).origin + ATTACHMENTS_PATH;
+    } catch {
+      return base + ATTACHMENTS_PATH;
+    }
+  }
+
+  /** Like `guarded`, keeping the upload's typed error (rejects with it as it is). */
+  private async guardedUpload<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof AttachmentUploadError) {
+        this.fail(transportError(e.code, e.message, e.retryable, { ...(e.status !== undefined ? { status: e.status } : {}), cause: e }));
+        throw e;
+      }
+      const err = asTransportError(e);
+      this.fail(err);
+      throw e instanceof ChatRequestError ? e : new ChatRequestError(err);
+    }
   }
 
   /** POST /event with `orgId`, `chatKey` and `userId` filled in when absent. */

@@ -9,13 +9,18 @@ export type ChatStatusTS = "active" | "disconnected" | "abandoned" | "closed" | 
 export type ChatTypeTS = "customer_support" | "public_room" | "private_room" | "direct" | "group";
 export type ClientType = "customer" | "humanAgent" | "observer";
 
-/** An attachment reference (`{id}` when sending; the server fills the rest). */
+/**
+ * An attachment (CONTRACT §7.6): `{id}` when sending (from `ChatClient.uploadAttachment`); the
+ * server fills the rest. `url` (`/api/v1/attachments/{id}`) is readable by the chat's members.
+ */
 export interface Attachment {
   id: string;
   name?: string;
   mimeType?: string;
   size?: number;
   url?: string;
+  /** Lowercase hex, on what `uploadAttachment` returned. */
+  sha256?: string;
   [key: string]: unknown;
 }
 
@@ -287,6 +292,11 @@ export interface UseChatOptions {
   getToken?: TokenProvider;
   /** A static token (does not refresh); `getToken` wins when both are given. */
   token?: string;
+  /**
+   * Natter: where `uploadAttachment` posts files; default `/api/v1/attachments` beside
+   * `baseUrl` (`…/api/v1/chat` → `…/api/v1/attachments`, else the origin's).
+   */
+  attachmentsUrl?: string;
 }
 
 export interface UseChatHistoryOptions {

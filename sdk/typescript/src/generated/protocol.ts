@@ -32,7 +32,14 @@ requestId?: string,
 /**
  * Client-run tools offered to the model for this message only.
  */
-tools?: Array<ClientTool>, traceId?: string, };
+tools?: Array<ClientTool>, traceId?: string, 
+/**
+ * Attachments uploaded to this chat (`POST /api/v1/attachments`) that the message
+ * carries, at most 10 (CONTRACT §7.6).
+ */
+attachments?: Array<AttachmentRef>, };
+
+export type AttachmentRef = { id: string, };
 
 export type ClientTool = { name: string, description?: string, 
 /**
@@ -84,7 +91,17 @@ role: "user" | "humanAgent", text: string, parts?: JsonValue, createdAt: string,
 /**
  * The message's reactions (CONTRACT §7.3), in the join ack's `messages` when it has any.
  */
-reactions?: Array<ReactionWire>, };
+reactions?: Array<ReactionWire>, 
+/**
+ * The attachments it carries (CONTRACT §7.6).
+ */
+attachments?: Array<AttachmentWire>, };
+
+export type AttachmentWire = { id: string, name: string, mimeType: string, size: number, url: string, 
+/**
+ * An image's size in pixels, when its header gives it.
+ */
+width?: number, height?: number, };
 
 export type Usage = { promptTokens: number, completionTokens: number, totalTokens: number, };
 
@@ -172,6 +189,8 @@ export type ChatDeletedEvent = { chatId: string, deletedBy?: string, };
 
 export type MessageSupersededEvent = { chatId: string, messageId: string, requestId: string, supersededBy?: string, seq: number, };
 
+export type AttachmentProcessingEvent = { chatId: string, attachmentId: string, status: "processing" | "complete" | "error", percent?: number, chars?: number, pages?: number, error?: ErrorBody, };
+
 export type ErrorBody = { code: string, message: string, retryAfterMs?: number, };
 
 export type ErrorAck = { ok: false, error: ErrorBody, };
@@ -241,6 +260,7 @@ export interface ServerToClientEvents {
   "chat:ended": ChatEndedEvent;
   "chat:deleted": ChatDeletedEvent;
   "message:superseded": MessageSupersededEvent;
+  "attachment:processing": AttachmentProcessingEvent;
 }
 
 /** Every event by default wire name, both directions (seed 001's `ChatEvents`). */
@@ -278,6 +298,7 @@ export interface ChatEvents {
   "chat:ended": ChatEndedEvent;
   "chat:deleted": ChatDeletedEvent;
   "message:superseded": MessageSupersededEvent;
+  "attachment:processing": AttachmentProcessingEvent;
 }
 
 /** The ack of each client event: `{ok: true, …}` or `{ok: false, error}`. */
@@ -335,7 +356,8 @@ export type EventKey =
   | "chatUpdated"
   | "chatEnded"
   | "chatDeleted"
-  | "messageSuperseded";
+  | "messageSuperseded"
+  | "attachmentProcessing";
 
 /** The wire name of every event key when the server remaps none. */
 export const DEFAULT_EVENT_NAMES = {
@@ -374,6 +396,7 @@ export const DEFAULT_EVENT_NAMES = {
   chatEnded: "chat:ended",
   chatDeleted: "chat:deleted",
   messageSuperseded: "message:superseded",
+  attachmentProcessing: "attachment:processing",
 } as const satisfies Record<EventKey, string>;
 
 /** Event keys of the events a client sends. */
