@@ -1797,7 +1797,9 @@ mod tests {
             ..Default::default()
         };
         let file: Settings = toml::from_str(
-            "listen = \"0.0.0.0:9\"\nmodel = \"m\"\n[event_names]\nuserMessage = \"msg:send\"\n",
+            // A model path that does not exist: with none set, a model in this user's cache
+            // (scripts/test pulls one there) would make the default provider `local`.
+            "listen = \"0.0.0.0:9\"\nmodel = \"m\"\nmodel_path = \"no-such-model.gguf\"\n[event_names]\nuserMessage = \"msg:send\"\n",
         )
         .unwrap();
         let cfg = ServerConfig::resolve(cli.or(file), ApiKeys::default()).unwrap();

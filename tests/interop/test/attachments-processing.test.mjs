@@ -153,6 +153,27 @@ describe("document processing", () => {
     assert.equal(bob.of("attachment:processing").length, beforeIo);
   });
 
+  test("the PDF's text reaches the upstream with the message that carries it", async () => {
+    const { bob, pdfId, pdfText } = ctx;
+    await stack.upstream.reset();
+    const messageId = uid("m");
+    const sent = await bob.emit("user:message", { chatId: chatKey, messageId, text: "summarize the report", attachments: [{ id: pdfId }] });
+    assert.equal(sent.ok, true, JSON.stringify(sent));
+    const deadline = Date.now() + 15000;
+    let stats;
+    for (;;) {
+      stats = await stack.upstream.stats();
+      if (stats.requests >= 1) break;
+      if (Date.now() > deadline) throw new Error("the upstream saw no request");
+      await sleep(25);
+    }
+    const user = stats.last_chat_request.messages.filter((m) => m.role === "user").at(-1);
+    const content = typeof user.content === "string" ? user.content : JSON.stringify(user.content);
+    assert.ok(content.includes("summarize the report"), content);
+    assert.ok(content.includes("[document: report.pdf]"), content);
+    assert.ok(content.includes(pdfText), content);
+  });
+
   test("a text file completes with its character count (no pages)", async () => {
     const { sse, bob } = ctx;
     const body = "héllo wörld\nsecond line ✓\n";
