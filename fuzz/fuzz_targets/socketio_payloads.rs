@@ -14,8 +14,9 @@ use libfuzzer_sys::fuzz_target;
 use natter_protocol::events::CLIENT_TO_SERVER;
 use natter_protocol::fields::MAX_ID_BYTES;
 use natter_protocol::socketio::{
-    AbortRequest, AuthRefreshRequest, Common, ErrorAck, JoinRequest, MAX_MEMBERS, MarkReadRequest,
-    PlainRequest, ServerErrorEvent, ToolResultRequest, TypingRequest, UserMessageRequest,
+    AbortRequest, AuthRefreshRequest, ChatEndRequest, Common, CsatSubmitRequest, ErrorAck,
+    JoinRequest, MAX_MEMBERS, MAX_REASON_BYTES, MarkReadRequest, PlainRequest, ReactionRequest,
+    ServerErrorEvent, ToolResultRequest, TypingRequest, UserMessageRequest,
 };
 use natter_protocol::{ErrorCode, EventKey, EventNames, WireError};
 use natter_socketio::identity::{ConnIdentity, Handshake};
@@ -53,7 +54,7 @@ fn payload(key: EventKey, event: &str, v: &Value) {
                 o
             });
         }
-        EventKey::Leave | EventKey::DiscoveryRequest => {
+        EventKey::Leave | EventKey::DiscoveryRequest | EventKey::HandoffRequest => {
             round_trip(event, v, PlainRequest::parse, |r| {
                 common_ok(&r.common);
                 common_json(&r.common)
@@ -125,6 +126,39 @@ fn payload(key: EventKey, event: &str, v: &Value) {
                 assert!(!r.token.is_empty());
                 let mut o = Map::new();
                 put(&mut o, "token", Some(r.token.clone().into()));
+                o
+            });
+        }
+        EventKey::ReactionAdd | EventKey::ReactionRemove => {
+            round_trip(event, v, ReactionRequest::parse, |r| {
+                common_ok(&r.common);
+                assert!(!r.message_id.is_empty() && r.message_id.len() <= MAX_ID_BYTES);
+                let mut o = common_json(&r.common);
+                put(&mut o, "messageId", Some(r.message_id.clone().into()));
+                put(&mut o, "emoji", Some(r.emoji.clone().into()));
+                o
+            });
+        }
+        EventKey::ChatEnd => {
+            round_trip(event, v, ChatEndRequest::parse, |r| {
+                common_ok(&r.common);
+                assert!(
+                    r.reason
+                        .as_ref()
+                        .is_none_or(|x| x.len() <= MAX_REASON_BYTES)
+                );
+                let mut o = common_json(&r.common);
+                put(&mut o, "reason", r.reason.clone().map(Value::from));
+                o
+            });
+        }
+        EventKey::CsatSubmit => {
+            // The rating's range and the comment's length are the core's to check.
+            round_trip(event, v, CsatSubmitRequest::parse, |r| {
+                common_ok(&r.common);
+                let mut o = common_json(&r.common);
+                put(&mut o, "rating", Some(r.rating.into()));
+                put(&mut o, "comment", r.comment.clone().map(Value::from));
                 o
             });
         }
