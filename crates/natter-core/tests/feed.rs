@@ -596,3 +596,74 @@ async fn a_refilled_message_of_the_members_own_connection_is_not_echoed() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// The token fields of `item`, or a failure naming what it was.
+fn tokens_of(item: &FeedItem) -> (u64, u64, String) {
+    match item {
+        FeedItem::Tokens {
+            index,
+            through,
+            text,
+            ..
+        } => (*index, *through, text.to_string()),
+        other => panic!("expected tokens, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tokens_already_waiting_are_merged_and_a_lone_token_goes_alone() {
+    let (store, bus, chat, mut feed) = setup(64).await;
+    let t = turn();
+    bus.publish(&chat, live(LiveEvent::TurnStarted { turn: t.clone() }))
+        .await
+        .unwrap();
+    let mut full = String::new();
+    for i in 0..4 {
+        publish_token(&bus, &chat, &t, i, &mut full).await;
+    }
+    publish_durable(&store, &bus, &chat, user_message("m1")).await;
+    assert!(matches!(next_item(&mut feed).await, FeedItem::Live(_)));
+    let first = next_item(&mut feed).await;
+    let (merged, held) = feed.merge_ready_tokens(first, 16 * 1024).await;
+    assert_eq!(
+        tokens_of(&merged),
+        (0, 3, full.clone()),
+        "all four in one item"
+    );
+    match held {
+        Some(Ok(FeedItem::Durable(e))) => assert_eq!(e.seq, 2, "the message after them is kept"),
+        other => panic!("expected the held message, got {other:?}"),
+    }
+    // A member that keeps up: one token, nothing else waiting: it goes out as it is.
+    let mut more = String::new();
+    publish_token(&bus, &chat, &t, 4, &mut more).await;
+    let first = next_item(&mut feed).await;
+    let (alone, held) = feed.merge_ready_tokens(first, 16 * 1024).await;
+    assert_eq!(tokens_of(&alone), (4, 4, more));
+    assert!(held.is_none(), "nothing was read ahead: {held:?}");
+}
+
+#[tokio::test]
+async fn merging_stops_at_the_byte_cap() {
+    let (_store, bus, chat, mut feed) = setup(64).await;
+    let t = turn();
+    bus.publish(&chat, live(LiveEvent::TurnStarted { turn: t.clone() }))
+        .await
+        .unwrap();
+    let mut full = String::new();
+    for i in 0..10 {
+        publish_token(&bus, &chat, &t, i, &mut full).await;
+    }
+    assert!(matches!(next_item(&mut feed).await, FeedItem::Live(_)));
+    // Each token is 4 bytes ("é0 ", "é1 " …): with a cap of 8 the merge stops after two
+    // (the cap is checked before reading the next one).
+    let first = next_item(&mut feed).await;
+    let (merged, held) = feed.merge_ready_tokens(first, 8).await;
+    let (index, through, _) = tokens_of(&merged);
+    assert_eq!((index, through), (0, 1), "stopped at the cap");
+    assert!(held.is_none(), "the cap stops before reading: {held:?}");
+    let rest = next_item(&mut feed).await;
+    let (merged, _) = feed.merge_ready_tokens(rest, 16 * 1024).await;
+    assert_eq!(tokens_of(&merged).0, 2, "the rest follows in order");
+    assert_eq!(tokens_of(&merged).1, 9);
+}
