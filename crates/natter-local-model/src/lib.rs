@@ -6,8 +6,11 @@
 //! - [`chat_template`]: the model's ChatML prompt.
 //! - [`model`]: loading and generation (sampling, stop tokens, UTF-8-safe streaming).
 //! - [`provider`]: [`LocalProvider`], the Provider implementation.
+//! - `llama` (feature `llama-cpp`): llama.cpp itself behind the same seam, for any GGUF.
 
 pub mod chat_template;
+#[cfg(feature = "llama-cpp")]
+pub mod llama;
 pub mod model;
 pub mod provider;
 pub mod pull;

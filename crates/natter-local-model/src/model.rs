@@ -24,6 +24,14 @@ pub enum ModelError {
     Tokenizer(#[from] TokenizerError),
     #[error("the model's vocabulary has no ChatML markers (<|im_start|>, <|im_end|>)")]
     NotChatMl,
+    #[error("llama.cpp: {0}")]
+    Llama(String),
+    #[error(
+        "the model file has no chat template (tokenizer.chat_template): give one with --chat-template FILE"
+    )]
+    NoChatTemplate,
+    #[error("the chat template is not valid Jinja: {0}")]
+    ChatTemplate(String),
 }
 
 /// How the weights are held in memory.

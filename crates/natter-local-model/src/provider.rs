@@ -2,7 +2,7 @@
 //! blocking threads, one generation per loaded instance at a time.
 
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +31,15 @@ pub struct LocalOptions {
     /// Positions a generation may use, prompt and reply (at most
     /// [`LocalModel::MAX_POSITIONS`]). Older messages are left out to fit.
     pub context_tokens: usize,
+    /// CPU threads per generation (llama.cpp engine; candle uses rayon's pool, sized by
+    /// `RAYON_NUM_THREADS`). Default: every core.
+    pub threads: usize,
+    /// A Jinja chat template file to use instead of the GGUF's `tokenizer.chat_template`
+    /// (llama.cpp engine; the candle engine has SmolLM2's ChatML built in).
+    pub chat_template: Option<PathBuf>,
+    /// Layers to offload to the GPU (llama.cpp engine built with its `cuda` or `metal`
+    /// feature; 0: CPU only).
+    pub gpu_layers: u32,
 }
 
 impl Default for LocalOptions {
@@ -41,11 +50,43 @@ impl Default for LocalOptions {
             sampling: SamplingOptions::default(),
             weight_format: WeightFormat::default(),
             context_tokens: LocalModel::MAX_POSITIONS,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            chat_template: None,
+            gpu_layers: 0,
         }
     }
 }
 
+/// The local model as a Provider: llama.cpp when built with the `llama-cpp` feature, else
+/// candle.
 pub struct LocalProvider {
+    engine: Box<dyn Provider>,
+}
+
+impl LocalProvider {
+    /// Loads the model file (a few seconds).
+    pub fn load(path: &Path, options: LocalOptions) -> Result<Self, ModelError> {
+        #[cfg(feature = "llama-cpp")]
+        let engine: Box<dyn Provider> = Box::new(crate::llama::LlamaProvider::load(path, options)?);
+        #[cfg(not(feature = "llama-cpp"))]
+        let engine: Box<dyn Provider> = Box::new(CandleProvider::load(path, options)?);
+        Ok(Self { engine })
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError> {
+        self.engine.stream(request).await
+    }
+}
+
+/// The candle engine: SmolLM2's layout and ChatML only.
+pub struct CandleProvider {
     tokenizer: Arc<Tokenizer>,
     idle: Arc<Mutex<Vec<LocalModel>>>,
     slots: Arc<Semaphore>,
@@ -55,7 +96,7 @@ pub struct LocalProvider {
     generations: AtomicU64,
 }
 
-impl LocalProvider {
+impl CandleProvider {
     /// Loads the model file (a few seconds: the weights are read and re-quantized).
     pub fn load(path: &Path, options: LocalOptions) -> Result<Self, ModelError> {
         let model = LocalModel::load(path, options.weight_format)?;
@@ -79,7 +120,7 @@ fn failed(kind: ProviderErrorKind, message: impl Into<String>) -> ProviderError 
 }
 
 #[async_trait]
-impl Provider for LocalProvider {
+impl Provider for CandleProvider {
     fn name(&self) -> &str {
         "local"
     }
