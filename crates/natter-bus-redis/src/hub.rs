@@ -135,7 +135,11 @@ impl Hub {
     /// Fails at once while Redis is unreachable (after the first connection), and after the
     /// timeout otherwise.
     pub(crate) async fn wait_active(&self, channel: &str) -> Result<(), BusError> {
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        // `checked_add`: a timeout too far off to represent means no deadline in practice.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(self.inner.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
         loop {
             let rx = {
                 let mut st = self.inner.lock();
@@ -207,8 +211,8 @@ async fn supervise(inner: Arc<Inner>) {
         }
         down(&inner);
         let jitter = Duration::from_millis(fastrand_ms(backoff.as_millis() as u64 / 2 + 1));
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        tokio::time::sleep(backoff.saturating_add(jitter)).await;
+        backoff = backoff.saturating_mul(2).min(Duration::from_secs(1));
     }
 }
 

@@ -745,7 +745,7 @@ async fn run_connection(
     } = live;
     let (mut sink, mut stream) = ws.split();
     let heartbeat = open.heartbeat_deadline();
-    let mut dead_after = Instant::now() + heartbeat;
+    let mut dead_after = deadline_after(heartbeat);
     // Binary frames still owed by a binary packet that was refused.
     let mut skip_binary_frames = 0usize;
 
@@ -794,7 +794,7 @@ async fn run_connection(
                 };
                 match packet {
                     EnginePacket::Ping => {
-                        dead_after = Instant::now() + heartbeat;
+                        dead_after = deadline_after(heartbeat);
                         if let Err(e) = sink.send(Message::text(EnginePacket::Pong.encode())).await {
                             return DisconnectReason::TransportError(e.to_string());
                         }
@@ -856,4 +856,12 @@ async fn run_connection(
             }
         }
     }
+}
+
+/// `Instant::now() + after` without the panic on overflow: the server picks the heartbeat, and
+/// one too far off to represent means "never" in practice (a year).
+fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
 }

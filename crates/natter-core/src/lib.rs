@@ -32,6 +32,7 @@ pub mod store_memory;
 pub mod store_transfer;
 pub mod telemetry;
 pub mod tools;
+pub mod trace_context;
 mod turn;
 
 pub use crate::core::{

@@ -45,6 +45,7 @@ use crate::event::{EventBody, LiveEvent, ProcessingStatus, StoredEvent, TurnRef}
 use crate::provider::ToolSpec;
 use crate::store::{Guard, OpenTurn, StoreError};
 use crate::telemetry;
+use crate::trace_context::SpanParent;
 use crate::turn::{Ended, Ending, Generation, StopReason, TurnRequest, failed_body, finish, run};
 
 /// Where the store put a turn it opened: its place in the queue and the end of its context
@@ -123,6 +124,10 @@ pub(crate) struct TurnScheduler {
     /// cluster another node may run the turn, so the driver reads them from the store, where
     /// they are kept with the event that asked for the turn).
     declared: Mutex<HashMap<(ChatKey, String), Vec<ToolSpec>>>,
+    /// The span that queued each turn (a request's, a Socket.IO event's), until the turn
+    /// starts and its span continues it. Only while traces are exported; bounded, as a turn
+    /// queued here may start on another node.
+    parents: Mutex<HashMap<(ChatKey, String), SpanParent>>,
     /// Client-run tool calls waiting for a member's result, by chat and call id.
     client_waits: Mutex<HashMap<(ChatKey, String), ClientWait>>,
     permits: Arc<Semaphore>,
@@ -148,12 +153,16 @@ const SWEEP_BATCH: usize = 1000;
 /// How long a driver keeps the chat's lease and fence after its queue empties, for the next
 /// turn of an active chat: claiming the fence is a durable write, not worth making per turn.
 const LINGER: Duration = Duration::from_secs(5);
+/// How many queued turns' parent spans a node keeps (a turn whose parent was not kept still
+/// joins its trace through its `traceId`, see [`start`]).
+const MAX_TURN_PARENTS: usize = 10_000;
 
 impl TurnScheduler {
     pub fn new(max_concurrent: usize) -> Self {
         Self {
             chats: Mutex::new(HashMap::new()),
             declared: Mutex::new(HashMap::new()),
+            parents: Mutex::new(HashMap::new()),
             client_waits: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             avg_turn_ms: AtomicU64::new(0),
@@ -228,6 +237,12 @@ impl TurnScheduler {
     ) {
         if !client_tools.is_empty() && !inner.coordinator.is_shared() {
             lock(&self.declared).insert((chat.clone(), request_id.to_owned()), client_tools);
+        }
+        if let Some(parent) = SpanParent::current() {
+            let mut parents = lock(&self.parents);
+            if parents.len() < MAX_TURN_PARENTS {
+                parents.insert((chat.clone(), request_id.to_owned()), parent);
+            }
         }
         if !inner.coordinator.is_shared() {
             let mut chats = lock(&self.chats);
@@ -1103,6 +1118,17 @@ async fn start(
         requestId = %req.request_id,
         traceId = req.trace_id.as_deref().unwrap_or(""),
     );
+    // The span that queued the turn, if this node has it; else the trace its `traceId` names.
+    let parent = lock(&sched.parents)
+        .remove(&(chat.clone(), open.request_id.clone()))
+        .or_else(|| {
+            req.trace_id
+                .as_deref()
+                .and_then(|t| SpanParent::in_trace(t, &req.request_id))
+        });
+    if let Some(parent) = parent {
+        parent.adopt(&span);
+    }
     let turn = TurnRef {
         message_id: new_id().into(),
         request_id: req.request_id.clone(),

@@ -131,9 +131,11 @@ fn retry_delay(inner: &Inner, attempt: u32, err: &ProviderError) -> Duration {
     }
     let exp = policy.base_delay.saturating_mul(1u32 << attempt.min(10));
     // Up to 25 % jitter so a crowd of turns does not retry in lockstep.
+    let exp_millis = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX);
     let jitter =
-        (u64::from(uuid::Uuid::new_v4().as_u128() as u16) * exp.as_millis() as u64) / (4 * 65_536);
-    (exp + Duration::from_millis(jitter)).min(policy.max_delay)
+        u64::from(uuid::Uuid::new_v4().as_u128() as u16).saturating_mul(exp_millis) / (4 * 65_536);
+    exp.saturating_add(Duration::from_millis(jitter))
+        .min(policy.max_delay)
 }
 
 /// A store error while reading the context, as a turn error (not retried).
@@ -799,6 +801,8 @@ async fn store_and_publish(
 /// what goes back to the model: the result as JSON text, or `{"error": …}`. `allowed`: the
 /// server tools the chat's agent has (`None`: all).
 #[allow(clippy::too_many_arguments)]
+// A span per tool call, a child of the turn's (exported with --otlp-endpoint).
+#[tracing::instrument(name = "tool.call", skip_all, fields(tool = %call.name, toolCallId = %call.id))]
 async fn run_tool(
     inner: &Arc<Inner>,
     req: &TurnRequest,

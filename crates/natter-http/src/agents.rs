@@ -17,6 +17,16 @@ use crate::identity::{Caller, identify};
 /// Where the list is served.
 pub const AGENTS_PATH: &str = "/api/v1/agents";
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    operation_id = "agents_list",
+    summary = "The agents a chat can be bound to",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    responses((status = 200, description = "The agents", body = crate::openapi::AgentList), crate::openapi::Errors),
+)]
 pub async fn list(
     State(face): State<Arc<Face>>,
     caller: Caller,

@@ -207,6 +207,17 @@ pub fn processing_json(p: &Processing) -> Option<Value> {
 }
 
 /// `POST /api/v1/attachments`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/attachments",
+    tag = "attachments",
+    operation_id = "attachments_upload",
+    summary = "Upload a file into a chat",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The stored attachment", body = crate::openapi::UploadedAttachment), crate::openapi::Errors),
+)]
 pub async fn upload(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -249,6 +260,16 @@ fn disposition(kind: &str, name: &str) -> String {
 
 /// `GET /api/v1/attachments/{id}`: members of the attachment's chat only; anyone else (another
 /// org, a non-member) gets `404 not_found`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/attachments/{id}",
+    tag = "attachments",
+    operation_id = "attachments_download",
+    summary = "Download an attachment (members of its chat only)",
+    security((), ("bearerAuth" = [])),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$"), crate::openapi::IdentityQuery),
+    responses((status = 200, description = "The file, with its stored type", content_type = "application/octet-stream", body = Vec<u8>), crate::openapi::Errors),
+)]
 pub async fn download(
     State(face): State<Arc<Face>>,
     caller: Caller,

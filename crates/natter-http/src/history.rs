@@ -124,6 +124,17 @@ fn scope_of(caller: &Caller, who: &Identity) -> ChatScope {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/chats",
+    tag = "history",
+    operation_id = "history_list",
+    summary = "A page of the caller's chats (or the org's, for admins)",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::ListChatsRequest, content_type = "application/json"),
+    responses((status = 200, description = "A page of chats", body = crate::openapi::ChatPage), crate::openapi::Errors),
+)]
 pub async fn list(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -136,6 +147,16 @@ pub async fn list(
     page(&face, &who.org, scope, Some(&f), &q).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chats",
+    tag = "history",
+    operation_id = "history_list_get",
+    summary = "A page of the caller's chats (query parameters)",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery, crate::openapi::ListChatsQuery),
+    responses((status = 200, description = "A page of chats", body = crate::openapi::ChatPage), crate::openapi::Errors),
+)]
 pub async fn list_get(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -147,6 +168,20 @@ pub async fn list_get(
 }
 
 /// Another user's list is for admins only (with auth on).
+#[utoipa::path(
+    get,
+    path = "/api/v1/chats/user/{userId}",
+    tag = "history",
+    operation_id = "history_by_user",
+    summary = "A page of the chats a user created or posted in",
+    security((), ("bearerAuth" = [])),
+    params(
+        ("userId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        crate::openapi::IdentityQuery,
+        crate::openapi::ListChatsQuery,
+    ),
+    responses((status = 200, description = "A page of chats", body = crate::openapi::ChatPage), crate::openapi::Errors),
+)]
 pub async fn by_user(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -161,6 +196,16 @@ pub async fn by_user(
     page(&face, &who.org, ChatScope::Member(user.into()), None, &q).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chats/{chatKey}",
+    tag = "history",
+    operation_id = "history_get_chat",
+    summary = "A chat's summary",
+    security((), ("bearerAuth" = [])),
+    params(("chatKey" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$"), crate::openapi::IdentityQuery),
+    responses((status = 200, description = "The chat", body = crate::openapi::ChatSummary), crate::openapi::Errors),
+)]
 pub async fn get_chat(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -175,6 +220,17 @@ pub async fn get_chat(
     Ok(Json(summary(&s)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/chats/{chatKey}",
+    tag = "history",
+    operation_id = "history_patch_chat",
+    summary = "Rename, pin, or change the members of a chat",
+    security((), ("bearerAuth" = [])),
+    params(("chatKey" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$"), crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::PatchChatRequest, content_type = "application/json"),
+    responses((status = 200, description = "The chat after the change", body = crate::openapi::ChatSummary), crate::openapi::Errors),
+)]
 pub async fn patch_chat(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -207,6 +263,16 @@ pub async fn patch_chat(
     Ok(Json(summary(&s)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/chats/{chatKey}",
+    tag = "history",
+    operation_id = "history_delete_chat",
+    summary = "Delete a chat and its log",
+    security((), ("bearerAuth" = [])),
+    params(("chatKey" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$"), crate::openapi::IdentityQuery),
+    responses((status = 200, description = "Deleted", body = crate::openapi::Success), crate::openapi::Errors),
+)]
 pub async fn delete_chat(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -218,6 +284,16 @@ pub async fn delete_chat(
     Ok(Json(json!({"success": true})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chats/{chatKey}/messages",
+    tag = "history",
+    operation_id = "history_messages",
+    summary = "A chat's messages, paged by `seq`",
+    security((), ("bearerAuth" = [])),
+    params(("chatKey" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$"), crate::openapi::IdentityQuery, crate::openapi::MessagesQuery),
+    responses((status = 200, description = "A page of messages", body = crate::openapi::MessagesPage), crate::openapi::Errors),
+)]
 pub async fn messages(
     State(face): State<Arc<Face>>,
     caller: Caller,

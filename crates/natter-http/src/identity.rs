@@ -16,6 +16,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Query};
 use axum::http::Method;
 use axum::http::request::Parts;
 use natter_auth::Principal;
+use natter_core::trace_context::{self, SpanParent};
 use natter_core::{ChatKey, ConnectionId, Identity, Source};
 use natter_protocol::fields::{Fields, check_id_field};
 use natter_protocol::{ErrorCode, WireError};
@@ -33,12 +34,20 @@ pub const ANONYMOUS_USER: &str = "anonymous";
 pub struct Caller {
     pub principal: Option<Principal>,
     pub ip: Option<IpAddr>,
+    /// The request's valid W3C `traceparent` header, if any: its trace id is the `traceId`
+    /// of a payload that names none (docs/protocol.md).
+    pub trace_parent: Option<SpanParent>,
 }
 
 impl Caller {
     /// The limits' view of a request made on `conn` (a stream or socket), or on none.
     pub fn source(&self, conn: Option<&ConnectionId>) -> Source {
         Source::new(conn.cloned(), self.ip)
+    }
+
+    /// A payload's `traceId`: its own, else the trace id of the request's `traceparent`.
+    pub fn trace_id(&self, own: Option<String>) -> Option<String> {
+        trace_context::trace_id_or(own, self.trace_parent.as_ref())
     }
 }
 
@@ -50,11 +59,17 @@ impl FromRequestParts<Arc<Face>> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
+        let trace_parent = parts
+            .headers
+            .get(trace_context::TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(SpanParent::from_traceparent);
         let auth = &face.config.auth;
         if !auth.is_on() {
             return Ok(Self {
                 principal: None,
                 ip,
+                trace_parent,
             });
         }
         let from_header = parts
@@ -85,6 +100,7 @@ impl FromRequestParts<Arc<Face>> for Caller {
         Ok(Self {
             principal: Some(auth.verify(&token)?),
             ip,
+            trace_parent,
         })
     }
 }

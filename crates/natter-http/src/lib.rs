@@ -3,7 +3,8 @@
 //!   and `WebSocketChatTransport` (CONTRACT §2);
 //! - [`realtime`]: seed 002's POST + SSE API (`/api/v1/chat/*`, CONTRACT §3);
 //! - [`history`]: chat lists and history REST (`/api/v1/chats`);
-//! - [`agents`]: the list of agents chats may be bound to (`/api/v1/agents`).
+//! - [`agents`]: the list of agents chats may be bound to (`/api/v1/agents`);
+//! - [`openapi`]: the OpenAPI 3.1 document of all of them, from the same route lists.
 //!
 //! Each only maps HTTP ⇄ core: no provider or database is called from here.
 
@@ -14,6 +15,7 @@ mod body;
 pub mod error;
 pub mod history;
 pub mod identity;
+pub mod openapi;
 mod path;
 pub mod realtime;
 
@@ -22,9 +24,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use natter_core::ChatCore;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -74,9 +78,33 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
+/// A route group's `#[utoipa::path]` paths carry the default base (`from`); the config may
+/// move the group (`to`). Rewrites the paths before they are mounted and documented.
+fn rebase<S>(routes: UtoipaMethodRouter<S>, from: &str, to: &str) -> UtoipaMethodRouter<S> {
+    let (schemas, mut paths, method_router) = routes;
+    paths.paths = std::mem::take(&mut paths.paths)
+        .into_iter()
+        .map(|(path, item)| match path.strip_prefix(from) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => (format!("{to}{rest}"), item),
+            _ => (path, item),
+        })
+        .collect();
+    (schemas, paths, method_router)
+}
+
 /// The HTTP faces' routes, ready to merge into the server's router. Cancel `shutdown` (after
 /// the core has ended its turns) to close the SSE streams and WebSockets still open.
 pub fn router(core: ChatCore, config: HttpConfig, shutdown: CancellationToken) -> Router {
+    routes(core, config, shutdown).0
+}
+
+/// [`router`] and its OpenAPI document: both come from the same `routes!` lists, so every
+/// route served is documented with its methods.
+pub fn routes(
+    core: ChatCore,
+    config: HttpConfig,
+    shutdown: CancellationToken,
+) -> (Router, utoipa::openapi::OpenApi) {
     let limit = config.max_body_bytes;
     let upload_limit = attachments::upload_body_limit(core.attachments_config().max_bytes);
     let face = Arc::new(Face {
@@ -88,44 +116,54 @@ pub fn router(core: ChatCore, config: HttpConfig, shutdown: CancellationToken) -
     let ai = c.aisdk_base.trim_end_matches('/');
     let rt = c.realtime_base.trim_end_matches('/');
     let hist = c.history_base.trim_end_matches('/');
-    Router::new()
-        .route(ai, post(aisdk::http::post_chat))
-        .route(&format!("{ai}/ws"), get(aisdk::ws::upgrade))
-        .route(
-            &format!("{ai}/{{id}}/stream"),
-            get(aisdk::http::resume_stream),
-        )
-        .route(&format!("{ai}/{{id}}/stop"), post(aisdk::http::stop))
-        .route(&format!("{rt}/create"), post(realtime::create))
-        .route(&format!("{rt}/send"), post(realtime::send))
-        .route(&format!("{rt}/load"), post(realtime::load))
-        .route(&format!("{rt}/typing"), post(realtime::typing))
-        .route(&format!("{rt}/end"), post(realtime::end))
-        .route(&format!("{rt}/event"), post(realtime::event))
-        .route(&format!("{rt}/stream"), get(realtime::stream::open))
-        .route(hist, post(history::list).get(history::list_get))
-        .route(&format!("{hist}/user/{{user}}"), get(history::by_user))
-        .route(
-            &format!("{hist}/{{chat}}"),
-            get(history::get_chat)
-                .patch(history::patch_chat)
-                .delete(history::delete_chat),
-        )
-        .route(&format!("{hist}/{{chat}}/messages"), get(history::messages))
-        .route(agents::AGENTS_PATH, get(agents::list))
-        .route(
-            &format!("{}/{{id}}", attachments::ATTACHMENTS_PATH),
-            get(attachments::download),
-        )
+    let defaults = HttpConfig::default();
+    let (ai_from, rt_from, hist_from) = (
+        defaults.aisdk_base.as_str(),
+        defaults.realtime_base.as_str(),
+        defaults.history_base.as_str(),
+    );
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(rebase(routes!(aisdk::http::post_chat), ai_from, ai))
+        .routes(rebase(routes!(aisdk::ws::upgrade), ai_from, ai))
+        .routes(rebase(routes!(aisdk::http::resume_stream), ai_from, ai))
+        .routes(rebase(routes!(aisdk::http::stop), ai_from, ai))
+        .routes(rebase(routes!(realtime::create), rt_from, rt))
+        .routes(rebase(routes!(realtime::send), rt_from, rt))
+        .routes(rebase(routes!(realtime::load), rt_from, rt))
+        .routes(rebase(routes!(realtime::typing), rt_from, rt))
+        .routes(rebase(routes!(realtime::end), rt_from, rt))
+        .routes(rebase(routes!(realtime::event), rt_from, rt))
+        .routes(rebase(routes!(realtime::stream::open), rt_from, rt))
+        .routes(rebase(
+            routes!(history::list, history::list_get),
+            hist_from,
+            hist,
+        ))
+        .routes(rebase(routes!(history::by_user), hist_from, hist))
+        .routes(rebase(
+            routes!(history::get_chat, history::patch_chat, history::delete_chat),
+            hist_from,
+            hist,
+        ))
+        .routes(rebase(routes!(history::messages), hist_from, hist))
+        .routes(routes!(agents::list))
+        .routes(routes!(attachments::download))
+        .split_for_parts();
+    // Uploads have their own limit: the largest attachment and the form around it (the
+    // handler stops reading as soon as the file passes its limit).
+    let (uploads, upload_doc) = OpenApiRouter::new()
+        .routes(routes!(attachments::upload))
+        .split_for_parts();
+    let router = router
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        // Uploads have their own limit: the largest attachment and the form around it (the
-        // handler stops reading as soon as the file passes its limit).
         .merge(
-            Router::new()
-                .route(attachments::ATTACHMENTS_PATH, post(attachments::upload))
+            uploads
                 .method_not_allowed_fallback(method_not_allowed)
                 .layer(DefaultBodyLimit::max(upload_limit)),
         )
-        .with_state(face)
+        .with_state(face);
+    let mut doc = doc;
+    doc.merge(upload_doc);
+    (router, openapi::finish(doc))
 }

@@ -478,6 +478,9 @@ impl Provider for OpenAiProvider {
         "openai"
     }
 
+    // The request to the model, until its response starts streaming (a child of the turn's
+    // span; exported with --otlp-endpoint).
+    #[tracing::instrument(name = "provider.stream", skip_all, fields(provider = "openai", model = %request.model))]
     async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError> {
         let url = format!("{}/chat/completions", self.base_url);
         let mut req = self

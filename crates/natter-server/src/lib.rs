@@ -6,6 +6,7 @@ pub mod config;
 pub mod extractor;
 mod ops;
 mod origin;
+pub mod otel;
 mod playground;
 pub mod store;
 pub mod store_copy;
@@ -240,15 +241,19 @@ impl Server {
         natter_socketio::attach(&io, core.clone(), config.socketio.clone());
         let ops = ops::Ops::new(core.clone(), bus)?;
         let http_shutdown = CancellationToken::new();
-        let router = ops
-            .router()
-            .merge(natter_http::router(
-                core.clone(),
-                config.http.clone(),
-                http_shutdown.clone(),
-            ))
+        // The document covers what `ops` and natter-http mount (the same `routes!` lists);
+        // Socket.IO and the playground's pages are not HTTP APIs and are left out.
+        let (ops_router, ops_document) = ops.clone().routes();
+        let (http_router, mut document) =
+            natter_http::routes(core.clone(), config.http.clone(), http_shutdown.clone());
+        document.merge(ops_document);
+        ops.set_document(&document)?;
+        let router = ops_router
+            .merge(http_router)
             .merge(playground::router())
-            .layer(layer);
+            .layer(layer)
+            // After routing (the route is known), around every handler.
+            .layer(axum::middleware::from_fn(otel::http_span));
         let router = origin::guard(router, &config.allowed_origins);
         Ok(Self {
             config,

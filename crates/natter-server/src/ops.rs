@@ -1,22 +1,28 @@
-//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`.
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, and `/openapi.json`, the OpenAPI
+//! document of every HTTP route (these and natter-http's).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use natter_core::ChatCore;
 use natter_core::bus::Bus;
 use natter_core::telemetry;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct Ops {
     core: ChatCore,
     bus: Arc<dyn Bus>,
     metrics: PrometheusHandle,
+    /// The whole server's OpenAPI document, serialized once the routers are assembled.
+    document: Arc<OnceLock<Bytes>>,
 }
 
 /// One recorder per process; a second server in the same process shares it.
@@ -45,17 +51,38 @@ impl Ops {
             core,
             bus,
             metrics: recorder()?,
+            document: Arc::default(),
         })
     }
 
-    pub fn router(self) -> axum::Router {
-        Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics_text))
-            .with_state(self)
+    /// The routes and their part of the OpenAPI document (from the same `routes!` lists).
+    pub fn routes(self) -> (Router, OpenApi) {
+        let (router, doc) = OpenApiRouter::new()
+            .routes(routes!(healthz))
+            .routes(routes!(readyz))
+            .routes(routes!(metrics_text))
+            .routes(routes!(openapi_json))
+            .split_for_parts();
+        (router.with_state(self), doc)
+    }
+
+    /// What `/openapi.json` serves: the document of every route the server mounts.
+    pub fn set_document(&self, doc: &OpenApi) -> anyhow::Result<()> {
+        let bytes = Bytes::from(doc.to_pretty_json()?);
+        // A second call (none today) keeps the first document.
+        let _ = self.document.set(bytes);
+        Ok(())
     }
 }
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    operation_id = "ops_healthz",
+    summary = "Liveness: the process serves",
+    responses((status = 200, description = "Alive", body = natter_http::openapi::Health)),
+)]
 
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
@@ -63,6 +90,17 @@ async fn healthz() -> impl IntoResponse {
 
 /// 200 when the store, the bus and the coordinator all answer, else 503; either way the
 /// body says which backend failed, so an operator sees whether it is the database or Redis.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    operation_id = "ops_readyz",
+    summary = "Readiness: the store, the bus and the coordinator answer",
+    responses(
+        (status = 200, description = "Ready", body = natter_http::openapi::Readiness),
+        (status = 503, description = "A backend is not reachable; `error` says which", body = natter_http::openapi::Readiness),
+    ),
+)]
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     let checks = ops.core.readiness().await;
     let ready = checks.iter().all(|(_, r)| r.is_ok());
@@ -98,6 +136,14 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    operation_id = "ops_metrics",
+    summary = "Prometheus metrics (text format 0.0.4)",
+    responses((status = 200, description = "The metrics", content_type = "text/plain", body = String)),
+)]
 async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
     metrics::gauge!(telemetry::CHATS_ACTIVE).set(ops.bus.local_channels() as f64);
     (
@@ -107,4 +153,28 @@ async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
         )],
         ops.metrics.render(),
     )
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "ops",
+    operation_id = "ops_openapi",
+    summary = "This OpenAPI 3.1 document",
+    responses((status = 200, description = "The document", content_type = "application/json", body = serde_json::Value)),
+)]
+async fn openapi_json(State(ops): State<Ops>) -> Response {
+    match ops.document.get() {
+        Some(bytes) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes.clone(),
+        )
+            .into_response(),
+        // Only a router used before `Server::build` finished could get here.
+        None => natter_http::error::ApiError::new(
+            natter_protocol::ErrorCode::Unavailable,
+            "the OpenAPI document is not ready",
+        )
+        .into_response(),
+    }
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use natter_core::limits::Admission;
+use natter_core::trace_context::SpanParent;
 use natter_core::{ChatKey, ConnectionId};
 use natter_protocol::{ErrorCode, WireError};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,9 @@ pub struct Conn {
     pub handshake: Handshake,
     /// How this connection names its events (handshake `profile`).
     pub profile: Profile,
+    /// The handshake's valid W3C `traceparent`: each event's span continues it, and a payload
+    /// without `traceId` gets its trace id.
+    pub trace_parent: Option<SpanParent>,
     chats: Mutex<HashMap<Arc<str>, Membership>>,
     /// Socket.IO runs handlers concurrently; a client's events are applied in the order sent.
     pub serial: Arc<tokio::sync::Mutex<()>>,
@@ -74,11 +78,17 @@ impl Conn {
             closed: CancellationToken::new(),
             handshake,
             profile,
+            trace_parent: None,
             chats: Mutex::new(HashMap::new()),
             serial: Arc::new(tokio::sync::Mutex::new(())),
             handshake_join: Mutex::new(None),
             order_tail: Mutex::new(None),
         }
+    }
+
+    pub fn with_trace_parent(mut self, trace_parent: Option<SpanParent>) -> Self {
+        self.trace_parent = trace_parent;
+        self
     }
 
     /// Takes the next place in this connection's event order. Call it synchronously when the

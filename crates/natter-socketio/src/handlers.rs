@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use natter_core::trace_context::{SpanParent, TRACEPARENT};
 use natter_core::{ChatKey, CoreError, JoinRequest as CoreJoin, Source, UserMessageInput};
 use natter_protocol::events::CLIENT_TO_SERVER;
 use natter_protocol::socketio::{
@@ -21,6 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::connection::{Conn, Membership};
 use crate::delivery::{self, DropReason, EmitFailed};
@@ -108,6 +110,17 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
     let parts = socket.req_parts();
     let handshake = Handshake::new(parts.uri.query(), auth);
     ConnIdentity::check(&handshake)?;
+    // `auth.traceparent`, the query's, or the handshake request's header; invalid: ignored.
+    let trace_parent = handshake
+        .field(TRACEPARENT)
+        .or_else(|| {
+            parts
+                .headers
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .and_then(|v| SpanParent::from_traceparent(&v));
     let profile = Profile::from_handshake(&handshake)?;
     let id = socket.id.to_string();
     let ip = parts
@@ -141,13 +154,10 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
         .core
         .admit(&identity.resolve(None)?, ip)
         .map_err(|e| e.to_wire())?;
-    let conn = Arc::new(Conn::new(
-        id.clone().into(),
-        identity,
-        handshake,
-        profile,
-        ip,
-    ));
+    let conn = Arc::new(
+        Conn::new(id.clone().into(), identity, handshake, profile, ip)
+            .with_trace_parent(trace_parent),
+    );
     *conn.admission.lock().unwrap_or_else(|p| p.into_inner()) = Some(admission);
     if handshake_chat(&face, &conn.handshake).is_some() {
         // Nothing else holds the new lock yet, so this cannot fail; if it somehow did, the
@@ -399,7 +409,38 @@ async fn dispatch(
         ));
     };
     // A missing or undecodable payload reads as null, which every parser below refuses.
-    let data = data.unwrap_or(Value::Null);
+    let mut data = data.unwrap_or(Value::Null);
+    let span = tracing::info_span!(
+        "socketio.event",
+        otel.name = format!("socket.io {event}"),
+        otel.kind = "server",
+        event = %event,
+        socket = %conn.id,
+    );
+    if let Some(parent) = &conn.trace_parent {
+        parent.adopt(&span);
+        // The handshake's trace id is the `traceId` of a payload that names none.
+        if let Value::Object(fields) = &mut data
+            && fields.get("traceId").is_none_or(Value::is_null)
+        {
+            fields.insert("traceId".into(), Value::from(parent.trace_id()));
+        }
+    }
+    handle(face, socket, conn, key, event, data, reply)
+        .instrument(span)
+        .await
+}
+
+/// [`dispatch`]'s work, inside the event's span.
+async fn handle(
+    face: Arc<Face>,
+    socket: SocketRef,
+    conn: Arc<Conn>,
+    key: EventKey,
+    event: String,
+    data: Value,
+    reply: Reply,
+) {
     let _serial = conn.serial.lock().await;
     match key {
         EventKey::Join => match JoinRequest::parse(&event, &data) {

@@ -686,6 +686,9 @@ impl Store for SqliteStore {
         Ok(Some(info))
     }
 
+    // A span per append (a child of the request's or turn's span, exported with
+    // --otlp-endpoint).
+    #[tracing::instrument(name = "store.append", skip_all, fields(chatId = %chat.chat_id))]
     async fn append_guarded(
         &self,
         chat: &ChatKey,

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use natter_server::config::{LogFormat, Settings};
 use natter_server::{ApiKeys, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 mod terminal_chat;
 
@@ -255,20 +256,32 @@ fn api_keys() -> ApiKeys {
     }
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs to stderr (`NATTER_LOG` filters them), and with `otlp_endpoint` spans exported over
+/// OTLP too (whatever `NATTER_LOG` says; see natter-server's `otel.rs`).
+fn init_logs(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<Option<natter_server::otel::Traces>> {
     let filter = EnvFilter::try_from_env("NATTER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == LogFormat::Json {
-        builder
-            .json()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if format == LogFormat::Json {
+        fmt.json()
             .with_current_span(true)
             .with_span_list(false)
-            .init();
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.init();
-    }
+        fmt.with_filter(filter).boxed()
+    };
+    let (otel, traces) = match otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, traces) = natter_server::otel::layer(endpoint)?;
+            (Some(layer), Some(traces))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    Ok(traces)
 }
 
 async fn shutdown_signal() {
@@ -303,7 +316,7 @@ async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         print!("{}", config.print_config(&settings)?);
         return Ok(());
     }
-    init_logs(config.log_format);
+    let traces = init_logs(config.log_format, config.otlp_endpoint.as_deref())?;
     if config.provider == natter_server::ProviderKind::Demo {
         tracing::warn!(
             "using the DEMO provider: replies are canned, not from a model. Run `natter model pull` for an offline model, or set OPENAI_API_KEY or ANTHROPIC_API_KEY"
@@ -313,7 +326,14 @@ async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         }
     }
     let server = Server::build(config).await?;
-    server.serve(shutdown_signal()).await
+    let served = server.serve(shutdown_signal()).await;
+    if let Some(traces) = traces {
+        // Blocking (the exporter's own thread sends the last batch): off the runtime's threads.
+        let _ =
+            tokio::task::spawn_blocking(move || traces.shutdown(std::time::Duration::from_secs(5)))
+                .await;
+    }
+    served
 }
 
 fn main() -> std::process::ExitCode {
@@ -345,11 +365,13 @@ fn main() -> std::process::ExitCode {
         }
         Command::ExtractDocument(_) => Ok(()),
         Command::Store(StoreCommand::Copy(args)) => {
-            init_logs(LogFormat::Text);
+            // Without an OTLP endpoint it cannot fail.
+            let _ = init_logs(LogFormat::Text, None);
             runtime.block_on(store_copy(args))
         }
         Command::Attachments(AttachmentsCommand::Gc(args)) => {
-            init_logs(LogFormat::Text);
+            // Without an OTLP endpoint it cannot fail.
+            let _ = init_logs(LogFormat::Text, None);
             runtime
                 .block_on(natter_server::gc_attachments(
                     &args.database,

@@ -300,6 +300,26 @@ impl Natter {
         }
     }
 
+    /// SIGTERM, then waits (20 s at most) for the server to exit: a clean shutdown.
+    pub async fn terminate(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            assert!(
+                sent.as_ref().is_ok_and(|s| s.success()),
+                "kill -TERM {pid}: {sent:?}"
+            );
+        }
+        let exited = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("natter exits within 20 s of SIGTERM");
+        assert!(
+            exited.as_ref().is_ok_and(|s| s.success()),
+            "natter's exit after SIGTERM: {exited:?}"
+        );
+    }
+
     /// SIGKILL: no goodbye to the clients, as in a crash.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;

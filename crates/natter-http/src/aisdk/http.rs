@@ -47,6 +47,17 @@ fn sse(face: &Face, stream: TurnStream) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/chat",
+    tag = "aisdk",
+    operation_id = "aisdk_chat",
+    summary = "Send a message (or regenerate); the reply streams back as UI Message Stream v1",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::AiSdkChatRequest, content_type = "application/json"),
+    responses((status = 200, description = "SSE `data: <chunk>` lines ending with `data: [DONE]`", content_type = "text/event-stream", body = String), crate::openapi::Errors),
+)]
 pub async fn post_chat(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -59,6 +70,20 @@ pub async fn post_chat(
     Ok(sse(&face, stream))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/chat/{id}/stream",
+    tag = "aisdk",
+    operation_id = "aisdk_resume",
+    summary = "Resume the chat's running reply",
+    security((), ("bearerAuth" = [])),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "The chat id"), crate::openapi::IdentityQuery),
+    responses(
+        (status = 200, description = "The running reply so far, then live, as on `POST`", content_type = "text/event-stream", body = String),
+        (status = 204, description = "No reply is running"),
+        crate::openapi::Errors,
+    ),
+)]
 pub async fn resume_stream(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -72,6 +97,17 @@ pub async fn resume_stream(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/chat/{id}/stop",
+    tag = "aisdk",
+    operation_id = "aisdk_stop",
+    summary = "Stop the chat's running reply",
+    security((), ("bearerAuth" = [])),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "The chat id"), crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::IdentityHints, content_type = "application/json"),
+    responses((status = 200, description = "Stopped", body = crate::openapi::StopResponse), crate::openapi::Errors),
+)]
 pub async fn stop(
     State(face): State<Arc<Face>>,
     caller: Caller,

@@ -240,7 +240,7 @@ pub(crate) async fn send(
     let trigger = f
         .opt_str("trigger")?
         .unwrap_or_else(|| "submit-message".into());
-    let trace_id = f.opt_id("traceId")?;
+    let trace_id = caller.trace_id(f.opt_id("traceId")?);
     let agent_id = agent_id(f)?;
     let conn = request_conn("aisdk");
     match trigger.as_str() {

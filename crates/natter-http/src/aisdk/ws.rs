@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -25,17 +26,34 @@ use tokio_util::sync::CancellationToken;
 
 use super::TurnStream;
 use crate::Face;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::identity::{Caller, identify};
 
 type Active = Arc<Mutex<HashMap<String, CancellationToken>>>;
 
+#[utoipa::path(
+    get,
+    path = "/api/chat/ws",
+    tag = "aisdk",
+    operation_id = "aisdk_websocket",
+    summary = "`WebSocketChatTransport`: a WebSocket upgrade, then JSON frames both ways",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    responses((status = 101, description = "Switched to the WebSocket protocol"), crate::openapi::Errors),
+)]
 pub async fn upgrade(
     State(face): State<Arc<Face>>,
     caller: Caller,
     Query(query): Query<HashMap<String, String>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    // axum's own rejection (a plain GET, a bad handshake) is plain text: ours is JSON.
+    let ws = ws.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidPayload,
+            format!("this route takes a WebSocket upgrade: {}", e.body_text()),
+        )
+    })?;
     // Refused before the upgrade, so the client sees the HTTP status and error body.
     let who = identify(&caller, None, &query)?;
     let admission = face.core.admit(&who, caller.ip)?;

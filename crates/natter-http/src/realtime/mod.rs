@@ -78,6 +78,17 @@ pub(crate) fn members(f: &Fields<'_>) -> ApiResult<Option<Vec<String>>> {
 
 /// `{orgId, userId, metadata?, members?}` → `{chatKey}`. The user's SSE streams get
 /// `new_chat_created`. With `members`, only they (and the creator, and org admins) may use it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/create",
+    tag = "realtime",
+    operation_id = "realtime_create",
+    summary = "Create a chat",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::CreateChatRequest, content_type = "application/json"),
+    responses((status = 200, description = "Done", body = crate::openapi::CreateChatResponse), crate::openapi::Errors),
+)]
 pub async fn create(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -97,6 +108,17 @@ pub async fn create(
 
 /// `{orgId, chatKey, userId, message: ChatMessage, data?}` → `{success: true}` once the
 /// message is stored; the reply follows over SSE.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/send",
+    tag = "realtime",
+    operation_id = "realtime_send",
+    summary = "Post a user message (the reply comes over SSE)",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::SendRequest, content_type = "application/json"),
+    responses((status = 200, description = "Done", body = crate::openapi::Success), crate::openapi::Errors),
+)]
 pub async fn send(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -125,7 +147,7 @@ pub async fn send(
         text,
         parts: None,
         request_id: None,
-        trace_id: f.opt_id("traceId")?,
+        trace_id: caller.trace_id(f.opt_id("traceId")?),
         tools: Vec::new(),
         attachments,
     };
@@ -141,6 +163,17 @@ pub async fn send(
 }
 
 /// `{orgId, chatKey, userId}` → `{chat}` (seed 002's `Chat` with its latest messages).
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/load",
+    tag = "realtime",
+    operation_id = "realtime_load",
+    summary = "A chat with its latest messages",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::ChatRequest, content_type = "application/json"),
+    responses((status = 200, description = "Done", body = crate::openapi::LoadResponse), crate::openapi::Errors),
+)]
 pub async fn load(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -163,6 +196,17 @@ pub async fn load(
 }
 
 /// `{orgId, chatKey, userId, typing}`: the chat's streams get `typing` / `stopped_typing`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/typing",
+    tag = "realtime",
+    operation_id = "realtime_typing",
+    summary = "Typing on or off",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::TypingRequest, content_type = "application/json"),
+    responses((status = 200, description = "Done", body = crate::openapi::Success), crate::openapi::Errors),
+)]
 pub async fn typing(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -186,6 +230,17 @@ async fn set_typing(face: &Face, who: &Identity, chat: &ChatKey, typing: bool) -
 
 /// `{orgId, chatKey, userId, data?}`: ends the chat (status `closed`); streams get
 /// `chat_ended`. `data.reason` is kept.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/end",
+    tag = "realtime",
+    operation_id = "realtime_end",
+    summary = "End a chat",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::EndRequest, content_type = "application/json"),
+    responses((status = 200, description = "Done", body = crate::openapi::Success), crate::openapi::Errors),
+)]
 pub async fn end(
     State(face): State<Arc<Face>>,
     caller: Caller,
@@ -217,6 +272,17 @@ fn as_agent(face: &Face, who: Identity) -> Identity {
 /// `typing`, `stopped_typing`, `chat_ended`, and `client_action_callback`
 /// (`data: {toolCallId, result?, error?}`, the answer to a `client_action`). Others are
 /// refused with `invalid_field` (never silently dropped).
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/event",
+    tag = "realtime",
+    operation_id = "realtime_event",
+    summary = "A client event (typing, tool answers, handoff, reactions, CSAT)",
+    security((), ("bearerAuth" = [])),
+    params(crate::openapi::IdentityQuery),
+    request_body(content = crate::openapi::EventRequest, content_type = "application/json"),
+    responses((status = 200, description = "Done", body = crate::openapi::EventResponse), crate::openapi::Errors),
+)]
 pub async fn event(
     State(face): State<Arc<Face>>,
     caller: Caller,

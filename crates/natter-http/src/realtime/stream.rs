@@ -69,6 +69,20 @@ struct Event {
     bytes: usize,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/stream",
+    tag = "realtime",
+    operation_id = "realtime_stream",
+    summary = "Seed 002's SSE stream of `ChatEvent`s (long-lived)",
+    security((), ("bearerAuth" = [])),
+    params(
+        crate::openapi::IdentityQuery,
+        ("chatKey" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "Follow this chat from the start"),
+        ("lastEventId" = Option<u64>, Query, description = "Resume after this event id (as the `Last-Event-ID` header)"),
+    ),
+    responses((status = 200, description = "`text/event-stream` of seed 002 `ChatEvent`s and `: heartbeat` comments", content_type = "text/event-stream", body = String), crate::openapi::Errors),
+)]
 pub async fn open(
     State(face): State<Arc<Face>>,
     caller: Caller,
