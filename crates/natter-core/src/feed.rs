@@ -13,10 +13,7 @@
 //!   buffer by then) as one item cut from the end event's text, so a lagging member's tokens
 //!   still concatenate to the reply (CONTRACT §1);
 //! - skips events caused by the member's own connection where the contract says so (its own
-//!   `chat:message`, its own typing);
-//! - lets a face merge the tokens already waiting behind the one it took
-//!   ([`Feed::merge_ready_tokens`]), so a member that fell behind catches up in fewer events
-//!   without anyone waiting for tokens to merge.
+//!   `chat:message`, its own typing).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -202,62 +199,6 @@ impl Feed {
                 return Some(Err(end));
             }
         }
-    }
-
-    /// `first` (just returned by [`Self::next`]) merged with the tokens of the same turn
-    /// that are already waiting, consecutive indexes only, up to `max_text_bytes` of text:
-    /// one item for `index..=through` (CONTRACT §6.4). Never waits for a new item, so a member
-    /// that keeps up gets each token alone and at once; one whose delivery fell behind the
-    /// bus catches up in fewer, larger events. Returns the item and the first item read that
-    /// did not fit, if any (deliver it next). Tokens of the turn running at the join are not
-    /// merged (see [`Self::joined_mid_turn`]).
-    pub async fn merge_ready_tokens(
-        &mut self,
-        first: FeedItem,
-        max_text_bytes: usize,
-    ) -> (FeedItem, Option<Result<FeedItem, FeedEnd>>) {
-        if self.joined_mid_turn(&first) {
-            return (first, None);
-        }
-        let FeedItem::Tokens {
-            turn,
-            index,
-            mut through,
-            text,
-        } = first
-        else {
-            return (first, None);
-        };
-        // Allocated only once a second token is there: the common case at light load is one.
-        let mut merged: Option<String> = None;
-        let mut next = None;
-        while merged.as_ref().map_or(text.len(), String::len) < max_text_bytes {
-            match self.next_if_ready().await {
-                Some(Ok(FeedItem::Tokens {
-                    turn: t,
-                    index: i,
-                    through: th,
-                    text: more,
-                })) if t.message_id == turn.message_id && i == through + 1 => {
-                    merged
-                        .get_or_insert_with(|| String::from(&*text))
-                        .push_str(&more);
-                    through = th;
-                }
-                other => {
-                    next = other;
-                    break;
-                }
-            }
-        }
-        let text = merged.map_or(text, Into::into);
-        let item = FeedItem::Tokens {
-            turn,
-            index,
-            through,
-            text,
-        };
-        (item, next)
     }
 
     async fn accept(&mut self, message: &BusMessage) -> Result<(), FeedEnd> {

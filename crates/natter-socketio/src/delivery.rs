@@ -9,15 +9,11 @@
 //! limit, gets `error {code: "slow_consumer"}` and is disconnected; it recovers by rejoining
 //! with `lastSeq`. Memory per member is bounded and the turn never waits for anyone.
 //!
-//! Before that bound, opportunistic batching: whenever a member's task takes a token from its
-//! feed, the tokens of the same turn already waiting behind it are merged into one `ai:token`
-//! (`index` of the first, `through` of the last, CONTRACT §6.4) of at most
-//! [`MAX_MERGED_TOKEN_BYTES`] ([`Feed::merge_ready_tokens`]). Nothing waits for more: a member
-//! that keeps up gets each token at once, alone; one whose task fell behind the bus (a busy
-//! socket, a busy machine) catches up in as many packets as it was woken, not one per token.
-//! socketioxide does not say whether a socket's queue is empty, so "behind" is measured on
-//! the feed, which is where the backlog builds. Only tokens of turns that started after the
-//! join are merged (see [`Feed::joined_mid_turn`]).
+//! Before that bound, a member whose last emit had to wait for room is behind: the tokens
+//! already queued for it are merged into one `ai:token` (`index` of the first, `through` of
+//! the last, CONTRACT §6.4) of at most [`MAX_MERGED_TOKEN_BYTES`], so it catches up in fewer,
+//! larger packets instead of one per token. Only tokens of turns that started after the join
+//! are merged (see [`Feed::joined_mid_turn`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +44,7 @@ pub enum EmitFailed {
     Full,
 }
 
-/// Most token text merged into one `ai:token` for a member that is behind its feed.
+/// Most token text merged into one `ai:token` for a member that is behind.
 pub const MAX_MERGED_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Emits, waiting for room in the socket's buffer for at most `patience`.
@@ -211,6 +207,49 @@ pub async fn drop_member(
     });
 }
 
+/// Merges the tokens already queued after `first` (same turn, consecutive indexes) into one
+/// item. Returns it and the first item that did not fit, if one was read.
+async fn merge_ready_tokens(
+    feed: &mut Feed,
+    first: FeedItem,
+) -> (FeedItem, Option<Result<FeedItem, FeedEnd>>) {
+    let FeedItem::Tokens {
+        turn,
+        index,
+        mut through,
+        text,
+    } = first
+    else {
+        return (first, None);
+    };
+    let mut merged = String::from(&*text);
+    let mut next = None;
+    while merged.len() < MAX_MERGED_TOKEN_BYTES {
+        match feed.next_if_ready().await {
+            Some(Ok(FeedItem::Tokens {
+                turn: t,
+                index: i,
+                through: th,
+                text: more,
+            })) if t.message_id == turn.message_id && i == through + 1 => {
+                merged.push_str(&more);
+                through = th;
+            }
+            other => {
+                next = other;
+                break;
+            }
+        }
+    }
+    let item = FeedItem::Tokens {
+        turn,
+        index,
+        through,
+        text: merged.into(),
+    };
+    (item, next)
+}
+
 /// Whether this member is asked for a CSAT answer when the chat ends: CSAT is on and the
 /// member's client is a customer's (CONTRACT §7.1, §7.4).
 pub fn asks_csat(face: &Face, conn: &Conn, user_id: &Arc<str>) -> bool {
@@ -232,7 +271,8 @@ pub async fn run_member(
     let chat_id = chat.chat_id.clone();
     let patience = face.core.config().slow_consumer_timeout;
     let names = &face.config.event_names;
-    // An item read ahead while merging tokens, delivered next.
+    // Whether the last emit had to wait for room, and an item read ahead while merging.
+    let mut behind = false;
     let mut held: Option<Result<FeedItem, FeedEnd>> = None;
     loop {
         let item = match held.take() {
@@ -244,10 +284,8 @@ pub async fn run_member(
             },
         };
         let item = match item {
-            Ok(tokens @ FeedItem::Tokens { .. }) => {
-                let (merged, next) = feed
-                    .merge_ready_tokens(tokens, MAX_MERGED_TOKEN_BYTES)
-                    .await;
+            Ok(tokens @ FeedItem::Tokens { .. }) if behind && !feed.joined_mid_turn(&tokens) => {
+                let (merged, next) = merge_ready_tokens(&mut feed, tokens).await;
                 held = next;
                 Ok(merged)
             }
@@ -307,7 +345,7 @@ pub async fn run_member(
                     let chat = Some(&*chat_id);
                     sent = emit_event(&socket, conn.profile, names, key, &*payload, chat, patience)
                         .await
-                        .map(|_waited| ())
+                        .map(|waited| behind = waited)
                         .map_err(|e| match e {
                             EmitFailed::Closed => None,
                             EmitFailed::Full => Some(DropReason::SlowConsumer),
