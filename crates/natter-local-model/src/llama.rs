@@ -28,7 +28,6 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use natter_core::event::Usage;
 use natter_core::provider::{
     CompletionRequest, PromptMessage, Provider, ProviderError, ProviderErrorKind, ProviderEvent,
     ProviderStream,
@@ -36,7 +35,7 @@ use natter_core::provider::{
 use tokio::sync::mpsc;
 
 use crate::model::{FinishReason, Generation, ModelError, SamplingOptions};
-use crate::provider::LocalOptions;
+use crate::provider::{LocalOptions, send_ending, send_piece};
 use crate::tokenizer::Utf8Stream;
 
 pub use llama_cpp_2;
@@ -419,48 +418,9 @@ fn run_job(engine: &LlamaEngine, context: &mut LlamaContext<'_>, batch: &mut Lla
         &job.prompt,
         job.max_tokens,
         &job.sampling,
-        |piece| {
-            if events.is_closed() {
-                return ControlFlow::Break(());
-            }
-            if !piece.is_empty()
-                && events
-                    .blocking_send(Ok(ProviderEvent::TextDelta(piece.to_owned())))
-                    .is_err()
-            {
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        },
+        |piece| send_piece(&events, piece),
     );
-    let tail: Vec<Result<ProviderEvent, ProviderError>> = match result {
-        Ok(g) if g.finish == FinishReason::Cancelled => Vec::new(),
-        Ok(g) => {
-            let reason = match g.finish {
-                FinishReason::Length => "length",
-                _ => "stop",
-            };
-            let (prompt_tokens, completion_tokens) =
-                (g.prompt_tokens as u64, g.completion_tokens as u64);
-            vec![
-                Ok(ProviderEvent::Finish(reason.into())),
-                Ok(ProviderEvent::Usage(Usage {
-                    prompt_tokens,
-                    completion_tokens,
-                    total_tokens: prompt_tokens.saturating_add(completion_tokens),
-                })),
-            ]
-        }
-        Err(e) => vec![Err(ProviderError::new(
-            ProviderErrorKind::StreamError,
-            e.to_string(),
-        ))],
-    };
-    for item in tail {
-        if events.blocking_send(item).is_err() {
-            break;
-        }
-    }
+    send_ending(&events, result);
 }
 
 /// llama.cpp's sampler chain for `sampling`: repeat penalty, then greedy at temperature 0,

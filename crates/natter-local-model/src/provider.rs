@@ -15,7 +15,9 @@ use natter_core::provider::{
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::chat_template::{self, TemplateMessage};
-use crate::model::{FinishReason, LocalModel, ModelError, SamplingOptions, WeightFormat};
+use crate::model::{
+    FinishReason, Generation, LocalModel, ModelError, SamplingOptions, WeightFormat,
+};
 use crate::tokenizer::Tokenizer;
 
 /// Settings for [`LocalProvider`].
@@ -119,6 +121,54 @@ fn failed(kind: ProviderErrorKind, message: impl Into<String>) -> ProviderError 
     ProviderError::new(kind, message)
 }
 
+/// The sending half of a generation's stream, written from its blocking thread.
+pub(crate) type EventSender = mpsc::Sender<Result<ProviderEvent, ProviderError>>;
+
+/// Sends one generated piece; `Break` stops the generation when the stream was dropped (abort).
+pub(crate) fn send_piece(tx: &EventSender, piece: &str) -> ControlFlow<()> {
+    if tx.is_closed() {
+        return ControlFlow::Break(());
+    }
+    if !piece.is_empty()
+        && tx
+            .blocking_send(Ok(ProviderEvent::TextDelta(piece.to_owned())))
+            .is_err()
+    {
+        return ControlFlow::Break(());
+    }
+    ControlFlow::Continue(())
+}
+
+/// Sends how a generation ended, whichever engine ran it: `Finish` then `Usage`, or the error;
+/// nothing after an abort.
+pub(crate) fn send_ending(tx: &EventSender, result: Result<Generation, ModelError>) {
+    let tail: Vec<Result<ProviderEvent, ProviderError>> = match result {
+        Ok(g) if g.finish == FinishReason::Cancelled => Vec::new(),
+        Ok(g) => {
+            let reason = match g.finish {
+                FinishReason::Length => "length",
+                _ => "stop",
+            };
+            let (prompt_tokens, completion_tokens) =
+                (g.prompt_tokens as u64, g.completion_tokens as u64);
+            vec![
+                Ok(ProviderEvent::Finish(reason.into())),
+                Ok(ProviderEvent::Usage(Usage {
+                    prompt_tokens,
+                    completion_tokens,
+                    total_tokens: prompt_tokens.saturating_add(completion_tokens),
+                })),
+            ]
+        }
+        Err(e) => vec![Err(failed(ProviderErrorKind::StreamError, e.to_string()))],
+    };
+    for item in tail {
+        if tx.blocking_send(item).is_err() {
+            break;
+        }
+    }
+}
+
 #[async_trait]
 impl Provider for CandleProvider {
     fn name(&self) -> &str {
@@ -184,43 +234,9 @@ impl Provider for CandleProvider {
         let max_tokens = max_tokens.min(context.saturating_sub(prompt.len()));
         tokio::task::spawn_blocking(move || {
             let result = model.generate(&prompt, max_tokens, &sampling, |piece| {
-                if tx.is_closed() {
-                    return ControlFlow::Break(());
-                }
-                if !piece.is_empty()
-                    && tx
-                        .blocking_send(Ok(ProviderEvent::TextDelta(piece.to_owned())))
-                        .is_err()
-                {
-                    return ControlFlow::Break(());
-                }
-                ControlFlow::Continue(())
+                send_piece(&tx, piece)
             });
-            let tail: Vec<Result<ProviderEvent, ProviderError>> = match result {
-                Ok(g) if g.finish == FinishReason::Cancelled => Vec::new(),
-                Ok(g) => {
-                    let reason = match g.finish {
-                        FinishReason::Length => "length",
-                        _ => "stop",
-                    };
-                    let (prompt_tokens, completion_tokens) =
-                        (g.prompt_tokens as u64, g.completion_tokens as u64);
-                    vec![
-                        Ok(ProviderEvent::Finish(reason.into())),
-                        Ok(ProviderEvent::Usage(Usage {
-                            prompt_tokens,
-                            completion_tokens,
-                            total_tokens: prompt_tokens.saturating_add(completion_tokens),
-                        })),
-                    ]
-                }
-                Err(e) => vec![Err(failed(ProviderErrorKind::StreamError, e.to_string()))],
-            };
-            for item in tail {
-                if tx.blocking_send(item).is_err() {
-                    break;
-                }
-            }
+            send_ending(&tx, result);
             if let Ok(mut idle) = idle.lock() {
                 idle.push(model);
             }
