@@ -126,8 +126,9 @@ pub(crate) struct TurnScheduler {
     declared: Mutex<HashMap<(ChatKey, String), Vec<ToolSpec>>>,
     /// The span that queued each turn (a request's, a Socket.IO event's), until the turn
     /// starts and its span continues it. Only while traces are exported; bounded, as a turn
-    /// queued here may start on another node.
-    parents: Mutex<HashMap<(ChatKey, String), SpanParent>>,
+    /// queued here may start on another node: entries older than [`TURN_PARENT_TTL`] are
+    /// dropped when the map is full, so those never block newer ones.
+    parents: Mutex<HashMap<(ChatKey, String), (Instant, SpanParent)>>,
     /// Client-run tool calls waiting for a member's result, by chat and call id.
     client_waits: Mutex<HashMap<(ChatKey, String), ClientWait>>,
     permits: Arc<Semaphore>,
@@ -156,6 +157,9 @@ const LINGER: Duration = Duration::from_secs(5);
 /// How many queued turns' parent spans a node keeps (a turn whose parent was not kept still
 /// joins its trace through its `traceId`, see [`start`]).
 const MAX_TURN_PARENTS: usize = 10_000;
+/// How long a queued turn's parent span is worth keeping: a turn that has not started here by
+/// then started on another node (or ended).
+const TURN_PARENT_TTL: Duration = Duration::from_secs(600);
 
 impl TurnScheduler {
     pub fn new(max_concurrent: usize) -> Self {
@@ -240,8 +244,12 @@ impl TurnScheduler {
         }
         if let Some(parent) = SpanParent::current() {
             let mut parents = lock(&self.parents);
+            let now = Instant::now();
+            if parents.len() >= MAX_TURN_PARENTS {
+                parents.retain(|_, (queued, _)| now.duration_since(*queued) < TURN_PARENT_TTL);
+            }
             if parents.len() < MAX_TURN_PARENTS {
-                parents.insert((chat.clone(), request_id.to_owned()), parent);
+                parents.insert((chat.clone(), request_id.to_owned()), (now, parent));
             }
         }
         if !inner.coordinator.is_shared() {
@@ -1121,6 +1129,7 @@ async fn start(
     // The span that queued the turn, if this node has it; else the trace its `traceId` names.
     let parent = lock(&sched.parents)
         .remove(&(chat.clone(), open.request_id.clone()))
+        .map(|(_, parent)| parent)
         .or_else(|| {
             req.trace_id
                 .as_deref()
