@@ -1,19 +1,17 @@
-//! Tokens/s of the local model: prompt processing (one batch of P tokens from an empty
-//! cache) and generation (G single-token steps, greedy, not stopping at end of turn), for
-//! each weight format. Prints one JSON line per format, medians over R runs.
+//! Tokens/s of the local model (llama.cpp): prompt processing (one batch of P tokens from an
+//! empty cache), generation (G single-token steps, greedy, not stopping at end of turn) and
+//! the provider's own `generate()` loop. Prints one JSON line, medians over R runs; with
+//! `--concurrent 1,2,4`, one line per count of chats at once through `LocalProvider` instead.
 //!
 //!   cargo bench -p natter-local-model --bench generation -- [--model PATH] [--prompt-tokens P]
-//!       [--gen-tokens G] [--repeats R]
+//!       [--gen-tokens G] [--repeats R] [--concurrent N,N,…]
+//!
+//! Threads: `THREADS`, else every core.
 //!
 //! The model: --model, else NATTER_MODEL_PATH, else $XDG_CACHE_HOME/natter/models/… (an
 //! absolute one), else ~/.cache/natter/models/…
 
 use std::path::PathBuf;
-use std::time::Instant;
-
-use natter_local_model::{LocalModel, WeightFormat};
-
-const PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single step. To be or not to be, that is the question. ";
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -24,16 +22,6 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 fn main() {
@@ -67,7 +55,6 @@ fn main() {
         );
         std::process::exit(2);
     }
-    #[cfg(feature = "llama-cpp")]
     if let Some(counts) = arg(&args, "--concurrent") {
         // `--concurrent 1,2,4`: chats at once through LocalProvider with that many workers.
         for n in counts.split(',').filter_map(|c| c.parse().ok()) {
@@ -75,60 +62,12 @@ fn main() {
         }
         return;
     }
-    #[cfg(feature = "llama-cpp")]
     llama::bench(&path, prompt_tokens, gen_tokens, repeats);
-    if std::env::var("NATTER_BENCH_SKIP_CANDLE").is_ok_and(|v| v == "1") {
-        return;
-    }
-    let formats = [
-        ("as stored (Q4_1)", WeightFormat::AsStored),
-        ("Q8_0 (default)", WeightFormat::Q8_0),
-        ("Q4_0 (lossy, not offered)", WeightFormat::Q4_0),
-    ];
-    for (label, format) in formats {
-        let started = Instant::now();
-        let mut model = LocalModel::load(&path, format).expect("model loads");
-        let load_ms = started.elapsed().as_millis();
-        let text = PARAGRAPH.repeat(prompt_tokens / 10 + 1);
-        let mut prompt = model.tokenizer().encode(&text);
-        prompt.truncate(prompt_tokens);
-        let mut pp_runs = Vec::new();
-        let mut tg_runs = Vec::new();
-        for _ in 0..repeats {
-            let t = Instant::now();
-            model.forward(&prompt, 0).expect("prompt");
-            pp_runs.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-
-            let short = &prompt[..8.min(prompt.len())];
-            let mut next = argmax(&model.forward(short, 0).expect("prompt"));
-            let t = Instant::now();
-            for step in 0..gen_tokens {
-                next = argmax(&model.forward(&[next], short.len() + step).expect("step"));
-            }
-            tg_runs.push(gen_tokens as f64 / t.elapsed().as_secs_f64());
-        }
-        let round = |v: &[f64]| {
-            v.iter()
-                .map(|x| (x * 10.0).round() / 10.0)
-                .collect::<Vec<_>>()
-        };
-        println!(
-            "{{\"engine\":\"natter candle\",\"weights\":\"{label}\",\"threads\":{},\"load_ms\":{load_ms},\"prompt_tokens\":{},\"gen_tokens\":{gen_tokens},\"pp_tok_s\":{:.1},\"tg_tok_s\":{:.1},\"pp_runs\":{:?},\"tg_runs\":{:?}}}",
-            candle_core::utils::get_num_threads(),
-            prompt.len(),
-            median(pp_runs.clone()),
-            median(tg_runs.clone()),
-            round(&pp_runs),
-            round(&tg_runs),
-        );
-    }
 }
 
-/// The llama.cpp engine (feature `llama-cpp`), measured as bench/local-model/
-/// llama_cpp_reference.py measures llama.cpp through Python: n_ctx 2048, one batch for the
-/// prompt, single-token decode steps timed alone, greedy, threads from `THREADS` (default:
-/// every core).
-#[cfg(feature = "llama-cpp")]
+/// Measured as bench/local-model/llama_cpp_reference.py measures llama.cpp through Python:
+/// n_ctx 2048, one batch for the prompt, single-token decode steps timed alone, greedy,
+/// threads from `THREADS` (default: every core).
 mod llama {
     use std::path::Path;
     use std::time::Instant;

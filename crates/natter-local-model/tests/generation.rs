@@ -1,48 +1,89 @@
-//! Real generations with the real model.
+//! Real generations with the real model: the engine's loop (greedy, seeded, aborted) and the
+//! provider's stream (fitting, errors, workers).
 
 mod common;
 
 use std::ops::ControlFlow;
 
-use natter_local_model::chat_template::{self, TemplateMessage};
-use natter_local_model::model::FinishReason;
-use natter_local_model::{LocalModel, SamplingOptions, WeightFormat};
-
-fn prompt(model: &LocalModel, text: &str) -> Vec<u32> {
-    let messages = [TemplateMessage {
-        role: "user",
-        content: text,
-    }];
-    chat_template::encode(model.tokenizer(), &messages)
-        .unwrap()
-        .ids()
-}
+use natter_local_model::llama::ChatMessage;
+use natter_local_model::llama::generate;
+use natter_local_model::llama::llama_cpp_2::llama_batch::LlamaBatch;
+use natter_local_model::{FinishReason, SamplingOptions};
 
 #[test]
-fn greedy_reply_is_english_and_stops_on_its_own() {
-    let Some(path) = common::model_path() else {
+fn greedy_reply_names_paris_and_stops_on_its_own() {
+    let Some(engine) = common::engine() else {
         return;
     };
-    let mut model = LocalModel::load(&path, WeightFormat::default()).unwrap();
-    let ids = prompt(
-        &model,
-        "What is the capital of France? Answer in one sentence.",
-    );
+    let prompt = engine
+        .prompt(
+            &[ChatMessage {
+                role: "user".into(),
+                content: "What is the capital of France? Answer in one sentence.".into(),
+            }],
+            4096,
+        )
+        .unwrap();
+    let mut context = engine.new_context(1024, 2).unwrap();
+    let mut batch = LlamaBatch::new(512, 1);
     let greedy = SamplingOptions {
         temperature: 0.0,
         ..SamplingOptions::default()
     };
     let mut text = String::new();
-    let g = model
-        .generate(&ids, 64, &greedy, |piece| {
+    let g = generate(
+        engine,
+        &mut context,
+        &mut batch,
+        &prompt,
+        64,
+        &greedy,
+        |piece| {
             text.push_str(piece);
             ControlFlow::Continue(())
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     eprintln!("reply: {text:?} {g:?}");
     assert_eq!(g.finish, FinishReason::Stop, "{text}");
     assert!(text.contains("Paris"), "{text}");
     assert!(g.completion_tokens > 2 && g.completion_tokens < 64);
+    // The same seed gives the same sampled reply.
+    let warm = SamplingOptions::default();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let mut t = String::new();
+        generate(engine, &mut context, &mut batch, &prompt, 24, &warm, |p| {
+            t.push_str(p);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        runs.push(t);
+    }
+    assert_eq!(runs[0], runs[1]);
+    // Breaking stops at once.
+    let mut steps = 0;
+    let g = generate(
+        engine,
+        &mut context,
+        &mut batch,
+        &prompt,
+        64,
+        &greedy,
+        |_| {
+            steps += 1;
+            if steps == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (g.finish, g.completion_tokens),
+        (FinishReason::Cancelled, 3)
+    );
 }
 
 mod provider {
@@ -121,5 +162,54 @@ mod provider {
                 .iter()
                 .all(|e| matches!(e, ProviderEvent::TextDelta(_)))
         );
+    }
+
+    #[tokio::test]
+    async fn provider_streams_text_then_finish_and_usage_with_two_workers() {
+        let Some(path) = super::common::model_path() else {
+            return;
+        };
+        let options = LocalOptions {
+            workers: 2,
+            threads: 1,
+            context_tokens: 512,
+            ..LocalOptions::default()
+        };
+        let provider = LocalProvider::load(&path, options).unwrap();
+        let ask = || request(vec![PromptMessage::text(Role::User, "Say hi.")], 8);
+        let (a, b) = tokio::join!(provider.stream(ask()), provider.stream(ask()));
+        for stream in [a.unwrap(), b.unwrap()] {
+            let items: Vec<_> = stream.collect().await;
+            natter_core::provider::check_stream(&items).unwrap();
+            assert!(
+                items
+                    .iter()
+                    .any(|i| matches!(i, Ok(ProviderEvent::TextDelta(_))))
+            );
+            assert!(
+                items
+                    .iter()
+                    .any(|i| matches!(i, Ok(ProviderEvent::Usage(_))))
+            );
+        }
+        // A dropped stream (abort) frees its worker: the next turn still runs.
+        let mut first = provider
+            .stream(request(
+                vec![PromptMessage::text(Role::User, "Count to 100.")],
+                200,
+            ))
+            .await
+            .unwrap();
+        let _ = first.next().await;
+        drop(first);
+        let items: Vec<_> = provider.stream(ask()).await.unwrap().collect().await;
+        natter_core::provider::check_stream(&items).unwrap();
+        // A last message longer than the context is a clear error.
+        let long = request(
+            vec![PromptMessage::text(Role::User, "word ".repeat(2000))],
+            8,
+        );
+        let err = provider.stream(long).await.err().unwrap();
+        assert_eq!(err.kind, ProviderErrorKind::ContextTooLong);
     }
 }

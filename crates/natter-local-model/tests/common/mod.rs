@@ -40,3 +40,20 @@ pub fn model_path() -> Option<PathBuf> {
     let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED: {message}\n");
     None
 }
+
+/// The real model loaded once per test binary, with its own chat template; `None` when the
+/// file is missing (as [`model_path`]).
+#[allow(dead_code)] // not every test binary loads the engine (tests/pull.rs does not)
+pub fn engine() -> Option<&'static natter_local_model::llama::LlamaEngine> {
+    use std::sync::OnceLock;
+    static ENGINE: OnceLock<Option<natter_local_model::llama::LlamaEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let path = model_path()?;
+            match natter_local_model::llama::LlamaEngine::load(&path, None, 0) {
+                Ok(engine) => Some(engine),
+                Err(e) => panic!("loading {}: {e}", path.display()),
+            }
+        })
+        .as_ref()
+}

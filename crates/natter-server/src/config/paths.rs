@@ -78,7 +78,14 @@ pub struct LocalModelConfig {
     pub top_p: Option<f64>,
     pub seed: Option<u64>,
     pub max_tokens: Option<usize>,
+    pub chat_template: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub gpu_layers: Option<u32>,
 }
+
+/// More threads or GPU layers than this is a typo, not a machine or a model.
+pub const MAX_LOCAL_THREADS: usize = 1024;
+pub const MAX_LOCAL_GPU_LAYERS: u32 = 1024;
 
 pub(super) fn local_model_config(
     s: &Settings,
@@ -94,6 +101,16 @@ pub(super) fn local_model_config(
     {
         bail!("local_top_p must be in (0, 1], got {p}");
     }
+    if let Some(n) = s.local_threads
+        && !(1..=MAX_LOCAL_THREADS).contains(&n)
+    {
+        bail!("local_threads must be between 1 and {MAX_LOCAL_THREADS}, got {n}");
+    }
+    if let Some(n) = s.local_gpu_layers
+        && n > MAX_LOCAL_GPU_LAYERS
+    {
+        bail!("local_gpu_layers must be between 0 and {MAX_LOCAL_GPU_LAYERS}, got {n}");
+    }
     Ok(LocalModelConfig {
         path: s
             .model_path
@@ -104,5 +121,9 @@ pub(super) fn local_model_config(
         top_p: s.local_top_p,
         seed: s.local_seed,
         max_tokens: s.local_max_tokens.map(|n| n.clamp(1, 4096)),
+        // Read when the model loads, so a missing file fails only with `--provider local`.
+        chat_template: s.chat_template.clone(),
+        threads: s.local_threads,
+        gpu_layers: s.local_gpu_layers,
     })
 }

@@ -203,6 +203,9 @@ impl ServerConfig {
             local_top_p: self.local_model.top_p,
             local_seed: self.local_model.seed,
             local_max_tokens: self.local_model.max_tokens,
+            chat_template: self.local_model.chat_template.clone(),
+            local_threads: self.local_model.threads,
+            local_gpu_layers: self.local_model.gpu_layers,
         }
     }
 

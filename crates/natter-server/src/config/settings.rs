@@ -291,6 +291,18 @@ pub struct Settings {
     /// Longest local reply in tokens [default: 512].
     #[arg(long, env = "NATTER_LOCAL_MAX_TOKENS")]
     pub local_max_tokens: Option<usize>,
+    /// A Jinja chat template file for the local model, instead of the GGUF's own
+    /// `tokenizer.chat_template` (needed when the file has none) [default: the file's].
+    #[arg(long, env = "NATTER_CHAT_TEMPLATE")]
+    pub chat_template: Option<PathBuf>,
+    /// CPU threads per local generation, 1 to 1024 [default: every core].
+    #[arg(long, env = "NATTER_LOCAL_THREADS")]
+    pub local_threads: Option<usize>,
+    /// Local model layers offloaded to the GPU, 0 to 1024 (a build with the `cuda` or
+    /// `metal` feature of natter-local-model; more than the model has offloads all)
+    /// [default: 0, CPU only].
+    #[arg(long, env = "NATTER_LOCAL_GPU_LAYERS")]
+    pub local_gpu_layers: Option<u32>,
 }
 
 /// A client-run tool declared in the TOML file.
@@ -436,7 +448,10 @@ impl Settings {
             local_temperature,
             local_top_p,
             local_seed,
-            local_max_tokens
+            local_max_tokens,
+            chat_template,
+            local_threads,
+            local_gpu_layers
         )
     }
 

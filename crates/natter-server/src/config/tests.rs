@@ -355,6 +355,112 @@ fn local_model_selection() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--chat-template`, `--local-threads`, `--local-gpu-layers`: as flags and TOML keys, passed
+/// on to the local model, shown by `--print-config`, refused when absurd.
+#[test]
+fn local_engine_options_from_flags_and_toml() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+    let dir = std::env::temp_dir().join(format!("natter-cfg-engine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.gguf");
+    std::fs::write(&model, b"GGUF").unwrap();
+    let model = model.to_str().unwrap();
+    let flags = <Cli as clap::Parser>::try_parse_from([
+        "serve",
+        "--model-path",
+        model,
+        "--chat-template",
+        "/etc/natter/chatml.jinja",
+        "--local-threads",
+        "3",
+        "--local-gpu-layers",
+        "99",
+    ])
+    .unwrap()
+    .settings;
+    let toml = format!(
+        "model_path = {model:?}\nchat_template = \"/etc/natter/chatml.jinja\"\nlocal_threads = 3\nlocal_gpu_layers = 99\n"
+    );
+    let from_toml: Settings = toml::from_str(&toml).unwrap();
+    for s in [flags, from_toml] {
+        let cfg = ServerConfig::resolve(s.clone(), ApiKeys::default()).unwrap();
+        let local = &cfg.local_model;
+        assert_eq!(
+            (
+                local.chat_template.as_deref(),
+                local.threads,
+                local.gpu_layers
+            ),
+            (
+                Some(Path::new("/etc/natter/chatml.jinja")),
+                Some(3),
+                Some(99)
+            )
+        );
+        let printed = cfg.print_config(&s).unwrap();
+        let back: Settings = toml::from_str(&printed).unwrap();
+        assert_eq!(
+            (
+                back.chat_template,
+                back.local_threads,
+                back.local_gpu_layers
+            ),
+            (Some("/etc/natter/chatml.jinja".into()), Some(3), Some(99)),
+            "{printed}"
+        );
+    }
+    // Unset: the local model's defaults (every core, CPU only, the file's template).
+    let cfg = ServerConfig::resolve(
+        Settings {
+            model_path: Some(model.into()),
+            ..Default::default()
+        },
+        ApiKeys::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            cfg.local_model.chat_template,
+            cfg.local_model.threads,
+            cfg.local_model.gpu_layers
+        ),
+        (None, None, None)
+    );
+    for (threads, layers, expected) in [
+        (
+            Some(0),
+            None,
+            "local_threads must be between 1 and 1024, got 0",
+        ),
+        (
+            Some(1025),
+            None,
+            "local_threads must be between 1 and 1024, got 1025",
+        ),
+        (
+            None,
+            Some(1025),
+            "local_gpu_layers must be between 0 and 1024, got 1025",
+        ),
+    ] {
+        let bad = Settings {
+            model_path: Some(model.into()),
+            local_threads: threads,
+            local_gpu_layers: layers,
+            ..Default::default()
+        };
+        let err = ServerConfig::resolve(bad, ApiKeys::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn provider_selection() {
     let key = |k: &str| Some(k.to_owned());
