@@ -3,7 +3,9 @@
 //! handshake and an HTTP request each carry a W3C `traceparent`; their spans, the turns they
 //! start and the turns' provider call and store writes must arrive in the caller's trace under
 //! the right parents (with the tool call of one of them), and the wire `traceId` must be the
-//! traceparent's trace id.
+//! traceparent's trace id. A provider call's span lasts until its stream ends, not only until
+//! it opens. The AI SDK WebSocket face carries its upgrade request's `traceparent` to each
+//! request frame's span and the turn it starts.
 
 mod common;
 
@@ -15,10 +17,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use common::{Natter, start_fake_upstream};
+use futures::{SinkExt, StreamExt};
 use natter_client::{AiChatSocket, ChatEvent, ChatEventStream, ChatOptions, SendMessage};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A span as the receiver got it (ids in lowercase hex; no parent: "").
 #[derive(Debug, Clone)]
@@ -28,6 +33,14 @@ struct ReceivedSpan {
     trace_id: String,
     span_id: String,
     parent_span_id: String,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+}
+
+impl ReceivedSpan {
+    fn duration(&self) -> Duration {
+        Duration::from_nanos(self.end_unix_nano.saturating_sub(self.start_unix_nano))
+    }
 }
 
 type Received = Arc<Mutex<Vec<ReceivedSpan>>>;
@@ -59,6 +72,8 @@ async fn accept_traces(State(received): State<Received>, body: Bytes) -> &'stati
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
+                    start_unix_nano: span.start_time_unix_nano,
+                    end_unix_nano: span.end_time_unix_nano,
                 });
             }
         }
@@ -89,6 +104,12 @@ const SOCKET_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SOCKET_PARENT: &str = "00f067aa0ba902b7";
 const HTTP_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const HTTP_PARENT: &str = "b7ad6b7169203331";
+const WS_TRACE: &str = "5b8aa5a2d2c872e8321cf37308d69df2";
+const WS_PARENT: &str = "051581bf3cb55c13";
+/// The HTTP turn's tokens and the upstream's wait between two of them: its provider call
+/// streams for at least (n - 1) × the wait after it opens.
+const HTTP_TOKENS: u32 = 4;
+const HTTP_TOKEN_GAP: Duration = Duration::from_millis(200);
 
 async fn until_message(events: &mut ChatEventStream, request_id: Option<&str>) -> ChatEvent {
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -166,7 +187,10 @@ async fn spans_reach_the_otlp_endpoint_in_the_callers_trace() {
             "userId": "bob",
             "trigger": "submit-message",
             "messages": [{"id": "u-http-1", "role": "user",
-                          "parts": [{"type": "text", "text": "again [fake:tokens n=2]"}]}],
+                          "parts": [{"type": "text", "text": format!(
+                              "again [fake:tokens n={HTTP_TOKENS} delay_ms={}]",
+                              HTTP_TOKEN_GAP.as_millis()
+                          )}]}],
         }))
         .send()
         .await
@@ -186,6 +210,55 @@ async fn spans_reach_the_otlp_endpoint_in_the_callers_trace() {
     .await
     .expect("the HTTP turn's ai:message");
     assert_eq!(http_reply.trace_id.as_deref(), Some(HTTP_TRACE));
+
+    // The AI SDK WebSocket face: the traceparent on the upgrade request, a `send` frame after.
+    let ws_url = format!(
+        "{}/api/chat/ws?userId=carol",
+        natter.url.replacen("http", "ws", 1)
+    );
+    let mut upgrade = ws_url.into_client_request().expect("a WebSocket request");
+    upgrade.headers_mut().insert(
+        "traceparent",
+        format!("00-{WS_TRACE}-{WS_PARENT}-01")
+            .parse()
+            .expect("a header value"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(upgrade)
+        .await
+        .expect("WebSocket upgrade");
+    let frame = serde_json::json!({
+        "type": "send",
+        "requestId": "ws-1",
+        "id": chat_id,
+        "trigger": "submit-message",
+        "messages": [{"id": "u-ws-1", "role": "user",
+                      "parts": [{"type": "text", "text": "over ws [fake:tokens n=2]"}]}],
+    });
+    ws.send(WsMessage::Text(frame.to_string().into()))
+        .await
+        .expect("send the frame");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(message) = ws.next().await {
+            let WsMessage::Text(text) = message.expect("a WebSocket frame") else {
+                continue;
+            };
+            let frame: serde_json::Value = serde_json::from_str(&text).expect("a JSON frame");
+            match frame["type"].as_str() {
+                Some("end") => return,
+                Some("error") => panic!("the WebSocket request failed: {frame}"),
+                _ => {}
+            }
+        }
+        panic!("the WebSocket closed before `end`");
+    })
+    .await
+    .expect("the WebSocket turn's end within 20 s");
+    let _ = ws.close(None).await;
+    // The Socket.IO member sees that turn end too; it is stored before `end` goes out.
+    let ChatEvent::AiMessage(ws_reply) = until_message(&mut events, None).await else {
+        unreachable!()
+    };
+    assert_eq!(ws_reply.trace_id.as_deref(), Some(WS_TRACE));
 
     // An invalid traceparent is ignored (no error, no traceId made up).
     let bad = reqwest::Client::new()
@@ -228,8 +301,27 @@ async fn spans_reach_the_otlp_endpoint_in_the_callers_trace() {
     let request = child(&spans, HTTP_TRACE, HTTP_PARENT, "POST /api/chat");
     child(&spans, HTTP_TRACE, &request.span_id, "store.append");
     let turn = child(&spans, HTTP_TRACE, &request.span_id, "turn");
-    child(&spans, HTTP_TRACE, &turn.span_id, "provider.stream");
+    let model_call = child(&spans, HTTP_TRACE, &turn.span_id, "provider.stream");
     child(&spans, HTTP_TRACE, &turn.span_id, "store.append");
+    // The provider call's span covers its whole stream: the upstream waits between tokens
+    // after the response opened, so a span that ended at the opening would be far shorter.
+    let streaming = HTTP_TOKEN_GAP * (HTTP_TOKENS - 1);
+    assert!(
+        model_call.duration() >= streaming,
+        "provider.stream lasted {:?}, less than the {streaming:?} its tokens took: {model_call:?}",
+        model_call.duration()
+    );
+    assert!(
+        model_call.start_unix_nano >= turn.start_unix_nano
+            && model_call.end_unix_nano <= turn.end_unix_nano,
+        "the provider call lies within its turn: {model_call:?} {turn:?}"
+    );
+    // WebSocket: the upgrade request's span under the caller's, each request frame's span
+    // under it, the frame's turn under that.
+    let upgrade = child(&spans, WS_TRACE, WS_PARENT, "GET /api/chat/ws");
+    let request = child(&spans, WS_TRACE, &upgrade.span_id, "aisdk.ws.request");
+    let turn = child(&spans, WS_TRACE, &request.span_id, "turn");
+    child(&spans, WS_TRACE, &turn.span_id, "provider.stream");
     // The request with the invalid traceparent got a trace of its own.
     let health = spans
         .iter()
@@ -238,4 +330,5 @@ async fn spans_reach_the_otlp_endpoint_in_the_callers_trace() {
     assert!(health.parent_span_id.is_empty(), "{health:?}");
     assert_ne!(health.trace_id, SOCKET_TRACE);
     assert_ne!(health.trace_id, HTTP_TRACE);
+    assert_ne!(health.trace_id, WS_TRACE);
 }

@@ -2,6 +2,11 @@
 //! `#[utoipa::path]` annotations (utoipa-axum's `routes!`), so a route cannot be served without
 //! being documented. The handlers build their JSON with `json!`; the types here only describe
 //! those bodies (the schemathesis run in `scripts/schemathesis` checks that they agree).
+//!
+//! Ids a client picks (chat keys, user ids, …) are documented with the pattern
+//! `^[A-Za-z0-9_-]{1,64}$`, written out at each site because utoipa's `pattern` takes only a
+//! string literal. The server takes any id up to 256 bytes without control characters; the
+//! pattern keeps generated examples (schemathesis) to ids a real client would send.
 
 use std::collections::BTreeMap;
 
@@ -12,11 +17,6 @@ use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, RefOr};
 use utoipa::{IntoParams, IntoResponses, Modify, ToSchema};
-
-/// The id pattern the document advertises for ids a client picks (chat keys, user ids, …).
-/// The server takes any id up to 256 bytes without control characters; the pattern keeps
-/// generated examples (schemathesis) to ids a real client would send.
-pub const ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 
 /// The document's frame: info, security scheme, tags, and what is left out and why.
 #[derive(utoipa::OpenApi)]

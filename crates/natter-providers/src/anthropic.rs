@@ -463,9 +463,7 @@ impl Provider for AnthropicProvider {
         "anthropic"
     }
 
-    // The request to the model, until its response starts streaming (a child of the turn's
-    // span; exported with --otlp-endpoint).
-    #[tracing::instrument(name = "provider.stream", skip_all, fields(provider = "anthropic", model = %request.model))]
+    // Runs inside the core's `provider.stream` span, which lasts until the stream ends.
     async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError> {
         let url = format!("{}/v1/messages", self.base_url);
         let mut req = self

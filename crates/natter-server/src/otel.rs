@@ -99,17 +99,16 @@ pub async fn http_span(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    // A clone of the matched path shares its text: nothing is copied per request.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map(MatchedPath::as_str);
     let span = tracing::info_span!(
         "http.request",
-        otel.name = format!("{method} {}", route.as_deref().unwrap_or("(unmatched)")),
+        otel.name = %RequestSpanName { method: &method, route },
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %method,
-        http.route = route.as_deref(),
+        http.route = route,
         url.path = path,
         http.response.status_code = tracing::field::Empty,
     );
@@ -128,6 +127,20 @@ pub async fn http_span(request: Request, next: Next) -> Response {
         span.record("otel.status_code", "error");
     }
     response
+}
+
+/// The name a request's span is exported under (`<method> <route>`, OpenTelemetry's HTTP
+/// convention). A `Display` value, so the text is built only by a layer that reads the field
+/// (the OTLP exporter), not per request whenever the span is enabled.
+struct RequestSpanName<'a> {
+    method: &'a axum::http::Method,
+    route: Option<&'a str>,
+}
+
+impl std::fmt::Display for RequestSpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.route.unwrap_or("(unmatched)"))
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,17 @@
 //! Chats themselves: opening and creating, agent binding, access checks, listing, updating,
 //! ending and deleting; and per-user notifications.
 
-use super::*;
+use natter_protocol::ErrorCode;
+use tracing::warn;
+
+use super::{ChatCore, MAX_TITLE_CHARS, check_admits, check_id, new_id, not_found};
+use crate::bus::{FollowReason, UserEvent, UserSubscription};
+use crate::chat::{
+    ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, ConnectionId, Identity, NewChat,
+};
+use crate::error::CoreError;
+use crate::event::{EventBody, LiveEvent, StoredEvent};
+use crate::limits::Admission;
 
 impl ChatCore {
     /// Opens a chat, creating it for `who` when it does not exist and `create` is set

@@ -1,7 +1,11 @@
 //! Reading a chat's past: messages before/after a point, the running turn, how a turn ended
 //! and its tool events.
 
-use super::*;
+use super::ChatCore;
+use crate::bus::TurnSnapshot;
+use crate::chat::{ChatKey, Identity};
+use crate::error::CoreError;
+use crate::event::{EventBody, StoredEvent};
 
 impl ChatCore {
     /// Messages after `after_seq`, oldest first (history paged by `seq`).

@@ -1,6 +1,22 @@
 //! Building a core, its background tasks, readiness and shutdown.
 
-use super::*;
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::{ChatCore, Inner, PRESENCE_REFRESH, Seams};
+use crate::bus::Bus;
+use crate::chat::ChatKey;
+use crate::config::CoreConfig;
+use crate::error::CoreError;
+use crate::event::LiveEvent;
+use crate::limits::Limits;
+use crate::presence::Presence;
+use crate::provider::Provider;
+use crate::scheduler::TurnScheduler;
+use crate::store::Store;
+use crate::telemetry;
+use crate::tools::ToolRegistry;
 
 impl ChatCore {
     pub fn new(

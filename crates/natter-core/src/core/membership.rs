@@ -1,7 +1,17 @@
 //! Who is in a chat and what they see: join (with catch-up and the live feed), follow,
 //! leave, presence (`online`, `typing`) and read receipts.
 
-use super::*;
+use natter_protocol::ErrorCode;
+use natter_protocol::time::now_millis;
+use tracing::warn;
+
+use super::{ChatCore, Inner, JoinOutcome, JoinRequest, check_id, not_found};
+use crate::bus::{Subscription, TurnSnapshot};
+use crate::chat::{ChatInfo, ChatKey, ConnectionId, Identity, NewChat};
+use crate::error::CoreError;
+use crate::event::{EventBody, LiveEvent, StoredEvent};
+use crate::feed::Feed;
+use crate::telemetry;
 
 impl ChatCore {
     /// Joins `conn` to a chat: creates it if allowed, replays what the client missed, and

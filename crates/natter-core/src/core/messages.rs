@@ -1,7 +1,18 @@
 //! Writing to a chat: a user message (which may open a turn), regenerating the last answer,
 //! and appending an event durably then publishing it.
 
-use super::*;
+use natter_protocol::ErrorCode;
+use natter_protocol::time::now_millis;
+
+use super::{ChatCore, PostOutcome, UserMessageInput, check_admits, check_id, new_id, store_error};
+use crate::chat::{ChatKey, ChatSummary, ConnectionId, Identity, Source};
+use crate::config::AiMode;
+use crate::error::CoreError;
+use crate::event::{EventBody, StoredEvent};
+use crate::provider::ToolSpec;
+use crate::scheduler::Opened;
+use crate::store::Appended;
+use crate::telemetry;
 
 impl ChatCore {
     /// Appends a chat-level event and tells the chat.

@@ -13,24 +13,20 @@ mod turns;
 use std::sync::Arc;
 
 use natter_protocol::ErrorCode;
-use natter_protocol::time::now_millis;
 use tracing::warn;
 
-use crate::bus::{Bus, FollowReason, Subscription, TurnSnapshot, UserEvent, UserSubscription};
-use crate::chat::{
-    ChatInfo, ChatKey, ChatPage, ChatScope, ChatSummary, ConnectionId, Identity, NewChat, Source,
-};
-use crate::config::{AiMode, CoreConfig};
+use crate::bus::Bus;
+use crate::chat::{ChatInfo, ChatKey, ChatSummary, ConnectionId, Identity};
+use crate::config::CoreConfig;
 use crate::coordinator::{Coordinator, MemoryCoordinator};
 use crate::error::CoreError;
-use crate::event::{BusMessage, EventBody, LiveEvent, StoredEvent};
+use crate::event::{BusMessage, LiveEvent, StoredEvent};
 use crate::feed::Feed;
-use crate::limits::{Admission, Limits};
+use crate::limits::Limits;
 use crate::presence::Presence;
-use crate::provider::{Provider, ToolSpec};
-use crate::scheduler::{Opened, TurnScheduler};
-use crate::store::{Appended, Store, StoreError};
-use crate::telemetry;
+use crate::provider::Provider;
+use crate::scheduler::TurnScheduler;
+use crate::store::{Store, StoreError};
 use crate::tools::ToolRegistry;
 
 use natter_protocol::fields::check_id_field;

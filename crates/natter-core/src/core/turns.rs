@@ -1,6 +1,14 @@
 //! Controlling a running turn: abort, and client-run tool calls (the wait, the result).
 
-use super::*;
+use std::sync::Arc;
+
+use natter_protocol::ErrorCode;
+
+use super::{ChatCore, check_id, store_error};
+use crate::chat::ChatKey;
+use crate::error::CoreError;
+use crate::event::EventBody;
+use crate::store::StoreError;
 
 impl ChatCore {
     /// Stops the chat's running turn (or the queued one named by `request_id`). The turn

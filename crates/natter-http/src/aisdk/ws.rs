@@ -17,12 +17,14 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use natter_core::Identity;
+use natter_core::trace_context::SpanParent;
 use natter_protocol::fields::Fields;
 use natter_protocol::{ErrorCode, WireError};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::TurnStream;
 use crate::Face;
@@ -57,10 +59,13 @@ pub async fn upgrade(
     // Refused before the upgrade, so the client sees the HTTP status and error body.
     let who = identify(&caller, None, &query)?;
     let admission = face.core.admit(&who, caller.ip)?;
+    // The frames are served after this request's span has ended, in tasks of their own: each
+    // frame's span continues it (it is the `traceparent`'s child), else the traceparent.
+    let parent = SpanParent::current().or_else(|| caller.trace_parent.clone());
     Ok(ws
         .max_message_size(face.config.max_body_bytes)
         .on_upgrade(move |socket| async move {
-            run(face, caller, query, socket).await;
+            run(face, caller, parent, query, socket).await;
             drop(admission);
         }))
 }
@@ -73,7 +78,13 @@ fn error_frame(request_id: &str, e: &WireError) -> Value {
     json!({"type": "error", "requestId": request_id, "errorText": format!("{}: {}", e.code, e.message)})
 }
 
-async fn run(face: Arc<Face>, caller: Caller, query: HashMap<String, String>, socket: WebSocket) {
+async fn run(
+    face: Arc<Face>,
+    caller: Caller,
+    parent: Option<SpanParent>,
+    query: HashMap<String, String>,
+    socket: WebSocket,
+) {
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Value>(256);
     let writer = tokio::spawn(async move {
@@ -133,12 +144,25 @@ async fn run(face: Arc<Face>, caller: Caller, query: HashMap<String, String>, so
                 let out = out.clone();
                 let active = active.clone();
                 let who = frame_identity(&caller, &parsed, &query);
-                requests.spawn(async move {
-                    serve_request(&face, &who, &parsed, kind, &request_id, &cancel, &out).await;
-                    if let Ok(mut map) = active.lock() {
-                        map.remove(&request_id);
+                // A span per request frame (its turn's span is a child of it).
+                let span = tracing::info_span!(
+                    "aisdk.ws.request",
+                    otel.kind = "server",
+                    kind = kind.as_str(),
+                    requestId = %request_id,
+                );
+                if let Some(parent) = &parent {
+                    parent.adopt(&span);
+                }
+                requests.spawn(
+                    async move {
+                        serve_request(&face, &who, &parsed, kind, &request_id, &cancel, &out).await;
+                        if let Ok(mut map) = active.lock() {
+                            map.remove(&request_id);
+                        }
                     }
-                });
+                    .instrument(span),
+                );
             }
             Ok(None) => {}
             Err((request_id, e)) => {
@@ -158,6 +182,16 @@ async fn run(face: Arc<Face>, caller: Caller, query: HashMap<String, String>, so
 enum Kind {
     Send,
     Resume,
+}
+
+impl Kind {
+    /// The frame's `type`.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Resume => "resume",
+        }
+    }
 }
 
 /// Identity hints from the frame's `body`, then the socket URL's query (with auth on they
