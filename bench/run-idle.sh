@@ -3,11 +3,11 @@
 #
 #   bench/run-idle.sh [extra natter-bench args…]
 #
-# Env: N (sockets, 2000), M (members per chat, 4), HOLD_S (30), SETTLE_S (5),
+# Env: N (sockets, 5000: issue 15's figure), M (members per chat, 4), HOLD_S (30), SETTLE_S (5),
 #      TIMEOUT_S (per target, 120), plus lib.sh's knobs.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-N=${N:-2000}
+N=${N:-5000}
 M=${M:-4}
 HOLD_S=${HOLD_S:-30}
 SETTLE_S=${SETTLE_S:-5}
