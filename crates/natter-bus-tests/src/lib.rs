@@ -94,6 +94,7 @@ pub fn ended(t: &Arc<TurnRef>, seq: u64, text: &str, count: u64) -> BusMessage {
                 model: None,
                 trace_id: None,
                 token_count: Some(count),
+                warnings: None,
             },
         }),
         origin: None,

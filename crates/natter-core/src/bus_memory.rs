@@ -272,6 +272,7 @@ mod tests {
                 model: None,
                 trace_id: None,
                 token_count: Some(3),
+                warnings: None,
             },
         };
         bus.publish(

@@ -123,6 +123,10 @@ pub enum EventBody {
         /// stored before it was recorded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token_count: Option<u64>,
+        /// What the turn did not do that its sender may expect, e.g. tools not offered to a
+        /// model that cannot call them; absent when nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warnings: Option<Vec<natter_protocol::socketio::TurnWarning>>,
     },
     /// A turn that ended in an error. Any partial text is kept here.
     #[serde(rename_all = "camelCase")]

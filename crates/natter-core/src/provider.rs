@@ -255,6 +255,13 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Starts a generation.
     async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError>;
+
+    /// Whether the model can be offered tools ([`CompletionRequest::tools`]). A provider that
+    /// says no gets requests without them, and the turn's reply carries the
+    /// `tools_not_offered` warning instead.
+    fn offers_tools(&self) -> bool {
+        true
+    }
 }
 
 /// Checks the items of one whole stream against the contract in the module docs, for

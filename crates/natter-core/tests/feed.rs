@@ -182,6 +182,7 @@ async fn tokens_of_an_ended_turn_are_dropped() {
             model: None,
             trace_id: None,
             token_count: None,
+            warnings: None,
         },
     )
     .await;
@@ -223,6 +224,7 @@ fn assistant_message(text: &str, token_count: u64) -> EventBody {
         model: None,
         trace_id: None,
         token_count: Some(token_count),
+        warnings: None,
     }
 }
 

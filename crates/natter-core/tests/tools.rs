@@ -104,7 +104,7 @@ struct Setup {
     feed: Feed,
 }
 
-async fn setup(provider: CallsThenAnswers, config: CoreConfig) -> Setup {
+async fn setup(provider: impl Provider, config: CoreConfig) -> Setup {
     let mut tools = ToolRegistry::default();
     tools.register(Arc::new(Upper));
     tools.declare_client(client_tool());
@@ -180,6 +180,62 @@ fn reply_text(events: &[EventBody]) -> (String, String) {
     }
 }
 
+/// A provider that cannot call tools (like the local model): it answers in text and
+/// remembers whether it was offered any.
+#[derive(Default)]
+struct CannotCallTools {
+    offered: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+#[async_trait]
+impl Provider for CannotCallTools {
+    fn name(&self) -> &str {
+        "textonly"
+    }
+
+    fn offers_tools(&self) -> bool {
+        false
+    }
+
+    async fn stream(&self, req: CompletionRequest) -> Result<ProviderStream, ProviderError> {
+        if let Ok(mut offered) = self.offered.lock() {
+            offered.push(req.tools.len());
+        }
+        let events = [
+            ProviderEvent::TextDelta("plain".into()),
+            ProviderEvent::Finish("stop".into()),
+        ];
+        Ok(Box::pin(futures::stream::iter(events.into_iter().map(Ok))))
+    }
+}
+
+#[tokio::test]
+async fn a_provider_that_cannot_call_tools_is_not_offered_them_and_the_reply_says_so() {
+    let provider = CannotCallTools::default();
+    let offered = provider.offered.clone();
+    let mut s = setup(provider, CoreConfig::default()).await;
+    let events = durable_until_end(&mut s.feed).await;
+    assert_eq!(kinds(&events), ["user_message", "assistant_message"]);
+    assert_eq!(*offered.lock().unwrap(), [0], "one call, with no tools");
+    match events.last() {
+        Some(EventBody::AssistantMessage {
+            text,
+            warnings: Some(warnings),
+            ..
+        }) => {
+            assert_eq!(text, "plain");
+            assert_eq!(warnings.len(), 1);
+            assert_eq!(warnings[0].code, "tools_not_offered");
+            // The registry's tools (a client-run one and a server one), by name.
+            assert_eq!(
+                warnings[0].message,
+                "the textonly provider cannot call tools, so the model was not offered these: pick_color, upper"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_server_tool_runs_and_the_model_gets_its_result() {
     let provider = CallsThenAnswers {
@@ -196,6 +252,13 @@ async fn a_server_tool_runs_and_the_model_gets_its_result() {
             "tool_result",
             "assistant_message"
         ]
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(EventBody::AssistantMessage { warnings: None, .. })
+        ),
+        "no warning when the tools were offered"
     );
     match &events[1] {
         EventBody::ToolCall {

@@ -289,6 +289,15 @@ pub struct MessageError {
     retryable: bool,
 }
 
+/// Something a reply did not do that its sender may expect: `tools_not_offered` when the
+/// model could not be offered the turn's tools (the local and demo providers).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TurnWarning {
+    code: String,
+    message: String,
+}
+
 /// Token counts of a reply.
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
@@ -320,6 +329,7 @@ pub struct ChatMessage {
     finish_reason: Option<String>,
     llm_usage: Option<LlmUsage>,
     error: Option<MessageError>,
+    warnings: Option<Vec<TurnWarning>>,
     /// The AI SDK `UIMessage` parts the message was posted with.
     parts: Option<Value>,
     attachments: Option<Vec<MessageAttachment>>,

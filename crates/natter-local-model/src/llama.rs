@@ -545,6 +545,13 @@ impl Provider for LlamaProvider {
         "local"
     }
 
+    /// The prompt is the chat template over the text of the messages: no template variables
+    /// for tools are passed and no tool-call syntax is parsed from the output, so offering
+    /// tools would only mislead the model.
+    fn offers_tools(&self) -> bool {
+        false
+    }
+
     async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError> {
         let max_tokens = request
             .max_tokens

@@ -80,6 +80,10 @@ impl Provider for LocalProvider {
     async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError> {
         self.engine.stream(request).await
     }
+
+    fn offers_tools(&self) -> bool {
+        self.engine.offers_tools()
+    }
 }
 
 fn failed(kind: ProviderErrorKind, message: impl Into<String>) -> ProviderError {

@@ -254,6 +254,21 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// Something about a turn its reader should know although the turn succeeded, e.g.
+/// `tools_not_offered`: the model was not offered the turn's tools, because its provider cannot
+/// call tools (the local model). `{code, message}` like an error body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct TurnWarning {
+    pub code: String,
+    pub message: String,
+}
+
+impl TurnWarning {
+    /// The code of the warning that a turn's tools were not offered to its model.
+    pub const TOOLS_NOT_OFFERED: &'static str = "tools_not_offered";
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(test, ts(optional_fields))]
@@ -277,6 +292,10 @@ pub struct AiMessageEvent {
     /// The message's reactions (CONTRACT §7.3), in the join ack's `messages` when it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reactions: Option<Vec<ReactionWire>>,
+    /// What the turn did not do that its sender may expect (see [`TurnWarning`]); absent when
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<TurnWarning>>,
 }
 
 /// Either message shape, for the join ack's `messages`.

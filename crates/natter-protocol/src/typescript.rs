@@ -24,7 +24,7 @@ use crate::socketio::{
     AbortAck, AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, AiToolCallEvent,
     AiToolResultEvent, AuthRefreshAck, ChatMessageEvent, DiscoveryAck, ErrorAck, HistoryMessage,
     JoinAck, MarkReadAck, MessageReadEvent, OkAck, PresenceUpdateEvent, ServerErrorEvent,
-    TypingUpdateEvent, Usage, UserMessageAck,
+    TurnWarning, TypingUpdateEvent, Usage, UserMessageAck,
 };
 use crate::socketio::{
     ChatDeletedEvent, ChatEndedEvent, ChatUpdatedEvent, CsatRequestEvent, CsatSubmittedEvent,
@@ -118,6 +118,7 @@ fn declarations() -> Vec<String> {
         ChatMessageEvent::decl(&config()),
         AttachmentWire::decl(&config()),
         Usage::decl(&config()),
+        TurnWarning::decl(&config()),
         AiMessageEvent::decl(&config()),
         HistoryMessage::decl(&config()),
         AiErrorEvent::decl(&config()),

@@ -55,6 +55,11 @@ impl Provider for DemoProvider {
         "demo"
     }
 
+    /// Its canned reply never calls a tool.
+    fn offers_tools(&self) -> bool {
+        false
+    }
+
     async fn stream(&self, request: CompletionRequest) -> Result<ProviderStream, ProviderError> {
         let last_user = request
             .messages

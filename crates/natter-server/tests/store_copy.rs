@@ -43,6 +43,7 @@ fn reply(id: &str, request: &str, text: &str) -> EventBody {
         model: Some("demo".into()),
         trace_id: None,
         token_count: Some(3),
+        warnings: None,
     }
 }
 

@@ -146,6 +146,7 @@ pub fn from_contract(
                     "seq",
                     "options",
                     "traceId",
+                    "warnings",
                 ],
             ),
         ),
@@ -478,7 +479,8 @@ mod tests {
             json!({"chatId": "c", "messageId": "m", "role": "assistant", "text": "hello",
                    "createdAt": "2026-01-02T03:04:05.006Z", "requestId": "r",
                    "finishReason": "stop", "seq": 5,
-                   "usage": {"promptTokens": 1, "completionTokens": 2, "totalTokens": 3}}),
+                   "usage": {"promptTokens": 1, "completionTokens": 2, "totalTokens": 3},
+                   "warnings": [{"code": "tools_not_offered", "message": "m"}]}),
         );
         assert_eq!(out["type"], "message_complete");
         assert_eq!(out["content"], "hello");
@@ -487,7 +489,7 @@ mod tests {
             out["metadata"],
             json!({"messageId": "m", "requestId": "r", "finishReason": "stop",
                    "usage": {"promptTokens": 1, "completionTokens": 2, "totalTokens": 3},
-                   "seq": 5})
+                   "seq": 5, "warnings": [{"code": "tools_not_offered", "message": "m"}]})
         );
     }
 

@@ -80,6 +80,7 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
             finish_reason,
             usage: u,
             trace_id,
+            warnings,
             ..
         } => Some(HistoryMessage::Assistant(AiMessageEvent {
             chat_id: chat_id.to_owned(),
@@ -94,6 +95,7 @@ pub fn history_message(chat_id: &str, event: &StoredEvent) -> Option<HistoryMess
             seq: event.seq,
             trace_id: trace_id.clone(),
             reactions: None,
+            warnings: warnings.clone(),
         })),
         _ => None,
     }

@@ -270,6 +270,7 @@ async fn fencing_holds_across_nodes() {
         model: None,
         trace_id: None,
         token_count: None,
+        warnings: None,
     };
     let stale = a
         .append_guarded(&chat, end("stale"), 2, Guard::Fence(fa))

@@ -1330,6 +1330,7 @@ mod tests {
             model: None,
             trace_id: None,
             token_count: None,
+            warnings: None,
         };
         let call = EventBody::ToolCall {
             request_id: "q1".into(),
@@ -1410,6 +1411,7 @@ mod tests {
             model: None,
             trace_id: None,
             token_count: None,
+            warnings: None,
         };
         let failed = |request: &str| EventBody::TurnFailed {
             message_id: format!("reply-{request}"),

@@ -45,6 +45,7 @@ pub fn answered(message_id: &str, request_id: &str) -> EventBody {
         model: None,
         trace_id: None,
         token_count: None,
+        warnings: None,
     }
 }
 

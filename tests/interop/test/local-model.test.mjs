@@ -1,5 +1,6 @@
-// The offline local model (SmolLM2-135M-Instruct on candle) through the real binary and a
-// stock socket.io-client: a real reply, abort mid-generation, and provider selection.
+// The offline local model (SmolLM2-135M-Instruct on llama.cpp) through the real binary and
+// stock clients (socket.io-client, the `ai` package's DefaultChatTransport): a real reply,
+// abort mid-generation, tools not offered (and the reply saying so), and provider selection.
 // Needs the model file: NATTER_MODEL_PATH (scripts/test sets it after `natter model pull`).
 // Without it the tests skip loudly, except under CI=true, where they fail.
 import { after, before, describe, test } from "node:test";
@@ -7,6 +8,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { spawn } from "node:child_process";
 import path from "node:path";
+import { DefaultChatTransport } from "ai";
 import { binDir, connect, joinTokens, startNatter, tempDir, uid } from "../lib/harness.mjs";
 
 const modelPath = process.env.NATTER_MODEL_PATH;
@@ -78,6 +80,55 @@ describe("local model", { skip: !haveModel && "no model file" }, () => {
     for (const t of tokens) assert.ok(!t.token.includes("\uFFFD"), `a broken character in ${JSON.stringify(t.token)}`);
     assert.equal(joinTokens(tokens), msg.text);
     ann.close();
+  });
+
+  test("tools are not offered to the local model, and the reply says so on every face", async () => {
+    const weather = { name: "get_weather", description: "The weather in a city", parameters: { type: "object", properties: { city: { type: "string" } } } };
+    const expectWarning = (warnings, where) => {
+      assert.equal(warnings?.length, 1, `${where}: ${JSON.stringify(warnings)}`);
+      assert.equal(warnings[0].code, "tools_not_offered", where);
+      assert.match(warnings[0].message, /local provider cannot call tools.*get_weather/, where);
+    };
+
+    // Socket.IO: tools declared on user:message.
+    const { chatId, ann } = await member(natter);
+    const requestId = uid("req");
+    const ack = await ann.emit("user:message", { chatId, messageId: uid("m"), userId: "ann", text: "What is the weather in Paris?", requestId, tools: [weather] });
+    assert.equal(ack.ok, true, JSON.stringify(ack));
+    const msg = await ann.waitFor("ai:message", (m) => m.requestId === requestId, 60000);
+    assert.ok(msg.text.length > 0, "the model still answers, in text");
+    expectWarning(msg.warnings, "ai:message");
+    assert.equal(ann.of("ai:tool_call").length, 0, "no tool call");
+    // Stored with the reply: history REST and a later join's messages carry it too.
+    const page = await (await fetch(`${natter.url}/api/v1/chats/${encodeURIComponent(chatId)}/messages?userId=ann`)).json();
+    expectWarning(page.messages.at(-1).warnings, "history REST");
+    const late = await connect(natter.url, { query: { userId: "bea" } });
+    const joined = await late.emit("chat:join", { chatId });
+    expectWarning(joined.messages.at(-1).warnings, "join ack");
+    late.close();
+
+    // A turn without tools has no warnings.
+    const plain = await ask(ann, chatId, "Say hello.");
+    const plainMsg = await ann.waitFor("ai:message", (m) => m.requestId === plain, 60000);
+    assert.equal(plainMsg.warnings, undefined);
+    ann.close();
+
+    // The AI SDK face: tools in the transport's body; the warning is in the finish chunk's
+    // messageMetadata.
+    const transport = new DefaultChatTransport({ api: `${natter.url}/api/chat`, body: { userId: "ann", tools: [weather] } });
+    const stream = await transport.sendMessages({
+      chatId: uid("sdk-local"),
+      messages: [{ id: uid("u"), role: "user", parts: [{ type: "text", text: "What is the weather in Rome?" }] }],
+      trigger: "submit-message",
+      messageId: undefined,
+      abortSignal: undefined,
+    });
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    const finish = chunks.find((c) => c.type === "finish");
+    assert.ok(finish, `a finish chunk in ${JSON.stringify(chunks.map((c) => c.type))}`);
+    expectWarning(finish.messageMetadata?.warnings, "AI SDK finish");
+    assert.ok(!chunks.some((c) => c.type.startsWith("tool-")), "no tool chunk");
   });
 
   test("ai:abort stops the generation; the model is free for the next turn", async () => {

@@ -50,6 +50,7 @@ pub(crate) async fn finish(
     metrics::counter!(telemetry::TOKENS).increment(g.tokens);
     let token_count = g.tokens;
     let model = g.model.unwrap_or_else(|| inner.config.model.clone());
+    let warnings = (!g.warnings.is_empty()).then_some(g.warnings);
     let (body, outcome) = match g.ending {
         Ending::Finished(reason) => (
             EventBody::AssistantMessage {
@@ -61,6 +62,7 @@ pub(crate) async fn finish(
                 model: Some(model.clone()),
                 trace_id: turn.trace_id.as_deref().map(str::to_owned),
                 token_count: Some(g.tokens),
+                warnings: warnings.clone(),
             },
             "finished",
         ),
@@ -76,6 +78,7 @@ pub(crate) async fn finish(
                     model: Some(model.clone()),
                     trace_id: turn.trace_id.as_deref().map(str::to_owned),
                     token_count: Some(g.tokens),
+                    warnings: warnings.clone(),
                 },
                 "aborted",
             )

@@ -35,6 +35,7 @@ use crate::provider::{ProviderError, ToolSpec};
 use crate::store::Guard;
 use crate::telemetry;
 use natter_protocol::ErrorCode;
+use natter_protocol::socketio::TurnWarning;
 
 pub(crate) use finish::{Ended, failed_body, finish};
 
@@ -77,6 +78,8 @@ pub(crate) struct Generation {
     ending: Ending,
     /// The model asked (the chat's agent's); `None`: the core's.
     model: Option<String>,
+    /// What the reply did not do that its sender may expect (tools not offered).
+    warnings: Vec<TurnWarning>,
 }
 
 impl Generation {
@@ -88,6 +91,7 @@ impl Generation {
             tokens: 0,
             ending,
             model: None,
+            warnings: Vec::new(),
         }
     }
 }

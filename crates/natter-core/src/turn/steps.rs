@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use natter_protocol::ErrorCode;
+use natter_protocol::socketio::TurnWarning;
 use tracing::warn;
 
 use super::context::build_context;
@@ -61,6 +62,14 @@ impl RunningTurn<'_> {
             ending = self.interrupted() => return Err(ending),
         };
         let tools = self.offered_tools(allowed);
+        // A provider that cannot call tools is not offered them, and the reply says so
+        // rather than leaving the sender to wonder why none was called.
+        let tools = if tools.is_empty() || provider.offers_tools() {
+            tools
+        } else {
+            g.warnings.push(tools_not_offered(provider.name(), &tools));
+            Vec::new()
+        };
         let max_steps = inner.config.max_steps.max(1);
         for step in 0..max_steps {
             let request = CompletionRequest {
@@ -99,6 +108,23 @@ impl RunningTurn<'_> {
         }
         tools.extend(self.req.client_tools.iter().cloned());
         tools
+    }
+}
+
+/// The `tools_not_offered` warning: which tools, and why.
+fn tools_not_offered(provider: &str, tools: &[ToolSpec]) -> TurnWarning {
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    TurnWarning {
+        code: TurnWarning::TOOLS_NOT_OFFERED.into(),
+        message: format!(
+            "the {provider} provider cannot call tools, so the model was not offered {}: {}",
+            if names.len() == 1 {
+                "this one"
+            } else {
+                "these"
+            },
+            names.join(", ")
+        ),
     }
 }
 

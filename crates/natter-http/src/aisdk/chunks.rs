@@ -360,6 +360,7 @@ impl TurnChunks {
             EventBody::AssistantMessage {
                 finish_reason: reason,
                 usage,
+                warnings,
                 ..
             } => {
                 out.push(json!({"type": "finish-step"}));
@@ -369,6 +370,9 @@ impl TurnChunks {
                 }
                 if let Some(u) = usage {
                     metadata["usage"] = json!(u);
+                }
+                if let Some(w) = warnings {
+                    metadata["warnings"] = json!(w);
                 }
                 if reason == "aborted" {
                     out.push(json!({"type": "message-metadata", "messageMetadata": metadata}));
@@ -421,6 +425,7 @@ mod tests {
                 model: None,
                 trace_id: None,
                 token_count: None,
+                warnings: None,
             },
         }
     }

@@ -41,6 +41,7 @@ pub fn chat_message(event: &StoredEvent) -> Option<Value> {
             text,
             finish_reason,
             usage,
+            warnings,
             ..
         } => {
             let mut m = json!({
@@ -48,6 +49,9 @@ pub fn chat_message(event: &StoredEvent) -> Option<Value> {
                 "senderId": AI_SENDER, "senderName": "Assistant", "createdAt": t, "seq": event.seq,
                 "requestId": request_id, "finishReason": finish_reason,
             });
+            if let Some(w) = warnings {
+                m["warnings"] = json!(w);
+            }
             if let Some(u) = usage {
                 m["llmUsage"] = json!({
                     "inputTokens": u.prompt_tokens,

@@ -105,11 +105,18 @@ width?: number, height?: number, };
 
 export type Usage = { promptTokens: number, completionTokens: number, totalTokens: number, };
 
+export type TurnWarning = { code: string, message: string, };
+
 export type AiMessageEvent = { chatId: string, messageId: string, role: "assistant", text: string, createdAt: string, usage?: Usage, options?: Array<string>, requestId: string, finishReason: string, seq: number, traceId?: string, 
 /**
  * The message's reactions (CONTRACT §7.3), in the join ack's `messages` when it has any.
  */
-reactions?: Array<ReactionWire>, };
+reactions?: Array<ReactionWire>, 
+/**
+ * What the turn did not do that its sender may expect (see [`TurnWarning`]); absent when
+ * nothing.
+ */
+warnings?: Array<TurnWarning>, };
 
 export type HistoryMessage = ChatMessageEvent | AiMessageEvent;
 
