@@ -28,6 +28,7 @@
 
 mod attachments;
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -38,14 +39,46 @@ use natter_core::chat::{
 };
 use natter_core::event::{Csat, EventBody, HandoffState, Reaction, StoredEvent, apply_handoff};
 use natter_core::store::{Appended, Guard, OpenTurn, PutAttachment, Store, StoreError};
-use sqlx::migrate::Migrator;
+use sqlx::SqlStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 
 pub mod testing;
 mod transfer;
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+/// The schema's migrations, embedded in the binary. Listed by hand rather than with
+/// `sqlx::migrate!`: that macro needs sqlx's `macros` feature, whose proc macro builds sqlx,
+/// SQLite's C and ring a second time for the build host (issue 20). The test
+/// `embedded_migrations_are_the_directorys` keeps this list equal to `migrations/` as sqlx's
+/// own resolver reads it (version, description, checksum, transaction).
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![
+        embedded(1, "schema", include_str!("../migrations/0001_schema.sql")),
+        embedded(2, "handoff", include_str!("../migrations/0002_handoff.sql")),
+        embedded(
+            3,
+            "reactions csat",
+            include_str!("../migrations/0003_reactions_csat.sql"),
+        ),
+        embedded(
+            4,
+            "attachments",
+            include_str!("../migrations/0004_attachments.sql"),
+        ),
+    ])
+}
+
+/// One migration as `sqlx::migrate!` builds it from `NNNN_description_words.sql`.
+fn embedded(version: i64, description: &'static str, sql: &'static str) -> Migration {
+    Migration::new(
+        version,
+        Cow::Borrowed(description),
+        MigrationType::Simple,
+        SqlStr::from_static(sql),
+        sql.starts_with("-- no-transaction"),
+    )
+}
 
 /// Connection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,7 +341,7 @@ impl PgStore {
             .connect_with(quiet)
             .await
             .ctx("connect (migrations)")?;
-        let result = MIGRATOR.run(&pool).await;
+        let result = migrator().run(&pool).await;
         // Closing ends the session, which releases the advisory lock even if a migration
         // failed half-way (sqlx unlocks only on success).
         pool.close().await;
@@ -1299,6 +1332,30 @@ impl Store for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `migrator()` is what `sqlx::migrate!("./migrations")` built: the same migrations, as
+    /// sqlx's own resolver reads the directory, with the same checksums (a database migrated
+    /// by an older binary must not see a changed migration).
+    #[tokio::test]
+    async fn embedded_migrations_are_the_directorys() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let from_dir = Migrator::new(dir).await.expect("the directory resolves");
+        let shape = |m: &Migrator| -> Vec<_> {
+            m.iter()
+                .map(|m| {
+                    (
+                        m.version,
+                        m.description.to_string(),
+                        m.migration_type,
+                        m.checksum.to_vec(),
+                        m.no_tx,
+                        m.sql.as_str().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(shape(&migrator()), shape(&from_dir));
+    }
 
     #[test]
     fn urls_are_redacted() {

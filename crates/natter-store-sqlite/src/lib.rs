@@ -12,6 +12,7 @@
 //!   transaction, so the check and the write are one step even with several processes
 //!   writing to the file.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -24,12 +25,13 @@ use natter_core::event::{
     Csat, EventBody, HandoffState, Reaction, StoredEvent, apply_handoff, apply_reaction,
 };
 use natter_core::store::{Appended, Guard, OpenTurn, PutAttachment, Store, StoreError};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 // Dynamic SQL here only splices our own constant column lists and table names; every
 // value is bound.
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Row, SqlStr, SqliteConnection};
 
 mod attachments;
 mod transfer;
@@ -47,6 +49,63 @@ pub enum Durability {
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+}
+
+/// The schema's migrations, embedded in the binary. Listed by hand rather than with
+/// `sqlx::migrate!`: that macro needs sqlx's `macros` feature, whose proc macro builds sqlx,
+/// SQLite's C and ring a second time for the build host (issue 20). The test
+/// `embedded_migrations_are_the_directorys` keeps this list equal to `migrations/` as sqlx's
+/// own resolver reads it (version, description, checksum, transaction).
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![
+        embedded(
+            1,
+            "event log",
+            include_str!("../migrations/0001_event_log.sql"),
+        ),
+        embedded(
+            2,
+            "chat summary",
+            include_str!("../migrations/0002_chat_summary.sql"),
+        ),
+        embedded(
+            3,
+            "chat members only",
+            include_str!("../migrations/0003_chat_members_only.sql"),
+        ),
+        embedded(
+            4,
+            "open turns",
+            include_str!("../migrations/0004_open_turns.sql"),
+        ),
+        embedded(
+            5,
+            "turn queue",
+            include_str!("../migrations/0005_turn_queue.sql"),
+        ),
+        embedded(6, "handoff", include_str!("../migrations/0006_handoff.sql")),
+        embedded(
+            7,
+            "reactions csat",
+            include_str!("../migrations/0007_reactions_csat.sql"),
+        ),
+        embedded(
+            8,
+            "attachments",
+            include_str!("../migrations/0008_attachments.sql"),
+        ),
+    ])
+}
+
+/// One migration as `sqlx::migrate!` builds it from `NNNN_description_words.sql`.
+fn embedded(version: i64, description: &'static str, sql: &'static str) -> Migration {
+    Migration::new(
+        version,
+        Cow::Borrowed(description),
+        MigrationType::Simple,
+        SqlStr::from_static(sql),
+        sql.starts_with("-- no-transaction"),
+    )
 }
 
 /// SQLite integers are i64: larger values (a client's huge `after` or `offset`) are capped,
@@ -99,7 +158,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(backend)?;
-        sqlx::migrate!("./migrations")
+        migrator()
             .run(&writer)
             .await
             .map_err(|e| StoreError::Backend(format!("migrations failed: {e}")))?;
@@ -1143,6 +1202,30 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// `migrator()` is what `sqlx::migrate!("./migrations")` built: the same migrations, as
+    /// sqlx's own resolver reads the directory, with the same checksums (a database migrated
+    /// by an older binary must not see a changed migration).
+    #[tokio::test]
+    async fn embedded_migrations_are_the_directorys() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let from_dir = Migrator::new(dir).await.expect("the directory resolves");
+        let shape = |m: &Migrator| -> Vec<_> {
+            m.iter()
+                .map(|m| {
+                    (
+                        m.version,
+                        m.description.to_string(),
+                        m.migration_type,
+                        m.checksum.to_vec(),
+                        m.no_tx,
+                        m.sql.as_str().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(shape(&migrator()), shape(&from_dir));
+    }
+
     fn user_message(id: &str, text: &str) -> EventBody {
         EventBody::UserMessage {
             message_id: id.into(),
@@ -1599,7 +1682,7 @@ mod tests {
                 .connect_with(options)
                 .await
                 .unwrap();
-            let mut before = sqlx::migrate!("./migrations");
+            let mut before = migrator();
             let upto_0004: Vec<_> = before
                 .migrations
                 .iter()
