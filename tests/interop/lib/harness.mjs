@@ -212,19 +212,21 @@ export async function startStack(opts = {}) {
  * Connects a stock socket.io-client and records every event it receives, in order.
  *
  * A handshake that fails at the transport level before the Engine.IO session opened ("xhr
- * poll error", "websocket error": no HTTP response, or a non-200 one) is tried once more, as
+ * poll error", "websocket error": no HTTP response, or a 5xx one) is tried once more, as
  * the stock client's default reconnection would, with a loud line saying what failed. It
  * happened once in six CI runs (the discovery test of transports.test.mjs, 10 ms in, cause
  * unknown: the error carried no status then) and did not recur in 1,500 handshakes in a loop
  * nor in eight runs of that file; the line and the status now in the message keep the
- * evidence. Refusals by the server (`connect_error` with a message), and a second failure,
- * still reject.
+ * evidence. Refusals by the server (a 4xx, or `connect_error` with a message), and a second
+ * failure, still reject.
  */
 export async function connect(url, opts = {}) {
   try {
     return await connectOnce(url, opts);
   } catch (err) {
-    if (err?.type !== "TransportError" || err.engineOpened) throw err;
+    // A 4xx is the server's deliberate answer (an origin refused with 403, say): no retry.
+    const status = err?.httpStatus;
+    if (err?.type !== "TransportError" || err.engineOpened || (status >= 400 && status < 500)) throw err;
     console.error(`\n!!! handshake to ${url} failed at the transport level, trying once more: ${err.message}\n`);
     return connectOnce(url, opts);
   }
@@ -280,7 +282,11 @@ function connectOnce(url, opts) {
       const cause = err?.description?.message ?? err?.description;
       if (err?.type === "TransportError") {
         err.engineOpened = engineOpened;
-        err.message += ` (transport ${socket.io.engine?.transport?.name ?? "?"}, status ${status ?? "?"}, ` +
+        // Polling: the XHR's status (0 without a response); WebSocket: the `ws` package's
+        // "Unexpected server response: NNN".
+        const wsStatus = /Unexpected server response: (\d+)/.exec(String(cause ?? ""))?.[1];
+        err.httpStatus = status || (wsStatus ? Number(wsStatus) : undefined);
+        err.message += ` (transport ${socket.io.engine?.transport?.name ?? "?"}, status ${err.httpStatus ?? status ?? "?"}, ` +
           `description ${JSON.stringify(String(cause ?? ""))}, body ${JSON.stringify(String(body ?? "").slice(0, 200))})`;
       }
       reject(err);
