@@ -28,12 +28,14 @@ mod attachments;
 mod fixtures;
 mod handoff;
 mod log;
+mod migrations;
 mod reactions;
 mod summary;
 mod turns;
 
 pub use attachments::attachments_are_kept_with_their_chat;
 pub use handoff::{handoff_state_counts_concurrent_changes, handoff_state_follows_the_log};
+pub use migrations::assert_embedded_migrations_match;
 pub use reactions::reactions_and_csat_follow_the_log;
 
 pub use log::{
