@@ -193,6 +193,44 @@ test("create → stream → send → load: reconnected, user message, started, A
   s.close();
 });
 
+test("a stream that joins while a turn runs is told it started, once; one that saw it before is not told again", async () => {
+  const org = uid("org");
+  const chatKey = await create(org, "ann");
+  const watcher = openStream({ orgId: org, userId: "ann", chatKey });
+  await watcher.opened();
+  await send(org, chatKey, "ann", "[fake:drip n=40 delay_ms=25] go");
+  const begun = await watcher.waitFor("agent_execution_started");
+  const requestId = begun.data.data.requestId;
+  const userSeq = Number(watcher.of("message")[0].id);
+
+  // Joins after the turn's `queued` notice went out: without Last-Event-ID, and from just
+  // before the message that asked for the turn.
+  const late = openStream({ orgId: org, userId: "bob", chatKey });
+  const fromBefore = openStream({ orgId: org, userId: "cat", chatKey }, {
+    fetch: (input, init) => fetch(input, { ...init, headers: { ...(init?.headers ?? {}), "Last-Event-ID": String(userSeq - 1) } }),
+  });
+  // From the message itself: the turn's start came after what this client says it saw, but
+  // a seed client that saw the message saw the notice with it, so none is sent again.
+  const fromMessage = openStream({ orgId: org, userId: "dan", chatKey }, {
+    fetch: (input, init) => fetch(input, { ...init, headers: { ...(init?.headers ?? {}), "Last-Event-ID": String(userSeq) } }),
+  });
+  try {
+    for (const s of [late, fromBefore, fromMessage]) await s.waitFor("agent_execution_ended", () => true, 20000);
+    for (const [name, s, want] of [["no Last-Event-ID", late, 1], ["Last-Event-ID before the message", fromBefore, 1], ["Last-Event-ID at the message", fromMessage, 0]]) {
+      const started = s.of("agent_execution_started");
+      assert.equal(started.length, want, `${name}: ${JSON.stringify(s.events.map((e) => e.type))}`);
+      if (want) {
+        assert.equal(started[0].data.data.requestId, requestId, name);
+        const order = s.events.map((e) => e.type);
+        assert.ok(order.indexOf("agent_execution_started") < order.indexOf("agent_execution_ended"), `${name}: ${order}`);
+      }
+    }
+    assert.equal(watcher.of("agent_execution_started").length, 1, "the watcher got the live one only");
+  } finally {
+    for (const s of [watcher, late, fromBefore, fromMessage]) s.close();
+  }
+});
+
 test("Last-Event-ID after a drop replays exactly the missed events", async () => {
   const org = uid("org");
   const chatKey = await create(org, "ann");

@@ -223,7 +223,7 @@ impl StreamTask {
         if let Some(chat) = named {
             following.insert(chat.chat_id.clone());
             this.clone()
-                .follow(&mut members, chat, last_event_id, Some(subscribed))
+                .follow(&mut members, chat, last_event_id, Some(subscribed), None)
                 .await;
         } else {
             let _ = subscribed.send(());
@@ -246,28 +246,21 @@ impl StreamTask {
                         Err(_) => break,
                     };
                     let chat = ChatKey::new(this.who.org.clone(), event.chat_id.clone());
-                    match event.reason {
+                    let notice = match event.reason {
                         FollowReason::Created => {
                             let e = chat_event("new_chat_created", &this.who.org, &chat.chat_id,
                                 &this.who.user_id, now_millis(), Some(json!({"chatKey": &*chat.chat_id})), None);
-                            this.send(sse_event("new_chat_created", &e, None)).await;
+                            Some(sse_event("new_chat_created", &e, None))
                         }
-                        FollowReason::Loaded => {
-                            if let Ok(summary) = this.face.core.chat_summary(&chat).await {
-                                let messages = this.face.core
-                                    .recent_messages(&chat, this.face.core.config().join_history)
-                                    .await
-                                    .unwrap_or_default();
-                                let e = chat_event("load_chat_response", &this.who.org, &chat.chat_id,
-                                    &this.who.user_id, now_millis(),
-                                    Some(json!({"chat": wire::chat(&summary, &messages)})), None);
-                                this.send(sse_event("load_chat_response", &e, None)).await;
-                            }
-                        }
-                        FollowReason::Posted => {}
-                    }
+                        FollowReason::Loaded => this.load_chat_response(&chat).await,
+                        FollowReason::Posted => None,
+                    };
                     if following.insert(chat.chat_id.clone()) {
-                        this.clone().follow(&mut members, chat, Some(event.after_seq), None).await;
+                        // Joined before the notice goes out: a client that acts on seeing it
+                        // (e.g. another member types at once) must find this stream subscribed.
+                        this.clone().follow(&mut members, chat, Some(event.after_seq), None, notice).await;
+                    } else if let Some(notice) = notice {
+                        this.send(notice).await;
                     }
                 }
                 Some(_) = members.join_next(), if !members.is_empty() => {}
@@ -354,18 +347,46 @@ impl StreamTask {
         sse_event("error", &ev, None)
     }
 
-    /// Joins `chat` from `after_seq` (replaying what came after it) and streams it.
+    /// `load_chat_response` for a chat the user opened elsewhere (another tab), as `/load`
+    /// answers; none when the chat cannot be read.
+    async fn load_chat_response(&self, chat: &ChatKey) -> Option<Event> {
+        let core = &self.face.core;
+        let summary = core.chat_summary(chat).await.ok()?;
+        let messages = core
+            .recent_messages(chat, core.config().join_history)
+            .await
+            .unwrap_or_default();
+        let e = chat_event(
+            "load_chat_response",
+            &self.who.org,
+            &chat.chat_id,
+            &self.who.user_id,
+            now_millis(),
+            Some(json!({"chat": wire::chat(&summary, &messages)})),
+            None,
+        );
+        Some(sse_event("load_chat_response", &e, None))
+    }
+
+    /// Joins `chat` from `after_seq` (replaying what came after it) and streams it; `notice`
+    /// goes out once the join has subscribed, before the replay.
     async fn follow(
         self: Arc<Self>,
         members: &mut JoinSet<()>,
         chat: ChatKey,
         after_seq: Option<u64>,
         subscribed: Option<tokio::sync::oneshot::Sender<()>>,
+        notice: Option<Event>,
     ) {
         let core = &self.face.core;
         let summary = match core.chat_summary(&chat).await {
             Ok(s) => s,
-            Err(_) => return,
+            Err(_) => {
+                if let Some(notice) = notice {
+                    self.send(notice).await;
+                }
+                return;
+            }
         };
         let epoch = summary.epoch.clone();
         let outcome = core
@@ -383,6 +404,11 @@ impl StreamTask {
             .await;
         if let Some(subscribed) = subscribed {
             let _ = subscribed.send(());
+        }
+        if let Some(notice) = notice {
+            if !self.send(notice).await {
+                return;
+            }
         }
         let outcome = match outcome {
             Ok(o) => o,
@@ -436,14 +462,38 @@ impl StreamTask {
                 }
             }
         }
+        // Turns asked for after the point this stream follows from had their `queued` notice
+        // before the join subscribed (a chat created and written to at once): say they started.
+        let mut announced = HashSet::new();
+        match self.face.core.open_turns(&chat).await {
+            Ok(turns) => {
+                for turn in turns {
+                    if after_seq.is_some_and(|after| turn.opened_seq <= after) {
+                        continue;
+                    }
+                    if !self
+                        .send(self.started_event(&chat, &turn.request_id, None))
+                        .await
+                    {
+                        return;
+                    }
+                    announced.insert(turn.request_id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(chat = %chat, error = %e, "reading the open turns for a stream failed")
+            }
+        }
         let this = self.clone();
         members.spawn(async move {
-            this.run_member(chat.clone(), outcome.feed).await;
+            this.run_member(chat.clone(), outcome.feed, announced).await;
             this.face.core.leave(&this.who, &this.conn, &chat).await;
         });
     }
 
-    async fn run_member(&self, chat: ChatKey, mut feed: Feed) {
+    /// `announced`: turns already said to have started (on joining); their `queued` notice,
+    /// if the feed still brings it, is not sent twice.
+    async fn run_member(&self, chat: ChatKey, mut feed: Feed, mut announced: HashSet<String>) {
         loop {
             let item = tokio::select! {
                 _ = self.tx.closed() => return,
@@ -459,6 +509,27 @@ impl StreamTask {
                 ));
                 return;
             };
+            if !announced.is_empty() {
+                let seen = match &item {
+                    FeedItem::Live(LiveEvent::Processing {
+                        request_id,
+                        status: ProcessingStatus::Queued,
+                        ..
+                    }) => announced.remove(request_id.as_ref()),
+                    FeedItem::Durable(event) => {
+                        if let EventBody::AssistantMessage { request_id, .. }
+                        | EventBody::TurnFailed { request_id, .. } = &event.body
+                        {
+                            announced.remove(request_id.as_str());
+                        }
+                        false
+                    }
+                    _ => false,
+                };
+                if seen {
+                    continue;
+                }
+            }
             let events = match &item {
                 FeedItem::Durable(event) => self.durable_events(&chat, event),
                 FeedItem::Live(live) => self.live_events(&chat, live),
@@ -682,6 +753,19 @@ impl StreamTask {
         ]
     }
 
+    fn started_event(&self, chat: &ChatKey, request_id: &str, eta_ms: Option<u64>) -> Event {
+        let data = json!({"requestId": request_id, "etaMs": eta_ms});
+        let e = self.envelope(
+            chat,
+            "agent_execution_started",
+            super::wire::AI_SENDER,
+            now_millis(),
+            Some(data),
+            None,
+        );
+        sse_event("agent_execution_started", &e, None)
+    }
+
     fn live_events(&self, chat: &ChatKey, live: &LiveEvent) -> Vec<Event> {
         let now = now_millis();
         match live {
@@ -690,18 +774,7 @@ impl StreamTask {
                 status: ProcessingStatus::Queued,
                 eta_ms,
                 ..
-            } => {
-                let data = json!({"requestId": request_id.as_ref(), "etaMs": eta_ms});
-                let e = self.envelope(
-                    chat,
-                    "agent_execution_started",
-                    super::wire::AI_SENDER,
-                    now,
-                    Some(data),
-                    None,
-                );
-                vec![sse_event("agent_execution_started", &e, None)]
-            }
+            } => vec![self.started_event(chat, request_id, *eta_ms)],
             LiveEvent::Typing {
                 user_id, typing, ..
             } => {
