@@ -405,10 +405,10 @@ impl StreamTask {
         if let Some(subscribed) = subscribed {
             let _ = subscribed.send(());
         }
-        if let Some(notice) = notice {
-            if !self.send(notice).await {
-                return;
-            }
+        if let Some(notice) = notice
+            && !self.send(notice).await
+        {
+            return;
         }
         let outcome = match outcome {
             Ok(o) => o,
