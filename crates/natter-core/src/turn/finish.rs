@@ -51,37 +51,23 @@ pub(crate) async fn finish(
     let token_count = g.tokens;
     let model = g.model.unwrap_or_else(|| inner.config.model.clone());
     let warnings = (!g.warnings.is_empty()).then_some(g.warnings);
+    // A finished or aborted turn is a reply; only the finish reason differs.
+    let reply = |finish_reason: String, text: String| EventBody::AssistantMessage {
+        message_id: turn.message_id.to_string(),
+        request_id: turn.request_id.to_string(),
+        text,
+        finish_reason,
+        usage: g.usage,
+        model: Some(model.clone()),
+        trace_id: turn.trace_id.as_deref().map(str::to_owned),
+        token_count: Some(g.tokens),
+        warnings: warnings.clone(),
+    };
     let (body, outcome) = match g.ending {
-        Ending::Finished(reason) => (
-            EventBody::AssistantMessage {
-                message_id: turn.message_id.to_string(),
-                request_id: turn.request_id.to_string(),
-                text: g.text,
-                finish_reason: reason,
-                usage: g.usage,
-                model: Some(model.clone()),
-                trace_id: turn.trace_id.as_deref().map(str::to_owned),
-                token_count: Some(g.tokens),
-                warnings: warnings.clone(),
-            },
-            "finished",
-        ),
+        Ending::Finished(reason) => (reply(reason, g.text), "finished"),
         Ending::Stopped(StopReason::Aborted(reason)) => {
             info!(reason = reason.as_deref().unwrap_or(""), "turn aborted");
-            (
-                EventBody::AssistantMessage {
-                    message_id: turn.message_id.to_string(),
-                    request_id: turn.request_id.to_string(),
-                    text: g.text,
-                    finish_reason: "aborted".into(),
-                    usage: g.usage,
-                    model: Some(model.clone()),
-                    trace_id: turn.trace_id.as_deref().map(str::to_owned),
-                    token_count: Some(g.tokens),
-                    warnings: warnings.clone(),
-                },
-                "aborted",
-            )
+            (reply("aborted".into(), g.text), "aborted")
         }
         Ending::Stopped(StopReason::LeaseLost) => {
             info!("another node took the chat's turns over; this turn's end is theirs to store");
