@@ -121,6 +121,9 @@ impl ChatOptions {
 /// What happens in the chat, in order. Durable events seen before (replays) and `ai:token`s
 /// already applied are not reported again.
 #[derive(Debug, Clone)]
+// New kinds of event come with new server features; a match needs a `_` arm so adding one is
+// not a breaking change.
+#[non_exhaustive]
 pub enum ChatEvent {
     /// Connected (or reconnected); the (re)join follows.
     Connected {

@@ -501,6 +501,8 @@ impl Screen {
             | ChatEvent::ChatDeleted(_)
             | ChatEvent::MessageSuperseded(_) => {}
             ChatEvent::Discovery(_) | ChatEvent::Other(_) | ChatEvent::Closed(_) => {}
+            // Kinds added to the SDK after this client was written.
+            _ => {}
         }
     }
 
