@@ -43,6 +43,7 @@ impl Default for SocketIoConfig {
 pub(crate) struct Face {
     pub core: ChatCore,
     pub config: SocketIoConfig,
+    pub routes: handlers::Routes,
 }
 
 /// Registers the face on the root namespace of `io`.
@@ -50,7 +51,12 @@ pub fn attach(io: &SocketIo, core: ChatCore, config: SocketIoConfig) {
     use socketioxide::extract::{SocketRef, TryData};
     use socketioxide::handler::ConnectHandler;
 
-    let face = Arc::new(Face { core, config });
+    let routes = handlers::Routes::new(&config.event_names);
+    let face = Arc::new(Face {
+        core,
+        config,
+        routes,
+    });
     let prepare = {
         let face = face.clone();
         move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
