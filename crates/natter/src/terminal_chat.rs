@@ -390,11 +390,9 @@ impl Screen {
                 }
             }
             ChatEvent::TypingUpdate(_) => {}
-            ChatEvent::AiProcessing(p) => {
-                if p.status == "retrying" {
-                    let reason = p.reason.unwrap_or_default();
-                    self.status(&format!("the model failed, retrying {reason}"));
-                }
+            ChatEvent::AiProcessing(p) if p.status == "retrying" => {
+                let reason = p.reason.unwrap_or_default();
+                self.status(&format!("the model failed, retrying {reason}"));
             }
             ChatEvent::AiToken(t) => {
                 let same = self
