@@ -132,6 +132,10 @@ function openStream(params, { fetch: fetchImpl } = {}) {
   return s;
 }
 
+/** A `fetch` for `openStream` that sends `Last-Event-ID: id`, as a reconnecting EventSource does. */
+const withLastEventId = (id) => (input, init) =>
+  fetch(input, { ...init, headers: { ...(init?.headers ?? {}), "Last-Event-ID": String(id) } });
+
 /** AI replies (role "ai") seen on a stream. */
 const aiMessages = (s) => s.of("message").filter((e) => e.data.message?.role === "ai");
 
@@ -206,14 +210,10 @@ test("a stream that joins while a turn runs is told it started, once; one that s
   // Joins after the turn's `queued` notice went out: without Last-Event-ID, and from just
   // before the message that asked for the turn.
   const late = openStream({ orgId: org, userId: "bob", chatKey });
-  const fromBefore = openStream({ orgId: org, userId: "cat", chatKey }, {
-    fetch: (input, init) => fetch(input, { ...init, headers: { ...(init?.headers ?? {}), "Last-Event-ID": String(userSeq - 1) } }),
-  });
+  const fromBefore = openStream({ orgId: org, userId: "cat", chatKey }, { fetch: withLastEventId(userSeq - 1) });
   // From the message itself: the turn's start came after what this client says it saw, but
   // a seed client that saw the message saw the notice with it, so none is sent again.
-  const fromMessage = openStream({ orgId: org, userId: "dan", chatKey }, {
-    fetch: (input, init) => fetch(input, { ...init, headers: { ...(init?.headers ?? {}), "Last-Event-ID": String(userSeq) } }),
-  });
+  const fromMessage = openStream({ orgId: org, userId: "dan", chatKey }, { fetch: withLastEventId(userSeq) });
   try {
     for (const s of [late, fromBefore, fromMessage]) await s.waitFor("agent_execution_ended", () => true, 20000);
     for (const [name, s, want] of [["no Last-Event-ID", late, 1], ["Last-Event-ID before the message", fromBefore, 1], ["Last-Event-ID at the message", fromMessage, 0]]) {
@@ -282,9 +282,7 @@ test("Last-Event-ID after a drop replays exactly the missed events", async () =>
 
   // Last-Event-ID at the head: nothing to replay.
   const head = all.at(-1);
-  const s3 = openStream({ orgId: org, userId: "ann", chatKey }, {
-    fetch: (input, init) => fetch(input, { ...init, headers: { ...init.headers, "Last-Event-ID": String(head) } }),
-  });
+  const s3 = openStream({ orgId: org, userId: "ann", chatKey }, { fetch: withLastEventId(head) });
   await s3.opened();
   await sleep(300);
   assert.deepEqual(s3.events.map((e) => e.type), ["reconnected"]);

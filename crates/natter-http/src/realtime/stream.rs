@@ -356,16 +356,21 @@ impl StreamTask {
             .recent_messages(chat, core.config().join_history)
             .await
             .unwrap_or_default();
-        let e = chat_event(
-            "load_chat_response",
-            &self.who.org,
-            &chat.chat_id,
+        Some(self.chat_loaded(chat, json!({"chat": wire::chat(&summary, &messages)})))
+    }
+
+    /// A `load_chat_response` event with `data`.
+    fn chat_loaded(&self, chat: &ChatKey, data: Value) -> Event {
+        let kind = "load_chat_response";
+        let e = self.envelope(
+            chat,
+            kind,
             &self.who.user_id,
             now_millis(),
-            Some(json!({"chat": wire::chat(&summary, &messages)})),
+            Some(data),
             None,
         );
-        Some(sse_event("load_chat_response", &e, None))
+        sse_event(kind, &e, None)
     }
 
     /// Joins `chat` from `after_seq` (replaying what came after it) and streams it; `notice`
@@ -414,33 +419,16 @@ impl StreamTask {
             Ok(o) => o,
             Err(e) => {
                 let w = e.to_wire();
-                let data = json!({"code": w.code.as_str(), "message": w.message});
-                let ev = chat_event(
-                    "error",
-                    &self.who.org,
-                    &chat.chat_id,
-                    &self.who.user_id,
-                    now_millis(),
-                    Some(data),
-                    None,
-                );
-                self.send(sse_event("error", &ev, None)).await;
+                self.send(self.error_event(&chat.chat_id, w.code, &w.message))
+                    .await;
                 return;
             }
         };
         if after_seq.is_some() && !outcome.recovered {
             // The gap cannot be replayed (longer than the replay limit, or an id this log
             // never had): the whole chat as `/load` gives it, so the client resyncs.
-            let e = chat_event(
-                "load_chat_response",
-                &self.who.org,
-                &chat.chat_id,
-                &self.who.user_id,
-                now_millis(),
-                Some(json!({"chat": wire::chat(&summary, &outcome.messages), "recovered": false})),
-                None,
-            );
-            if !self.send(sse_event("load_chat_response", &e, None)).await {
+            let data = json!({"chat": wire::chat(&summary, &outcome.messages), "recovered": false});
+            if !self.send(self.chat_loaded(&chat, data)).await {
                 return;
             }
         }
