@@ -145,7 +145,11 @@ describe("local model", { skip: !haveModel && "no model file" }, () => {
     // With one worker, the next reply can only come if the aborted generation let go of it.
     const next = await ask(ann, chatId, "Say hello.");
     const reply = await ann.waitFor("ai:message", (m) => m.requestId === next, 60000);
-    assert.equal(reply.finishReason, "stop");
+    // The model ended the reply itself or ran to its token limit: either way it generated
+    // again. Which one depends on the aborted text before it (where the abort landed), so a
+    // real model sometimes rambles to the limit (seen once in CI-like runs: "length").
+    assert.ok(["stop", "length"].includes(reply.finishReason), `next turn finished: ${reply.finishReason}`);
+    assert.ok(reply.text.length > 0, "the next turn generated text");
     assert.equal(ann.of("ai:token").filter((t) => t.requestId === requestId).length, tokensAtAbort, "no token of the aborted turn after its end");
     ann.close();
   });
