@@ -5,6 +5,8 @@
 //!   connection with `BEGIN IMMEDIATE` never meets `SQLITE_BUSY` from our own process.
 //! - `synchronous = FULL` by default: an acked message survives power loss, not only a
 //!   crash of the process. `NORMAL` (crash-safe, faster) is available for benchmarks.
+//! - Appends are group-committed ([`group_commit`]): those waiting for the writer share one
+//!   transaction and one commit, each in its own savepoint.
 //! - The turn queue (table `open_turns`: turns asked for and not ended, with the fence of
 //!   the owner that started them) is kept in the same transaction as the log, and each chat's
 //!   turn fence is a column of its `chats` row. A guarded append ([`Guard`]) and
@@ -34,6 +36,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, SqlStr, SqliteConnection};
 
 mod attachments;
+mod group_commit;
 mod transfer;
 
 /// Durability of commits.
@@ -48,6 +51,7 @@ pub enum Durability {
 
 pub struct SqliteStore {
     writer: SqlitePool,
+    appends: group_commit::GroupCommit,
     readers: SqlitePool,
 }
 
@@ -167,7 +171,12 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(Self { writer, readers })
+        let appends = group_commit::GroupCommit::start(writer.clone());
+        Ok(Self {
+            writer,
+            appends,
+            readers,
+        })
     }
 
     /// Runs `sql` (binding org, chat id, `seq` bound, limit) and reads its rows as events.
@@ -260,6 +269,56 @@ async fn insert_event(
         }
     }
     Ok(())
+}
+
+/// One append inside the caller's transaction ([`group_commit`] commits it): the
+/// idempotency check, the guard, the chat's next `seq`, and the event with everything kept in
+/// step with it. On an error the caller must roll back what it wrote.
+async fn append_in(
+    conn: &mut SqliteConnection,
+    chat: &ChatKey,
+    body: EventBody,
+    created_at: i64,
+    guard: &Guard,
+) -> Result<Appended, StoreError> {
+    if let Some(key) = body.idempotency_key() {
+        let existing = sqlx::query(
+            "SELECT seq, created_at, body FROM events
+                 WHERE org = ? AND chat_id = ? AND message_id = ? AND kind = ?",
+        )
+        .bind(&*chat.org)
+        .bind(&*chat.chat_id)
+        .bind(key)
+        .bind(body.kind())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = existing {
+            return Ok(Appended::Duplicate(row_to_event(&row)?));
+        }
+    }
+    // A refused write returns here; the caller rolls its transaction back.
+    check_guard(conn, chat, guard).await?;
+    let head: Option<i64> = sqlx::query_scalar(
+        "UPDATE chats SET head_seq = head_seq + 1 WHERE org = ? AND chat_id = ? RETURNING head_seq",
+    )
+    .bind(&*chat.org)
+    .bind(&*chat.chat_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let Some(seq) = head else {
+        return Err(StoreError::NoSuchChat(chat.to_string()));
+    };
+    let seq = seq as u64;
+    let body = apply_reaction_event(conn, chat, seq, body, created_at).await?;
+    let body = fill_handoff(conn, chat, body).await?;
+    insert_event(conn, chat, seq, &body, created_at).await?;
+    Ok(Appended::New(StoredEvent {
+        seq,
+        created_at,
+        body,
+    }))
 }
 
 /// Opens a turn when an event asks for one and closes it when an event ends it (see
@@ -755,50 +814,7 @@ impl Store for SqliteStore {
         created_at: i64,
         guard: Guard,
     ) -> Result<Appended, StoreError> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(backend)?;
-        if let Some(key) = body.idempotency_key() {
-            let existing = sqlx::query(
-                "SELECT seq, created_at, body FROM events
-                 WHERE org = ? AND chat_id = ? AND message_id = ? AND kind = ?",
-            )
-            .bind(&*chat.org)
-            .bind(&*chat.chat_id)
-            .bind(key)
-            .bind(body.kind())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if let Some(row) = existing {
-                return Ok(Appended::Duplicate(row_to_event(&row)?));
-            }
-        }
-        // A refused write returns here: dropping `tx` rolls back, nothing changed.
-        check_guard(&mut tx, chat, &guard).await?;
-        let head: Option<i64> = sqlx::query_scalar(
-            "UPDATE chats SET head_seq = head_seq + 1 WHERE org = ? AND chat_id = ? RETURNING head_seq",
-        )
-        .bind(&*chat.org)
-        .bind(&*chat.chat_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let Some(seq) = head else {
-            return Err(StoreError::NoSuchChat(chat.to_string()));
-        };
-        let seq = seq as u64;
-        let body = apply_reaction_event(&mut tx, chat, seq, body, created_at).await?;
-        let body = fill_handoff(&mut tx, chat, body).await?;
-        insert_event(&mut tx, chat, seq, &body, created_at).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Appended::New(StoredEvent {
-            seq,
-            created_at,
-            body,
-        }))
+        self.appends.append(chat, body, created_at, guard).await
     }
 
     async fn events_after(
@@ -1263,6 +1279,111 @@ mod tests {
         let again = s.open_chat(&a, None).await.unwrap().unwrap();
         assert_eq!(again.epoch, info.epoch);
         assert_eq!(again.head_seq, 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_commits_together_and_undoes_a_refused_append_alone() {
+        let dir = tempdir();
+        let s = store(&dir).await;
+        let a = ChatKey::new("org", "a");
+        let b = ChatKey::new("org", "b");
+        s.open_chat(&a, Some(&NewChat::default())).await.unwrap();
+        s.open_chat(&b, Some(&NewChat::default())).await.unwrap();
+        let fence = s.claim_turns(&a).await.unwrap();
+        // An append that fails after it has taken the chat's next seq: only its savepoint's
+        // rollback gives the seq back.
+        sqlx::raw_sql(
+            "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.message_id = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        )
+        .execute(&s.writer)
+        .await
+        .unwrap();
+        let append = |chat: &ChatKey, id: &str, guard: Guard| group_commit::Append {
+            chat: chat.clone(),
+            body: user_message(id, id),
+            created_at: 1,
+            guard,
+        };
+        let outcomes = group_commit::commit(
+            &s.writer,
+            vec![
+                append(&a, "m1", Guard::None),
+                append(&a, "stale", Guard::Fence(fence + 1)),
+                append(&a, "m1", Guard::None),
+                append(&b, "m2", Guard::None),
+                append(&ChatKey::new("org", "nope"), "m3", Guard::None),
+                append(&a, "boom", Guard::None),
+                append(&a, "m4", Guard::Fence(fence)),
+            ],
+        )
+        .await
+        .unwrap();
+        let seq = |o: &Result<Appended, StoreError>| match o {
+            Ok(Appended::New(e)) => format!("new {}", e.seq),
+            Ok(Appended::Duplicate(e)) => format!("duplicate {}", e.seq),
+            Err(StoreError::Fenced { .. }) => "fenced".into(),
+            Err(StoreError::NoSuchChat(_)) => "no such chat".into(),
+            Err(StoreError::Backend(e)) if e.contains("boom") => "failed".into(),
+            Err(e) => format!("{e}"),
+        };
+        assert_eq!(
+            outcomes.iter().map(seq).collect::<Vec<_>>(),
+            [
+                "new 2",
+                "fenced",
+                "duplicate 2",
+                "new 2",
+                "no such chat",
+                "failed",
+                "new 3"
+            ]
+        );
+        let ids = |events: Vec<StoredEvent>| {
+            events
+                .iter()
+                .map(|e| (e.seq, e.body.message_id().map(str::to_owned)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(s.events_after(&a, 1, 10).await.unwrap()),
+            [(2, Some("m1".into())), (3, Some("m4".into()))]
+        );
+        assert_eq!(
+            ids(s.events_after(&b, 1, 10).await.unwrap()),
+            [(2, Some("m2".into()))]
+        );
+        assert_eq!(s.open_chat(&a, None).await.unwrap().unwrap().head_seq, 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_each_get_their_own_seq() {
+        let dir = tempdir();
+        let s = std::sync::Arc::new(store(&dir).await);
+        let chat = ChatKey::new("org", "busy");
+        s.open_chat(&chat, Some(&NewChat::default())).await.unwrap();
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let (s, chat) = (s.clone(), chat.clone());
+                // Every tenth asks again for an earlier message: a duplicate, wherever its
+                // batch falls.
+                let id = if i % 10 == 9 { i - 1 } else { i };
+                tokio::spawn(async move {
+                    s.append(&chat, user_message(&format!("m{id}"), "x"), 1)
+                        .await
+                })
+            })
+            .collect();
+        let mut new = Vec::new();
+        for task in tasks {
+            if let Appended::New(e) = task.await.unwrap().unwrap() {
+                new.push(e.seq);
+            }
+        }
+        new.sort_unstable();
+        assert_eq!(new, (2..=91).collect::<Vec<_>>());
+        let stored = s.events_after(&chat, 1, 200).await.unwrap();
+        assert_eq!(stored.len(), 90);
     }
 
     fn creator(user: &str) -> NewChat {
