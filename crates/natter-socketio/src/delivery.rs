@@ -15,6 +15,8 @@
 //! larger packets instead of one per token. Only tokens of turns that started after the join
 //! are merged (see [`Feed::joined_mid_turn`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,7 +64,7 @@ pub async fn emit<T: Serialize + ?Sized>(
 /// Emits the event `key` as `profile` names it (see [`Outbound`]), waiting for room as
 /// [`emit`] does; says whether it had to wait. `chat_id` is the chat the event is about when
 /// its payload does not say (the flat profile's `conversation_id`).
-pub async fn emit_event<T: Serialize + ?Sized>(
+pub async fn emit_event<T: Serialize + Sync + ?Sized>(
     socket: &Socket,
     profile: Profile,
     names: &EventNames,
@@ -71,9 +73,35 @@ pub async fn emit_event<T: Serialize + ?Sized>(
     chat_id: Option<&str>,
     patience: Duration,
 ) -> Result<bool, EmitFailed> {
-    match Outbound::new(profile, key, names.name(key), payload, chat_id) {
-        Some(out) => emit_noting_wait(socket, out.name(), &out, patience).await,
-        None => Ok(false),
+    match emit_or_wait(socket, profile, names, key, payload, chat_id, patience) {
+        Ok(done) => done.map(|()| false),
+        Err(waiting) => waiting.await.map(|()| true),
+    }
+}
+
+/// An emit still waiting for room in the socket's buffer.
+type Waiting<'a> = Pin<Box<dyn Future<Output = Result<(), EmitFailed>> + Send + 'a>>;
+
+/// [`emit_event`]'s first attempt, outside any future: the payload as the profile shapes it
+/// (the flat profile's message is a few hundred bytes) and the wait for room live in a
+/// [`Waiting`] box only when the socket is full, not in every member task's future.
+fn emit_or_wait<'a, T: Serialize + Sync + ?Sized>(
+    socket: &'a Socket,
+    profile: Profile,
+    names: &'a EventNames,
+    key: EventKey,
+    payload: &'a T,
+    chat_id: Option<&'a str>,
+    patience: Duration,
+) -> Result<Result<(), EmitFailed>, Waiting<'a>> {
+    let Some(out) = Outbound::new(profile, key, names.name(key), payload, chat_id) else {
+        return Ok(Ok(()));
+    };
+    match try_emit(socket, out.name(), &out) {
+        Some(done) => Ok(done),
+        None => Err(Box::pin(async move {
+            wait_for_room(socket, out.name(), &out, patience).await
+        })),
     }
 }
 
@@ -98,28 +126,51 @@ async fn emit_noting_wait<T: Serialize + ?Sized>(
     payload: &T,
     patience: Duration,
 ) -> Result<bool, EmitFailed> {
+    match try_emit(socket, event, payload) {
+        Some(done) => done.map(|()| false),
+        // Boxed: the waiting state (a timer and the backoff) would otherwise sit in every
+        // member task's future for the member's whole stay, though a socket is rarely full.
+        None => Box::pin(wait_for_room(socket, event, payload, patience))
+            .await
+            .map(|()| true),
+    }
+}
+
+/// One emit; `None` if the socket's buffer is full.
+fn try_emit<T: Serialize + ?Sized>(
+    socket: &Socket,
+    event: &str,
+    payload: &T,
+) -> Option<Result<(), EmitFailed>> {
+    match socket.emit(event, payload) {
+        Ok(()) => Some(Ok(())),
+        Err(SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => None,
+        Err(SendError::Socket(socketioxide::SocketError::Closed)) => Some(Err(EmitFailed::Closed)),
+        Err(e) => {
+            // A serialization error: a bug on our side, never caused by input.
+            tracing::error!(error = %e, event, "emit failed");
+            Some(Ok(()))
+        }
+    }
+}
+
+/// Retries an emit that found the socket's buffer full, with backoff, for up to `patience`.
+async fn wait_for_room<T: Serialize + ?Sized>(
+    socket: &Socket,
+    event: &str,
+    payload: &T,
+    patience: Duration,
+) -> Result<(), EmitFailed> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
-    let mut waited = false;
     loop {
-        match socket.emit(event, payload) {
-            Ok(()) => return Ok(waited),
-            Err(SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
-                if started.elapsed() >= patience {
-                    return Err(EmitFailed::Full);
-                }
-                waited = true;
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            Err(SendError::Socket(socketioxide::SocketError::Closed)) => {
-                return Err(EmitFailed::Closed);
-            }
-            Err(e) => {
-                // A serialization error: a bug on our side, never caused by input.
-                tracing::error!(error = %e, event, "emit failed");
-                return Ok(waited);
-            }
+        if started.elapsed() >= patience {
+            return Err(EmitFailed::Full);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+        if let Some(done) = try_emit(socket, event, payload) {
+            return done;
         }
     }
 }
@@ -285,7 +336,8 @@ pub async fn run_member(
         };
         let item = match item {
             Ok(tokens @ FeedItem::Tokens { .. }) if behind && !feed.joined_mid_turn(&tokens) => {
-                let (merged, next) = merge_ready_tokens(&mut feed, tokens).await;
+                // Boxed like the other paths a member that keeps up never takes.
+                let (merged, next) = Box::pin(merge_ready_tokens(&mut feed, tokens)).await;
                 held = next;
                 Ok(merged)
             }
@@ -293,43 +345,18 @@ pub async fn run_member(
         };
         let outcome = match item {
             Ok(FeedItem::Live(LiveEvent::ChatDeleted { deleted_by })) => {
-                if conn.remove_if_current(&chat_id, &stop) {
-                    if let Some((key, payload)) =
-                        wire::chat_deleted(&chat_id, deleted_by.as_deref())
-                    {
-                        let _ = emit_event(
-                            &socket,
-                            conn.profile,
-                            names,
-                            key,
-                            &*payload,
-                            Some(&chat_id),
-                            patience,
-                        )
-                        .await;
-                    }
-                    let body = ServerErrorEvent::new(
-                        &WireError::new(
-                            ErrorCode::NotFound,
-                            format!(
-                                "chat `{chat_id}` was deleted; this connection is no longer in it"
-                            ),
-                        ),
-                        None,
-                    );
-                    let _ = emit_event(
-                        &socket,
-                        conn.profile,
-                        names,
-                        EventKey::ServerError,
-                        &body,
-                        Some(&chat_id),
-                        patience,
-                    )
-                    .await;
-                    let who = conn.identity.as_user(user_id.clone());
-                    face.core.leave(&who, &conn.id, &chat).await;
-                }
+                // Boxed, as is `drop_member` below: a cold path's state would otherwise be
+                // part of every member task's future for the member's whole stay.
+                Box::pin(leave_deleted_chat(
+                    &face,
+                    &socket,
+                    &conn,
+                    &chat,
+                    &user_id,
+                    &stop,
+                    deleted_by.as_deref(),
+                ))
+                .await;
                 return;
             }
             Ok(item) => {
@@ -369,10 +396,60 @@ pub async fn run_member(
             Err(None) => return,
             Err(Some(reason)) => {
                 if conn.remove_if_current(&chat_id, &stop) {
-                    drop_member(&face, &socket, &conn, &chat, &user_id, reason).await;
+                    Box::pin(drop_member(&face, &socket, &conn, &chat, &user_id, reason)).await;
                 }
                 return;
             }
         }
     }
+}
+
+/// A member's chat was deleted: tells the client (`chat:deleted`, then `error`
+/// `not_found`) and leaves the chat, unless the member has already left or rejoined it.
+async fn leave_deleted_chat(
+    face: &Face,
+    socket: &SocketRef,
+    conn: &Conn,
+    chat: &ChatKey,
+    user_id: &Arc<str>,
+    stop: &CancellationToken,
+    deleted_by: Option<&str>,
+) {
+    let chat_id = &chat.chat_id;
+    if !conn.remove_if_current(chat_id, stop) {
+        return;
+    }
+    let patience = face.core.config().slow_consumer_timeout;
+    let names = &face.config.event_names;
+    if let Some((key, payload)) = wire::chat_deleted(chat_id, deleted_by) {
+        let _ = emit_event(
+            socket,
+            conn.profile,
+            names,
+            key,
+            &*payload,
+            Some(chat_id),
+            patience,
+        )
+        .await;
+    }
+    let body = ServerErrorEvent::new(
+        &WireError::new(
+            ErrorCode::NotFound,
+            format!("chat `{chat_id}` was deleted; this connection is no longer in it"),
+        ),
+        None,
+    );
+    let _ = emit_event(
+        socket,
+        conn.profile,
+        names,
+        EventKey::ServerError,
+        &body,
+        Some(chat_id),
+        patience,
+    )
+    .await;
+    let who = conn.identity.as_user(user_id.clone());
+    face.core.leave(&who, &conn.id, chat).await;
 }
