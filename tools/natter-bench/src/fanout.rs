@@ -139,7 +139,7 @@ fn stamps(token: &str) -> impl Iterator<Item = u64> + '_ {
 
 async fn member_task(
     mut m: Member,
-    is_sender: bool,
+    sends_after: Option<Duration>,
     run: Arc<str>,
     scenario: Arc<str>,
     mut cmds: watch::Receiver<Cmd>,
@@ -167,7 +167,13 @@ async fn member_task(
         };
         lat.clear();
         let mut report = turn(
-            &mut m, is_sender, &run, &scenario, round, deadline, &mut lat,
+            &mut m,
+            sends_after,
+            &run,
+            &scenario,
+            round,
+            deadline,
+            &mut lat,
         )
         .await;
         report.node = node;
@@ -192,7 +198,7 @@ async fn member_task(
 
 async fn turn(
     m: &mut Member,
-    is_sender: bool,
+    sends_after: Option<Duration>,
     run: &str,
     scenario: &str,
     round: u64,
@@ -201,7 +207,10 @@ async fn turn(
 ) -> TurnReport {
     let request_id = format!("bench-{run}-{}-t{round}", m.chat_idx);
     let mut r = TurnReport::new(round);
-    if is_sender {
+    if let Some(pause) = sends_after {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let payload = json!({
             "chatId": m.chat_id,
             "messageId": format!("bench-{run}-{}-m{round}", m.chat_idx),
@@ -367,6 +376,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
     };
     let run_arc: Arc<str> = Arc::from(run.as_str());
     let scenario: Arc<str> = Arc::from(cli.scenario.as_str());
+    let stagger = Duration::from_micros(cli.stagger_us);
     let mut handles = Vec::with_capacity(n);
     let mut last_chat = None;
     let mut active_chats = 0usize;
@@ -376,9 +386,11 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         let is_sender = last_chat != Some(m.chat_idx);
         last_chat = Some(m.chat_idx);
         active_chats += usize::from(is_sender);
+        // The chat's sender, after its place in the round's stagger.
+        let sends_after = is_sender.then(|| stagger * m.chat_idx as u32);
         handles.push(tokio::spawn(member_task(
             m,
-            is_sender,
+            sends_after,
             run_arc.clone(),
             scenario.clone(),
             cmd_rx.clone(),

@@ -107,6 +107,11 @@ pub struct Cli {
     #[arg(long, default_value = "[fake:bench n=50]")]
     pub scenario: String,
 
+    /// Each round, chat i's message is sent i × this many microseconds after chat 0's, so
+    /// that the turns (and a fake upstream's paced tokens) do not all start in one instant.
+    #[arg(long, default_value_t = 0)]
+    pub stagger_us: u64,
+
     /// Pause between turn rounds, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub interval_ms: u64,
