@@ -13,6 +13,9 @@
 //! rolled back to its savepoint and the others go on. If the commit fails, none of them is
 //! durable and every one of them gets the error.
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use natter_core::chat::ChatKey;
 use natter_core::event::EventBody;
 use natter_core::store::{Appended, Guard, StoreError};
@@ -87,15 +90,25 @@ async fn run(writer: SqlitePool, mut queue: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (appends, dones): (Vec<_>, Vec<_>) = jobs.drain(..).map(|j| (j.append, j.done)).unzip();
-        let outcomes = match commit(&writer, appends).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                // Nothing of the batch is durable: each caller gets the error.
-                let message = e.to_string();
-                dones
-                    .iter()
-                    .map(|_| Err(StoreError::Backend(message.clone())))
-                    .collect()
+        // A panic is caught so that it fails this batch, not every later append: the task
+        // is the store's only way to append. Unwinding drops the open transaction, which
+        // rolls it back.
+        let committed = AssertUnwindSafe(commit(&writer, appends))
+            .catch_unwind()
+            .await;
+        let failed = |message: String| -> Vec<Result<Appended, StoreError>> {
+            // Nothing of the batch is durable: each caller gets the error.
+            dones
+                .iter()
+                .map(|_| Err(StoreError::Backend(message.clone())))
+                .collect()
+        };
+        let outcomes = match committed {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(e)) => failed(e.to_string()),
+            Err(_) => {
+                tracing::error!("an append batch panicked; its appends failed");
+                failed("the append failed inside the store".into())
             }
         };
         for (done, outcome) in dones.into_iter().zip(outcomes) {
