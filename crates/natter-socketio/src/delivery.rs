@@ -56,9 +56,10 @@ pub async fn emit<T: Serialize + ?Sized>(
     payload: &T,
     patience: Duration,
 ) -> Result<(), EmitFailed> {
-    emit_noting_wait(socket, event, payload, patience)
-        .await
-        .map(|_| ())
+    match try_emit(socket, event, payload) {
+        Some(done) => done,
+        None => wait_for_room(socket, event, payload, patience).await,
+    }
 }
 
 /// Emits the event `key` as `profile` names it (see [`Outbound`]), waiting for room as
@@ -116,23 +117,6 @@ pub fn send_now<T: Serialize + ?Sized>(
 ) {
     if let Some(out) = Outbound::new(profile, key, names.name(key), payload, None) {
         let _ = socket.emit(out.name(), &out);
-    }
-}
-
-/// [`emit`], saying whether it had to wait for room (the member is behind).
-async fn emit_noting_wait<T: Serialize + ?Sized>(
-    socket: &Socket,
-    event: &str,
-    payload: &T,
-    patience: Duration,
-) -> Result<bool, EmitFailed> {
-    match try_emit(socket, event, payload) {
-        Some(done) => done.map(|()| false),
-        // Boxed: the waiting state (a timer and the backoff) would otherwise sit in every
-        // member task's future for the member's whole stay, though a socket is rarely full.
-        None => Box::pin(wait_for_room(socket, event, payload, patience))
-            .await
-            .map(|()| true),
     }
 }
 
