@@ -539,6 +539,47 @@ async fn handle(
     }
 }
 
+/// Emits what a join sends its member before the live feed starts (the replay, the waiting
+/// tool calls, the open turns' status). Says whether the member is still in the chat: a
+/// closed socket leaves it, and one whose buffer stays full is dropped as a slow consumer.
+async fn send_joined(
+    face: &Arc<Face>,
+    socket: &SocketRef,
+    conn: &Conn,
+    who: &natter_core::Identity,
+    chat: &ChatKey,
+    events: Vec<wire::Outgoing>,
+) -> bool {
+    let patience = face.core.config().slow_consumer_timeout;
+    let names = &face.config.event_names;
+    for (key, payload) in events {
+        let chat_id = Some(&*chat.chat_id);
+        let sent = delivery::emit_event(
+            socket,
+            conn.profile,
+            names,
+            key,
+            &*payload,
+            chat_id,
+            patience,
+        )
+        .await;
+        match sent {
+            Ok(_) => {}
+            Err(EmitFailed::Closed) => {
+                face.core.leave(who, &conn.id, chat).await;
+                return false;
+            }
+            Err(EmitFailed::Full) => {
+                let reason = DropReason::SlowConsumer;
+                delivery::drop_member(face, socket, conn, chat, &who.user_id, reason).await;
+                return false;
+            }
+        }
+    }
+    true
+}
+
 async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequest, reply: Reply) {
     let prepared = (|| {
         let chat_id = req.common.chat_id.clone().ok_or_else(|| {
@@ -584,45 +625,23 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
         Err(e) => return reply.err(&core_err(e)),
     };
     conn.identity.adopt(&who);
-    let patience = face.core.config().slow_consumer_timeout;
-    let names = &face.config.event_names;
     let asks_csat = delivery::asks_csat(&face, &conn, &who.user_id);
-    for event in &outcome.replay {
-        let csat = if asks_csat {
-            wire::csat_request(&chat.chat_id, event)
-        } else {
-            None
-        };
-        for (key, payload) in wire::durable(&chat.chat_id, event).into_iter().chain(csat) {
-            let chat_id = Some(&*chat.chat_id);
-            match delivery::emit_event(
-                &socket,
-                conn.profile,
-                names,
-                key,
-                &*payload,
-                chat_id,
-                patience,
-            )
-            .await
-            {
-                Ok(_) => {}
-                Err(EmitFailed::Closed) => {
-                    return face.core.leave(&who, &conn.id, &chat).await;
-                }
-                Err(EmitFailed::Full) => {
-                    return delivery::drop_member(
-                        &face,
-                        &socket,
-                        &conn,
-                        &chat,
-                        &who.user_id,
-                        DropReason::SlowConsumer,
-                    )
-                    .await;
-                }
-            }
-        }
+    // Collected first: an iterator borrowing `outcome` across the emits' awaits makes the
+    // handler's future not `Send` for every lifetime, as socketioxide needs.
+    let replay = outcome
+        .replay
+        .iter()
+        .flat_map(|event| {
+            let csat = if asks_csat {
+                wire::csat_request(&chat.chat_id, event)
+            } else {
+                None
+            };
+            wire::durable(&chat.chat_id, event).into_iter().chain(csat)
+        })
+        .collect();
+    if !send_joined(&face, &socket, &conn, &who, &chat, replay).await {
+        return;
     }
     let mut messages: Vec<HistoryMessage> = outcome
         .messages
@@ -655,36 +674,28 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     });
     // A client-run call still waiting (a join without lastSeq, e.g. after a page reload):
     // sent again so this member can answer it; the running turn's tokens follow.
-    for event in &outcome.pending_tool_calls {
-        if let Some((key, payload)) = wire::pending_tool_call(&chat.chat_id, event) {
-            let chat_id = Some(&*chat.chat_id);
-            let sent = delivery::emit_event(
-                &socket,
-                conn.profile,
-                names,
-                key,
-                &*payload,
-                chat_id,
-                patience,
-            )
-            .await;
-            match sent {
-                Ok(_) => {}
-                Err(EmitFailed::Closed) => return face.core.leave(&who, &conn.id, &chat).await,
-                Err(EmitFailed::Full) => {
-                    let reason = DropReason::SlowConsumer;
-                    return delivery::drop_member(
-                        &face,
-                        &socket,
-                        &conn,
-                        &chat,
-                        &who.user_id,
-                        reason,
-                    )
-                    .await;
-                }
-            }
+    let pending = outcome
+        .pending_tool_calls
+        .iter()
+        .filter_map(|event| wire::pending_tool_call(&chat.chat_id, event));
+    // Where the chat's open turns stand, which a member that joins (or rejoins) after their
+    // `ai:processing` missed: without it a reloaded page shows no "thinking" state until the
+    // first token, and none at all for a turn still queued.
+    let statuses = match face.core.open_turns(&chat).await {
+        Ok(turns) => turns,
+        Err(e) => {
+            tracing::warn!(chat = %chat, error = %e, "reading the open turns for a join failed");
+            Vec::new()
         }
+    };
+    let running = outcome.feed.current_turn().map(|t| t.request_id.clone());
+    let statuses = statuses.iter().filter_map(|turn| {
+        let is_running = running.as_deref() == Some(turn.request_id.as_str());
+        wire::open_turn_status(&chat.chat_id, turn, is_running)
+    });
+    let after_ack = pending.chain(statuses).collect();
+    if !send_joined(&face, &socket, &conn, &who, &chat, after_ack).await {
+        return;
     }
     let stop = CancellationToken::new();
     let chat_key = chat.clone();

@@ -1,7 +1,10 @@
 //! Core events → Socket.IO payloads (CONTRACT §1). Pure functions, no I/O.
 
-use natter_core::event::{EventBody, LiveEvent, ProcessingUpdate, Reaction, StoredEvent};
+use natter_core::event::{
+    EventBody, LiveEvent, ProcessingStatus, ProcessingUpdate, Reaction, StoredEvent,
+};
 use natter_core::feed::FeedItem;
+use natter_core::store::OpenTurn;
 use natter_protocol::EventKey;
 use natter_protocol::socketio::{
     AiErrorEvent, AiMessageEvent, AiProcessingEvent, AiTokenEvent, AiToolCallEvent,
@@ -129,6 +132,31 @@ fn turn_failed(chat_id: &str, body: &EventBody, seq: Option<u64>) -> Option<Outg
             retryable: *retryable,
             seq,
             trace_id: trace_id.clone(),
+        },
+    )
+}
+
+/// Where an open turn stands, for a member that joins while it is open: `working` if it is
+/// `running` (the turn the member's feed streams), else `queued` (CONTRACT §1
+/// `ai:processing`, without `etaMs`). The feed's turn, not the store's start mark, decides,
+/// so the status agrees with the feed's position: a turn that started after the join
+/// subscribed is `queued` here, and its `working` follows from the feed after the end of the
+/// turn before it.
+pub fn open_turn_status(chat_id: &str, turn: &OpenTurn, running: bool) -> Option<Outgoing> {
+    let status = if running {
+        ProcessingStatus::Working
+    } else {
+        ProcessingStatus::Queued
+    };
+    raw(
+        EventKey::AiProcessing,
+        &AiProcessingEvent {
+            chat_id: chat_id.to_owned(),
+            status: status.as_str().into(),
+            eta_ms: None,
+            reason: None,
+            request_id: turn.request_id.clone(),
+            trace_id: turn.trace_id.clone(),
         },
     )
 }

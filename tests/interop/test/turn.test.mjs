@@ -101,6 +101,44 @@ test("messages sent during a turn queue one at a time", async () => {
   close();
 });
 
+test("a member joining while turns are open is told where each stands: working for the running one, queued for the next", async () => {
+  const { chatId, ann, bob, close } = await pair();
+  const r1 = uid("req");
+  const r2 = uid("req");
+  await ann.emit("user:message", { chatId, messageId: uid("m"), userId: "ann", text: "[fake:slow_first delay_ms=1500] first", requestId: r1 });
+  await ann.emit("user:message", { chatId, messageId: uid("m"), userId: "ann", text: "[fake:tokens n=2] second", requestId: r2 });
+  await bob.waitFor("ai:processing", (p) => p.requestId === r1 && p.status === "working");
+  await bob.waitFor("ai:processing", (p) => p.requestId === r2 && p.status === "queued");
+  const name = (e) => `${e.event}:${e.payload.requestId === r1 ? "r1" : "r2"}:${e.payload.status ?? ""}`;
+  const aiEvents = (c) => c.events.filter((e) => e.event.startsWith("ai:")).map(name);
+  // A page reload before the first token: a new socket joins without lastSeq; and one that
+  // rejoins with lastSeq + epoch (recovered). Both missed the turns' `ai:processing`.
+  const carol = await connect(natter.url, { query: { userId: "carol" } });
+  const joined = await carol.emit("chat:join", { chatId });
+  assert.equal(joined.ok, true);
+  const dan = await connect(natter.url, { query: { userId: "dan" } });
+  const rejoined = await dan.emit("chat:join", { chatId, lastSeq: 1, epoch: joined.epoch });
+  assert.equal(rejoined.recovered, true);
+  for (const c of [carol, dan]) {
+    await c.waitFor("ai:message", (m) => m.requestId === r2, 10000);
+    const seen = aiEvents(c);
+    assert.equal(bob.of("ai:token").filter((t) => t.requestId === r1).length > 0, true);
+    assert.deepEqual(seen.slice(0, 2), ["ai:processing:r1:working", "ai:processing:r2:queued"], seen.join(" "));
+    const joinedStatus = c.of("ai:processing").slice(0, 2);
+    assert.ok(joinedStatus.every((p) => p.chatId === chatId && p.etaMs === undefined), JSON.stringify(joinedStatus));
+    // Then the turns go on as for everyone: r1's tokens and end, then r2 working.
+    assert.ok(seen.indexOf("ai:token:r1:") > 1, seen.join(" "));
+    assert.ok(seen.indexOf("ai:processing:r2:working") > seen.indexOf("ai:message:r1:"), seen.join(" "));
+  }
+  // With nothing open, a join gets no status.
+  const erin = await connect(natter.url, { query: { userId: "erin" } });
+  assert.equal((await erin.emit("chat:join", { chatId })).ok, true);
+  await sleep(300);
+  assert.deepEqual(erin.of("ai:processing"), []);
+  for (const c of [carol, dan, erin]) c.close();
+  close();
+});
+
 test("abort mid-stream keeps the partial text, finishReason aborted, and drops the upstream request", async () => {
   const { chatId, ann, bob, close } = await pair();
   await upstream.reset();
