@@ -41,6 +41,10 @@ fn recorder() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(natter_core::telemetry::CSAT_RATING.into()),
             &[1.0, 2.0, 3.0, 4.0, 5.0],
         )?
+        .set_buckets_for_metric(
+            Matcher::Full(natter_store_sqlite::telemetry::APPENDS_PER_COMMIT.into()),
+            natter_store_sqlite::telemetry::BUCKETS,
+        )?
         .install_recorder()?;
     Ok(HANDLE.get_or_init(|| handle).clone())
 }

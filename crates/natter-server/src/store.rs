@@ -72,11 +72,14 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
 pub async fn open_transfer(url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dyn Transfer>> {
     let shown = redact(url);
     Ok(match DatabaseKind::of(url)? {
-        DatabaseKind::Sqlite => Arc::new(
-            SqliteStore::open(url, options.sqlite_durability)
-                .await
-                .with_context(|| format!("opening the SQLite database {shown}"))?,
-        ),
+        DatabaseKind::Sqlite => {
+            natter_store_sqlite::telemetry::describe();
+            Arc::new(
+                SqliteStore::open(url, options.sqlite_durability)
+                    .await
+                    .with_context(|| format!("opening the SQLite database {shown}"))?,
+            )
+        }
         DatabaseKind::Postgres => {
             let defaults = PgOptions::default();
             let pg = PgOptions {

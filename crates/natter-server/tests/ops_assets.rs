@@ -13,11 +13,13 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
-/// Every metric the server can export: natter-core's and the Redis bus's names.
+/// Every metric the server can export: natter-core's, the Redis bus's and the SQLite store's
+/// names.
 fn exported() -> BTreeSet<&'static str> {
     use natter_bus_redis::telemetry as redis;
     let mut all: BTreeSet<&str> = natter_core::telemetry::ALL.iter().copied().collect();
     all.extend([redis::REDIS_OPS, redis::REDIS_ERRORS, redis::BUS_LAG]);
+    all.insert(natter_store_sqlite::telemetry::APPENDS_PER_COMMIT);
     all
 }
 
@@ -60,11 +62,16 @@ fn identifiers(text: &str) -> BTreeSet<String> {
 }
 
 /// A histogram's series name back to the metric's (`…_seconds_bucket` → `…_seconds`; the
-/// one histogram without a unit, `natter_csat_rating`, too).
+/// histograms without a unit, `natter_csat_rating` and `natter_sqlite_appends_per_commit`,
+/// too).
 fn base_name(series: &str) -> &str {
+    let unitless = [
+        natter_core::telemetry::CSAT_RATING,
+        natter_store_sqlite::telemetry::APPENDS_PER_COMMIT,
+    ];
     for suffix in ["_bucket", "_sum", "_count"] {
         if let Some(base) = series.strip_suffix(suffix)
-            && (base.ends_with("_seconds") || base == natter_core::telemetry::CSAT_RATING)
+            && (base.ends_with("_seconds") || unitless.contains(&base))
         {
             return base;
         }

@@ -90,6 +90,7 @@ async fn run(writer: SqlitePool, mut queue: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (appends, dones): (Vec<_>, Vec<_>) = jobs.drain(..).map(|j| (j.append, j.done)).unzip();
+        metrics::histogram!(crate::telemetry::APPENDS_PER_COMMIT).record(appends.len() as f64);
         // A panic is caught so that it fails this batch, not every later append: the task
         // is the store's only way to append. Unwinding drops the open transaction, which
         // rolls it back.

@@ -39,6 +39,23 @@ mod attachments;
 mod group_commit;
 mod transfer;
 
+/// The store's metrics (`docs/operations.md`).
+pub mod telemetry {
+    /// Appends written per commit by the group commit (1 when the writer was idle).
+    pub const APPENDS_PER_COMMIT: &str = "natter_sqlite_appends_per_commit";
+
+    /// Registers descriptions so `/metrics` explains itself.
+    pub fn describe() {
+        metrics::describe_histogram!(
+            APPENDS_PER_COMMIT,
+            "Appends the SQLite store wrote in one commit (group commit; 1 when it was idle)"
+        );
+    }
+
+    /// The histogram's buckets: batches go up to the group commit's most, 64.
+    pub const BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+}
+
 /// Durability of commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {

@@ -2,7 +2,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync, writeFileSync } from "node:fs";
-import { connect, startStack, uid } from "../lib/harness.mjs";
+import { connect, startStack, testOnPostgres, uid } from "../lib/harness.mjs";
 
 let stack, natter;
 before(async () => {
@@ -38,6 +38,15 @@ test("a turn shows in /metrics and in the JSON logs with its span fields", async
     "natter_chats_active",
   ]) {
     assert.ok(text.includes(name), `metrics lack ${name}`);
+  }
+  // The SQLite store's group commit: the message and the reply were appends, each committed
+  // in a batch of at least one.
+  const commits = text.match(/^natter_sqlite_appends_per_commit_count (\d+)/m);
+  if (testOnPostgres) {
+    assert.equal(commits, null, "no SQLite metric on PostgreSQL");
+  } else {
+    assert.ok(commits && Number(commits[1]) >= 1, `metrics lack natter_sqlite_appends_per_commit_count: ${commits}`);
+    assert.ok(text.includes('natter_sqlite_appends_per_commit_bucket{le="64"}'), "its buckets go up to the batch limit");
   }
   ann.close();
   // The turn's "turn ended" line carries the span's fields.
