@@ -539,45 +539,42 @@ async fn handle(
     }
 }
 
-/// Emits what a join sends its member before the live feed starts (the replay, the waiting
-/// tool calls, the open turns' status). Says whether the member is still in the chat: a
-/// closed socket leaves it, and one whose buffer stays full is dropped as a slow consumer.
+/// Emits one event a join sends its member before the live feed starts (the replay, the
+/// waiting tool calls, the open turns' status). Says whether the member is still in the chat:
+/// a closed socket leaves it, and one whose buffer stays full is dropped as a slow consumer.
 async fn send_joined(
     face: &Arc<Face>,
     socket: &SocketRef,
     conn: &Conn,
     who: &natter_core::Identity,
     chat: &ChatKey,
-    events: Vec<wire::Outgoing>,
+    (key, payload): wire::Outgoing,
 ) -> bool {
     let patience = face.core.config().slow_consumer_timeout;
     let names = &face.config.event_names;
-    for (key, payload) in events {
-        let chat_id = Some(&*chat.chat_id);
-        let sent = delivery::emit_event(
-            socket,
-            conn.profile,
-            names,
-            key,
-            &*payload,
-            chat_id,
-            patience,
-        )
-        .await;
-        match sent {
-            Ok(_) => {}
-            Err(EmitFailed::Closed) => {
-                face.core.leave(who, &conn.id, chat).await;
-                return false;
-            }
-            Err(EmitFailed::Full) => {
-                let reason = DropReason::SlowConsumer;
-                delivery::drop_member(face, socket, conn, chat, &who.user_id, reason).await;
-                return false;
-            }
+    let chat_id = Some(&*chat.chat_id);
+    let sent = delivery::emit_event(
+        socket,
+        conn.profile,
+        names,
+        key,
+        &*payload,
+        chat_id,
+        patience,
+    )
+    .await;
+    match sent {
+        Ok(_) => true,
+        Err(EmitFailed::Closed) => {
+            face.core.leave(who, &conn.id, chat).await;
+            false
+        }
+        Err(EmitFailed::Full) => {
+            let reason = DropReason::SlowConsumer;
+            delivery::drop_member(face, socket, conn, chat, &who.user_id, reason).await;
+            false
         }
     }
-    true
 }
 
 async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequest, reply: Reply) {
@@ -626,22 +623,18 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     };
     conn.identity.adopt(&who);
     let asks_csat = delivery::asks_csat(&face, &conn, &who.user_id);
-    // Collected first: an iterator borrowing `outcome` across the emits' awaits makes the
-    // handler's future not `Send` for every lifetime, as socketioxide needs.
-    let replay = outcome
-        .replay
-        .iter()
-        .flat_map(|event| {
-            let csat = if asks_csat {
-                wire::csat_request(&chat.chat_id, event)
-            } else {
-                None
-            };
-            wire::durable(&chat.chat_id, event).into_iter().chain(csat)
-        })
-        .collect();
-    if !send_joined(&face, &socket, &conn, &who, &chat, replay).await {
-        return;
+    // One event serialized at a time: a replay can be thousands of events.
+    for event in &outcome.replay {
+        let csat = if asks_csat {
+            wire::csat_request(&chat.chat_id, event)
+        } else {
+            None
+        };
+        for out in wire::durable(&chat.chat_id, event).into_iter().chain(csat) {
+            if !send_joined(&face, &socket, &conn, &who, &chat, out).await {
+                return;
+            }
+        }
     }
     let mut messages: Vec<HistoryMessage> = outcome
         .messages
@@ -693,9 +686,13 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
         let is_running = running.as_deref() == Some(turn.request_id.as_str());
         wire::open_turn_status(&chat.chat_id, turn, is_running)
     });
-    let after_ack = pending.chain(statuses).collect();
-    if !send_joined(&face, &socket, &conn, &who, &chat, after_ack).await {
-        return;
+    // Collected: an iterator borrowing `outcome` held across the emits' awaits makes the
+    // handler's future not `Send` for every lifetime, as socketioxide needs. Both are short.
+    let after_ack: Vec<wire::Outgoing> = pending.chain(statuses).collect();
+    for out in after_ack {
+        if !send_joined(&face, &socket, &conn, &who, &chat, out).await {
+            return;
+        }
     }
     let stop = CancellationToken::new();
     let chat_key = chat.clone();
