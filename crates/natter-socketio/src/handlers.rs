@@ -674,15 +674,8 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     // Where the chat's open turns stand, which a member that joins (or rejoins) after their
     // `ai:processing` missed: without it a reloaded page shows no "thinking" state until the
     // first token, and none at all for a turn still queued.
-    let statuses = match face.core.open_turns(&chat).await {
-        Ok(turns) => turns,
-        Err(e) => {
-            tracing::warn!(chat = %chat, error = %e, "reading the open turns for a join failed");
-            Vec::new()
-        }
-    };
     let running = outcome.feed.current_turn().map(|t| t.request_id.clone());
-    let statuses = statuses.iter().filter_map(|turn| {
+    let statuses = outcome.open_turns.iter().filter_map(|turn| {
         let is_running = running.as_deref() == Some(turn.request_id.as_str());
         wire::open_turn_status(&chat.chat_id, turn, is_running)
     });

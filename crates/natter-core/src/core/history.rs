@@ -6,7 +6,6 @@ use crate::bus::TurnSnapshot;
 use crate::chat::{ChatKey, Identity};
 use crate::error::CoreError;
 use crate::event::{EventBody, StoredEvent};
-use crate::store::OpenTurn;
 
 impl ChatCore {
     /// Messages after `after_seq`, oldest first (history paged by `seq`).
@@ -41,12 +40,6 @@ impl ChatCore {
     /// The running turn's tokens so far, if a turn is streaming.
     pub async fn running_turn(&self, chat: &ChatKey) -> Result<Option<TurnSnapshot>, CoreError> {
         Ok(self.inner.bus.running_turn(chat).await?)
-    }
-
-    /// The chat's turns that were asked for and have not ended (queued or running), in queue
-    /// order. A member that joined after a turn's `queued` notice learns of the turn here.
-    pub async fn open_turns(&self, chat: &ChatKey) -> Result<Vec<OpenTurn>, CoreError> {
-        Ok(self.inner.store.open_turns(chat).await?)
     }
 
     /// The event that ended the turn `request_id`, looking after `from_seq`.

@@ -11,6 +11,7 @@ use crate::chat::{ChatInfo, ChatKey, ConnectionId, Identity, NewChat};
 use crate::error::CoreError;
 use crate::event::{EventBody, LiveEvent, StoredEvent};
 use crate::feed::Feed;
+use crate::store::OpenTurn;
 use crate::telemetry;
 
 impl ChatCore {
@@ -89,9 +90,18 @@ impl ChatCore {
             .running_turn
             .as_ref()
             .map(|t| t.turn.request_id.clone());
+        // Read after the subscription, so no turn the feed will not bring is missed. A store
+        // error costs the list (logged), not the join.
+        let open_turns = match inner.store.open_turns(chat).await {
+            Ok(turns) => turns,
+            Err(e) => {
+                warn!(chat = %chat, error = %e, "reading the open turns for a join failed");
+                Vec::new()
+            }
+        };
         let pending_tool_calls = match running {
             Some(request_id) if !recovered => {
-                self.pending_tool_calls(chat, &request_id, info.head_seq)
+                self.pending_tool_calls(chat, &open_turns, &request_id, info.head_seq)
                     .await
             }
             _ => Vec::new(),
@@ -105,27 +115,26 @@ impl ChatCore {
             online_user_ids,
             feed,
             pending_tool_calls,
+            open_turns,
         })
     }
 
-    /// Turn `request_id`'s client-run calls stored up to `head` and not answered yet. A store
-    /// error costs the list (logged), not the join: a join with `lastSeq` still replays them.
+    /// Turn `request_id`'s client-run calls stored up to `head` and not answered yet
+    /// (`open_turns`: the chat's, as the join read them). A store error costs the list
+    /// (logged), not the join: a join with `lastSeq` still replays them.
     pub(super) async fn pending_tool_calls(
         &self,
         chat: &ChatKey,
+        open_turns: &[OpenTurn],
         request_id: &str,
         head: u64,
     ) -> Vec<StoredEvent> {
-        let store = &self.inner.store;
-        let read = async {
-            let open = store.open_turns(chat).await?;
-            let Some(turn) = open.iter().find(|t| t.request_id == request_id) else {
-                return Ok(Vec::new());
-            };
-            let span = head.saturating_sub(turn.opened_seq) as usize;
-            let limit = span.min(self.inner.config.replay_limit);
-            store.events_after(chat, turn.opened_seq, limit).await
+        let Some(turn) = open_turns.iter().find(|t| t.request_id == request_id) else {
+            return Vec::new();
         };
+        let span = head.saturating_sub(turn.opened_seq) as usize;
+        let limit = span.min(self.inner.config.replay_limit);
+        let read = self.inner.store.events_after(chat, turn.opened_seq, limit);
         let events: Vec<StoredEvent> = match read.await {
             Ok(events) => events,
             Err(e) => {

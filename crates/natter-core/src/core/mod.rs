@@ -26,7 +26,7 @@ use crate::limits::Limits;
 use crate::presence::Presence;
 use crate::provider::Provider;
 use crate::scheduler::TurnScheduler;
-use crate::store::{Store, StoreError};
+use crate::store::{OpenTurn, Store, StoreError};
 use crate::tools::ToolRegistry;
 
 use natter_protocol::fields::check_id_field;
@@ -175,6 +175,9 @@ pub struct JoinOutcome {
     /// that still wait for a member's answer, oldest first, for the face to send after its
     /// ack (a reloaded page has no other way to learn of them).
     pub pending_tool_calls: Vec<StoredEvent>,
+    /// The chat's turns still open (queued or running), in queue order, read after the feed
+    /// subscribed; empty if the store could not be read (logged).
+    pub open_turns: Vec<OpenTurn>,
 }
 
 /// A user message as a face hands it to the core.

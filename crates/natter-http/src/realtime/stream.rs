@@ -453,24 +453,17 @@ impl StreamTask {
         // Turns asked for after the point this stream follows from had their `queued` notice
         // before the join subscribed (a chat created and written to at once): say they started.
         let mut announced = HashSet::new();
-        match self.face.core.open_turns(&chat).await {
-            Ok(turns) => {
-                for turn in turns {
-                    if after_seq.is_some_and(|after| turn.opened_seq <= after) {
-                        continue;
-                    }
-                    if !self
-                        .send(self.started_event(&chat, &turn.request_id, None))
-                        .await
-                    {
-                        return;
-                    }
-                    announced.insert(turn.request_id);
-                }
+        for turn in &outcome.open_turns {
+            if after_seq.is_some_and(|after| turn.opened_seq <= after) {
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(chat = %chat, error = %e, "reading the open turns for a stream failed")
+            if !self
+                .send(self.started_event(&chat, &turn.request_id, None))
+                .await
+            {
+                return;
             }
+            announced.insert(turn.request_id.clone());
         }
         let this = self.clone();
         members.spawn(async move {
