@@ -54,6 +54,15 @@ pub mod telemetry {
 
     /// The histogram's buckets: batches go up to the group commit's most, 64.
     pub const BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+    #[cfg(test)]
+    #[test]
+    fn the_last_bucket_is_the_largest_batch() {
+        assert_eq!(
+            BUCKETS.last(),
+            Some(&(super::group_commit::MAX_BATCH as f64))
+        );
+    }
 }
 
 /// Durability of commits.

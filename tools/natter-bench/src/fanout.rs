@@ -387,7 +387,7 @@ pub async fn run(cli: &Cli, deadline: Instant) -> Result<()> {
         last_chat = Some(m.chat_idx);
         active_chats += usize::from(is_sender);
         // The chat's sender, after its place in the round's stagger.
-        let sends_after = is_sender.then(|| stagger * m.chat_idx as u32);
+        let sends_after = is_sender.then(|| stagger.saturating_mul(m.chat_idx as u32));
         handles.push(tokio::spawn(member_task(
             m,
             sends_after,
