@@ -525,6 +525,46 @@ describe("WebSocketChatTransport over /api/chat/ws", () => {
 
 // ================================================================== bad input
 
+describe("a turn waiting for the node's turn limit (--max-concurrent-turns 1)", () => {
+  let stack;
+  let transport;
+  before(async () => {
+    stack = await startStack({ args: ["--max-concurrent-turns", "1"] });
+    transport = new DefaultChatTransport({ api: `${stack.natter.url}/api/chat`, body: { userId: "web" } });
+  });
+  after(() => stack?.stop());
+
+  const send = (chatId, messages, extra = {}) =>
+    transport.sendMessages({ chatId, messages, trigger: "submit-message", messageId: undefined, abortSignal: undefined, ...extra });
+
+  test("2d. reconnectToStream of a chat whose turn is queued, not started, follows that turn once it starts", async () => {
+    const busy = uid("ai-busy");
+    const waiting = uid("ai-waiting");
+    const first = drain(await send(busy, [userMsg("[fake:drip n=20 delay_ms=25]")]));
+    await first.until(() => first.deltas() >= 2, 10000, "2 deltas of the busy chat");
+    // The second chat's reply waits for the only slot; its page reloads meanwhile.
+    const ac = new AbortController();
+    const dropped = drain(await send(waiting, [userMsg("[fake:tokens n=3] queued")], { abortSignal: ac.signal }));
+    ac.abort();
+    await assert.rejects(dropped.done, (e) => e.name === "AbortError");
+    assert.equal(dropped.chunks.length, 0, "nothing streamed for the queued turn yet");
+    const resumedStream = await within(transport.reconnectToStream({ chatId: waiting }), 5000, "resume of the queued chat");
+    assert.ok(resumedStream, "a queued turn is resumable, not 204");
+    const resumed = drain(resumedStream);
+    const [a, r] = await within(Promise.all([first.done, resumed.done]), 15000, "both turns");
+    assertFinishedTurn(a, numbered(20));
+    assertFinishedTurn(r, numbered(3));
+    // It starts when the busy chat's turn is over (separate connections: the last few ms may
+    // interleave, as in 2c).
+    const busyDeltas = a.map((c, i) => (c.type === "text-delta" ? first.times[i] : null)).filter((t) => t !== null);
+    assert.ok(resumed.times[0] > busyDeltas.at(-3), "the resumed stream waited for the slot");
+    const stored = (await history(stack.natter.url, waiting)).at(-1);
+    assert.equal(stored.id, r[0].messageId, "the resumed stream is the stored reply");
+    // Nothing open any more: nothing to resume.
+    assert.equal(await transport.reconnectToStream({ chatId: waiting }), null);
+  });
+});
+
 describe("bad input on POST /api/chat", () => {
   const LIMIT = 65536;
   let stack;

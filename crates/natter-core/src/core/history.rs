@@ -42,6 +42,17 @@ impl ChatCore {
         Ok(self.inner.bus.running_turn(chat).await?)
     }
 
+    /// The request id of the chat's oldest open turn (queued or running), the one that streams
+    /// next: what a resume follows when nothing streams yet (the turn waits for the node's
+    /// turn limit, its owner, or a turn ahead of it on another node).
+    pub async fn next_open_turn(&self, chat: &ChatKey) -> Result<Option<String>, CoreError> {
+        let turns = self.inner.store.open_turns(chat).await?;
+        Ok(turns
+            .into_iter()
+            .min_by_key(|t| t.opened_seq)
+            .map(|t| t.request_id))
+    }
+
     /// The event that ended the turn `request_id`, looking after `from_seq`.
     pub async fn turn_end(
         &self,

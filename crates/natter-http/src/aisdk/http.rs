@@ -79,8 +79,8 @@ pub async fn post_chat(
     security((), ("bearerAuth" = [])),
     params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "The chat id"), crate::openapi::IdentityQuery),
     responses(
-        (status = 200, description = "The running reply so far, then live, as on `POST`", content_type = "text/event-stream", body = String),
-        (status = 204, description = "No reply is running"),
+        (status = 200, description = "The running reply so far, then live, as on `POST`; with none running, the oldest queued reply once it starts", content_type = "text/event-stream", body = String),
+        (status = 204, description = "No reply is running or queued"),
         crate::openapi::Errors,
     ),
 )]

@@ -463,7 +463,8 @@ async fn continue_after_tools(
     Ok(TurnStream::new(Some(feed), chunks, first))
 }
 
-/// The chat's running turn from its start, then live; `None` when nothing is streaming.
+/// The chat's running turn from its start, then live, or its next queued turn once it starts;
+/// `None` when no turn is open.
 pub(crate) async fn resume(
     face: &Face,
     who: &Identity,
@@ -477,11 +478,20 @@ pub(crate) async fn resume(
         Err(e) if e.to_wire().code == ErrorCode::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let Some(turn) = feed.current_turn().cloned() else {
-        return Ok(None);
-    };
-    let (chunks, first) = replay_running(face, &chat, &feed, &turn).await?;
-    Ok(Some(TurnStream::new(Some(feed), chunks, first)))
+    if let Some(turn) = feed.current_turn().cloned() {
+        let (chunks, first) = replay_running(face, &chat, &feed, &turn).await?;
+        return Ok(Some(TurnStream::new(Some(feed), chunks, first)));
+    }
+    // Nothing streams yet, but a turn may be queued (read after the feed subscribed, so its
+    // start cannot be missed): the stream waits for it, as the POST that queued it does.
+    match face.core.next_open_turn(&chat).await? {
+        Some(request_id) => Ok(Some(TurnStream::new(
+            Some(feed),
+            TurnChunks::for_request(request_id.into()),
+            Vec::new(),
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// The chunks of a running turn so far (tokens and tool events in order), for a stream that
