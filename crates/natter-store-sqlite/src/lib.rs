@@ -183,8 +183,13 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // sqlx pings a pooled connection before handing it out (`test_before_acquire`), a
+        // round trip to the connection's worker thread on every read and every commit. A
+        // SQLite file cannot hang up the way a server connection can, so it is off: under the
+        // heavy fan-out bench that was 10 % of the process's futex calls (bench/README.md).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(backend)?;
@@ -194,6 +199,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("migrations failed: {e}")))?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
