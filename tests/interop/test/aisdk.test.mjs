@@ -551,9 +551,21 @@ describe("a turn waiting for the node's turn limit (--max-concurrent-turns 1)", 
     const resumedStream = await within(transport.reconnectToStream({ chatId: waiting }), 5000, "resume of the queued chat");
     assert.ok(resumedStream, "a queued turn is resumable, not 204");
     const resumed = drain(resumedStream);
-    const [a, r] = await within(Promise.all([first.done, resumed.done]), 15000, "both turns");
-    assertFinishedTurn(a, numbered(20));
-    assertFinishedTurn(r, numbered(3));
+    // The WebSocket transport's resume is the same: it follows the queued turn too.
+    const ws = new WebSocketChatTransport({ url: `${stack.natter.url}/api/chat/ws`, webSocket: WebSocket, body: { userId: "web" } });
+    try {
+      const wsStream = await within(ws.reconnectToStream({ chatId: waiting }), 5000, "WebSocket resume of the queued chat");
+      assert.ok(wsStream, "a queued turn is resumable over the WebSocket transport");
+      const wsResumed = drain(wsStream);
+      const [a, r, w] = await within(Promise.all([first.done, resumed.done, wsResumed.done]), 15000, "all turns");
+      assertFinishedTurn(a, numbered(20));
+      assertFinishedTurn(r, numbered(3));
+      assertFinishedTurn(w, numbered(3));
+      assert.equal(w[0].messageId, r[0].messageId);
+    } finally {
+      ws.close();
+    }
+    const [a, r] = [await first.done, await resumed.done];
     // It starts when the busy chat's turn is over (separate connections: the last few ms may
     // interleave, as in 2c).
     const busyDeltas = a.map((c, i) => (c.type === "text-delta" ? first.times[i] : null)).filter((t) => t !== null);
