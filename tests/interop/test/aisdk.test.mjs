@@ -575,6 +575,38 @@ describe("a turn waiting for the node's turn limit (--max-concurrent-turns 1)", 
     // Nothing open any more: nothing to resume.
     assert.equal(await transport.reconnectToStream({ chatId: waiting }), null);
   });
+
+  test("2e. stop on a chat whose turn waits for the slot stops that turn: its resumed stream ends with abort", async () => {
+    const busy = uid("ai-busy");
+    const waiting = uid("ai-waiting");
+    const first = drain(await send(busy, [userMsg("[fake:drip n=20 delay_ms=25]")]));
+    await first.until(() => first.deltas() >= 2, 10000, "2 deltas of the busy chat");
+    const queued = drain(await send(waiting, [userMsg("[fake:tokens n=3] queued")]));
+    const resumed = drain(await within(transport.reconnectToStream({ chatId: waiting }), 5000, "resume of the queued chat"));
+    const res = await fetch(`${stack.natter.url}/api/chat/${encodeURIComponent(waiting)}/stop`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ userId: "web" }),
+    });
+    assert.equal(res.status, 200, "a turn waiting for the slot is stoppable");
+    const body = await res.json();
+    assert.equal(body.ok, true);
+    const [q, r] = await within(Promise.all([queued.done, resumed.done]), 10000, "streams after stop");
+    for (const chunks of [q, r]) {
+      assert.equal(typesOf(chunks).at(-1), "abort", `ends with abort: ${JSON.stringify(typesOf(chunks))}`);
+      assert.equal(textOf(chunks), "", "the stopped turn never streamed");
+    }
+    // The busy chat's turn is not touched, and the stopped one never runs.
+    assertFinishedTurn(await within(first.done, 10000, "busy turn"), numbered(20));
+    await sleep(200);
+    const stored = (await history(stack.natter.url, waiting)).filter((m) => m.role === "ai");
+    assert.equal(stored.length, 1, JSON.stringify(stored));
+    assert.equal(stored[0].finishReason, "aborted");
+    assert.equal(stored[0].content, "");
+    assert.equal(stored[0].id, r[0].messageId, "the resumed stream's message is the stored one");
+    const idle = await fetch(`${stack.natter.url}/api/chat/${encodeURIComponent(waiting)}/stop`, { method: "POST" });
+    assert.equal(idle.status, 409, "nothing left to stop");
+  });
 });
 
 describe("bad input on POST /api/chat", () => {
