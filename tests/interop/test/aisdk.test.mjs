@@ -99,6 +99,10 @@ function assertFinishedTurn(chunks, expectedText) {
   return text;
 }
 
+/** `sendMessages` for a new user message (`trigger: "submit-message"`) on `transport`. */
+const submitVia = (transport, chatId, messages, extra = {}) =>
+  transport.sendMessages({ chatId, messages, trigger: "submit-message", messageId: undefined, abortSignal: undefined, ...extra });
+
 // ================================================================== HTTP: DefaultChatTransport
 
 describe("DefaultChatTransport over HTTP + SSE", () => {
@@ -112,8 +116,7 @@ describe("DefaultChatTransport over HTTP + SSE", () => {
   });
   after(() => stack?.stop());
 
-  const send = (chatId, messages, extra = {}) =>
-    transport.sendMessages({ chatId, messages, trigger: "submit-message", messageId: undefined, abortSignal: undefined, ...extra });
+  const send = (chatId, messages, extra = {}) => submitVia(transport, chatId, messages, extra);
 
   test("1. sendMessages streams start … finish; deltas join to the stored reply", async () => {
     const chatId = uid("ai-send");
@@ -395,8 +398,7 @@ describe("WebSocketChatTransport over /api/chat/ws", () => {
   after(() => stack?.stop());
 
   const wsTransport = () => new WebSocketChatTransport({ url: `${url}/api/chat/ws`, webSocket: WebSocket, body: { userId: "wsu" } });
-  const send = (t, chatId, messages, extra = {}) =>
-    t.sendMessages({ chatId, messages, trigger: "submit-message", messageId: undefined, abortSignal: undefined, ...extra });
+  const send = submitVia;
 
   test("6a. sendMessages gets the whole reply; two chats stream concurrently on one socket", async () => {
     const t = wsTransport();
@@ -523,7 +525,7 @@ describe("WebSocketChatTransport over /api/chat/ws", () => {
   });
 });
 
-// ================================================================== bad input
+// ================================================================== the node's turn limit
 
 describe("a turn waiting for the node's turn limit (--max-concurrent-turns 1)", () => {
   let stack;
@@ -534,8 +536,7 @@ describe("a turn waiting for the node's turn limit (--max-concurrent-turns 1)", 
   });
   after(() => stack?.stop());
 
-  const send = (chatId, messages, extra = {}) =>
-    transport.sendMessages({ chatId, messages, trigger: "submit-message", messageId: undefined, abortSignal: undefined, ...extra });
+  const send = (chatId, messages, extra = {}) => submitVia(transport, chatId, messages, extra);
 
   test("2d. reconnectToStream of a chat whose turn is queued, not started, follows that turn once it starts", async () => {
     const busy = uid("ai-busy");
@@ -608,6 +609,8 @@ describe("a turn waiting for the node's turn limit (--max-concurrent-turns 1)", 
     assert.equal(idle.status, 409, "nothing left to stop");
   });
 });
+
+// ================================================================== bad input
 
 describe("bad input on POST /api/chat", () => {
   const LIMIT = 65536;
