@@ -2,7 +2,7 @@
 // stock npm clients. Binaries come from $NATTER_BIN_DIR (default: target/debug).
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -39,6 +39,24 @@ function startListening(bin, args, env = {}) {
       reject(new Error(`${bin} exited early (${code ?? signal}):\n${stderr}`));
     });
   });
+}
+
+/** Starts `engineio-echo` (tools/engineio-echo) with `args`; `rss()` reads its resident KiB. */
+export async function startEngineioEcho(args = []) {
+  const s = await startListening("engineio-echo", args);
+  return {
+    ...s,
+    async stats() {
+      return (await fetch(`${s.url}/stats`)).json();
+    },
+    rss() {
+      const status = readFileSync(`/proc/${s.proc.pid}/status`, "utf8");
+      return Number(status.match(/VmRSS:\s+(\d+) kB/)[1]);
+    },
+    stop() {
+      s.proc.kill("SIGKILL");
+    },
+  };
 }
 
 export async function startFakeUpstream() {
