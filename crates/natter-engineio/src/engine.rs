@@ -228,7 +228,8 @@ impl<H: Handler> Engine<H> {
                         .on_upgrade(move |ws| self.open_websocket(ws, parts))
                         .into_response(),
                     Some(socket) => {
-                        if socket.lock().transport != Transport::Polling {
+                        let polling = socket.lock().transport == Transport::Polling;
+                        if !polling || socket.upgrade_claimed.swap(true, Ordering::AcqRel) {
                             // engine.io's answer to a second upgrade: the WebSocket opens and
                             // is closed at once.
                             return upgrade
@@ -301,18 +302,40 @@ impl<H: Handler> Engine<H> {
         };
         let mut packets = Vec::new();
         loop {
-            if socket.lock().transport == Transport::WebSocket {
-                // Upgraded while this request waited: the WebSocket writes from now on, and
-                // a wakeup this request took was the WebSocket's.
-                socket.ready.notify_one();
-                packets.push(Outgoing::Noop);
-                break;
+            // Created before the checks, so a wakeup between them and the wait is not lost.
+            let woken = socket.ready.notified();
+            let transport = socket.lock().transport;
+            match transport {
+                Transport::Polling => {}
+                Transport::Upgrading => match upgrade_outcome(&socket).await {
+                    // engine.io's answer at its next upgrade check: the client can pause
+                    // polling and send its `5`.
+                    Transport::Upgrading => {
+                        packets.push(Outgoing::Noop);
+                        break;
+                    }
+                    // The WebSocket carries the session now; the request is the old transport's.
+                    Transport::WebSocket => {
+                        socket.ready.notify_one();
+                        return Refusal::BadRequest.into_response();
+                    }
+                    Transport::Polling => continue,
+                },
+                Transport::WebSocket => {
+                    // A wakeup this request took was the WebSocket writer's.
+                    socket.ready.notify_one();
+                    return Refusal::BadRequest.into_response();
+                }
             }
             socket.take_all(&mut packets);
             if !packets.is_empty() {
                 break;
             }
-            socket.ready.notified().await;
+            woken.await;
+        }
+        if socket.is_closed() {
+            // What a closed session had left is taken: its sid is unknown from now on.
+            self.remove(socket.sid());
         }
         // The session's task may be waiting for the close packet to be taken.
         socket.control.notify_one();
@@ -325,6 +348,9 @@ impl<H: Handler> Engine<H> {
 
     /// A long-polling POST: the client's packets.
     async fn post(&self, socket: Arc<Socket>, body: Body) -> Response {
+        if socket.is_closed() {
+            return Refusal::BadRequest.into_response();
+        }
         let Some(_posting) = InProgress::start(&socket.posting) else {
             self.end(&socket, CloseReason::ProtocolError);
             return Refusal::BadRequest.into_response();
@@ -345,7 +371,9 @@ impl<H: Handler> Engine<H> {
                     socket.control.notify_one();
                 }
                 Incoming::Close => {
-                    self.end(&socket, CloseReason::ClientClose);
+                    // The sid stays until a GET takes the noop (or the session's task gives
+                    // up waiting): a GET sent together with the close gets `6`, not `400`.
+                    socket.close_with(CloseReason::ClientClose);
                     break;
                 }
                 Incoming::Ping(_) | Incoming::Upgrade | Incoming::Noop => {}
@@ -369,11 +397,12 @@ impl<H: Handler> Engine<H> {
         .await
         .unwrap_or(false);
         if !probed || socket.is_closed() {
+            socket.upgrade_claimed.store(false, Ordering::Release);
             return;
         }
-        // Releases a waiting GET so the client can pause polling and send `5`.
+        // A waiting GET sees the upgrade and answers as engine.io does (`poll`).
         socket.lock().transport = Transport::Upgrading;
-        socket.push_control(Outgoing::Noop);
+        socket.ready.notify_waiters();
         let upgraded = tokio::time::timeout_at(deadline, async {
             loop {
                 match ws.recv().await {
@@ -393,15 +422,38 @@ impl<H: Handler> Engine<H> {
         let mut outbox = socket.lock();
         if !upgraded || outbox.closed.is_some() {
             outbox.transport = Transport::Polling;
+            drop(outbox);
+            socket.upgrade_claimed.store(false, Ordering::Release);
+            socket.ready.notify_waiters();
             return;
         }
         outbox.transport = Transport::WebSocket;
         drop(outbox);
         *socket.upgraded.lock().unwrap_or_else(|e| e.into_inner()) = Some(ws);
         socket.control.notify_one();
-        // A GET waiting since the noop answers `6` and ends.
+        // A GET still waiting is refused (`poll`).
         socket.ready.notify_waiters();
     }
+}
+
+/// How often engine.io checks an upgrade in progress (its `checkIntervalTimer`).
+const UPGRADE_CHECK: Duration = Duration::from_millis(100);
+
+/// The session's transport once its upgrade ends, or after [`UPGRADE_CHECK`].
+async fn upgrade_outcome(socket: &Socket) -> Transport {
+    let settled = async {
+        loop {
+            let changed = socket.ready.notified();
+            let transport = socket.lock().transport;
+            if transport != Transport::Upgrading {
+                return transport;
+            }
+            changed.await;
+        }
+    };
+    tokio::time::timeout(UPGRADE_CHECK, settled)
+        .await
+        .unwrap_or(Transport::Upgrading)
 }
 
 fn polling_response(body: Vec<u8>) -> Response {

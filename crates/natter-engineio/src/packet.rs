@@ -57,6 +57,9 @@ pub(crate) enum Outgoing {
     Ping,
     /// Sent to a waiting long-polling request so the client can pause it during an upgrade.
     Noop,
+    /// Not a packet: the WebSocket writer flushes here, so what came before leaves in a
+    /// write of its own.
+    Flush,
     Close,
 }
 
@@ -109,6 +112,9 @@ pub(crate) fn parse_payload(body: &[u8]) -> Result<Vec<Incoming>, ParseError> {
 
 /// Appends `packet` as a long-polling payload writes it.
 pub(crate) fn encode_polling(out: &mut Vec<u8>, packet: &Outgoing) {
+    if *packet == Outgoing::Flush {
+        return;
+    }
     if !out.is_empty() {
         out.push(SEPARATOR);
     }
@@ -124,6 +130,7 @@ pub(crate) fn encode_polling(out: &mut Vec<u8>, packet: &Outgoing) {
         Outgoing::Ping => out.push(b'2'),
         Outgoing::Noop => out.push(b'6'),
         Outgoing::Close => out.push(b'1'),
+        Outgoing::Flush => {}
     }
 }
 

@@ -37,7 +37,9 @@ pub(crate) async fn run<H: Handler>(
             })
             .await;
         }
-        None if reason == CloseReason::ServerClose => drain_polling(&engine, &socket).await,
+        None if matches!(reason, CloseReason::ServerClose | CloseReason::ClientClose) => {
+            drain_polling(&engine, &socket).await
+        }
         None => {}
     }
     engine.remove(socket.sid());
@@ -184,6 +186,10 @@ async fn write(ws: &mut WebSocket, batch: &[Outgoing]) -> Result<(), axum::Error
             Outgoing::Message(Frame(Body::Binary(data))) => WsMessage::Binary(data.clone()),
             Outgoing::Ping => WsMessage::Text("2".into()),
             Outgoing::Noop => WsMessage::Text("6".into()),
+            Outgoing::Flush => {
+                ws.flush().await?;
+                continue;
+            }
             // The WebSocket's close frame ends the session (engine.io sends no `1` there).
             Outgoing::Close => break,
         };

@@ -123,6 +123,8 @@ pub struct Socket {
     pub(crate) polling: AtomicBool,
     /// A long-polling POST is being read; so is an overlapping one.
     pub(crate) posting: AtomicBool,
+    /// A WebSocket upgrade request was accepted and has not failed: a second one is refused.
+    pub(crate) upgrade_claimed: AtomicBool,
     /// The upgraded WebSocket, between the upgrade request's task and the session's.
     pub(crate) upgraded: Mutex<Option<WebSocket>>,
 }
@@ -144,6 +146,7 @@ impl Socket {
             pong: AtomicBool::new(false),
             polling: AtomicBool::new(false),
             posting: AtomicBool::new(false),
+            upgrade_claimed: AtomicBool::new(false),
             upgraded: Mutex::new(None),
         }
     }
@@ -156,16 +159,38 @@ impl Socket {
     /// when the queued messages and this one would pass the session's byte bound (a frame
     /// larger than the bound still goes through an empty outbox, so every frame can be sent).
     pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        self.send_all(std::slice::from_ref(&frame))
+    }
+
+    /// Queues several messages that only make sense together (a Socket.IO packet and its
+    /// binary attachments): all of them, or none.
+    pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
+        self.queue(frames, false)
+    }
+
+    /// Queues messages as [`Socket::send_all`] does, and has the WebSocket writer flush
+    /// right after them, so they leave in a write of their own before anything queued later
+    /// (a Socket.IO connect reply before the namespace's first events).
+    pub fn send_flushed(&self, frames: &[Frame]) -> Result<(), SendError> {
+        self.queue(frames, true)
+    }
+
+    fn queue(&self, frames: &[Frame], flush: bool) -> Result<(), SendError> {
         let mut outbox = self.lock();
         if outbox.closed.is_some() {
             return Err(SendError::Closed);
         }
-        let len = frame.len();
+        let len: usize = frames.iter().map(Frame::len).sum();
         if outbox.bytes > 0 && outbox.bytes + len > self.max_queued_bytes {
             return Err(SendError::Full);
         }
         outbox.bytes += len;
-        outbox.packets.push_back(Outgoing::Message(frame));
+        outbox
+            .packets
+            .extend(frames.iter().cloned().map(Outgoing::Message));
+        if flush {
+            outbox.packets.push_back(Outgoing::Flush);
+        }
         drop(outbox);
         self.ready.notify_one();
         Ok(())

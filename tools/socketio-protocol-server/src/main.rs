@@ -1,6 +1,7 @@
 //! The demo server that socketio/socket.io-protocol's `test-suite` is written against (its
-//! Readme's "Test suite" section), built on the transport Natter uses (socketioxide) with
-//! exactly those handlers and settings, so the suite measures the transport under Natter.
+//! Readme's "Test suite" section), with exactly those handlers and settings, on the transport
+//! Natter's face uses (socketioxide) or, with `--transport natter`, on the project's own
+//! (natter-socketio-transport), so the suite measures either.
 //!
 //! The suite connects to `localhost:3000`, so this listens there by default, on IPv4 and
 //! IPv6 loopback both (Node may resolve `localhost` to either).
@@ -37,6 +38,16 @@ struct Args {
     /// The suite expects 200; a loaded machine running this crate's own tests may need more.
     #[arg(long, default_value_t = PING_TIMEOUT_MS)]
     ping_timeout_ms: u64,
+    /// The Socket.IO implementation to serve with: socketioxide (under Natter's face today)
+    /// or the project's own (natter-socketio-transport on natter-engineio).
+    #[arg(long, value_enum, default_value = "socketioxide")]
+    transport: Transport,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Transport {
+    Socketioxide,
+    Natter,
 }
 
 /// Every argument of an event, whatever their number, as one value that socketioxide spreads
@@ -121,6 +132,14 @@ async fn on_custom_connect(socket: SocketRef, TryData(auth): TryData<rmpv::Value
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let app = match args.transport {
+        Transport::Socketioxide => socketioxide_app(&args),
+        Transport::Natter => own::app(&args),
+    };
+    serve(&args, app).await
+}
+
+fn socketioxide_app(args: &Args) -> axum::Router {
     let (layer, io) = SocketIo::builder()
         .ping_interval(Duration::from_millis(args.ping_interval_ms))
         .ping_timeout(Duration::from_millis(args.ping_timeout_ms))
@@ -131,8 +150,68 @@ async fn main() -> anyhow::Result<()> {
         .build_layer();
     io.ns("/", on_main_connect);
     io.ns("/custom", on_custom_connect);
-    let app = axum::Router::new().layer(layer);
+    axum::Router::new().layer(layer)
+}
 
+/// The same handlers on the project's own transport.
+mod own {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use natter_socketio_transport::natter_engineio::{Config, Engine};
+    use natter_socketio_transport::{Event, Namespace, Socket, SocketIo};
+    use serde_json::value::RawValue;
+
+    /// `/` and `/custom` both emit `auth`; only `/` answers messages.
+    struct Demo {
+        echoes: bool,
+    }
+
+    impl Namespace for Demo {
+        fn on_connect(&self, socket: &Arc<Socket>, auth: Option<&RawValue>) {
+            let empty = serde_json::value::to_raw_value(&serde_json::json!({}));
+            let auth = match (auth, &empty) {
+                (Some(auth), _) if auth.get() != "null" => auth,
+                (_, Ok(empty)) => empty,
+                (_, Err(_)) => return,
+            };
+            if let Err(e) = socket.emit("auth", &[auth], &[]) {
+                eprintln!("emitting auth on {}: {e}", socket.namespace());
+            }
+        }
+
+        fn on_event(&self, socket: &Arc<Socket>, event: Event) {
+            if !self.echoes {
+                return;
+            }
+            let sent = match (event.name.as_str(), event.ack) {
+                ("message", _) => socket.emit("message-back", &event.args, &event.attachments),
+                ("message-with-ack", Some(id)) => socket.ack(id, &event.args, &event.attachments),
+                _ => Ok(()),
+            };
+            if let Err(e) = sent {
+                eprintln!("answering {}: {e}", event.name);
+            }
+        }
+
+        fn on_disconnect(&self, _socket: &Arc<Socket>) {}
+    }
+
+    pub fn app(args: &super::Args) -> axum::Router {
+        let config = Config {
+            ping_interval: Duration::from_millis(args.ping_interval_ms),
+            ping_timeout: Duration::from_millis(args.ping_timeout_ms),
+            max_payload: super::MAX_PAYLOAD as usize,
+            ..Config::default()
+        };
+        let io = SocketIo::new(super::CONNECT_TIMEOUT)
+            .namespace("/", Demo { echoes: true })
+            .namespace("/custom", Demo { echoes: false });
+        Engine::new(config, io).router("/socket.io")
+    }
+}
+
+async fn serve(args: &Args, app: axum::Router) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for addr in &args.listen {
         let listener = match tokio::net::TcpListener::bind(addr).await {

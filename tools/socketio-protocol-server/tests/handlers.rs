@@ -78,16 +78,27 @@ async fn open(addr: &str, ping_interval_ms: u64, ping_timeout_ms: u64) -> Ws {
     ws
 }
 
+/// Both transports the server can run on; every test here runs on each.
+const TRANSPORTS: [&str; 2] = ["socketioxide", "natter"];
+
 #[tokio::test]
 async fn the_handshake_carries_the_suites_settings() {
-    let (_server, addr) = start(&[]).await;
-    open(&addr, 300, 200).await;
+    for transport in TRANSPORTS {
+        let (_server, addr) = start(&["--transport", transport]).await;
+        open(&addr, 300, 200).await;
+    }
 }
 
 #[tokio::test]
 async fn auth_is_echoed_on_both_namespaces() {
+    for transport in TRANSPORTS {
+        auth_is_echoed_on(transport).await;
+    }
+}
+
+async fn auth_is_echoed_on(transport: &str) {
     // A pong deadline a starved test process cannot miss: this test is about the handlers.
-    let (_server, addr) = start(&["--ping-timeout-ms", "10000"]).await;
+    let (_server, addr) = start(&["--transport", transport, "--ping-timeout-ms", "10000"]).await;
     let mut ws = open(&addr, 300, 10_000).await;
     ws.send(Message::Text(r#"40{"token":"123"}"#.into()))
         .await
@@ -114,7 +125,13 @@ async fn auth_is_echoed_on_both_namespaces() {
 
 #[tokio::test]
 async fn messages_and_acks_come_back_with_every_argument() {
-    let (_server, addr) = start(&["--ping-timeout-ms", "10000"]).await;
+    for transport in TRANSPORTS {
+        messages_and_acks_come_back_on(transport).await;
+    }
+}
+
+async fn messages_and_acks_come_back_on(transport: &str) {
+    let (_server, addr) = start(&["--transport", transport, "--ping-timeout-ms", "10000"]).await;
     let mut ws = open(&addr, 300, 10_000).await;
     ws.send(Message::Text("40".into())).await.expect("sent");
     assert!(next_text(&mut ws).await.starts_with("40{\"sid\":"));
@@ -157,4 +174,84 @@ async fn messages_and_acks_come_back_with_every_argument() {
         assert_eq!(next(&mut ws).await, Message::Binary(vec![1u8, 2, 3].into()));
         assert_eq!(next(&mut ws).await, Message::Binary(vec![4u8, 5, 6].into()));
     }
+}
+
+/// What socketioxide gets wrong and the project's own transport must not (the protocol
+/// suite's failures on socketioxide, bench/README.md): the first ping one interval after the
+/// handshake, not at once.
+#[tokio::test]
+async fn the_own_transport_pings_first_after_one_interval() {
+    let (_server, addr) = start(&["--transport", "natter", "--ping-timeout-ms", "10000"]).await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("WebSocket connects");
+    let opened = tokio::time::Instant::now();
+    let handshake = ws.next().await.expect("open").expect("readable");
+    assert!(handshake.to_string().starts_with('0'));
+    ws.send(Message::Text("40".into())).await.expect("sent");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("readable");
+        seen.push((msg.to_string(), opened.elapsed()));
+    }
+    assert!(seen[0].0.starts_with("40{\"sid\":"), "{seen:?}");
+    assert_eq!(seen[1].0, r#"42["auth",{}]"#);
+    assert_eq!(seen[2].0, "2", "then the first ping");
+    // A lower bound only: a loaded machine delays a timer, it never hurries one.
+    assert!(seen[2].1 >= Duration::from_millis(290), "{seen:?}");
+}
+
+#[tokio::test]
+async fn the_own_transport_closes_on_malformed_packets_and_silence() {
+    let (_server, addr) = start(&["--transport", "natter", "--ping-timeout-ms", "10000"]).await;
+    for malformed in [
+        "4abc",
+        "42{}",
+        r#"42abc["message-with-ack",1]"#,
+        "452-[\"m\"]",
+    ] {
+        let mut ws = open(&addr, 300, 10_000).await;
+        ws.send(Message::Text("40".into())).await.expect("sent");
+        next_text(&mut ws).await;
+        next_text(&mut ws).await;
+        ws.send(Message::Text(malformed.into()))
+            .await
+            .expect("sent");
+        if malformed.starts_with("45") {
+            // Text where the announced attachment should be.
+            ws.send(Message::Text(r#"42["message"]"#.into()))
+                .await
+                .expect("sent");
+        }
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "{malformed:?} closes the connection");
+    }
+    // No Socket.IO connect within the connect timeout (1 s): closed.
+    let mut ws = open(&addr, 300, 10_000).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    let _ = ws.send(Message::Text("3".into())).await;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "closed by the connect timeout");
 }

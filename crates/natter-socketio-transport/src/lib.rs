@@ -1,0 +1,380 @@
+//! Socket.IO v5 on `natter-engineio`: namespaces (with `auth` on connect), events, acks both
+//! ways, binary attachments, and the connect timeout. Payloads stay raw JSON text
+//! ([`RawValue`]) from the wire to the handler and back.
+//!
+//! What it is for, and what it does not do yet, is in README.md.
+
+mod packet;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use natter_engineio::{CloseReason, Frame, Handler, Message, SendError, Sid};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+use crate::packet::{Kind, Packet};
+
+pub use natter_engineio;
+
+/// What the application does on one namespace.
+pub trait Namespace: Send + Sync + 'static {
+    /// A client joined the namespace, with the `auth` payload it sent, if any. The connect
+    /// reply has been queued (and leaves in a write of its own) before this is called.
+    fn on_connect(&self, socket: &Arc<Socket>, auth: Option<&RawValue>);
+    fn on_event(&self, socket: &Arc<Socket>, event: Event);
+    /// Called once, whatever ended it: the client left the namespace, the connection closed.
+    fn on_disconnect(&self, socket: &Arc<Socket>);
+}
+
+/// An event a client sent.
+#[derive(Debug)]
+pub struct Event {
+    pub name: String,
+    /// The arguments after the name, as JSON text; binary ones are placeholders
+    /// (`{"_placeholder":true,"num":N}`) into `attachments`.
+    pub args: Vec<Box<RawValue>>,
+    pub attachments: Vec<Bytes>,
+    /// The id to answer with [`Socket::ack`], if the client asked for an ack.
+    pub ack: Option<u64>,
+}
+
+/// A client's membership of one namespace.
+pub struct Socket {
+    id: String,
+    namespace: String,
+    engine: Arc<natter_engineio::Socket>,
+}
+
+impl Socket {
+    /// The Socket.IO id (not the Engine.IO session's).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The Engine.IO session under it.
+    pub fn engine(&self) -> &Arc<natter_engineio::Socket> {
+        &self.engine
+    }
+
+    /// Emits `event` with `args`; `attachments` are the binary arguments that placeholders in
+    /// `args` point to. Refused as the session's outbox refuses ([`SendError::Full`]).
+    pub fn emit<T: Serialize>(
+        &self,
+        event: &str,
+        args: &[T],
+        attachments: &[Bytes],
+    ) -> Result<(), SendError> {
+        let frames = self.encode(Kind::Event, Some(event), None, args, attachments);
+        self.engine.send_all(&frames)
+    }
+
+    /// Answers the client's event `id`.
+    pub fn ack<T: Serialize>(
+        &self,
+        id: u64,
+        args: &[T],
+        attachments: &[Bytes],
+    ) -> Result<(), SendError> {
+        let frames = self.encode(Kind::Ack, None, Some(id), args, attachments);
+        self.engine.send_all(&frames)
+    }
+
+    /// An event encoded once, to send to many sessions of this namespace
+    /// (`natter_engineio::Socket::send_all` with the same frames shares their bytes).
+    pub fn encode_event<T: Serialize>(namespace: &str, event: &str, args: &[T]) -> Vec<Frame> {
+        encode_frames(namespace, Kind::Event, Some(event), None, args, &[])
+    }
+
+    fn encode<T: Serialize>(
+        &self,
+        kind: Kind,
+        event: Option<&str>,
+        id: Option<u64>,
+        args: &[T],
+        attachments: &[Bytes],
+    ) -> Vec<Frame> {
+        encode_frames(&self.namespace, kind, event, id, args, attachments)
+    }
+}
+
+fn encode_frames<T: Serialize>(
+    namespace: &str,
+    kind: Kind,
+    event: Option<&str>,
+    id: Option<u64>,
+    args: &[T],
+    attachments: &[Bytes],
+) -> Vec<Frame> {
+    // Our own values: serializing them only fails for a map with non-string keys, a bug here.
+    let payload = packet::array(event, args).unwrap_or_else(|_| String::from("[]"));
+    let kind = match (kind, attachments.is_empty()) {
+        (Kind::Event, false) => Kind::BinaryEvent,
+        (Kind::Ack, false) => Kind::BinaryAck,
+        (kind, _) => kind,
+    };
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    frames.push(Frame::text(&packet::encode(
+        kind,
+        namespace,
+        id,
+        attachments.len(),
+        &payload,
+    )));
+    frames.extend(attachments.iter().cloned().map(Frame::binary));
+    frames
+}
+
+/// A binary packet waiting for its attachments.
+struct Partial {
+    packet: Packet,
+    attachments: Vec<Bytes>,
+}
+
+/// One Engine.IO session's Socket.IO state.
+#[derive(Default)]
+struct Conn {
+    sockets: HashMap<String, Arc<Socket>>,
+    partial: Option<Partial>,
+    /// Dropped when the session first joins a namespace: stops the connect timeout.
+    joined: Option<oneshot::Sender<()>>,
+}
+
+/// The Socket.IO server: an Engine.IO [`Handler`].
+pub struct SocketIo {
+    namespaces: HashMap<String, Arc<dyn Namespace>>,
+    connect_timeout: Duration,
+    conns: Mutex<HashMap<Sid, Conn>>,
+}
+
+impl SocketIo {
+    /// `connect_timeout`: how long a session may stay without joining a namespace
+    /// (socket.io's default is 45 s).
+    pub fn new(connect_timeout: Duration) -> SocketIo {
+        SocketIo {
+            namespaces: HashMap::new(),
+            connect_timeout,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Serves `name` (`/` or `/something`).
+    pub fn namespace(mut self, name: &str, handler: impl Namespace) -> SocketIo {
+        self.namespaces.insert(name.to_owned(), Arc::new(handler));
+        self
+    }
+
+    fn conns(&self) -> MutexGuard<'_, HashMap<Sid, Conn>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the connection for a malformed packet, as socket.io does.
+    fn refuse(&self, engine: &natter_engineio::Socket, why: packet::Malformed) {
+        // Debug level: a client's malformed packet is its problem, not the server's.
+        tracing::debug!(sid = %engine.sid(), why = why.0, "malformed Socket.IO packet");
+        engine.close();
+    }
+
+    fn on_packet(
+        &self,
+        engine: &Arc<natter_engineio::Socket>,
+        packet: Packet,
+        attachments: Vec<Bytes>,
+    ) {
+        match packet.kind {
+            Kind::Connect => self.connect(engine, packet),
+            Kind::Disconnect => {
+                let left = self
+                    .conns()
+                    .get_mut(&engine.sid())
+                    .and_then(|c| c.sockets.remove(&packet.namespace));
+                if let (Some(socket), Some(h)) = (left, self.handler(&packet.namespace)) {
+                    h.on_disconnect(&socket);
+                }
+            }
+            Kind::Event | Kind::BinaryEvent => {
+                let Some(socket) = self.socket(engine, &packet.namespace) else {
+                    return; // an event for a namespace it has not joined: socket.io ignores it
+                };
+                let Some((name, args)) = packet.data.as_deref().and_then(packet::split_event)
+                else {
+                    return self.refuse(engine, packet::Malformed("invalid event"));
+                };
+                let event = Event {
+                    name,
+                    args,
+                    attachments,
+                    ack: packet.id,
+                };
+                if let Some(h) = self.handler(&packet.namespace) {
+                    h.on_event(&socket, event);
+                }
+            }
+            // The server asks no acks of clients yet; an answer to none is dropped.
+            Kind::Ack | Kind::BinaryAck => {
+                let _ = packet.data.as_deref().and_then(packet::split_ack);
+            }
+            Kind::ConnectError => {
+                self.refuse(engine, packet::Malformed("connect error from a client"))
+            }
+        }
+    }
+
+    fn handler(&self, namespace: &str) -> Option<&Arc<dyn Namespace>> {
+        self.namespaces.get(namespace)
+    }
+
+    fn socket(&self, engine: &natter_engineio::Socket, namespace: &str) -> Option<Arc<Socket>> {
+        self.conns()
+            .get(&engine.sid())
+            .and_then(|c| c.sockets.get(namespace).cloned())
+    }
+
+    fn connect(&self, engine: &Arc<natter_engineio::Socket>, packet: Packet) {
+        let Some(handler) = self.handler(&packet.namespace) else {
+            let reply = packet::encode(
+                Kind::ConnectError,
+                &packet.namespace,
+                None,
+                0,
+                r#"{"message":"Invalid namespace"}"#,
+            );
+            let _ = engine.send(Frame::text(&reply));
+            return;
+        };
+        let socket = Arc::new(Socket {
+            id: random_id(),
+            namespace: packet.namespace.clone(),
+            engine: Arc::clone(engine),
+        });
+        {
+            let mut conns = self.conns();
+            let Some(conn) = conns.get_mut(&engine.sid()) else {
+                return; // the session closed meanwhile
+            };
+            if conn.sockets.contains_key(&packet.namespace) {
+                return; // joined already: socket.io ignores a second connect
+            }
+            conn.sockets
+                .insert(packet.namespace.clone(), Arc::clone(&socket));
+            conn.joined = None;
+        }
+        let reply = packet::encode(
+            Kind::Connect,
+            &packet.namespace,
+            None,
+            0,
+            &format!(r#"{{"sid":"{}"}}"#, socket.id),
+        );
+        if engine.send_flushed(&[Frame::text(&reply)]).is_err() {
+            return;
+        }
+        handler.on_connect(&socket, packet.data.as_deref());
+    }
+}
+
+/// 20 URL-safe characters, like engine.io's ids.
+fn random_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..20)
+        .map(|_| char::from(ALPHABET[fastrand::usize(..64)]))
+        .collect()
+}
+
+impl Handler for SocketIo {
+    fn on_open(
+        &self,
+        engine: &Arc<natter_engineio::Socket>,
+        _request: &axum::http::request::Parts,
+    ) {
+        // A session that joins no namespace in time is closed (socket.io's connectTimeout).
+        // The timer ends early once it joins or closes: both drop `joined`.
+        let (joined, waiting) = oneshot::channel::<()>();
+        self.conns().insert(
+            engine.sid(),
+            Conn {
+                joined: Some(joined),
+                ..Conn::default()
+            },
+        );
+        let engine = Arc::downgrade(engine);
+        let timeout = self.connect_timeout;
+        tokio::spawn(async move {
+            if tokio::time::timeout(timeout, waiting).await.is_err()
+                && let Some(engine) = engine.upgrade()
+            {
+                engine.close();
+            }
+        });
+    }
+
+    fn on_message(&self, engine: &Arc<natter_engineio::Socket>, message: Message) {
+        let mut conns = self.conns();
+        let Some(conn) = conns.get_mut(&engine.sid()) else {
+            return;
+        };
+        match message {
+            Message::Text(text) => {
+                if conn.partial.is_some() {
+                    drop(conns);
+                    return self.refuse(
+                        engine,
+                        packet::Malformed("text while attachments were expected"),
+                    );
+                }
+                let packet = match packet::parse(&text) {
+                    Ok(packet) => packet,
+                    Err(why) => {
+                        drop(conns);
+                        return self.refuse(engine, why);
+                    }
+                };
+                if packet.attachments > 0 {
+                    conn.partial = Some(Partial {
+                        attachments: Vec::with_capacity(packet.attachments.min(16)),
+                        packet,
+                    });
+                    return;
+                }
+                drop(conns);
+                self.on_packet(engine, packet, Vec::new());
+            }
+            Message::Binary(data) => {
+                let Some(partial) = conn.partial.as_mut() else {
+                    drop(conns);
+                    return self
+                        .refuse(engine, packet::Malformed("an attachment nobody announced"));
+                };
+                partial.attachments.push(data);
+                if partial.attachments.len() < partial.packet.attachments {
+                    return;
+                }
+                let Some(Partial {
+                    packet,
+                    attachments,
+                }) = conn.partial.take()
+                else {
+                    return;
+                };
+                drop(conns);
+                self.on_packet(engine, packet, attachments);
+            }
+        }
+    }
+
+    fn on_close(&self, engine: &Arc<natter_engineio::Socket>, _reason: CloseReason) {
+        let conn = self.conns().remove(&engine.sid());
+        for (namespace, socket) in conn.map(|c| c.sockets).unwrap_or_default() {
+            if let Some(h) = self.handler(&namespace) {
+                h.on_disconnect(&socket);
+            }
+        }
+    }
+}
