@@ -41,6 +41,12 @@ function startListening(bin, args, env = {}) {
   });
 }
 
+/** Starts tools/socketio-protocol-server (the protocol suite's demo server) with `args`. */
+export async function startProtocolServer(args = []) {
+  const s = await startListening("socketio-protocol-server", ["--listen", "127.0.0.1:0", ...args]);
+  return { ...s, stop: () => s.proc.kill("SIGKILL") };
+}
+
 /** Starts `engineio-echo` (tools/engineio-echo) with `args`; `rss()` reads its resident KiB. */
 export async function startEngineioEcho(args = []) {
   const s = await startListening("engineio-echo", args);
