@@ -205,8 +205,17 @@ impl<H: Handler> Engine<H> {
             (Some("polling"), None) if parts.method == Method::GET => self.open_polling(&parts),
             (Some("polling"), None) => Refusal::BadHandshakeMethod.into_response(),
             (Some("polling"), Some(socket)) => {
-                if socket.lock().transport == Transport::WebSocket {
+                let (transport, pong_due) = {
+                    let outbox = socket.lock();
+                    (outbox.transport, outbox.pong_due)
+                };
+                if transport == Transport::WebSocket {
                     return Refusal::BadRequest.into_response();
+                }
+                if pong_due.is_some_and(|due| due <= tokio::time::Instant::now()) {
+                    // Timed out; the session's task is about to notice.
+                    self.end(&socket, CloseReason::PingTimeout);
+                    return Refusal::UnknownSid.into_response();
                 }
                 match parts.method {
                     Method::GET => self.poll(socket).await,
@@ -367,6 +376,7 @@ impl<H: Handler> Engine<H> {
             match incoming {
                 Incoming::Message(message) => self.handler.on_message(&socket, message),
                 Incoming::Pong(_) => {
+                    socket.lock().pong_due = None;
                     socket.pong.store(true, Ordering::Release);
                     socket.control.notify_one();
                 }
@@ -429,7 +439,7 @@ impl<H: Handler> Engine<H> {
         }
         outbox.transport = Transport::WebSocket;
         drop(outbox);
-        *socket.upgraded.lock().unwrap_or_else(|e| e.into_inner()) = Some(ws);
+        *socket.upgraded.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(ws));
         socket.control.notify_one();
         // A GET still waiting is refused (`poll`).
         socket.ready.notify_waiters();

@@ -97,11 +97,12 @@ async fn drive<H: Handler>(
                     }
                     if socket.pong.swap(false, Ordering::AcqRel) {
                         pong_due = None;
+                        socket.lock().pong_due = None;
                         next_ping = Instant::now() + config.ping_interval;
                     }
                     let upgraded = socket.upgraded.lock().unwrap_or_else(|e| e.into_inner()).take();
                     if let Some(upgraded) = upgraded {
-                        *ws = Some(upgraded);
+                        *ws = Some(*upgraded);
                         // Write what queued up during the upgrade.
                         socket.ready.notify_one();
                     }
@@ -112,6 +113,9 @@ async fn drive<H: Handler>(
                     }
                     socket.push_control(Outgoing::Ping);
                     pong_due = Some(wake_at + config.ping_timeout);
+                    // Seen by requests too: one that comes after the deadline finds the session over,
+                    // even if this task has not woken yet.
+                    socket.lock().pong_due = pong_due;
                 }
             }
             continue;

@@ -104,6 +104,8 @@ pub(crate) struct Outbox {
     /// Set once, by whatever ended the session first.
     pub(crate) closed: Option<CloseReason>,
     pub(crate) transport: Transport,
+    /// When an unanswered long-polling ping times out.
+    pub(crate) pong_due: Option<tokio::time::Instant>,
 }
 
 /// One Engine.IO session.
@@ -126,7 +128,7 @@ pub struct Socket {
     /// A WebSocket upgrade request was accepted and has not failed: a second one is refused.
     pub(crate) upgrade_claimed: AtomicBool,
     /// The upgraded WebSocket, between the upgrade request's task and the session's.
-    pub(crate) upgraded: Mutex<Option<WebSocket>>,
+    pub(crate) upgraded: Mutex<Option<Box<WebSocket>>>,
 }
 
 impl Socket {
@@ -139,6 +141,7 @@ impl Socket {
                 bytes: 0,
                 closed: None,
                 transport,
+                pong_due: None,
             }),
             ready: Notify::new(),
             drained: Notify::new(),

@@ -316,12 +316,17 @@ impl Handler for SocketIo {
     }
 
     fn on_message(&self, engine: &Arc<natter_engineio::Socket>, message: Message) {
+        // Parsed before taking the lock every session shares.
+        let parsed = match &message {
+            Message::Text(text) => Some(packet::parse(text)),
+            Message::Binary(_) => None,
+        };
         let mut conns = self.conns();
         let Some(conn) = conns.get_mut(&engine.sid()) else {
             return;
         };
-        match message {
-            Message::Text(text) => {
+        match (message, parsed) {
+            (Message::Text(_), Some(parsed)) => {
                 if conn.partial.is_some() {
                     drop(conns);
                     return self.refuse(
@@ -329,7 +334,7 @@ impl Handler for SocketIo {
                         packet::Malformed("text while attachments were expected"),
                     );
                 }
-                let packet = match packet::parse(&text) {
+                let packet = match parsed {
                     Ok(packet) => packet,
                     Err(why) => {
                         drop(conns);
@@ -346,7 +351,8 @@ impl Handler for SocketIo {
                 drop(conns);
                 self.on_packet(engine, packet, Vec::new());
             }
-            Message::Binary(data) => {
+            (Message::Text(_), None) => {}
+            (Message::Binary(data), _) => {
                 let Some(partial) = conn.partial.as_mut() else {
                     drop(conns);
                     return self
