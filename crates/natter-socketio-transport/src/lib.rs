@@ -25,6 +25,13 @@ pub trait Namespace: Send + Sync + 'static {
     /// A client joined the namespace, with the `auth` payload it sent, if any. The connect
     /// reply has been queued (and leaves in a write of its own) before this is called.
     fn on_connect(&self, socket: &Arc<Socket>, auth: Option<&RawValue>);
+    /// Decides whether a client may join, before anything is sent: `Err(data)` answers
+    /// `CONNECT_ERROR` with `data` (socket.io-client's `connect_error` gets it as `err.data`
+    /// when it is an object with a `message`) and the client does not join.
+    fn authorize(&self, auth: Option<&RawValue>) -> Result<(), serde_json::Value> {
+        let _ = auth;
+        Ok(())
+    }
     fn on_event(&self, socket: &Arc<Socket>, event: Event);
     /// Called once, whatever ended it: the client left the namespace, the connection closed.
     fn on_disconnect(&self, socket: &Arc<Socket>);
@@ -249,6 +256,17 @@ impl SocketIo {
             let _ = engine.send(Frame::text(&reply));
             return;
         };
+        if let Err(refusal) = handler.authorize(packet.data.as_deref()) {
+            let reply = packet::encode(
+                Kind::ConnectError,
+                &packet.namespace,
+                None,
+                0,
+                &refusal.to_string(),
+            );
+            let _ = engine.send(Frame::text(&reply));
+            return;
+        }
         let socket = Arc::new(Socket {
             id: random_id(),
             namespace: packet.namespace.clone(),
