@@ -6,6 +6,8 @@
 //! handshake as engine.io sends it. See README.md for what it does not do yet.
 
 mod engine;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod packet;
 mod session;
 mod socket;

@@ -4,6 +4,8 @@
 //!
 //! What it is for, and what it does not do yet, is in README.md.
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod packet;
 
 use std::collections::HashMap;
