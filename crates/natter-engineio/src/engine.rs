@@ -251,7 +251,13 @@ impl<H: Handler> Engine<H> {
                                 })
                                 .into_response();
                         }
+                        let claimed = Arc::clone(&socket);
                         upgrade
+                            // An upgrade whose HTTP handshake fails leaves the session open to
+                            // another attempt.
+                            .on_failed_upgrade(move |_| {
+                                claimed.upgrade_claimed.store(false, Ordering::Release);
+                            })
                             .on_upgrade(move |ws| self.upgrade(socket, ws))
                             .into_response()
                     }
