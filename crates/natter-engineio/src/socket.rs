@@ -16,7 +16,8 @@ use crate::packet::{Frame, Outgoing};
 pub struct Sid([u8; 20]);
 
 impl Sid {
-    pub(crate) fn random() -> Sid {
+    /// A new random id.
+    pub fn random() -> Sid {
         const ALPHABET: &[u8; 64] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut id = [0u8; 20];

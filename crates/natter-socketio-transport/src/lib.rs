@@ -81,7 +81,14 @@ impl Socket {
         args: &[T],
         attachments: &[Bytes],
     ) -> Result<(), SendError> {
-        let frames = self.encode(Kind::Event, Some(event), None, args, attachments);
+        let frames = encode_frames(
+            &self.namespace,
+            Kind::Event,
+            Some(event),
+            None,
+            args,
+            attachments,
+        );
         self.engine.send_all(&frames)
     }
 
@@ -92,7 +99,14 @@ impl Socket {
         args: &[T],
         attachments: &[Bytes],
     ) -> Result<(), SendError> {
-        let frames = self.encode(Kind::Ack, None, Some(id), args, attachments);
+        let frames = encode_frames(
+            &self.namespace,
+            Kind::Ack,
+            None,
+            Some(id),
+            args,
+            attachments,
+        );
         self.engine.send_all(&frames)
     }
 
@@ -100,17 +114,6 @@ impl Socket {
     /// (`natter_engineio::Socket::send_all` with the same frames shares their bytes).
     pub fn encode_event<T: Serialize>(namespace: &str, event: &str, args: &[T]) -> Vec<Frame> {
         encode_frames(namespace, Kind::Event, Some(event), None, args, &[])
-    }
-
-    fn encode<T: Serialize>(
-        &self,
-        kind: Kind,
-        event: Option<&str>,
-        id: Option<u64>,
-        args: &[T],
-        attachments: &[Bytes],
-    ) -> Vec<Frame> {
-        encode_frames(&self.namespace, kind, event, id, args, attachments)
     }
 }
 
@@ -212,9 +215,9 @@ impl SocketIo {
                 let Some(socket) = self.socket(engine, &packet.namespace) else {
                     return; // an event for a namespace it has not joined: socket.io ignores it
                 };
-                let Some((name, args)) = packet.data.as_deref().and_then(packet::split_event)
-                else {
-                    return self.refuse(engine, packet::Malformed("invalid event"));
+                // `packet::parse` refuses an event it could not split.
+                let Some((name, args)) = packet.event else {
+                    return;
                 };
                 let event = Event {
                     name,
@@ -226,13 +229,9 @@ impl SocketIo {
                     h.on_event(&socket, event);
                 }
             }
-            // The server asks no acks of clients yet; an answer to none is dropped.
-            Kind::Ack | Kind::BinaryAck => {
-                let _ = packet.data.as_deref().and_then(packet::split_ack);
-            }
-            Kind::ConnectError => {
-                self.refuse(engine, packet::Malformed("connect error from a client"))
-            }
+            // The server asks no acks of clients yet, so an answer is to nothing and dropped.
+            // A client's CONNECT_ERROR never gets here: `packet::parse` refuses it.
+            Kind::Ack | Kind::BinaryAck | Kind::ConnectError => {}
         }
     }
 
@@ -270,7 +269,8 @@ impl SocketIo {
             return;
         }
         let socket = Arc::new(Socket {
-            id: random_id(),
+            // An id like engine.io's: 20 URL-safe characters.
+            id: Sid::random().to_string(),
             namespace: packet.namespace.clone(),
             engine: Arc::clone(engine),
         });
@@ -298,14 +298,6 @@ impl SocketIo {
         }
         handler.on_connect(&socket, packet.data.as_deref());
     }
-}
-
-/// 20 URL-safe characters, like engine.io's ids.
-fn random_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    (0..20)
-        .map(|_| char::from(ALPHABET[fastrand::usize(..64)]))
-        .collect()
 }
 
 impl Handler for SocketIo {

@@ -43,6 +43,8 @@ pub(crate) struct Packet {
     /// How many binary messages follow (binary kinds only).
     pub attachments: usize,
     pub data: Option<Box<RawValue>>,
+    /// An event's name and arguments, split out of `data` once, while checking its shape.
+    pub event: Option<(String, Vec<Box<RawValue>>)>,
 }
 
 /// Why a client's packet was refused; the connection is closed for it, as socket.io does.
@@ -94,10 +96,14 @@ pub(crate) fn parse(text: &str) -> Result<Packet, Malformed> {
     let first = data
         .as_deref()
         .and_then(|d| d.get().trim_start().bytes().next());
+    let event = match (kind, data.as_deref()) {
+        (Kind::Event | Kind::BinaryEvent, Some(data)) if first == Some(b'[') => split_event(data),
+        _ => None,
+    };
     let valid = match kind {
         Kind::Connect => id.is_none() && matches!(first, None | Some(b'{')),
         Kind::Disconnect => id.is_none() && data.is_none(),
-        Kind::Event | Kind::BinaryEvent => first == Some(b'[') && event_name(&data).is_some(),
+        Kind::Event | Kind::BinaryEvent => event.is_some(),
         Kind::Ack | Kind::BinaryAck => id.is_some() && first == Some(b'['),
         Kind::ConnectError => false,
     };
@@ -110,28 +116,18 @@ pub(crate) fn parse(text: &str) -> Result<Packet, Malformed> {
         id,
         attachments,
         data,
+        event,
     })
 }
 
-/// An event's name: the first element of its array, a string.
-fn event_name(data: &Option<Box<RawValue>>) -> Option<String> {
-    let items: Vec<&RawValue> = serde_json::from_str(data.as_deref()?.get()).ok()?;
-    serde_json::from_str(items.first()?.get()).ok()
-}
-
-/// Splits an event's array into its name and its arguments.
-pub(crate) fn split_event(data: &RawValue) -> Option<(String, Vec<Box<RawValue>>)> {
+/// Splits an event's array into its name (its first element, a string) and its arguments.
+fn split_event(data: &RawValue) -> Option<(String, Vec<Box<RawValue>>)> {
     let mut items: Vec<Box<RawValue>> = serde_json::from_str(data.get()).ok()?;
     if items.is_empty() {
         return None;
     }
     let name = serde_json::from_str(items.remove(0).get()).ok()?;
     Some((name, items))
-}
-
-/// Splits an ack's array into its arguments.
-pub(crate) fn split_ack(data: &RawValue) -> Option<Vec<Box<RawValue>>> {
-    serde_json::from_str(data.get()).ok()
 }
 
 /// Writes a packet: `kind`, the attachment count for binary kinds, the namespace unless it
@@ -194,7 +190,7 @@ mod tests {
         assert_eq!(p.namespace, "/custom");
         let p = parse(r#"2456["message-with-ack",1,"2",{"3":[false]}]"#).unwrap();
         assert_eq!((p.kind, p.id), (Kind::Event, Some(456)));
-        let (name, args) = split_event(p.data.as_deref().unwrap()).unwrap();
+        let (name, args) = p.event.unwrap();
         assert_eq!(name, "message-with-ack");
         assert_eq!(args.len(), 3);
         assert_eq!(args[2].get(), r#"{"3":[false]}"#);
