@@ -15,9 +15,9 @@
 //   cargo build --release -p engineio-echo -p socketio-protocol-server && (cd tests/interop && npm ci)
 //   node tests/interop/bench/engineio.mjs <engineio-echo binary> [-- rounds=2 sessions=5000 settle_s=5 fanout_sessions=200 tick_ms=1 tick_bytes=60 window_s=10 sio_sessions=5000] [protocol_server=<binary>]
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { Socket } from "engine.io-client";
 import { io } from "socket.io-client";
+import { cpuSeconds, rssKib } from "../lib/harness.mjs";
 
 const split = process.argv.indexOf("--");
 const bin = process.argv[2];
@@ -32,14 +32,6 @@ if (!bin || bin === "--") {
 }
 const ENGINES = ["natter", "engineioxide"];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-const TICKS_PER_S = 100; // USER_HZ on Linux
-function cpuSeconds(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S;
-}
-const rssKib = (pid) => Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+) kB/)[1]);
 
 function start(engine, args, program = bin, select = ["--engine", engine]) {
   const proc = spawn(program, [...select, ...args], { stdio: ["ignore", "pipe", "inherit"] });
@@ -114,7 +106,8 @@ async function fanout(engine) {
   const onMessage = (data) => {
     delivered++;
     const sent = Number(String(data).slice(0, 16));
-    latencies.push(Date.now() * 1000 - sent);
+    // Microseconds: Date.now() has only milliseconds.
+    latencies.push((performance.timeOrigin + performance.now()) * 1000 - sent);
   };
   const socks = await openMany(server.url, fanout_sessions, onMessage);
   await sleep(1000); // warm up

@@ -8,9 +8,8 @@
 //   cargo build --release --no-default-features -p natter && (cd tests/interop && npm ci)
 //   node tests/interop/bench/inbound.mjs <natter binary>... [-- rounds=3 sockets=10 messages=100 kib=100]
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { connect, NO_RATE_LIMITS, tempDir } from "../lib/harness.mjs";
+import { connect, cpuSeconds, NO_RATE_LIMITS, tempDir } from "../lib/harness.mjs";
 
 const split = process.argv.indexOf("--");
 const bins = process.argv.slice(2, split < 0 ? undefined : split);
@@ -23,13 +22,6 @@ if (bins.length === 0) {
   process.exit(2);
 }
 
-const TICKS_PER_S = 100; // USER_HZ on Linux
-function cpuSeconds(pid) {
-  // Fields after the `(comm)`: state is 3rd, utime the 14th, stime the 15th (1-based).
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S;
-}
 
 /** Starts `bin serve` (demo provider, limits off) and resolves with its url and process. */
 function start(bin, dataDir) {

@@ -41,6 +41,22 @@ function startListening(bin, args, env = {}) {
   });
 }
 
+const TICKS_PER_S = 100; // USER_HZ on Linux
+
+/** A process's CPU time so far (utime + stime), in seconds, from /proc (the benches). */
+export function cpuSeconds(pid) {
+  // Fields after the `(comm)`: state is 3rd, utime the 14th, stime the 15th (1-based).
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S;
+}
+
+/** A process's resident memory (VmRSS), in KiB. */
+export function rssKib(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(status.match(/VmRSS:\s+(\d+) kB/)[1]);
+}
+
 /** Starts tools/socketio-protocol-server (the protocol suite's demo server) with `args`. */
 export async function startProtocolServer(args = []) {
   const s = await startListening("socketio-protocol-server", ["--listen", "127.0.0.1:0", ...args]);
@@ -56,8 +72,7 @@ export async function startEngineioEcho(args = []) {
       return (await fetch(`${s.url}/stats`)).json();
     },
     rss() {
-      const status = readFileSync(`/proc/${s.proc.pid}/status`, "utf8");
-      return Number(status.match(/VmRSS:\s+(\d+) kB/)[1]);
+      return rssKib(s.proc.pid);
     },
     stop() {
       s.proc.kill("SIGKILL");
