@@ -167,6 +167,14 @@ impl<H: Handler> Engine<H> {
         self.sessions().len()
     }
 
+    /// Closes every session (each once what it has queued is written): for shutdown.
+    pub fn close_all(&self) {
+        let sessions: Vec<Arc<Socket>> = self.sessions().values().cloned().collect();
+        for socket in sessions {
+            socket.close();
+        }
+    }
+
     pub fn session(&self, sid: &str) -> Option<Arc<Socket>> {
         self.sessions().get(&Sid::parse(sid)?).cloned()
     }

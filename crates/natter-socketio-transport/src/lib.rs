@@ -8,9 +8,13 @@
 pub mod fuzzing;
 mod packet;
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName};
 
 use bytes::Bytes;
 use natter_engineio::{CloseReason, Frame, Handler, Message, SendError, Sid};
@@ -29,9 +33,16 @@ pub trait Namespace: Send + Sync + 'static {
     fn on_connect(&self, socket: &Arc<Socket>, auth: Option<&RawValue>);
     /// Decides whether a client may join, before anything is sent: `Err(data)` answers
     /// `CONNECT_ERROR` with `data` (socket.io-client's `connect_error` gets it as `err.data`
-    /// when it is an object with a `message`) and the client does not join.
-    fn authorize(&self, auth: Option<&RawValue>) -> Result<(), serde_json::Value> {
-        let _ = auth;
+    /// when it is an object with a `message`) and the client does not join. `socket` is the
+    /// one the client will have if it joins (its id, its [`Handshake`], a place for
+    /// [`Socket::set_state`]); once this returns `Ok`, [`Namespace::on_disconnect`] is called
+    /// for it exactly once, even if the session ends before the client is told it joined.
+    fn authorize(
+        &self,
+        socket: &Arc<Socket>,
+        auth: Option<&RawValue>,
+    ) -> Result<(), serde_json::Value> {
+        let _ = (socket, auth);
         Ok(())
     }
     fn on_event(&self, socket: &Arc<Socket>, event: Event);
@@ -51,11 +62,25 @@ pub struct Event {
     pub ack: Option<u64>,
 }
 
+/// What a session's handshake request said that the application may want later: copies of
+/// the query, the headers [`SocketIo::keep_headers`] names, and the peer's address. The
+/// request itself is not kept, so an idle session does not pin hyper's read buffer.
+#[derive(Debug, Default)]
+pub struct Handshake {
+    pub query: Option<Box<str>>,
+    pub headers: HeaderMap,
+    /// Present when the server is served with `into_make_service_with_connect_info`.
+    pub peer: Option<SocketAddr>,
+}
+
 /// A client's membership of one namespace.
 pub struct Socket {
     id: String,
     namespace: String,
     engine: Arc<natter_engineio::Socket>,
+    handshake: Arc<Handshake>,
+    /// The application's own state for this socket (set once).
+    state: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Socket {
@@ -71,6 +96,31 @@ impl Socket {
     /// The Engine.IO session under it.
     pub fn engine(&self) -> &Arc<natter_engineio::Socket> {
         &self.engine
+    }
+
+    /// The session's handshake request, as far as it was kept.
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// Stores the application's state for this socket; `false` if some was stored already.
+    pub fn set_state<T: Any + Send + Sync>(&self, state: Arc<T>) -> bool {
+        self.state.set(state).is_ok()
+    }
+
+    /// The state [`Socket::set_state`] stored, if it is a `T`.
+    pub fn state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        Arc::clone(self.state.get()?).downcast().ok()
+    }
+
+    /// Tells the client it was disconnected from the namespace (socket.io-client's
+    /// `"io server disconnect"`, after which it does not reconnect by itself), then closes
+    /// the session once that is written. Refused, like an emit, when the outbox is full.
+    pub fn disconnect(&self) -> Result<(), SendError> {
+        let packet = packet::encode(Kind::Disconnect, &self.namespace, None, 0, "");
+        self.engine.send_flushed(&[Frame::text(&packet)])?;
+        self.engine.close();
+        Ok(())
     }
 
     /// Emits `event` with `args`; `attachments` are the binary arguments that placeholders in
@@ -153,6 +203,7 @@ struct Partial {
 /// One Engine.IO session's Socket.IO state.
 #[derive(Default)]
 struct Conn {
+    handshake: Arc<Handshake>,
     sockets: HashMap<String, Arc<Socket>>,
     partial: Option<Partial>,
     /// Dropped when the session first joins a namespace: stops the connect timeout.
@@ -163,6 +214,8 @@ struct Conn {
 pub struct SocketIo {
     namespaces: HashMap<String, Arc<dyn Namespace>>,
     connect_timeout: Duration,
+    /// Handshake headers copied for the application ([`Handshake::headers`]).
+    kept_headers: Vec<HeaderName>,
     conns: Mutex<HashMap<Sid, Conn>>,
 }
 
@@ -173,6 +226,7 @@ impl SocketIo {
         SocketIo {
             namespaces: HashMap::new(),
             connect_timeout,
+            kept_headers: Vec::new(),
             conns: Mutex::new(HashMap::new()),
         }
     }
@@ -180,6 +234,12 @@ impl SocketIo {
     /// Serves `name` (`/` or `/something`).
     pub fn namespace(mut self, name: &str, handler: impl Namespace) -> SocketIo {
         self.namespaces.insert(name.to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// Keeps copies of these handshake request headers in every socket's [`Handshake`].
+    pub fn keep_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> SocketIo {
+        self.kept_headers.extend(names);
         self
     }
 
@@ -257,7 +317,25 @@ impl SocketIo {
             let _ = engine.send(Frame::text(&reply));
             return;
         };
-        if let Err(refusal) = handler.authorize(packet.data.as_deref()) {
+        let handshake = {
+            let conns = self.conns();
+            let Some(conn) = conns.get(&engine.sid()) else {
+                return; // the session closed meanwhile
+            };
+            if conn.sockets.contains_key(&packet.namespace) {
+                return; // joined already: socket.io ignores a second connect
+            }
+            Arc::clone(&conn.handshake)
+        };
+        let socket = Arc::new(Socket {
+            // An id like engine.io's: 20 URL-safe characters.
+            id: Sid::random().to_string(),
+            namespace: packet.namespace.clone(),
+            engine: Arc::clone(engine),
+            handshake,
+            state: OnceLock::new(),
+        });
+        if let Err(refusal) = handler.authorize(&socket, packet.data.as_deref()) {
             let reply = packet::encode(
                 Kind::ConnectError,
                 &packet.namespace,
@@ -268,23 +346,24 @@ impl SocketIo {
             let _ = engine.send(Frame::text(&reply));
             return;
         }
-        let socket = Arc::new(Socket {
-            // An id like engine.io's: 20 URL-safe characters.
-            id: Sid::random().to_string(),
-            namespace: packet.namespace.clone(),
-            engine: Arc::clone(engine),
-        });
-        {
+        let inserted = {
             let mut conns = self.conns();
-            let Some(conn) = conns.get_mut(&engine.sid()) else {
-                return; // the session closed meanwhile
-            };
-            if conn.sockets.contains_key(&packet.namespace) {
-                return; // joined already: socket.io ignores a second connect
+            match conns.get_mut(&engine.sid()) {
+                // Gone (closed meanwhile) or taken (a second connect raced this one).
+                None => false,
+                Some(conn) if conn.sockets.contains_key(&packet.namespace) => false,
+                Some(conn) => {
+                    conn.sockets
+                        .insert(packet.namespace.clone(), Arc::clone(&socket));
+                    conn.joined = None;
+                    true
+                }
             }
-            conn.sockets
-                .insert(packet.namespace.clone(), Arc::clone(&socket));
-            conn.joined = None;
+        };
+        if !inserted {
+            // Authorized, so the application hears of its end (see `Namespace::authorize`).
+            handler.on_disconnect(&socket);
+            return;
         }
         let reply = packet::encode(
             Kind::Connect,
@@ -301,17 +380,31 @@ impl SocketIo {
 }
 
 impl Handler for SocketIo {
-    fn on_open(
-        &self,
-        engine: &Arc<natter_engineio::Socket>,
-        _request: &axum::http::request::Parts,
-    ) {
+    fn on_open(&self, engine: &Arc<natter_engineio::Socket>, request: &axum::http::request::Parts) {
+        let mut headers = HeaderMap::new();
+        for name in &self.kept_headers {
+            for value in request.headers.get_all(name) {
+                // `from_bytes` copies the value out of hyper's read buffer.
+                if let Ok(copy) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+                    headers.append(name.clone(), copy);
+                }
+            }
+        }
+        let handshake = Arc::new(Handshake {
+            query: request.uri.query().map(Box::from),
+            headers,
+            peer: request
+                .extensions
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        });
         // A session that joins no namespace in time is closed (socket.io's connectTimeout).
         // The timer ends early once it joins or closes: both drop `joined`.
         let (joined, waiting) = oneshot::channel::<()>();
         self.conns().insert(
             engine.sid(),
             Conn {
+                handshake,
                 joined: Some(joined),
                 ..Conn::default()
             },
