@@ -1,7 +1,7 @@
 //! Writing a member's feed to its socket, and what happens when the socket can't keep up.
 //!
-//! socketioxide gives each socket a bounded packet buffer and refuses a packet when it is
-//! full. We never drop an event there: the member's task waits (with backoff) for room, up
+//! Each socket has a bounded buffer (socketioxide's counts packets, the own transport's
+//! bytes) that refuses a packet when it is full. We never drop an event there: the member's task waits (with backoff) for room, up
 //! to `slow_consumer_timeout`. While it waits, the chat's bus channel keeps going without it;
 //! once the member is more than the channel's capacity behind, its [`Feed`] resyncs and sends
 //! the running turn's missed tokens as one coalesced `ai:token` (`index..=through`). A member
@@ -27,12 +27,10 @@ use natter_core::telemetry;
 use natter_protocol::socketio::ServerErrorEvent;
 use natter_protocol::{ErrorCode, EventKey, EventNames, WireError};
 use serde::Serialize;
-use socketioxide::SendError;
-use socketioxide::extract::SocketRef;
-use socketioxide::socket::Socket;
 use tokio_util::sync::CancellationToken;
 
 use crate::Face;
+use crate::client::{Client, Refused};
 use crate::connection::Conn;
 use crate::flat::{Outbound, Profile};
 use crate::wire;
@@ -51,7 +49,7 @@ pub const MAX_MERGED_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Emits, waiting for room in the socket's buffer for at most `patience`.
 pub async fn emit<T: Serialize + ?Sized>(
-    socket: &Socket,
+    socket: &Client,
     event: &str,
     payload: &T,
     patience: Duration,
@@ -66,7 +64,7 @@ pub async fn emit<T: Serialize + ?Sized>(
 /// [`emit`] does; says whether it had to wait. `chat_id` is the chat the event is about when
 /// its payload does not say (the flat profile's `conversation_id`).
 pub async fn emit_event<T: Serialize + Sync + ?Sized>(
-    socket: &Socket,
+    socket: &Client,
     profile: Profile,
     names: &EventNames,
     key: EventKey,
@@ -87,7 +85,7 @@ type Waiting<'a> = Pin<Box<dyn Future<Output = Result<(), EmitFailed>> + Send + 
 /// (the flat profile's message is a few hundred bytes) and the wait for room live in a
 /// [`Waiting`] box only when the socket is full, not in every member task's future.
 fn emit_or_wait<'a, T: Serialize + Sync + ?Sized>(
-    socket: &'a Socket,
+    socket: &'a Client,
     profile: Profile,
     names: &'a EventNames,
     key: EventKey,
@@ -109,7 +107,7 @@ fn emit_or_wait<'a, T: Serialize + Sync + ?Sized>(
 /// Emits the event `key` as `profile` names it, once, without waiting for room (acks'
 /// companions: `error`, `meta:events:response`). Lost if the socket's buffer is full.
 pub fn send_now<T: Serialize + ?Sized>(
-    socket: &Socket,
+    socket: &Client,
     profile: Profile,
     names: &EventNames,
     key: EventKey,
@@ -122,25 +120,20 @@ pub fn send_now<T: Serialize + ?Sized>(
 
 /// One emit; `None` if the socket's buffer is full.
 fn try_emit<T: Serialize + ?Sized>(
-    socket: &Socket,
+    socket: &Client,
     event: &str,
     payload: &T,
 ) -> Option<Result<(), EmitFailed>> {
     match socket.emit(event, payload) {
         Ok(()) => Some(Ok(())),
-        Err(SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => None,
-        Err(SendError::Socket(socketioxide::SocketError::Closed)) => Some(Err(EmitFailed::Closed)),
-        Err(e) => {
-            // A serialization error: a bug on our side, never caused by input.
-            tracing::error!(error = %e, event, "emit failed");
-            Some(Ok(()))
-        }
+        Err(Refused::Full) => None,
+        Err(Refused::Closed) => Some(Err(EmitFailed::Closed)),
     }
 }
 
 /// Retries an emit that found the socket's buffer full, with backoff, for up to `patience`.
 async fn wait_for_room<T: Serialize + ?Sized>(
-    socket: &Socket,
+    socket: &Client,
     event: &str,
     payload: &T,
     patience: Duration,
@@ -182,7 +175,7 @@ pub const DROP_NOTICE_PATIENCE: Duration = Duration::from_secs(60);
 /// read again, so the caller does not wait for a stalled client.
 pub async fn drop_member(
     face: &Face,
-    socket: &SocketRef,
+    socket: &Client,
     conn: &Conn,
     chat: &ChatKey,
     user_id: &Arc<str>,
@@ -207,7 +200,7 @@ pub async fn drop_member(
             ),
         ),
     };
-    tracing::info!(socket = %socket.id, chat = %chat, %code, "dropping a member");
+    tracing::info!(socket = %conn.id, chat = %chat, %code, "dropping a member");
     let who = conn.identity.as_user(user_id.clone());
     face.core.leave(&who, &conn.id, chat).await;
     let body = ServerErrorEvent::new(&WireError::new(code, message), None);
@@ -230,10 +223,9 @@ pub async fn drop_member(
         }
         // disconnect() needs one free slot for its packet.
         let mut pause = Duration::from_millis(1);
-        while let Err(socketioxide::SocketError::InternalChannelFull) = socket.clone().disconnect()
-        {
+        while let Err(Refused::Full) = socket.disconnect() {
             if started.elapsed() >= DROP_NOTICE_PATIENCE {
-                tracing::warn!(socket = %socket.id, "could not disconnect a dropped member");
+                tracing::warn!(socket = %socket.id(), "could not disconnect a dropped member");
                 return;
             }
             tokio::time::sleep(pause).await;
@@ -296,7 +288,7 @@ pub fn asks_csat(face: &Face, conn: &Conn, user_id: &Arc<str>) -> bool {
 /// Sends a member's feed to its socket until the member leaves or the socket closes.
 pub async fn run_member(
     face: Arc<Face>,
-    socket: SocketRef,
+    socket: Client,
     conn: Arc<Conn>,
     user_id: Arc<str>,
     mut feed: Feed,
@@ -392,7 +384,7 @@ pub async fn run_member(
 /// `not_found`) and leaves the chat, unless the member has already left or rejoined it.
 async fn leave_deleted_chat(
     face: &Face,
-    socket: &SocketRef,
+    socket: &Client,
     conn: &Conn,
     chat: &ChatKey,
     user_id: &Arc<str>,

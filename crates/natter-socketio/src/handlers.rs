@@ -21,10 +21,10 @@ use natter_protocol::socketio::{
 use natter_protocol::{ErrorCode, EventKey, EventNames, WireError};
 use serde::Serialize;
 use serde_json::Value;
-use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::client::{Ack, Client};
 use crate::connection::{Conn, Membership};
 use crate::delivery::{self, DropReason, EmitFailed};
 use crate::flat::{FlatIn, Profile};
@@ -33,8 +33,8 @@ use crate::{Face, wire};
 
 /// Where the answer to one client event goes.
 struct Reply {
-    socket: SocketRef,
-    ack: Option<AckSender>,
+    client: Client,
+    ack: Option<Ack>,
     event: String,
     face: Arc<Face>,
 }
@@ -42,7 +42,7 @@ struct Reply {
 impl Reply {
     fn ok<T: Serialize + ?Sized>(self, body: &T) {
         if let Some(ack) = self.ack {
-            let _ = ack.send(body);
+            ack.send(body);
         }
     }
 
@@ -50,12 +50,12 @@ impl Reply {
         metrics::counter!(natter_core::telemetry::ERRORS, "code" => e.code.as_str()).increment(1);
         tracing::debug!(event = %self.event, code = %e.code, message = %e.message, "refused client event");
         if let Some(ack) = self.ack {
-            let _ = ack.send(&ErrorAck::from(e));
+            ack.send(&ErrorAck::from(e));
         }
         let body = ServerErrorEvent::new(e, Some(self.event));
-        let profile = conn_of(&self.socket).map_or(Profile::Default, |c| c.profile);
+        let profile = self.client.conn().map_or(Profile::Default, |c| c.profile);
         delivery::send_now(
-            &self.socket,
+            &self.client,
             profile,
             &self.face.config.event_names,
             EventKey::ServerError,
@@ -76,10 +76,6 @@ fn core_err(e: CoreError) -> WireError {
         tracing::warn!(error = %detail, "backend failure while serving a client event");
     }
     e.to_wire()
-}
-
-fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
-    socket.extensions.get::<Arc<Conn>>()
 }
 
 /// Seed 004 names its chats `conversation_id`; tried after the configured chat-key fields.
@@ -137,33 +133,43 @@ impl Routes {
     }
 }
 
-/// Runs as a connect middleware, before the client is told it is connected, so every
-/// handler is in place before its first event can arrive.
-pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Result<(), WireError> {
-    let parts = socket.req_parts();
-    let handshake = Handshake::new(parts.uri.query(), auth);
+/// What a client's handshake gave the face: the Socket.IO `auth` payload and copies of the
+/// request's query, headers and peer address, whichever transport carried them.
+pub(crate) struct HandshakeRequest<'a> {
+    pub id: String,
+    pub query: Option<&'a str>,
+    pub headers: &'a axum::http::HeaderMap,
+    pub ip: Option<std::net::IpAddr>,
+    pub auth: Option<Value>,
+}
+
+/// Checks a handshake and admits the connection, before the client is told it is connected,
+/// so every handler is in place before its first event can arrive. The caller keeps the
+/// returned state on the socket.
+pub(crate) fn prepare(face: &Face, request: HandshakeRequest<'_>) -> Result<Arc<Conn>, WireError> {
+    let HandshakeRequest {
+        id,
+        query,
+        headers,
+        ip,
+        auth,
+    } = request;
+    let handshake = Handshake::new(query, auth);
     ConnIdentity::check(&handshake)?;
     // `auth.traceparent`, the query's, or the handshake request's header; invalid: ignored.
     let trace_parent = handshake
         .field(TRACEPARENT)
         .or_else(|| {
-            parts
-                .headers
+            headers
                 .get(TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         })
         .and_then(|v| SpanParent::from_traceparent(&v));
     let profile = Profile::from_handshake(&handshake)?;
-    let id = socket.id.to_string();
-    let ip = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
     let identity = if face.config.auth.is_on() {
         let token = handshake.field("token").or_else(|| {
-            parts
-                .headers
+            headers
                 .get(axum::http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(natter_auth::bearer)
@@ -188,11 +194,10 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
         .admit(&identity.resolve(None)?, ip)
         .map_err(|e| e.to_wire())?;
     let conn = Arc::new(
-        Conn::new(id.clone().into(), identity, handshake, profile, ip)
-            .with_trace_parent(trace_parent),
+        Conn::new(id.into(), identity, handshake, profile, ip).with_trace_parent(trace_parent),
     );
     *conn.admission.lock().unwrap_or_else(|p| p.into_inner()) = Some(admission);
-    if handshake_chat(&face, &conn.handshake).is_some() {
+    if handshake_chat(face, &conn.handshake).is_some() {
         // Nothing else holds the new lock yet, so this cannot fail; if it somehow did, the
         // join below would simply take the lock in turn.
         if let Ok(guard) = conn.serial.clone().try_lock_owned() {
@@ -202,83 +207,85 @@ pub fn prepare(face: Arc<Face>, socket: SocketRef, auth: Option<Value>) -> Resul
                 .unwrap_or_else(|p| p.into_inner()) = Some(guard);
         }
     }
-    socket.extensions.insert(conn);
     metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio").increment(1.0);
+    Ok(conn)
+}
 
-    // One fallback handler routes every client event by name through the face's shared table:
-    // one closure per socket instead of one per event name (15 boxed handlers under their
-    // own `String` keys on every idle socket, 18 on a flat one: 2.4 KiB, issue 15).
-    {
-        let face = face.clone();
-        socket.on_fallback(
-            move |socket: SocketRef,
-                  Event(event): Event,
-                  TryData(data): TryData<Value>,
-                  ack: AckSender| {
-                let face = face.clone();
-                let route = face.routes.get(profile, &event);
-                // Synchronously, as the packet is read: the events keep the client's order.
-                let order = route.and_then(|_| conn_of(&socket).map(|c| c.queue_event()));
-                async move {
-                    let Some(route) = route else {
-                        let e = WireError::new(
-                            ErrorCode::UnknownEvent,
-                            format!("unknown event `{event}`"),
-                        );
-                        Reply {
-                            socket,
-                            ack: Some(ack),
-                            event,
-                            face,
-                        }
-                        .err(&e);
-                        return;
-                    };
-                    let _order = match order {
-                        Some(mut o) => {
-                            o.wait().await;
-                            Some(o)
-                        }
-                        None => None,
-                    };
-                    match route {
-                        Route::Contract(key) => {
-                            dispatch(face, socket, key, event, data.ok(), Some(ack)).await
-                        }
-                        Route::Flat(flat) => {
-                            dispatch_flat(face, socket, flat, data.ok(), Some(ack)).await
-                        }
-                    }
-                }
-            },
-        );
-    }
-    socket.on_disconnect(move |socket: SocketRef| {
-        let face = face.clone();
-        async move {
-            metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio")
-                .decrement(1.0);
-            let Some(conn) = conn_of(&socket) else { return };
-            conn.closed.cancel();
-            conn.admission
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            for m in conn.drain() {
-                m.stop.cancel();
-                leave_presence(&face, &conn, &m).await;
-            }
+/// The `connect_error` message a refused handshake gets: the bare code for auth and limits
+/// (CONTRACT §6.15: `unauthorized`), which clients match on, the reason being logged;
+/// otherwise `code: reason`, so the client can match the code and a person can read why.
+pub(crate) fn refusal_message(e: &WireError) -> String {
+    use natter_protocol::ErrorCode as C;
+    match e.code {
+        C::Unauthorized | C::Forbidden | C::TooManyConnections => {
+            tracing::info!(code = %e.code, reason = %e.message, "handshake refused");
+            e.code.as_str().to_owned()
         }
-    });
-    Ok(())
+        _ => format!("{}: {}", e.code, e.message),
+    }
+}
+
+/// A client event arrives: routes it by name through the face's shared table. Call it
+/// synchronously as the packet is read: it takes the event's place in the connection's
+/// order before returning the future that handles it.
+pub(crate) fn receive(
+    face: Arc<Face>,
+    client: Client,
+    event: String,
+    data: Option<Value>,
+    ack: Option<Ack>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let conn = client.conn();
+    let profile = conn.as_ref().map_or(Profile::Default, |c| c.profile);
+    let route = face.routes.get(profile, &event);
+    let order = route.and_then(|_| conn.map(|c| c.queue_event()));
+    async move {
+        let Some(route) = route else {
+            let e = WireError::new(ErrorCode::UnknownEvent, format!("unknown event `{event}`"));
+            Reply {
+                client,
+                ack,
+                event,
+                face,
+            }
+            .err(&e);
+            return;
+        };
+        let _order = match order {
+            Some(mut o) => {
+                o.wait().await;
+                Some(o)
+            }
+            None => None,
+        };
+        match route {
+            Route::Contract(key) => dispatch(face, client, key, event, data, ack).await,
+            Route::Flat(flat) => dispatch_flat(face, client, flat, data, ack).await,
+        }
+    }
+}
+
+/// The socket is gone: its chats' presence ends and its admission is released.
+pub(crate) async fn disconnected(face: Arc<Face>, conn: Option<Arc<Conn>>) {
+    metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio").decrement(1.0);
+    let Some(conn) = conn else { return };
+    conn.closed.cancel();
+    conn.admission
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    for m in conn.drain() {
+        m.stop.cancel();
+        leave_presence(&face, &conn, &m).await;
+    }
 }
 
 /// After the client is connected: joins the chat its handshake names, if any (clients with
 /// `joinEvent: null`).
-pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
-    let Some(conn) = conn_of(&socket) else { return };
+pub(crate) async fn on_connect(face: Arc<Face>, client: Client) {
+    let Some(conn) = client.conn() else { return };
     if conn.identity.expires_at().is_some() {
-        tokio::spawn(watch_expiry(face.clone(), socket.clone(), conn.clone()));
+        tokio::spawn(watch_expiry(face.clone(), client.clone(), conn.clone()));
     }
     let held = conn
         .handshake_join
@@ -306,16 +313,16 @@ pub async fn on_connect(face: Arc<Face>, socket: SocketRef) {
         None => conn.serial.clone().lock_owned().await,
     };
     let reply = Reply {
-        socket: socket.clone(),
+        client: client.clone(),
         ack: None,
         event: "handshake".into(),
         face: face.clone(),
     };
-    join(face, socket, conn.clone(), req, reply).await;
+    join(face, client, conn.clone(), req, reply).await;
 }
 
 /// Drops the socket when its token expires, unless `auth:refresh` moved the expiry on.
-async fn watch_expiry(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>) {
+async fn watch_expiry(face: Arc<Face>, client: Client, conn: Arc<Conn>) {
     while let Some(expires_at) = conn.identity.expires_at() {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -333,7 +340,7 @@ async fn watch_expiry(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>) {
             "this connection's token has expired; send auth:refresh with a fresh token before it does, or reconnect with one",
         );
         let _ = delivery::emit_event(
-            &socket,
+            &client,
             conn.profile,
             &face.config.event_names,
             EventKey::ServerError,
@@ -342,8 +349,8 @@ async fn watch_expiry(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>) {
             std::time::Duration::from_secs(1),
         )
         .await;
-        tracing::info!(socket = %socket.id, "token expired: disconnecting");
-        let _ = socket.disconnect();
+        tracing::info!(socket = %conn.id, "token expired: disconnecting");
+        let _ = client.disconnect();
         return;
     }
 }
@@ -382,20 +389,20 @@ async fn leave_presence(face: &Face, conn: &Conn, m: &Membership) {
 /// which is then handled exactly as that event (errors name the flat event).
 async fn dispatch_flat(
     face: Arc<Face>,
-    socket: SocketRef,
+    client: Client,
     flat: FlatIn,
     data: Option<Value>,
-    ack: Option<AckSender>,
+    ack: Option<Ack>,
 ) {
     let data = data.unwrap_or(Value::Null);
     let new_message_id = || uuid::Uuid::now_v7().to_string();
     match flat.translate(&data, new_message_id) {
         Ok((key, payload)) => {
             let event = flat.name().to_owned();
-            dispatch(face, socket, key, event, Some(payload), ack).await
+            dispatch(face, client, key, event, Some(payload), ack).await
         }
         Err(e) => Reply {
-            socket,
+            client,
             ack,
             event: flat.name().to_owned(),
             face,
@@ -407,19 +414,19 @@ async fn dispatch_flat(
 /// Handles the client event `key`; `event` is the wire name it arrived under (for errors).
 async fn dispatch(
     face: Arc<Face>,
-    socket: SocketRef,
+    client: Client,
     key: EventKey,
     event: String,
     data: Option<Value>,
-    ack: Option<AckSender>,
+    ack: Option<Ack>,
 ) {
     let reply = Reply {
-        socket: socket.clone(),
+        client: client.clone(),
         ack,
         event: event.clone(),
         face: face.clone(),
     };
-    let Some(conn) = conn_of(&socket) else {
+    let Some(conn) = client.conn() else {
         return reply.err(&WireError::new(
             ErrorCode::Internal,
             "connection state missing",
@@ -443,7 +450,7 @@ async fn dispatch(
             fields.insert("traceId".into(), Value::from(parent.trace_id()));
         }
     }
-    handle(face, socket, conn, key, event, data, reply)
+    handle(face, client, conn, key, event, data, reply)
         .instrument(span)
         .await
 }
@@ -462,7 +469,7 @@ impl std::fmt::Display for EventSpanName<'_> {
 /// [`dispatch`]'s work, inside the event's span.
 async fn handle(
     face: Arc<Face>,
-    socket: SocketRef,
+    client: Client,
     conn: Arc<Conn>,
     key: EventKey,
     event: String,
@@ -472,7 +479,7 @@ async fn handle(
     let _serial = conn.serial.lock().await;
     match key {
         EventKey::Join => match JoinRequest::parse(&event, &data) {
-            Ok(req) => join(face, socket, conn.clone(), req, reply).await,
+            Ok(req) => join(face, client, conn.clone(), req, reply).await,
             Err(e) => reply.err(&e),
         },
         EventKey::Leave => {
@@ -498,7 +505,7 @@ async fn handle(
         EventKey::DiscoveryRequest => {
             let body = face.config.event_names.discovery();
             delivery::send_now(
-                &socket,
+                &client,
                 conn.profile,
                 &face.config.event_names,
                 EventKey::DiscoveryResponse,
@@ -544,7 +551,7 @@ async fn handle(
 /// a closed socket leaves it, and one whose buffer stays full is dropped as a slow consumer.
 async fn send_joined(
     face: &Arc<Face>,
-    socket: &SocketRef,
+    client: &Client,
     conn: &Conn,
     who: &natter_core::Identity,
     chat: &ChatKey,
@@ -554,7 +561,7 @@ async fn send_joined(
     let names = &face.config.event_names;
     let chat_id = Some(&*chat.chat_id);
     let sent = delivery::emit_event(
-        socket,
+        client,
         conn.profile,
         names,
         key,
@@ -571,13 +578,13 @@ async fn send_joined(
         }
         Err(EmitFailed::Full) => {
             let reason = DropReason::SlowConsumer;
-            delivery::drop_member(face, socket, conn, chat, &who.user_id, reason).await;
+            delivery::drop_member(face, client, conn, chat, &who.user_id, reason).await;
             false
         }
     }
 }
 
-async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequest, reply: Reply) {
+async fn join(face: Arc<Face>, client: Client, conn: Arc<Conn>, req: JoinRequest, reply: Reply) {
     let prepared = (|| {
         let chat_id = req.common.chat_id.clone().ok_or_else(|| {
             WireError::new(
@@ -631,7 +638,7 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
             None
         };
         for out in wire::durable(&chat.chat_id, event).into_iter().chain(csat) {
-            if !send_joined(&face, &socket, &conn, &who, &chat, out).await {
+            if !send_joined(&face, &client, &conn, &who, &chat, out).await {
                 return;
             }
         }
@@ -683,7 +690,7 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     // handler's future not `Send` for every lifetime, as socketioxide needs. Both are short.
     let after_ack: Vec<wire::Outgoing> = pending.chain(statuses).collect();
     for out in after_ack {
-        if !send_joined(&face, &socket, &conn, &who, &chat, out).await {
+        if !send_joined(&face, &client, &conn, &who, &chat, out).await {
             return;
         }
     }
@@ -696,7 +703,7 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     });
     tokio::spawn(delivery::run_member(
         face.clone(),
-        socket.clone(),
+        client.clone(),
         conn.clone(),
         who.user_id.clone(),
         outcome.feed,
@@ -709,7 +716,7 @@ async fn join(face: Arc<Face>, socket: SocketRef, conn: Arc<Conn>, req: JoinRequ
     {
         let e = core_err(e);
         delivery::send_now(
-            &socket,
+            &client,
             conn.profile,
             &face.config.event_names,
             EventKey::ServerError,
