@@ -27,16 +27,98 @@ use natter_core::tools::ToolRegistry;
 use natter_providers::anthropic::AnthropicProvider;
 use natter_providers::demo::DemoProvider;
 use natter_providers::openai::OpenAiProvider;
+use natter_socketio_transport::natter_engineio;
 use socketioxide::SocketIo;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ApiKeys, ProviderKind, ServerConfig};
+pub use config::{ApiKeys, ProviderKind, ServerConfig, SocketIoTransport};
+
+/// The Socket.IO server the face runs on (`--socketio-transport`).
+enum SocketIoServer {
+    Natter(Arc<natter_engineio::Engine<natter_socketio_transport::SocketIo>>),
+    Socketioxide(SocketIo),
+}
+
+impl SocketIoServer {
+    /// Builds the server with the face on its root namespace, and the routes that serve it.
+    fn build(config: &ServerConfig, core: &ChatCore, router: Router) -> (SocketIoServer, Router) {
+        // How long an Engine.IO connection may stay without a Socket.IO connect. socketioxide
+        // also keeps a refused handshake's connection (about 20 KB) until then, so this bounds
+        // what refused clients (bad tokens, over a cap) can hold: 10 s, not 45.
+        let connect_timeout = Duration::from_secs(10);
+        let max_payload = usize::try_from(config.max_payload_bytes).unwrap_or(usize::MAX);
+        match config.socketio_transport {
+            SocketIoTransport::Natter => {
+                let io = natter_socketio_transport::SocketIo::new(connect_timeout)
+                    .keep_headers(natter_socketio::HANDSHAKE_HEADERS)
+                    .namespace(
+                        "/",
+                        natter_socketio::namespace(core.clone(), config.socketio.clone()),
+                    );
+                let engine = natter_engineio::Engine::new(
+                    natter_engineio::Config {
+                        ping_interval: config.ping_interval,
+                        ping_timeout: config.ping_timeout,
+                        max_payload,
+                        max_queued_bytes: config.socket_queue_bytes,
+                        ..natter_engineio::Config::default()
+                    },
+                    io,
+                );
+                // The engine copies the few handshake fields the face reads and keeps no
+                // request head, so `socketio_head::detach` is not needed here.
+                let router = router.merge(engine.router(socketio_head::SOCKET_IO_PATH));
+                (SocketIoServer::Natter(engine), router)
+            }
+            SocketIoTransport::Socketioxide => {
+                let (layer, io) = SocketIo::builder()
+                    .max_payload(config.max_payload_bytes)
+                    // max_payload only bounds polling; WebSocket messages have their own limit.
+                    .ws_max_message_size(max_payload)
+                    .max_buffer_size(config.socket_buffer)
+                    // 1 KiB instead of 4: −3.05 KiB RSS per idle socket (29.5 → 26.5 at 5,000).
+                    // A large client message then takes more reads: +24 % server CPU on
+                    // 100 KiB messages (~+40 µs each), none measurable on 2 KiB ones
+                    // (bench/README.md, inbound.mjs).
+                    .ws_read_buffer_size(1024)
+                    .connect_timeout(connect_timeout)
+                    .ping_interval(config.ping_interval)
+                    .ping_timeout(config.ping_timeout)
+                    .build_layer();
+                natter_socketio::attach(&io, core.clone(), config.socketio.clone());
+                let router = router
+                    .layer(layer)
+                    // Before socketioxide sees the request: an idle socket then no longer pins
+                    // hyper's read buffer (39.8 → 32.0 KiB RSS per idle socket at 5,000,
+                    // bench/README.md).
+                    .layer(axum::middleware::map_request(socketio_head::detach));
+                (SocketIoServer::Socketioxide(io), router)
+            }
+        }
+    }
+
+    /// Closes every Socket.IO connection (shutdown).
+    async fn close(&self) {
+        match self {
+            SocketIoServer::Natter(engine) => {
+                engine.close_all();
+                // Each session's task writes what it queued and the close packet, then leaves
+                // the engine; give them a moment before the process exits.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                while engine.session_count() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            SocketIoServer::Socketioxide(io) => io.close().await,
+        }
+    }
+}
 
 /// A built server, not yet listening.
 pub struct Server {
     pub config: ServerConfig,
     pub core: ChatCore,
-    io: SocketIo,
+    io: Arc<SocketIoServer>,
     http_shutdown: CancellationToken,
     router: Router,
 }
@@ -230,23 +312,6 @@ impl Server {
     pub fn build_from_seams(config: ServerConfig, seams: Seams) -> anyhow::Result<Self> {
         let bus = seams.bus.clone();
         let core = ChatCore::from_seams(config.core.clone(), seams);
-        let (layer, io) = SocketIo::builder()
-            .max_payload(config.max_payload_bytes)
-            // max_payload only bounds polling; WebSocket messages have their own limit.
-            .ws_max_message_size(usize::try_from(config.max_payload_bytes).unwrap_or(usize::MAX))
-            .max_buffer_size(config.socket_buffer)
-            // 1 KiB instead of 4: −3.05 KiB RSS per idle socket (29.5 → 26.5 at 5,000). A large
-            // client message then takes more reads: +24 % server CPU on 100 KiB messages
-            // (~+40 µs each), none measurable on 2 KiB ones (bench/README.md, inbound.mjs).
-            .ws_read_buffer_size(1024)
-            // How long an Engine.IO connection may stay without a Socket.IO connect. socketioxide
-            // also keeps a refused handshake's connection (about 20 KB) until then, so this
-            // bounds what refused clients (bad tokens, over a cap) can hold: 10 s, not 45.
-            .connect_timeout(Duration::from_secs(10))
-            .ping_interval(config.ping_interval)
-            .ping_timeout(config.ping_timeout)
-            .build_layer();
-        natter_socketio::attach(&io, core.clone(), config.socketio.clone());
         let ops = ops::Ops::new(core.clone(), bus)?;
         let http_shutdown = CancellationToken::new();
         // The document covers what `ops` and natter-http mount (the same `routes!` lists);
@@ -256,20 +321,16 @@ impl Server {
             natter_http::routes(core.clone(), config.http.clone(), http_shutdown.clone());
         document.merge(ops_document);
         ops.set_document(&document)?;
-        let router = ops_router
-            .merge(http_router)
-            .merge(playground::router())
-            .layer(layer)
-            // Before socketioxide sees the request: an idle socket then no longer pins hyper's
-            // read buffer (39.8 → 32.0 KiB RSS per idle socket at 5,000, bench/README.md).
-            .layer(axum::middleware::map_request(socketio_head::detach))
+        let router = ops_router.merge(http_router).merge(playground::router());
+        let (io, router) = SocketIoServer::build(&config, &core, router);
+        let router = router
             // After routing (the route is known), around every handler.
             .layer(axum::middleware::from_fn(otel::http_span));
         let router = origin::guard(router, &config.allowed_origins);
         Ok(Self {
             config,
             core,
-            io,
+            io: Arc::new(io),
             http_shutdown,
             router,
         })

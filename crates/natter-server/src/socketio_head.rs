@@ -10,7 +10,7 @@ use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderMap, HeaderValue, Uri};
 
 /// The path socketioxide serves (its default `req_path`).
-const SOCKET_IO_PATH: &str = "/socket.io";
+pub(crate) const SOCKET_IO_PATH: &str = "/socket.io";
 
 /// For requests to the Socket.IO endpoint: replaces the URI, the header values and axum's
 /// `OriginalUri` (a clone of the same URI) with copies that own their bytes. Other requests

@@ -83,6 +83,15 @@ pub struct ApiKeys {
     pub anthropic: Option<String>,
 }
 
+/// Which Socket.IO server carries the Socket.IO face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketIoTransport {
+    /// The project's own (`natter-engineio`, `natter-socketio-transport`).
+    #[default]
+    Natter,
+    Socketioxide,
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -111,7 +120,11 @@ pub struct ServerConfig {
     /// The Engine.IO heartbeat (socketioxide's defaults: 25 s and 20 s).
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// socketioxide's per-socket bound, in packets.
     pub socket_buffer: usize,
+    pub socketio_transport: SocketIoTransport,
+    /// The own transport's per-connection bound, in bytes.
+    pub socket_queue_bytes: usize,
     pub bus_capacity: usize,
     /// `memory` or a `redis://` URL (see [`crate::cluster::open_cluster`]).
     pub bus: String,

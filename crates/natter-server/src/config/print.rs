@@ -12,7 +12,7 @@ use natter_store_sqlite::Durability;
 
 use super::{
     AgentSetting, ApiKeys, ClientToolSetting, LogFormat, ProviderKind, ProviderSetting,
-    ServerConfig, Settings,
+    ServerConfig, Settings, SocketIoTransport,
 };
 
 /// What `--print-config` shows in place of a secret.
@@ -112,6 +112,14 @@ impl ServerConfig {
             attachment_quota_bytes: Some(core.attachments.chat_quota_bytes),
             attachment_orphan_secs: Some(core.attachments.orphan_after.as_secs()),
             socket_buffer: Some(self.socket_buffer),
+            socketio_transport: Some(
+                match self.socketio_transport {
+                    SocketIoTransport::Natter => "natter",
+                    SocketIoTransport::Socketioxide => "socketioxide",
+                }
+                .into(),
+            ),
+            socket_queue_bytes: Some(self.socket_queue_bytes),
             bus_capacity: Some(self.bus_capacity),
             bus: Some(crate::cluster::redact(&self.bus)),
             slow_consumer_timeout_secs: secs(core.slow_consumer_timeout),

@@ -20,7 +20,7 @@ use super::paths::{data_dir, database_in, local_model_config};
 use super::tools::tools_config;
 use super::{
     ApiKeys, DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BUS, DEFAULT_LISTEN, DEFAULT_OPENAI_BASE_URL,
-    LocalModelConfig, LogFormat, ProviderKind, ServerConfig, Settings,
+    LocalModelConfig, LogFormat, ProviderKind, ServerConfig, Settings, SocketIoTransport,
 };
 
 impl ServerConfig {
@@ -104,6 +104,8 @@ impl ServerConfig {
             ping_timeout: heartbeat_millis("ping_timeout_ms", s.ping_timeout_ms, 20_000)?,
             socket_buffer: at_most("socket_buffer", s.socket_buffer.unwrap_or(256), MAX_QUEUE)?
                 .max(8),
+            socketio_transport: socketio_transport(s.socketio_transport.as_deref())?,
+            socket_queue_bytes: socket_queue_bytes(s.socket_queue_bytes)?,
             bus_capacity: at_most("bus_capacity", s.bus_capacity.unwrap_or(256), MAX_QUEUE)?,
             bus,
             shutdown_grace: secs(
@@ -297,6 +299,25 @@ fn socketio_config(s: &Settings, auth: Authenticator) -> anyhow::Result<SocketIo
             .max_joins_per_socket
             .unwrap_or(SocketIoConfig::default().max_joins_per_socket),
     })
+}
+
+fn socketio_transport(v: Option<&str>) -> anyhow::Result<SocketIoTransport> {
+    match v {
+        None | Some("natter") => Ok(SocketIoTransport::Natter),
+        Some("socketioxide") => Ok(SocketIoTransport::Socketioxide),
+        Some(other) => {
+            bail!("unknown socketio_transport `{other}` (expected `natter` or `socketioxide`)")
+        }
+    }
+}
+
+fn socket_queue_bytes(v: Option<usize>) -> anyhow::Result<usize> {
+    const GIB: usize = 1024 * 1024 * 1024;
+    let bytes = at_most("socket_queue_bytes", v.unwrap_or(1024 * 1024), GIB)?;
+    if bytes < 1024 {
+        bail!("socket_queue_bytes must be at least 1024, got {bytes}");
+    }
+    Ok(bytes)
 }
 
 fn sqlite_durability(v: Option<&str>) -> anyhow::Result<Durability> {

@@ -139,9 +139,18 @@ pub struct Settings {
     /// and `natter attachments gc`), at least 60 [default: 86400].
     #[arg(long, env = "NATTER_ATTACHMENT_ORPHAN_SECS")]
     pub attachment_orphan_secs: Option<u64>,
-    /// Packets buffered per socket before the server waits for it, at most 1048576 [default: 256].
+    /// Packets buffered per socket before the server waits for it, at most 1048576; the
+    /// `socketioxide` transport's bound [default: 256].
     #[arg(long, env = "NATTER_SOCKET_BUFFER")]
     pub socket_buffer: Option<usize>,
+    /// The Socket.IO transport: `natter` (the project's own, natter-socketio-transport) or
+    /// `socketioxide` [default: natter].
+    #[arg(long, env = "NATTER_SOCKETIO_TRANSPORT")]
+    pub socketio_transport: Option<String>,
+    /// Bytes queued per Socket.IO connection before the server waits for it, 1024 to
+    /// 1073741824; the `natter` transport's bound [default: 1048576].
+    #[arg(long, env = "NATTER_SOCKET_QUEUE_BYTES")]
+    pub socket_queue_bytes: Option<usize>,
     /// Events a member may fall behind before it catches up coalesced, at most 1048576
     /// [default: 256].
     /// Preallocated per chat with members on this node (about 40 bytes an event).
@@ -407,6 +416,8 @@ impl Settings {
             attachment_quota_bytes,
             attachment_orphan_secs,
             socket_buffer,
+            socketio_transport,
+            socket_queue_bytes,
             bus_capacity,
             bus,
             slow_consumer_timeout_secs,
