@@ -122,14 +122,21 @@ async fn drive<H: Handler>(
         };
         tokio::select! {
             _ = socket.ready.notified() => {
-                batch.clear();
                 socket.take_all(&mut batch);
-                match tokio::time::timeout(write_patience, write(conn, &batch)).await {
+                let written = tokio::time::timeout(write_patience, write(conn, &batch)).await;
+                let closing = batch.contains(&Outgoing::Close);
+                // Written: the frames' bytes go now, not at the next wakeup (an idle session
+                // would hold its last messages), and a burst's capacity goes with them.
+                batch.clear();
+                if batch.capacity() > 64 {
+                    batch.shrink_to(16);
+                }
+                match written {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return CloseReason::TransportClose,
                     Err(_) => return CloseReason::PingTimeout,
                 }
-                if batch.contains(&Outgoing::Close) {
+                if closing {
                     return CloseReason::ServerClose;
                 }
             }
