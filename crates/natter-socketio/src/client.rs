@@ -62,15 +62,6 @@ impl Client {
         }
     }
 
-    /// Whether messages queued earlier are still waiting to be written: the writer is busy,
-    /// so what arrives now can share a frame. socketioxide does not say; `false` there.
-    pub fn has_backlog(&self) -> bool {
-        match self {
-            Client::Socketioxide(_) => false,
-            Client::Own(s) => s.engine().queued_bytes() > 0,
-        }
-    }
-
     /// Tells the client it is disconnected (`io server disconnect`) and closes the socket;
     /// `Err(Full)` when there is no room for that packet yet.
     pub fn disconnect(&self) -> Result<(), Refused> {

@@ -1,21 +1,18 @@
 //! Writing a member's feed to its socket, and what happens when the socket can't keep up.
 //!
 //! Each socket has a bounded buffer (socketioxide's counts packets, the own transport's
-//! bytes) that refuses a packet when it is full. We never drop an event there: the member's
-//! task waits (with backoff) for room, up to `slow_consumer_timeout`. While it waits, the
-//! chat's bus channel keeps going without it; once the member is more than the channel's
-//! capacity behind, its [`Feed`] resyncs and sends the running turn's missed tokens as one
-//! coalesced `ai:token` (`index..=through`). A member whose socket stays full past the
-//! timeout, or that falls further behind than the replay limit, gets
-//! `error {code: "slow_consumer"}` and is disconnected; it recovers by rejoining with
-//! `lastSeq`. Memory per member is bounded and the turn never waits for anyone.
+//! bytes) that refuses a packet when it is full. We never drop an event there: the member's task waits (with backoff) for room, up
+//! to `slow_consumer_timeout`. While it waits, the chat's bus channel keeps going without it;
+//! once the member is more than the channel's capacity behind, its [`Feed`] resyncs and sends
+//! the running turn's missed tokens as one coalesced `ai:token` (`index..=through`). A member
+//! whose socket stays full past the timeout, or that falls further behind than the replay
+//! limit, gets `error {code: "slow_consumer"}` and is disconnected; it recovers by rejoining
+//! with `lastSeq`. Memory per member is bounded and the turn never waits for anyone.
 //!
-//! Before that bound, a member whose last emit had to wait for room, or whose socket has not
-//! yet written what was queued for it (the own transport tells; socketioxide does not), is
-//! behind: the tokens already queued for it are merged into one `ai:token` (`index` of the
-//! first, `through` of the last, CONTRACT §6.4) of at most [`MAX_MERGED_TOKEN_BYTES`], so it
-//! catches up in fewer, larger packets instead of one per token. Nothing waits to be merged:
-//! only tokens already in the feed are. Only tokens of turns that started after the join
+//! Before that bound, a member whose last emit had to wait for room is behind: the tokens
+//! already queued for it are merged into one `ai:token` (`index` of the first, `through` of
+//! the last, CONTRACT §6.4) of at most [`MAX_MERGED_TOKEN_BYTES`], so it catches up in fewer,
+//! larger packets instead of one per token. Only tokens of turns that started after the join
 //! are merged (see [`Feed::joined_mid_turn`]).
 
 use std::future::Future;
@@ -314,11 +311,7 @@ pub async fn run_member(
             },
         };
         let item = match item {
-            // Behind: the last emit waited for room, or (own transport) the socket has not
-            // yet written what was queued, so tokens that arrived meanwhile share one frame.
-            Ok(tokens @ FeedItem::Tokens { .. })
-                if (behind || socket.has_backlog()) && !feed.joined_mid_turn(&tokens) =>
-            {
+            Ok(tokens @ FeedItem::Tokens { .. }) if behind && !feed.joined_mid_turn(&tokens) => {
                 // Boxed like the other paths a member that keeps up never takes.
                 let (merged, next) = Box::pin(merge_ready_tokens(&mut feed, tokens)).await;
                 held = next;
