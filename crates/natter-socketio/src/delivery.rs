@@ -1,13 +1,14 @@
 //! Writing a member's feed to its socket, and what happens when the socket can't keep up.
 //!
 //! Each socket has a bounded buffer (socketioxide's counts packets, the own transport's
-//! bytes) that refuses a packet when it is full. We never drop an event there: the member's task waits (with backoff) for room, up
-//! to `slow_consumer_timeout`. While it waits, the chat's bus channel keeps going without it;
-//! once the member is more than the channel's capacity behind, its [`Feed`] resyncs and sends
-//! the running turn's missed tokens as one coalesced `ai:token` (`index..=through`). A member
-//! whose socket stays full past the timeout, or that falls further behind than the replay
-//! limit, gets `error {code: "slow_consumer"}` and is disconnected; it recovers by rejoining
-//! with `lastSeq`. Memory per member is bounded and the turn never waits for anyone.
+//! bytes) that refuses a packet when it is full. We never drop an event there: the member's
+//! task waits (with backoff) for room, up to `slow_consumer_timeout`. While it waits, the
+//! chat's bus channel keeps going without it; once the member is more than the channel's
+//! capacity behind, its [`Feed`] resyncs and sends the running turn's missed tokens as one
+//! coalesced `ai:token` (`index..=through`). A member whose socket stays full past the
+//! timeout, or that falls further behind than the replay limit, gets
+//! `error {code: "slow_consumer"}` and is disconnected; it recovers by rejoining with
+//! `lastSeq`. Memory per member is bounded and the turn never waits for anyone.
 //!
 //! Before that bound, a member whose last emit had to wait for room is behind: the tokens
 //! already queued for it are merged into one `ai:token` (`index` of the first, `through` of
