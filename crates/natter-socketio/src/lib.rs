@@ -169,8 +169,9 @@ impl natter_socketio_transport::Namespace for OwnNamespace {
         socket: &Arc<natter_socketio_transport::Socket>,
         event: natter_socketio_transport::Event,
     ) {
-        // The first argument is the payload; one that is not JSON the face reads (a binary
-        // placeholder is JSON) reads as none, as with socketioxide.
+        // The first argument is the payload. It is valid JSON (the transport parsed it); one
+        // nested past serde_json's depth limit reads as none, and the event is refused as
+        // having no payload, as socketioxide's `TryData` does.
         let data = event
             .args
             .first()
