@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName};
-
 use bytes::Bytes;
 use natter_engineio::{CloseReason, Frame, Handler, Message, SendError, Sid};
 use serde::Serialize;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use natter_socketio_transport::natter_engineio::SendError as OwnSendError;
 use serde::Serialize;
 use socketioxide::extract::{AckSender, SocketRef};
 
@@ -70,20 +71,18 @@ impl Client {
                 Err(socketioxide::SocketError::InternalChannelFull) => Err(Refused::Full),
                 _ => Ok(()),
             },
-            Client::Own(s) => match s.disconnect() {
-                Err(natter_socketio_transport::natter_engineio::SendError::Full) => {
-                    Err(Refused::Full)
-                }
+            Client::Own(s) => match s.disconnect().map_err(own_refusal) {
+                Err(Refused::Full) => Err(Refused::Full),
                 _ => Ok(()),
             },
         }
     }
 }
 
-fn own_refusal(e: natter_socketio_transport::natter_engineio::SendError) -> Refused {
+fn own_refusal(e: OwnSendError) -> Refused {
     match e {
-        natter_socketio_transport::natter_engineio::SendError::Full => Refused::Full,
-        natter_socketio_transport::natter_engineio::SendError::Closed => Refused::Closed,
+        OwnSendError::Full => Refused::Full,
+        OwnSendError::Closed => Refused::Closed,
     }
 }
 

@@ -238,7 +238,7 @@ pub(crate) fn receive(
     let conn = client.conn();
     let profile = conn.as_ref().map_or(Profile::Default, |c| c.profile);
     let route = face.routes.get(profile, &event);
-    let order = route.and_then(|_| conn.map(|c| c.queue_event()));
+    let order = route.and_then(|_| conn.as_ref().map(|c| c.queue_event()));
     async move {
         let Some(route) = route else {
             let e = WireError::new(ErrorCode::UnknownEvent, format!("unknown event `{event}`"));
@@ -259,8 +259,8 @@ pub(crate) fn receive(
             None => None,
         };
         match route {
-            Route::Contract(key) => dispatch(face, client, key, event, data, ack).await,
-            Route::Flat(flat) => dispatch_flat(face, client, flat, data, ack).await,
+            Route::Contract(key) => dispatch(face, client, conn, key, event, data, ack).await,
+            Route::Flat(flat) => dispatch_flat(face, client, conn, flat, data, ack).await,
         }
     }
 }
@@ -390,6 +390,7 @@ async fn leave_presence(face: &Face, conn: &Conn, m: &Membership) {
 async fn dispatch_flat(
     face: Arc<Face>,
     client: Client,
+    conn: Option<Arc<Conn>>,
     flat: FlatIn,
     data: Option<Value>,
     ack: Option<Ack>,
@@ -399,7 +400,7 @@ async fn dispatch_flat(
     match flat.translate(&data, new_message_id) {
         Ok((key, payload)) => {
             let event = flat.name().to_owned();
-            dispatch(face, client, key, event, Some(payload), ack).await
+            dispatch(face, client, conn, key, event, Some(payload), ack).await
         }
         Err(e) => Reply {
             client,
@@ -412,9 +413,11 @@ async fn dispatch_flat(
 }
 
 /// Handles the client event `key`; `event` is the wire name it arrived under (for errors).
+/// `conn` is the socket's state as [`receive`] found it.
 async fn dispatch(
     face: Arc<Face>,
     client: Client,
+    conn: Option<Arc<Conn>>,
     key: EventKey,
     event: String,
     data: Option<Value>,
@@ -426,7 +429,7 @@ async fn dispatch(
         event: event.clone(),
         face: face.clone(),
     };
-    let Some(conn) = client.conn() else {
+    let Some(conn) = conn else {
         return reply.err(&WireError::new(
             ErrorCode::Internal,
             "connection state missing",
