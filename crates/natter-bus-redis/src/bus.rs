@@ -12,7 +12,7 @@
 //! its own result and reports the outage.
 //!
 //! # Subscribing
-//! One upstream subscription per chat per node feeds a bounded `broadcast` channel shared by
+//! One upstream subscription per chat per node feeds a bounded `ring` channel shared by
 //! the node's members of the chat. The node also keeps a *mirror* of the chat's turn buffer,
 //! built from the stream once and then from the messages it receives (they arrive in script
 //! order on one connection, and the mirror applies the script's rules), so a second member
@@ -33,7 +33,7 @@
 //! # When Redis goes away
 //! Publishes fail (within `op_timeout`). The pub/sub supervisor reconnects, re-subscribes
 //! every chat, and each chat reads its buffer again and makes every local member lag (the
-//! only signal a `broadcast` receiver has), so feeds reload from the store and the buffer.
+//! only signal a `ring` receiver has), so feeds reload from the store and the buffer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -43,9 +43,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use natter_core::bus::{Bus, BusError, Subscription, TurnSnapshot, UserEvent, UserSubscription};
 use natter_core::chat::{ChatKey, Identity};
-use natter_core::event::{BusMessage, EventBody, LiveEvent, StoredEvent, TurnRef};
+use natter_core::event::{BusMessage, LiveEvent, TurnRef};
+use natter_core::ring;
 use redis::Value;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::hub::Handler;
 use crate::{Shared, now_micros, scripts, wire};
@@ -55,7 +56,7 @@ const PENDING_MAX: usize = 16_384;
 /// How often a chat whose buffer read failed after a reconnect tries again.
 const RESYNC_RETRY: Duration = Duration::from_millis(200);
 
-/// A chat's local channel capacity (`broadcast` rounds it up to a power of two).
+/// A chat's local channel capacity.
 fn chat_capacity(config: &crate::RedisConfig) -> usize {
     config.bus_capacity.max(16)
 }
@@ -78,33 +79,16 @@ struct BusInner {
     chats: Mutex<HashMap<ChatKey, Arc<ChatEntry>>>,
     users: Mutex<HashMap<UserKey, Arc<UserEntry>>>,
     lanes: Mutex<HashMap<ChatKey, Arc<Lane>>>,
-    /// Sent to overflow a chat's channel so every receiver lags (a `seq` 0 durable event,
-    /// which feeds drop as already delivered).
-    filler: Arc<BusMessage>,
 }
 
 impl RedisBus {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let filler = Arc::new(BusMessage::Durable {
-            event: Arc::new(StoredEvent {
-                seq: 0,
-                created_at: 0,
-                body: EventBody::ChatUpdated {
-                    title: None,
-                    pinned: None,
-                    members: None,
-                    updated_by: None,
-                },
-            }),
-            origin: None,
-        });
         Self {
             inner: Arc::new(BusInner {
                 shared,
                 chats: Mutex::new(HashMap::new()),
                 users: Mutex::new(HashMap::new()),
                 lanes: Mutex::new(HashMap::new()),
-                filler,
             }),
         }
     }
@@ -272,7 +256,7 @@ struct ChatState {
 struct ChatEntry {
     chat: ChatKey,
     channel: String,
-    tx: broadcast::Sender<Arc<BusMessage>>,
+    tx: ring::Sender<Arc<BusMessage>>,
     state: Mutex<ChatState>,
     /// Serializes syncs (a first subscription, a resync after a reconnect).
     setup: tokio::sync::Mutex<()>,
@@ -288,16 +272,6 @@ struct ChatEntry {
 impl ChatEntry {
     fn state(&self) -> MutexGuard<'_, ChatState> {
         lock(&self.state)
-    }
-
-    /// Makes every current receiver lag: fills the ring past its capacity.
-    fn force_lag(&self, filler: &Arc<BusMessage>, capacity: usize) {
-        if self.tx.receiver_count() == 0 {
-            return;
-        }
-        for _ in 0..=capacity.next_power_of_two() {
-            let _ = self.tx.send(filler.clone());
-        }
     }
 
     fn snapshot(mirror: &Option<Mirror>, ttl: Duration) -> Option<TurnSnapshot> {
@@ -555,8 +529,7 @@ impl BusInner {
         read: ReadTurn,
         generation: u64,
         subscribe: bool,
-    ) -> Result<Option<(broadcast::Receiver<Arc<BusMessage>>, Option<TurnSnapshot>)>, BusError>
-    {
+    ) -> Result<Option<(ring::Receiver<Arc<BusMessage>>, Option<TurnSnapshot>)>, BusError> {
         let cfg = &self.shared.config;
         let mut st = entry.state();
         if st.generation != generation {
@@ -573,7 +546,7 @@ impl BusInner {
         // Receivers from before a reconnect lost messages: they lag first, then get what
         // follows.
         if st.lag_pending {
-            entry.force_lag(&self.filler, chat_capacity(cfg));
+            entry.tx.lag_receivers();
             st.lag_pending = false;
         }
         let rx = subscribe.then(|| entry.tx.subscribe());
@@ -590,7 +563,7 @@ impl BusInner {
         }
         if overflowed {
             // Held messages were dropped: everyone, the new receiver too, resyncs.
-            entry.force_lag(&self.filler, chat_capacity(cfg));
+            entry.tx.lag_receivers();
         }
         Ok(rx.map(|rx| (rx, snapshot)))
     }
@@ -630,7 +603,7 @@ impl BusInner {
     async fn attach(
         self: &Arc<Self>,
         entry: &Arc<ChatEntry>,
-    ) -> Result<(broadcast::Receiver<Arc<BusMessage>>, Option<TurnSnapshot>), BusError> {
+    ) -> Result<(ring::Receiver<Arc<BusMessage>>, Option<TurnSnapshot>), BusError> {
         let cfg = &self.shared.config;
         let _setup = tokio::time::timeout(cfg.op_timeout, entry.setup.lock())
             .await
@@ -831,7 +804,7 @@ async fn flush(bus: Arc<BusInner>, chat: ChatKey, lane: Arc<Lane>) {
 struct UserEntry {
     key: UserKey,
     channel: String,
-    tx: broadcast::Sender<Arc<UserEvent>>,
+    tx: ring::Sender<Arc<UserEvent>>,
     refs: AtomicUsize,
 }
 
@@ -918,7 +891,7 @@ impl Bus for RedisBus {
                     Arc::new(ChatEntry {
                         chat: chat.clone(),
                         channel: bus.shared.keys.chat_channel(chat),
-                        tx: broadcast::channel(chat_capacity(&bus.shared.config)).0,
+                        tx: ring::channel(chat_capacity(&bus.shared.config)).0,
                         state: Mutex::new(ChatState {
                             phase: Phase::Idle,
                             mirror: None,
@@ -995,7 +968,7 @@ impl Bus for RedisBus {
                     Arc::new(UserEntry {
                         channel: bus.shared.keys.user_channel(&key.0, &key.1),
                         key: key.clone(),
-                        tx: broadcast::channel(bus.shared.config.user_capacity.max(4)).0,
+                        tx: ring::channel(bus.shared.config.user_capacity.max(4)).0,
                         refs: AtomicUsize::new(0),
                     })
                 })

@@ -14,7 +14,7 @@ use natter_core::chat::ChatKey;
 use natter_core::coordinator::{Control, Coordinator};
 use natter_core::event::{BusMessage, LiveEvent};
 use natter_core::presence::Presence;
-use tokio::sync::broadcast::error::RecvError;
+use natter_core::ring::RecvError;
 
 async fn node(cfg: RedisConfig) -> RedisNode {
     RedisNode::connect(cfg).await.expect("connect")

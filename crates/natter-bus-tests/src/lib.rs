@@ -17,8 +17,8 @@ use natter_core::event::{
     BusMessage, EventBody, LiveEvent, ProcessingStatus, StoredEvent, TurnRef,
 };
 use natter_core::feed::{Feed, FeedItem};
+use natter_core::ring::RecvError;
 use natter_core::store_memory::MemoryStore;
-use tokio::sync::broadcast::error::RecvError;
 
 /// Some nodes of one bus deployment.
 #[async_trait]

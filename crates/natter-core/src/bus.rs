@@ -24,11 +24,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use tokio::sync::broadcast;
-
 use crate::chat::{ChatKey, ConnectionId, Identity};
 use crate::event::{BusMessage, TurnRef};
+use crate::ring;
+use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
 #[error("bus error: {0}")]
@@ -43,7 +42,7 @@ pub struct TurnSnapshot {
 
 /// A live subscription to one chat. Dropping it unsubscribes.
 pub struct Subscription {
-    pub rx: broadcast::Receiver<Arc<BusMessage>>,
+    pub rx: ring::Receiver<Arc<BusMessage>>,
     /// The running turn's buffer at the moment of subscribing.
     pub running_turn: Option<TurnSnapshot>,
     /// Runs when the subscription is dropped, after the receiver is gone.
@@ -53,7 +52,7 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         // Replace the receiver first so the bus sees the subscriber gone.
-        let (_tx, rx) = broadcast::channel(1);
+        let (_tx, rx) = ring::channel(1);
         drop(std::mem::replace(&mut self.rx, rx));
         if let Some(f) = self.on_drop.take() {
             f();
@@ -86,13 +85,13 @@ pub struct UserEvent {
 
 /// A live subscription to one user's channel. Dropping it unsubscribes.
 pub struct UserSubscription {
-    pub rx: broadcast::Receiver<Arc<UserEvent>>,
+    pub rx: ring::Receiver<Arc<UserEvent>>,
     pub on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Drop for UserSubscription {
     fn drop(&mut self) {
-        let (_tx, rx) = broadcast::channel(1);
+        let (_tx, rx) = ring::channel(1);
         drop(std::mem::replace(&mut self.rx, rx));
         if let Some(f) = self.on_drop.take() {
             f();

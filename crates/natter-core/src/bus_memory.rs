@@ -1,17 +1,17 @@
-//! The in-process [`Bus`]: one `tokio::sync::broadcast` channel per chat with subscribers.
+//! The in-process [`Bus`]: one [`ring`] channel per chat with subscribers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
 
 use crate::bus::{Bus, BusError, Subscription, TurnSnapshot, UserEvent, UserSubscription};
 use crate::chat::{ChatKey, Identity};
 use crate::event::{BusMessage, LiveEvent};
+use crate::ring;
 
 struct Channel {
-    tx: broadcast::Sender<Arc<BusMessage>>,
+    tx: ring::Sender<Arc<BusMessage>>,
     turn: Option<TurnSnapshot>,
 }
 
@@ -19,7 +19,7 @@ type Channels = Mutex<HashMap<ChatKey, Channel>>;
 
 /// Keyed by org and user: a user's channel is the same whatever scopes its tokens carry.
 type UserKey = (Arc<str>, Arc<str>);
-type UserChannels = Mutex<HashMap<UserKey, broadcast::Sender<Arc<UserEvent>>>>;
+type UserChannels = Mutex<HashMap<UserKey, ring::Sender<Arc<UserEvent>>>>;
 
 fn user_key(user: &Identity) -> UserKey {
     (user.org.clone(), user.user_id.clone())
@@ -90,7 +90,7 @@ impl Bus for MemoryBus {
                 ) {
                     return Ok(());
                 }
-                let (tx, _) = broadcast::channel(self.capacity);
+                let (tx, _) = ring::channel(self.capacity);
                 map.entry(chat.clone())
                     .or_insert(Channel { tx, turn: None })
             }
@@ -150,7 +150,7 @@ impl Bus for MemoryBus {
     async fn subscribe(&self, chat: &ChatKey) -> Result<Subscription, BusError> {
         let mut map = lock(&self.channels)?;
         let channel = map.entry(chat.clone()).or_insert_with(|| Channel {
-            tx: broadcast::channel(self.capacity).0,
+            tx: ring::channel(self.capacity).0,
             turn: None,
         });
         let rx = channel.tx.subscribe();
@@ -187,7 +187,7 @@ impl Bus for MemoryBus {
             .map_err(|_| BusError("memory bus lock poisoned".into()))?;
         let rx = users
             .entry(user_key(user))
-            .or_insert_with(|| broadcast::channel(USER_CHANNEL_CAPACITY).0)
+            .or_insert_with(|| ring::channel(USER_CHANNEL_CAPACITY).0)
             .subscribe();
         let weak = Arc::downgrade(&self.users);
         let key = user_key(user);

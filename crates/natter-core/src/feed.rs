@@ -18,11 +18,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::broadcast::error::RecvError;
-
 use crate::bus::{Bus, Subscription, TurnSnapshot};
 use crate::chat::{ChatKey, ConnectionId};
 use crate::event::{BusMessage, EventBody, LiveEvent, StoredEvent, TurnRef};
+use crate::ring::{RecvError, TryRecvError};
 use crate::store::Store;
 
 /// One thing to deliver to a member.
@@ -184,7 +183,6 @@ impl Feed {
     /// The next item if one is already there (queued, or waiting on the bus), without
     /// waiting for a new one. Lets a face merge a slow member's backlog of tokens.
     pub async fn next_if_ready(&mut self) -> Option<Result<FeedItem, FeedEnd>> {
-        use tokio::sync::broadcast::error::TryRecvError;
         loop {
             if let Some(item) = self.ready.pop_front() {
                 return Some(Ok(item));

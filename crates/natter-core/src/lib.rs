@@ -26,6 +26,7 @@ pub mod presence_memory;
 pub mod processing;
 pub mod provider;
 pub mod reactions;
+pub mod ring;
 mod scheduler;
 pub mod store;
 pub mod store_memory;

@@ -84,7 +84,7 @@ fn text_upload(name: &str, body: &[u8]) -> Upload {
 }
 
 async fn updates_for(
-    rx: &mut tokio::sync::broadcast::Receiver<Arc<BusMessage>>,
+    rx: &mut natter_core::ring::Receiver<Arc<BusMessage>>,
     id: &str,
 ) -> Vec<ProcessingUpdate> {
     let mut out = Vec::new();

@@ -242,7 +242,7 @@ impl StreamTask {
                 event = user_channel.rx.recv() => {
                     let event = match event {
                         Ok(e) => e,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(natter_core::ring::RecvError::Lagged(_)) => continue,
                         Err(_) => break,
                     };
                     let chat = ChatKey::new(this.who.org.clone(), event.chat_id.clone());
