@@ -242,7 +242,7 @@ impl<H: Handler> Engine<H> {
                     .max_frame_size(self.config.max_payload);
                 match existing {
                     None => upgrade
-                        .on_upgrade(move |ws| self.open_websocket(ws, parts))
+                        .on_upgrade(move |ws| self.open_websocket(Box::new(ws), Box::new(parts)))
                         .into_response(),
                     Some(socket) => {
                         let polling = socket.lock().transport == Transport::Polling;
@@ -266,7 +266,7 @@ impl<H: Handler> Engine<H> {
                             .on_failed_upgrade(move |_| {
                                 claimed.upgrade_claimed.store(false, Ordering::Release);
                             })
-                            .on_upgrade(move |ws| self.upgrade(socket, ws))
+                            .on_upgrade(move |ws| self.upgrade(socket, Box::new(ws)))
                             .into_response()
                     }
                 }
@@ -304,7 +304,10 @@ impl<H: Handler> Engine<H> {
         polling_response(open.into_bytes())
     }
 
-    async fn open_websocket(self: Arc<Self>, mut ws: WebSocket, parts: Parts) {
+    /// The WebSocket and the request head come boxed: the session's task holds its future for
+    /// the session's whole life, and an `async fn` keeps room for each argument by value
+    /// beside the futures it awaits (a WebSocket is several hundred bytes).
+    async fn open_websocket(self: Arc<Self>, mut ws: Box<WebSocket>, parts: Box<Parts>) {
         let socket = self.register(Transport::WebSocket);
         let open = self.open_packet(socket.sid(), "[]");
         if ws.send(WsMessage::Text(open.into())).await.is_err() {
@@ -408,7 +411,7 @@ impl<H: Handler> Engine<H> {
 
     /// A WebSocket for a long-polling session: the probe, then the client's `5`, then the
     /// session's task takes the WebSocket over.
-    async fn upgrade(self: Arc<Self>, socket: Arc<Socket>, mut ws: WebSocket) {
+    async fn upgrade(self: Arc<Self>, socket: Arc<Socket>, mut ws: Box<WebSocket>) {
         let deadline = tokio::time::Instant::now() + self.config.upgrade_timeout;
         let probed = tokio::time::timeout_at(deadline, async {
             match ws.recv().await {
@@ -453,7 +456,7 @@ impl<H: Handler> Engine<H> {
         }
         outbox.transport = Transport::WebSocket;
         drop(outbox);
-        *socket.upgraded.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(ws));
+        *socket.upgraded.lock().unwrap_or_else(|e| e.into_inner()) = Some(ws);
         socket.control.notify_one();
         // A GET still waiting is refused (`poll`).
         socket.ready.notify_waiters();

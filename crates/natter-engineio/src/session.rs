@@ -16,7 +16,7 @@ use crate::socket::{CloseReason, Socket};
 pub(crate) async fn run<H: Handler>(
     engine: Arc<Engine<H>>,
     socket: Arc<Socket>,
-    mut ws: Option<WebSocket>,
+    mut ws: Option<Box<WebSocket>>,
 ) {
     let reason = drive(&engine, &socket, &mut ws).await;
     let reason = socket.close_with(reason);
@@ -76,7 +76,7 @@ async fn drain_polling<H: Handler>(engine: &Engine<H>, socket: &Socket) {
 async fn drive<H: Handler>(
     engine: &Engine<H>,
     socket: &Arc<Socket>,
-    ws: &mut Option<WebSocket>,
+    ws: &mut Option<Box<WebSocket>>,
 ) -> CloseReason {
     let config = &engine.config;
     // A write that cannot finish in this long means the client stopped reading, which the
@@ -102,7 +102,7 @@ async fn drive<H: Handler>(
                     }
                     let upgraded = socket.upgraded.lock().unwrap_or_else(|e| e.into_inner()).take();
                     if let Some(upgraded) = upgraded {
-                        *ws = Some(*upgraded);
+                        *ws = Some(upgraded);
                         // Write what queued up during the upgrade.
                         socket.ready.notify_one();
                     }
