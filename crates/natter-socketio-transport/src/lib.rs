@@ -203,10 +203,23 @@ struct Partial {
 #[derive(Default)]
 struct Conn {
     handshake: Arc<Handshake>,
-    sockets: HashMap<String, Arc<Socket>>,
-    partial: Option<Partial>,
+    /// The namespaces it joined: usually one, so a list, not a map.
+    sockets: Vec<Arc<Socket>>,
+    /// Boxed: rare, and every idle session's entry in the shared map would carry its room.
+    partial: Option<Box<Partial>>,
     /// Dropped when the session first joins a namespace: stops the connect timeout.
     joined: Option<oneshot::Sender<()>>,
+}
+
+impl Conn {
+    fn joined_to(&self, namespace: &str) -> Option<&Arc<Socket>> {
+        self.sockets.iter().find(|s| s.namespace == namespace)
+    }
+
+    fn leave(&mut self, namespace: &str) -> Option<Arc<Socket>> {
+        let at = self.sockets.iter().position(|s| s.namespace == namespace)?;
+        Some(self.sockets.swap_remove(at))
+    }
 }
 
 /// The Socket.IO server: an Engine.IO [`Handler`].
@@ -265,7 +278,7 @@ impl SocketIo {
                 let left = self
                     .conns()
                     .get_mut(&engine.sid())
-                    .and_then(|c| c.sockets.remove(&packet.namespace));
+                    .and_then(|c| c.leave(&packet.namespace));
                 if let (Some(socket), Some(h)) = (left, self.handler(&packet.namespace)) {
                     h.on_disconnect(&socket);
                 }
@@ -301,7 +314,7 @@ impl SocketIo {
     fn socket(&self, engine: &natter_engineio::Socket, namespace: &str) -> Option<Arc<Socket>> {
         self.conns()
             .get(&engine.sid())
-            .and_then(|c| c.sockets.get(namespace).cloned())
+            .and_then(|c| c.joined_to(namespace).cloned())
     }
 
     fn connect(&self, engine: &Arc<natter_engineio::Socket>, packet: Packet) {
@@ -321,7 +334,7 @@ impl SocketIo {
             let Some(conn) = conns.get(&engine.sid()) else {
                 return; // the session closed meanwhile
             };
-            if conn.sockets.contains_key(&packet.namespace) {
+            if conn.joined_to(&packet.namespace).is_some() {
                 return; // joined already: socket.io ignores a second connect
             }
             Arc::clone(&conn.handshake)
@@ -350,10 +363,9 @@ impl SocketIo {
             match conns.get_mut(&engine.sid()) {
                 // Gone (closed meanwhile) or taken (a second connect raced this one).
                 None => false,
-                Some(conn) if conn.sockets.contains_key(&packet.namespace) => false,
+                Some(conn) if conn.joined_to(&packet.namespace).is_some() => false,
                 Some(conn) => {
-                    conn.sockets
-                        .insert(packet.namespace.clone(), Arc::clone(&socket));
+                    conn.sockets.push(Arc::clone(&socket));
                     conn.joined = None;
                     true
                 }
@@ -446,10 +458,10 @@ impl Handler for SocketIo {
                     }
                 };
                 if packet.attachments > 0 {
-                    conn.partial = Some(Partial {
+                    conn.partial = Some(Box::new(Partial {
                         attachments: Vec::with_capacity(packet.attachments.min(16)),
                         packet,
-                    });
+                    }));
                     return;
                 }
                 drop(conns);
@@ -466,13 +478,13 @@ impl Handler for SocketIo {
                 if partial.attachments.len() < partial.packet.attachments {
                     return;
                 }
-                let Some(Partial {
-                    packet,
-                    attachments,
-                }) = conn.partial.take()
-                else {
+                let Some(partial) = conn.partial.take() else {
                     return;
                 };
+                let Partial {
+                    packet,
+                    attachments,
+                } = *partial;
                 drop(conns);
                 self.on_packet(engine, packet, attachments);
             }
@@ -481,8 +493,8 @@ impl Handler for SocketIo {
 
     fn on_close(&self, engine: &Arc<natter_engineio::Socket>, _reason: CloseReason) {
         let conn = self.conns().remove(&engine.sid());
-        for (namespace, socket) in conn.map(|c| c.sockets).unwrap_or_default() {
-            if let Some(h) = self.handler(&namespace) {
+        for socket in conn.map(|c| c.sockets).unwrap_or_default() {
+            if let Some(h) = self.handler(&socket.namespace) {
                 h.on_disconnect(&socket);
             }
         }
