@@ -1,6 +1,5 @@
 //! Per-socket state: identity and the chats the socket is in.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +10,7 @@ use natter_protocol::{ErrorCode, WireError};
 use tokio_util::sync::CancellationToken;
 
 use crate::flat::Profile;
-use crate::identity::{ConnIdentity, Handshake};
+use crate::identity::ConnIdentity;
 
 /// A socket's membership in one chat: its delivery task stops when `stop` is cancelled.
 pub struct Membership {
@@ -30,21 +29,28 @@ pub struct Conn {
     pub admission: Mutex<Option<Admission>>,
     /// Cancelled on disconnect (ends the token-expiry watch).
     pub closed: CancellationToken,
-    /// What the client sent when connecting (query and auth).
-    pub handshake: Handshake,
     /// How this connection names its events (handshake `profile`).
     pub profile: Profile,
     /// The handshake's valid W3C `traceparent`: each event's span continues it, and a payload
     /// without `traceId` gets its trace id.
     pub trace_parent: Option<SpanParent>,
-    chats: Mutex<HashMap<Arc<str>, Membership>>,
+    /// A socket is in one chat or a few: a list costs an idle socket less than a map.
+    chats: Mutex<Vec<Membership>>,
     /// Socket.IO runs handlers concurrently; a client's events are applied in the order sent.
     pub serial: Arc<tokio::sync::Mutex<()>>,
-    /// Held from the connect middleware until the handshake's chat is joined, so events the
-    /// client sends right after connecting wait for that join.
-    pub handshake_join: Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
+    /// The join the handshake asked for, until it is done. Only this is kept of the
+    /// handshake, not its query and auth, which an idle socket would otherwise carry.
+    pub handshake_join: Mutex<Option<Box<HandshakeJoin>>>,
     /// The last event queued on this connection: the next one waits for it to finish.
     order_tail: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+/// The chat a handshake asked to join at once (`chatId`, `lastSeq`, … in its query or auth).
+pub struct HandshakeJoin {
+    pub request: natter_protocol::socketio::JoinRequest,
+    /// Held from the handshake until that join is done, so events the client sends right
+    /// after connecting wait for it.
+    pub serial: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// An event's place in its connection's order (see [`Conn::queue_event`]).
@@ -66,7 +72,6 @@ impl Conn {
     pub fn new(
         id: ConnectionId,
         identity: ConnIdentity,
-        handshake: Handshake,
         profile: Profile,
         ip: Option<IpAddr>,
     ) -> Self {
@@ -76,10 +81,9 @@ impl Conn {
             ip,
             admission: Mutex::new(None),
             closed: CancellationToken::new(),
-            handshake,
             profile,
             trace_parent: None,
-            chats: Mutex::new(HashMap::new()),
+            chats: Mutex::new(Vec::new()),
             serial: Arc::new(tokio::sync::Mutex::new(())),
             handshake_join: Mutex::new(None),
             order_tail: Mutex::new(None),
@@ -108,7 +112,7 @@ impl Conn {
         }
     }
 
-    fn chats(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Membership>> {
+    fn chats(&self) -> std::sync::MutexGuard<'_, Vec<Membership>> {
         self.chats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -116,14 +120,14 @@ impl Conn {
     pub fn resolve_chat(&self, chat_id: Option<&str>) -> Result<ChatKey, WireError> {
         let chats = self.chats();
         match chat_id {
-            Some(id) => chats.get(id).map(|m| m.chat.clone()).ok_or_else(|| {
+            Some(id) => find(&chats, id).map(|m| m.chat.clone()).ok_or_else(|| {
                 WireError::new(
                     ErrorCode::NotJoined,
                     format!("this connection has not joined chat `{id}`; send chat:join first"),
                 )
             }),
             None => {
-                let mut it = chats.values();
+                let mut it = chats.iter();
                 match (it.next(), it.next()) {
                     (Some(m), None) => Ok(m.chat.clone()),
                     (None, _) => Err(WireError::new(
@@ -142,30 +146,47 @@ impl Conn {
     /// Whether joining `chat_id` would take this socket past `max` chats (a rejoin would not).
     pub fn joins_full(&self, chat_id: &str, max: usize) -> bool {
         let chats = self.chats();
-        max > 0 && !chats.contains_key(chat_id) && chats.len() >= max
+        max > 0 && find(&chats, chat_id).is_none() && chats.len() >= max
     }
 
     /// Records a membership, returning the one it replaces (a rejoin).
     pub fn insert(&self, membership: Membership) -> Option<Membership> {
-        self.chats()
-            .insert(membership.chat.chat_id.clone(), membership)
+        let mut chats = self.chats();
+        match chats
+            .iter_mut()
+            .find(|m| m.chat.chat_id == membership.chat.chat_id)
+        {
+            Some(current) => Some(std::mem::replace(current, membership)),
+            None => {
+                chats.push(membership);
+                None
+            }
+        }
     }
 
     pub fn remove(&self, chat_id: &str) -> Option<Membership> {
-        self.chats().remove(chat_id)
+        let mut chats = self.chats();
+        let at = chats.iter().position(|m| &*m.chat.chat_id == chat_id)?;
+        Some(chats.swap_remove(at))
     }
 
     /// Removes the membership only if it is still the one with this `stop` token.
     pub fn remove_if_current(&self, chat_id: &str, stop: &CancellationToken) -> bool {
         let mut chats = self.chats();
-        let current = chats.get(chat_id).is_some_and(|m| m.stop.eq(stop));
-        if current {
-            chats.remove(chat_id);
+        let at = chats
+            .iter()
+            .position(|m| &*m.chat.chat_id == chat_id && m.stop.eq(stop));
+        if let Some(at) = at {
+            chats.swap_remove(at);
         }
-        current
+        at.is_some()
     }
 
     pub fn drain(&self) -> Vec<Membership> {
-        self.chats().drain().map(|(_, m)| m).collect()
+        std::mem::take(&mut *self.chats())
     }
+}
+
+fn find<'a>(chats: &'a [Membership], chat_id: &str) -> Option<&'a Membership> {
+    chats.iter().find(|m| &*m.chat.chat_id == chat_id)
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::client::{Ack, Client};
-use crate::connection::{Conn, Membership};
+use crate::connection::{Conn, HandshakeJoin, Membership};
 use crate::delivery::{self, DropReason, EmitFailed};
 use crate::flat::{FlatIn, Profile};
 use crate::identity::{ConnIdentity, Handshake};
@@ -81,15 +81,28 @@ fn core_err(e: CoreError) -> WireError {
 /// Seed 004 names its chats `conversation_id`; tried after the configured chat-key fields.
 const FLAT_CHAT_KEY_FIELD: &str = "conversation_id";
 
-/// The chat the handshake asks to join at once: the first configured chat-key field present,
-/// else `conversation_id`.
-fn handshake_chat(face: &Face, handshake: &Handshake) -> Option<String> {
-    face.config
+/// The join the handshake asks for at once, if it names a chat: the first configured
+/// chat-key field present, else `conversation_id`.
+fn handshake_join_request(face: &Face, handshake: &Handshake) -> Option<JoinRequest> {
+    let chat_id = face
+        .config
         .chat_key_fields
         .iter()
         .map(String::as_str)
         .chain([FLAT_CHAT_KEY_FIELD])
-        .find_map(|f| handshake.field(f))
+        .find_map(|f| handshake.field(f))?;
+    Some(JoinRequest {
+        common: natter_protocol::socketio::Common {
+            chat_id: Some(chat_id),
+            trace_id: None,
+        },
+        user_id: None,
+        last_seq: handshake.field("lastSeq").and_then(|s| s.parse().ok()),
+        epoch: handshake.field("epoch"),
+        members: None,
+        // Clients with `joinEvent: null` bind a new chat in the handshake (CONTRACT §7.5).
+        agent_id: handshake.field("agentId"),
+    })
 }
 
 /// How a client event is handled.
@@ -193,19 +206,17 @@ pub(crate) fn prepare(face: &Face, request: HandshakeRequest<'_>) -> Result<Arc<
         .core
         .admit(&identity.resolve(None)?, ip)
         .map_err(|e| e.to_wire())?;
-    let conn = Arc::new(
-        Conn::new(id.into(), identity, handshake, profile, ip).with_trace_parent(trace_parent),
-    );
+    let conn =
+        Arc::new(Conn::new(id.into(), identity, profile, ip).with_trace_parent(trace_parent));
     *conn.admission.lock().unwrap_or_else(|p| p.into_inner()) = Some(admission);
-    if handshake_chat(face, &conn.handshake).is_some() {
+    if let Some(request) = handshake_join_request(face, &handshake) {
         // Nothing else holds the new lock yet, so this cannot fail; if it somehow did, the
-        // join below would simply take the lock in turn.
-        if let Ok(guard) = conn.serial.clone().try_lock_owned() {
-            *conn
-                .handshake_join
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(guard);
-        }
+        // join would simply take the lock in turn.
+        let serial = conn.serial.clone().try_lock_owned().ok();
+        *conn
+            .handshake_join
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(HandshakeJoin { request, serial }));
     }
     metrics::gauge!(natter_core::telemetry::CONNECTIONS, "face" => "socketio").increment(1.0);
     Ok(conn)
@@ -287,28 +298,15 @@ pub(crate) async fn on_connect(face: Arc<Face>, client: Client) {
     if conn.identity.expires_at().is_some() {
         tokio::spawn(watch_expiry(face.clone(), client.clone(), conn.clone()));
     }
-    let held = conn
+    let pending = conn
         .handshake_join
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
-    let handshake = &conn.handshake;
-    let Some(chat_id) = handshake_chat(&face, handshake) else {
+    let Some(HandshakeJoin { request, serial }) = pending.map(|p| *p) else {
         return;
     };
-    let req = JoinRequest {
-        common: natter_protocol::socketio::Common {
-            chat_id: Some(chat_id),
-            trace_id: None,
-        },
-        user_id: None,
-        last_seq: handshake.field("lastSeq").and_then(|s| s.parse().ok()),
-        epoch: handshake.field("epoch"),
-        members: None,
-        // Clients with `joinEvent: null` bind a new chat in the handshake (CONTRACT §7.5).
-        agent_id: handshake.field("agentId"),
-    };
-    let _serial = match held {
+    let _serial = match serial {
         Some(guard) => guard,
         None => conn.serial.clone().lock_owned().await,
     };
@@ -318,7 +316,7 @@ pub(crate) async fn on_connect(face: Arc<Face>, client: Client) {
         event: "handshake".into(),
         face: face.clone(),
     };
-    join(face, client, conn.clone(), req, reply).await;
+    join(face, client, conn.clone(), request, reply).await;
 }
 
 /// Drops the socket when its token expires, unless `auth:refresh` moved the expiry on.
