@@ -172,6 +172,12 @@ impl Feed {
             if let Some(item) = self.ready.pop_front() {
                 return Ok(item);
             }
+            if self.ready.capacity() > 0 {
+                // A member mostly waits: it keeps no queue meanwhile (a join's replay and
+                // each accepted message grow one; an allocation per wait costs less than
+                // keeping it in every idle member).
+                self.ready = VecDeque::new();
+            }
             match self.subscription.rx.recv().await {
                 Ok(message) => self.accept(&message).await?,
                 Err(RecvError::Lagged(_)) => self.resync().await?,
