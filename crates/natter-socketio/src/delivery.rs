@@ -287,95 +287,113 @@ pub fn asks_csat(face: &Face, conn: &Conn, user_id: &Arc<str>) -> bool {
 }
 
 /// Sends a member's feed to its socket until the member leaves or the socket closes.
-pub async fn run_member(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice in the member's future"
+)]
+pub fn run_member(
     face: Arc<Face>,
     socket: Client,
     conn: Arc<Conn>,
     user_id: Arc<str>,
     mut feed: Feed,
     stop: CancellationToken,
-) {
-    let chat = feed.chat().clone();
-    let chat_id = chat.chat_id.clone();
-    let patience = face.core.config().slow_consumer_timeout;
-    let names = &face.config.event_names;
-    // Whether the last emit had to wait for room, and an item read ahead while merging.
-    let mut behind = false;
-    let mut held: Option<Result<FeedItem, FeedEnd>> = None;
-    loop {
-        let item = match held.take() {
-            Some(item) => item,
-            None => tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                item = feed.next() => item,
-            },
-        };
-        let item = match item {
-            Ok(tokens @ FeedItem::Tokens { .. }) if behind && !feed.joined_mid_turn(&tokens) => {
-                // Boxed like the other paths a member that keeps up never takes.
-                let (merged, next) = Box::pin(merge_ready_tokens(&mut feed, tokens)).await;
-                held = next;
-                Ok(merged)
-            }
-            other => other,
-        };
-        let outcome = match item {
-            Ok(FeedItem::Live(LiveEvent::ChatDeleted { deleted_by })) => {
-                // Boxed, as is `drop_member` below: a cold path's state would otherwise be
-                // part of every member task's future for the member's whole stay.
-                Box::pin(leave_deleted_chat(
-                    &face,
-                    &socket,
-                    &conn,
-                    &chat,
-                    &user_id,
-                    &stop,
-                    deleted_by.as_deref(),
-                ))
-                .await;
-                return;
-            }
-            Ok(item) => {
-                // A customer also gets `csat:request` after `chat:ended` (CONTRACT §7.4).
-                let csat = match &item {
-                    FeedItem::Durable(e) if asks_csat(&face, &conn, &user_id) => {
-                        wire::csat_request(&chat_id, e)
-                    }
-                    _ => None,
-                };
-                let mut sent = Ok(());
-                for (key, payload) in wire::feed_item(&chat_id, &item).into_iter().chain(csat) {
-                    let chat = Some(&*chat_id);
-                    sent = emit_event(&socket, conn.profile, names, key, &*payload, chat, patience)
+) -> impl Future<Output = ()> + Send {
+    // An async block, not an `async fn`: the function's arguments would be moved into the
+    // future's locals and keep their first place too, for the member's whole stay.
+    async move {
+        let chat = feed.chat().clone();
+        let chat_id = chat.chat_id.clone();
+        let patience = face.core.config().slow_consumer_timeout;
+        let names = &face.config.event_names;
+        // Whether the last emit had to wait for room, and an item read ahead while merging.
+        let mut behind = false;
+        let mut held: Option<Result<FeedItem, FeedEnd>> = None;
+        loop {
+            let item = match held.take() {
+                Some(item) => item,
+                None => tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    item = feed.next() => item,
+                },
+            };
+            let item = match item {
+                Ok(tokens @ FeedItem::Tokens { .. })
+                    if behind && !feed.joined_mid_turn(&tokens) =>
+                {
+                    // Boxed like the other paths a member that keeps up never takes.
+                    let (merged, next) = Box::pin(merge_ready_tokens(&mut feed, tokens)).await;
+                    held = next;
+                    Ok(merged)
+                }
+                other => other,
+            };
+            let outcome = match item {
+                Ok(FeedItem::Live(LiveEvent::ChatDeleted { deleted_by })) => {
+                    // Boxed, as is `drop_member` below: a cold path's state would otherwise be
+                    // part of every member task's future for the member's whole stay.
+                    Box::pin(leave_deleted_chat(
+                        &face,
+                        &socket,
+                        &conn,
+                        &chat,
+                        &user_id,
+                        &stop,
+                        deleted_by.as_deref(),
+                    ))
+                    .await;
+                    return;
+                }
+                Ok(item) => {
+                    // A customer also gets `csat:request` after `chat:ended` (CONTRACT §7.4).
+                    let csat = match &item {
+                        FeedItem::Durable(e) if asks_csat(&face, &conn, &user_id) => {
+                            wire::csat_request(&chat_id, e)
+                        }
+                        _ => None,
+                    };
+                    let mut sent = Ok(());
+                    for (key, payload) in wire::feed_item(&chat_id, &item).into_iter().chain(csat) {
+                        let chat = Some(&*chat_id);
+                        sent = emit_event(
+                            &socket,
+                            conn.profile,
+                            names,
+                            key,
+                            &*payload,
+                            chat,
+                            patience,
+                        )
                         .await
                         .map(|waited| behind = waited)
                         .map_err(|e| match e {
                             EmitFailed::Closed => None,
                             EmitFailed::Full => Some(DropReason::SlowConsumer),
                         });
-                    if sent.is_err() {
-                        break;
+                        if sent.is_err() {
+                            break;
+                        }
                     }
+                    sent
                 }
-                sent
-            }
-            Err(FeedEnd::Closed) => Err(None),
-            Err(FeedEnd::TooFarBehind) => Err(Some(DropReason::SlowConsumer)),
-            Err(FeedEnd::Unavailable(e)) => {
-                tracing::warn!(error = %e, chat = %chat_id, "feed failed; the member must rejoin");
-                Err(Some(DropReason::Unavailable))
-            }
-        };
-        match outcome {
-            Ok(()) => {}
-            // The socket is gone: its disconnect handler leaves the chat.
-            Err(None) => return,
-            Err(Some(reason)) => {
-                if conn.remove_if_current(&chat_id, &stop) {
-                    Box::pin(drop_member(&face, &socket, &conn, &chat, &user_id, reason)).await;
+                Err(FeedEnd::Closed) => Err(None),
+                Err(FeedEnd::TooFarBehind) => Err(Some(DropReason::SlowConsumer)),
+                Err(FeedEnd::Unavailable(e)) => {
+                    tracing::warn!(error = %e, chat = %chat_id, "feed failed; the member must rejoin");
+                    Err(Some(DropReason::Unavailable))
                 }
-                return;
+            };
+            match outcome {
+                Ok(()) => {}
+                // The socket is gone: its disconnect handler leaves the chat.
+                Err(None) => return,
+                Err(Some(reason)) => {
+                    if conn.remove_if_current(&chat_id, &stop) {
+                        Box::pin(drop_member(&face, &socket, &conn, &chat, &user_id, reason)).await;
+                    }
+                    return;
+                }
             }
         }
     }
