@@ -1,5 +1,6 @@
 //! A session's one task: the heartbeat, and once there is a WebSocket, its reads and writes.
-//! Everything queued when the task wakes is written at once and flushed once.
+//! Everything queued when the task wakes (after letting the runnable tasks go first) is
+//! written at once and flushed once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -122,6 +123,10 @@ async fn drive<H: Handler>(
         };
         tokio::select! {
             _ = socket.ready.notified() => {
+                // Let the tasks already runnable go first: under load they queue more for this
+                // session, and it all leaves in one write (heavy fan-out: about 10 % less CPU,
+                // bench/README.md); when idle this is one trip through the scheduler.
+                tokio::task::yield_now().await;
                 socket.take_all(&mut batch);
                 let written = tokio::time::timeout(write_patience, write(conn, &batch)).await;
                 let closing = batch.contains(&Outgoing::Close);
