@@ -242,7 +242,12 @@ impl<H: Handler> Engine<H> {
                     .max_frame_size(self.config.max_payload);
                 match existing {
                     None => upgrade
-                        .on_upgrade(move |ws| self.open_websocket(Box::new(ws), Box::new(parts)))
+                        .on_upgrade(move |ws| {
+                            // A task of its own, so the session does not live inside axum's
+                            // upgrade future, which keeps room for a WebSocket it moved out.
+                            tokio::spawn(self.open_websocket(Box::new(ws), Box::new(parts)));
+                            std::future::ready(())
+                        })
                         .into_response(),
                     Some(socket) => {
                         let polling = socket.lock().transport == Transport::Polling;
