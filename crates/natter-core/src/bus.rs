@@ -24,10 +24,11 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use crate::chat::{ChatKey, ConnectionId, Identity};
 use crate::event::{BusMessage, TurnRef};
 use crate::ring;
-use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
 #[error("bus error: {0}")]
