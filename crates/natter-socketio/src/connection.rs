@@ -120,12 +120,14 @@ impl Conn {
     pub fn resolve_chat(&self, chat_id: Option<&str>) -> Result<ChatKey, WireError> {
         let chats = self.chats();
         match chat_id {
-            Some(id) => find(&chats, id).map(|m| m.chat.clone()).ok_or_else(|| {
-                WireError::new(
-                    ErrorCode::NotJoined,
-                    format!("this connection has not joined chat `{id}`; send chat:join first"),
-                )
-            }),
+            Some(id) => index_of(&chats, id)
+                .map(|at| chats[at].chat.clone())
+                .ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::NotJoined,
+                        format!("this connection has not joined chat `{id}`; send chat:join first"),
+                    )
+                }),
             None => {
                 let mut it = chats.iter();
                 match (it.next(), it.next()) {
@@ -146,17 +148,14 @@ impl Conn {
     /// Whether joining `chat_id` would take this socket past `max` chats (a rejoin would not).
     pub fn joins_full(&self, chat_id: &str, max: usize) -> bool {
         let chats = self.chats();
-        max > 0 && find(&chats, chat_id).is_none() && chats.len() >= max
+        max > 0 && index_of(&chats, chat_id).is_none() && chats.len() >= max
     }
 
     /// Records a membership, returning the one it replaces (a rejoin).
     pub fn insert(&self, membership: Membership) -> Option<Membership> {
         let mut chats = self.chats();
-        match chats
-            .iter_mut()
-            .find(|m| m.chat.chat_id == membership.chat.chat_id)
-        {
-            Some(current) => Some(std::mem::replace(current, membership)),
+        match index_of(&chats, &membership.chat.chat_id) {
+            Some(at) => Some(std::mem::replace(&mut chats[at], membership)),
             None => {
                 chats.push(membership);
                 None
@@ -166,16 +165,14 @@ impl Conn {
 
     pub fn remove(&self, chat_id: &str) -> Option<Membership> {
         let mut chats = self.chats();
-        let at = chats.iter().position(|m| &*m.chat.chat_id == chat_id)?;
+        let at = index_of(&chats, chat_id)?;
         Some(chats.swap_remove(at))
     }
 
     /// Removes the membership only if it is still the one with this `stop` token.
     pub fn remove_if_current(&self, chat_id: &str, stop: &CancellationToken) -> bool {
         let mut chats = self.chats();
-        let at = chats
-            .iter()
-            .position(|m| &*m.chat.chat_id == chat_id && m.stop.eq(stop));
+        let at = index_of(&chats, chat_id).filter(|&at| chats[at].stop.eq(stop));
         if let Some(at) = at {
             chats.swap_remove(at);
         }
@@ -187,6 +184,7 @@ impl Conn {
     }
 }
 
-fn find<'a>(chats: &'a [Membership], chat_id: &str) -> Option<&'a Membership> {
-    chats.iter().find(|m| &*m.chat.chat_id == chat_id)
+/// Where the membership of `chat_id` is in a socket's list (a chat is in it at most once).
+fn index_of(chats: &[Membership], chat_id: &str) -> Option<usize> {
+    chats.iter().position(|m| &*m.chat.chat_id == chat_id)
 }
